@@ -1,0 +1,18 @@
+//! Domain types and pure logic shared by every Damselfly component.
+//!
+//! Nothing here does I/O or knows about HTTP frameworks or storage engines: the edge, the agents
+//! and the preheater all build on these types, so they stay small and dependency-light.
+
+pub mod digest;
+pub mod location;
+pub mod piece;
+pub mod reference;
+pub mod seal;
+pub mod ticket;
+
+pub use digest::{Digest, DigestError, Sha256Stream};
+pub use location::Location;
+pub use piece::{PieceLayout, PieceTable};
+pub use reference::{Reference, RepositoryName};
+pub use seal::{ClusterSecret, SealError, TaskKey, TAG_LEN};
+pub use ticket::{Ticket, TicketError, TicketSigner};

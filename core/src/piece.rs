@@ -1,0 +1,156 @@
+//! How a blob is cut into pieces, and the table that proves each piece.
+//!
+//! The piece length rule: the smallest power of two that cuts the blob into at most
+//! [`TARGET_PIECES`] pieces, clamped to [`MIN_PIECE_LENGTH`]..=[`MAX_PIECE_LENGTH`].
+//! So a 64 MiB layer has 256 pieces of 256 KiB, a 512 MiB layer 256 pieces of 2 MiB, a 10 GiB
+//! file 640 pieces of 16 MiB, and anything under 256 KiB is a single piece. A few hundred pieces
+//! give peers enough units to trade without the bookkeeping outgrowing the data; the floor keeps
+//! per-piece overhead (a request, a GCM tag, a table entry) small against the payload.
+//!
+//! The rule depends only on the blob size, so every edge and agent computes the same layout.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::seal::TAG_LEN;
+
+pub const TARGET_PIECES: u64 = 256;
+pub const MIN_PIECE_LENGTH: u64 = 256 * 1024;
+pub const MAX_PIECE_LENGTH: u64 = 16 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceLayout {
+    pub size: u64,
+    pub piece_length: u64,
+}
+
+impl PieceLayout {
+    pub fn for_size(size: u64) -> Self {
+        let wanted = size.div_ceil(TARGET_PIECES).max(1).next_power_of_two();
+        PieceLayout {
+            size,
+            piece_length: wanted.clamp(MIN_PIECE_LENGTH, MAX_PIECE_LENGTH),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.size.div_ceil(self.piece_length)
+    }
+
+    /// Plaintext byte range `[start, end)` of piece `index`.
+    pub fn range(&self, index: u64) -> (u64, u64) {
+        let start = index * self.piece_length;
+        (start, (start + self.piece_length).min(self.size))
+    }
+
+    pub fn plain_len(&self, index: u64) -> u64 {
+        let (start, end) = self.range(index);
+        end - start
+    }
+
+    /// Where piece `index` starts in the sealed file: every piece occupies its plaintext length
+    /// plus one GCM tag, so offsets are computable without an index.
+    pub fn sealed_offset(&self, index: u64) -> u64 {
+        index * (self.piece_length + TAG_LEN as u64)
+    }
+
+    pub fn sealed_len(&self, index: u64) -> u64 {
+        self.plain_len(index) + TAG_LEN as u64
+    }
+
+    /// Total size of the sealed file.
+    pub fn sealed_size(&self) -> u64 {
+        self.size + self.count() * TAG_LEN as u64
+    }
+
+    /// The piece holding plaintext byte `offset`.
+    pub fn piece_of(&self, offset: u64) -> u64 {
+        offset / self.piece_length
+    }
+}
+
+/// The piece table of a task: the layout and the sha256 of every piece's plaintext, computed by
+/// the edge at ingest. Receivers verify pieces against it, never against a peer's word.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceTable {
+    pub digest: Digest,
+    #[serde(flatten)]
+    pub layout: PieceLayout,
+    /// One hex sha256 per piece, in order.
+    #[serde(with = "hex_list")]
+    pub pieces: Vec<[u8; 32]>,
+}
+
+mod hex_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(hex::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        let strings = Vec::<String>::deserialize(d)?;
+        strings
+            .iter()
+            .map(|s| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
+                Ok(out)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn piece_length_rule_gives_a_few_hundred_pieces() {
+        assert_eq!(PieceLayout::for_size(0).count(), 0);
+        assert_eq!(PieceLayout::for_size(1).count(), 1);
+        assert_eq!(PieceLayout::for_size(100 * 1024).piece_length, MIN_PIECE_LENGTH);
+        let l = PieceLayout::for_size(64 * MIB);
+        assert_eq!((l.piece_length, l.count()), (256 * 1024, 256));
+        let l = PieceLayout::for_size(512 * MIB);
+        assert_eq!((l.piece_length, l.count()), (2 * MIB, 256));
+        let l = PieceLayout::for_size(512 * MIB + 1);
+        assert_eq!((l.piece_length, l.count()), (4 * MIB, 129));
+        let l = PieceLayout::for_size(10 * 1024 * MIB);
+        assert_eq!((l.piece_length, l.count()), (MAX_PIECE_LENGTH, 640));
+        for size in [1, 1000, 5 * MIB + 7, 300 * MIB, 3 * 1024 * MIB] {
+            let l = PieceLayout::for_size(size);
+            assert!(l.count() <= TARGET_PIECES || l.piece_length == MAX_PIECE_LENGTH);
+        }
+    }
+
+    #[test]
+    fn ranges_cover_the_blob_exactly() {
+        let l = PieceLayout::for_size(3 * MIB + 5);
+        let mut next = 0;
+        for i in 0..l.count() {
+            let (s, e) = l.range(i);
+            assert_eq!(s, next);
+            assert!(e > s);
+            next = e;
+            assert_eq!(l.piece_of(s), i);
+        }
+        assert_eq!(next, l.size);
+        let last = l.count() - 1;
+        assert_eq!(l.sealed_offset(last) + l.sealed_len(last), l.sealed_size());
+    }
+
+    #[test]
+    fn table_serialises_as_hex() {
+        let t = PieceTable {
+            digest: Digest::of(b"x"),
+            layout: PieceLayout::for_size(1),
+            pieces: vec![*Digest::of(b"x").as_bytes()],
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains("\"piece_length\":262144"), "{json}");
+        assert_eq!(serde_json::from_str::<PieceTable>(&json).unwrap(), t);
+    }
+}

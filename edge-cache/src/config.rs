@@ -1,0 +1,354 @@
+//! Edge configuration: defaults, then the TOML file, then environment, then flags.
+//!
+//! Every field is documented here because this struct *is* the configuration reference
+//! (`docs/configuration.md` mirrors it). Unknown keys are rejected so typos fail loudly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The edge cache: a pull-through OCI registry cache that stores blobs as sealed pieces
+/// and serves them to runtimes and to the peer agents of its region.
+#[derive(Debug, Parser)]
+#[command(name = "edge-cache", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file; flags and environment override its values.
+    #[arg(long, env = "DAMSELFLY_EDGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for the registry API, the agent API and the health/metrics endpoints.
+    #[arg(long, env = "DAMSELFLY_EDGE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the piece store, the index and the generated cluster secret.
+    #[arg(long, env = "DAMSELFLY_EDGE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Default upstream registry URL, used when a request names no `?ns=` (e.g. http://127.0.0.1:5000).
+    #[arg(long, env = "DAMSELFLY_EDGE_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Region this edge serves (a label such as `eu-west`).
+    #[arg(long, env = "DAMSELFLY_EDGE_REGION", value_name = "NAME")]
+    pub region: Option<String>,
+    /// Disk quota for cached blobs, e.g. `50GiB` or `500MiB`.
+    #[arg(long, env = "DAMSELFLY_EDGE_QUOTA", value_name = "SIZE")]
+    pub quota: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "DAMSELFLY_EDGE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Validate the configuration, print it, and exit (non-zero when invalid).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address (registry API, agent API, `/healthz`, `/readyz`, `/metrics`).
+    pub listen: SocketAddr,
+    /// Data directory: sealed pieces, the redb index and the generated cluster secret.
+    pub data_dir: PathBuf,
+    /// Region label of this edge.
+    pub region: String,
+    /// URL of the default upstream, for requests without `?ns=`.
+    pub upstream: Option<String>,
+    /// Known upstream registries, with their credentials.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Cluster secret (at least 32 bytes) shared by every edge: derives task keys and signs
+    /// tickets. When unset, one is generated in `data_dir/cluster.secret` (fine for one edge).
+    pub cluster_secret_file: Option<PathBuf>,
+    pub cache: CacheConfig,
+    pub access: AccessConfig,
+    pub limits: LimitsConfig,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The registry host as clients name it in `?ns=` (`docker.io`, `registry.example.com:5000`).
+    pub registry: String,
+    /// Where to reach it (`https://registry-1.docker.io`, `http://127.0.0.1:5000`).
+    pub url: String,
+    /// Credentials the edge uses for clients that send none (makes the repositories readable by
+    /// anyone who can reach the edge: a deliberate operator choice).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Accept invalid TLS certificates from this upstream.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Disk quota for sealed blobs, e.g. `50GiB`.
+    pub quota: String,
+    /// Eviction starts when usage would pass this fraction of the quota...
+    pub high_watermark: f64,
+    /// ...and frees least-recently-used blobs down to this fraction.
+    pub low_watermark: f64,
+    /// How long a tag→digest mapping is served without asking the upstream again.
+    pub tag_ttl_secs: u64,
+    /// Largest manifest accepted from an upstream.
+    pub max_manifest_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// How long an upstream's "yes, this caller may read this" is reused.
+    pub ttl_secs: u64,
+    /// When the upstream cannot be reached, an earlier "yes" is honoured for this long,
+    /// so cached content stays pullable through an origin outage.
+    pub stale_if_error_secs: u64,
+    /// Lifetime of the signed tickets handed to agents.
+    pub ticket_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests handled at once; more wait (bounded by the request timeout).
+    pub max_concurrent_requests: usize,
+    /// Time to produce response headers (bodies stream as long as they make progress).
+    pub request_timeout_secs: u64,
+    /// Connecting to an upstream.
+    pub upstream_connect_timeout_secs: u64,
+    /// An upstream body that sends nothing for this long is cut and resumed.
+    pub upstream_idle_timeout_secs: u64,
+    /// Upstream resume attempts per blob before the ingest fails.
+    pub upstream_resume_attempts: u32,
+    /// On SIGTERM: how long in-flight requests may finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5080)),
+            data_dir: PathBuf::from("/var/lib/damselfly/edge"),
+            region: "default".into(),
+            upstream: None,
+            upstreams: Vec::new(),
+            cluster_secret_file: None,
+            cache: CacheConfig::default(),
+            access: AccessConfig::default(),
+            limits: LimitsConfig::default(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            quota: "50GiB".into(),
+            high_watermark: 0.90,
+            low_watermark: 0.80,
+            tag_ttl_secs: 30,
+            max_manifest_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            ttl_secs: 300,
+            stale_if_error_secs: 24 * 3600,
+            ticket_ttl_secs: 600,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_concurrent_requests: 1024,
+            request_timeout_secs: 120,
+            upstream_connect_timeout_secs: 5,
+            upstream_idle_timeout_secs: 30,
+            upstream_resume_attempts: 5,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults → file → environment/flags (clap already merged those two).
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = cli.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &cli.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &cli.upstream {
+            config.upstream = Some(v.clone());
+        }
+        if let Some(v) = &cli.region {
+            config.region = v.clone();
+        }
+        if let Some(v) = &cli.quota {
+            config.cache.quota = v.clone();
+        }
+        if let Some(v) = &cli.log_format {
+            config.log_format = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn quota_bytes(&self) -> Result<u64, ConfigError> {
+        parse_size(&self.cache.quota)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.quota_bytes()?;
+        let (low, high) = (self.cache.low_watermark, self.cache.high_watermark);
+        if !(0.0 < low && low < high && high <= 1.0) {
+            return invalid(format!(
+                "need 0 < low_watermark ({low}) < high_watermark ({high}) <= 1"
+            ));
+        }
+        if let Some(url) = &self.upstream {
+            check_url(url)?;
+        }
+        for u in &self.upstreams {
+            check_url(&u.url)?;
+            if u.registry.is_empty() || u.registry.contains('/') {
+                return invalid(format!(
+                    "upstream registry {:?} must be a host[:port]",
+                    u.registry
+                ));
+            }
+            if u.username.is_some() != u.password.is_some() {
+                return invalid(format!("upstream {}: set both username and password", u.registry));
+            }
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            return invalid("limits.max_concurrent_requests must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        _ => Err(ConfigError::Invalid(format!("{url:?} is not an http(s) URL"))),
+    }
+}
+
+/// Parses `123`, `10KiB`, `500MiB`, `50GiB`, `2TiB` (also KB/MB/GB/TB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| ConfigError::Invalid(format!("bad size {s:?}")))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "unknown size unit {other:?} in {s:?}"
+            )))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| ConfigError::Invalid(format!("size {s:?} overflows")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
+        assert_eq!(parse_size("42").unwrap(), 42);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("GiB").is_err());
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_flags_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "region = \"eu\"\nlisten = \"127.0.0.1:1\"\n[cache]\nquota = \"1GiB\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "edge-cache",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2",
+        ]);
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.region, "eu");
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.quota_bytes().unwrap(), 1 << 30);
+
+        std::fs::write(&path, "regoin = \"eu\"\n").unwrap();
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(err.contains("regoin"), "{err}");
+    }
+
+    #[test]
+    fn validation_catches_nonsense() {
+        let mut c = Config::default();
+        c.cache.low_watermark = 0.95;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.upstream = Some("ftp://x".into());
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! The edge's one error type, and the one place it becomes an HTTP answer.
+//!
+//! Registry routes answer OCI error JSON (`{"errors":[{"code","message","detail"}]}`), which
+//! every client understands; upstream refusals (401 with a challenge, 403, 404) are handed back
+//! as the upstream wrote them so clients fetch tokens from the real realm.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+/// An upstream's answer that the client must see as it is (auth challenges, 404s).
+#[derive(Debug, Clone)]
+pub struct UpstreamReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Headers of an upstream error answer worth passing to the client.
+const PASSED_HEADERS: [&str; 3] = [
+    "www-authenticate",
+    "content-type",
+    "docker-distribution-api-version",
+];
+
+impl UpstreamReply {
+    pub fn new(status: StatusCode, upstream_headers: &HeaderMap, body: Bytes) -> Self {
+        let mut headers = HeaderMap::new();
+        for name in PASSED_HEADERS {
+            for v in upstream_headers.get_all(name) {
+                headers.append(name, v.clone());
+            }
+        }
+        UpstreamReply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("blob unknown to registry")]
+    BlobUnknown(String),
+    #[error("manifest unknown")]
+    ManifestUnknown(String),
+    #[error("invalid repository name")]
+    NameInvalid(String),
+    #[error("invalid digest")]
+    DigestInvalid(String),
+    #[error("this registry is a read-only cache: {0}")]
+    Unsupported(&'static str),
+    #[error("authentication required")]
+    Unauthorized(String),
+    #[error("access denied")]
+    Denied(String),
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("no upstream registry is configured for {0:?}")]
+    UnknownNamespace(String),
+    #[error("upstream answered {}", .0.status)]
+    Upstream(UpstreamReply),
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("blob transfer failed: {0}")]
+    IngestFailed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EdgeError {
+    /// Whether the same request may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            EdgeError::UpstreamUnavailable(_) | EdgeError::IngestFailed(_) | EdgeError::Internal(_)
+        ) || matches!(self, EdgeError::Upstream(r) if r.status.is_server_error())
+    }
+
+    fn oci_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            EdgeError::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            EdgeError::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            EdgeError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            EdgeError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            EdgeError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            EdgeError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            EdgeError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            EdgeError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
+            EdgeError::UnknownNamespace(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            EdgeError::Upstream(r) => (r.status, "UPSTREAM"),
+            EdgeError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+            EdgeError::IngestFailed(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+            EdgeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        }
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        match self {
+            EdgeError::BlobUnknown(d)
+            | EdgeError::ManifestUnknown(d)
+            | EdgeError::NameInvalid(d)
+            | EdgeError::DigestInvalid(d)
+            | EdgeError::Unauthorized(d)
+            | EdgeError::Denied(d)
+            | EdgeError::UnknownNamespace(d)
+            | EdgeError::UpstreamUnavailable(d)
+            | EdgeError::IngestFailed(d)
+            | EdgeError::Internal(d) => json!(d),
+            EdgeError::Unsupported(d) => json!(d),
+            EdgeError::RangeNotSatisfiable { size } => json!({ "size": size }),
+            EdgeError::Upstream(_) => serde_json::Value::Null,
+        }
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        if let EdgeError::Upstream(reply) = self {
+            let mut response = (reply.status, reply.body).into_response();
+            response.headers_mut().extend(reply.headers);
+            return response;
+        }
+        let (status, code) = self.oci_code();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, detail = %self.detail(), "request failed");
+        }
+        let body = json!({"errors": [{"code": code, "message": self.to_string(), "detail": self.detail()}]});
+        let mut response = (status, axum::Json(body)).into_response();
+        if let EdgeError::RangeNotSatisfiable { size } = &self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert("content-range", v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"damselfly-ticket\""),
+            );
+        }
+        response
+    }
+}
+
+pub type EdgeResult<T> = Result<T, EdgeError>;

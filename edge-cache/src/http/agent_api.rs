@@ -1,0 +1,151 @@
+//! The agent API: piece tables and sealed pieces, for callers who proved read access.
+//!
+//! `GET /api/v1/tasks/<digest>?repo=<name>[&ns=<registry>]` checks the caller's credentials
+//! against the upstream (as a blob pull would), starts the transfer if needed, and answers the
+//! piece table so far, the task key and a short-lived ticket. `GET /pieces/<digest>/<index>`
+//! answers the sealed bytes of one piece to a ticket holder (header `X-Damselfly-Ticket`) or to
+//! a caller whose credentials pass the same check (`?repo=` plus `Authorization`).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use damselfly_core::{Digest, PieceTable, RepositoryName};
+use serde::{Deserialize, Serialize};
+
+use crate::access::Object;
+use crate::error::{EdgeError, EdgeResult};
+use crate::state::AppState;
+use crate::store::{Blob, BlobSource, IngestState};
+
+pub const TICKET_HEADER: &str = "x-damselfly-ticket";
+
+#[derive(Debug, Deserialize)]
+pub struct TaskQuery {
+    repo: Option<String>,
+    ns: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskResponse {
+    #[serde(flatten)]
+    table: PieceTable,
+    /// True once the blob's digest is verified and every piece is listed.
+    complete: bool,
+    /// Base64 AES-256-GCM key of this task.
+    task_key: String,
+    ticket: String,
+    ticket_expires_at: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_digest(s: &str) -> EdgeResult<Digest> {
+    s.parse().map_err(|_| EdgeError::DigestInvalid(s.to_string()))
+}
+
+fn parse_repo(query: &TaskQuery) -> EdgeResult<RepositoryName> {
+    let repo = query
+        .repo
+        .as_deref()
+        .ok_or_else(|| EdgeError::NameInvalid("?repo= is required".into()))?;
+    repo.parse().map_err(|_| EdgeError::NameInvalid(repo.to_string()))
+}
+
+pub async fn task(
+    State(state): State<Arc<AppState>>,
+    Path(digest): Path<String>,
+    Query(query): Query<TaskQuery>,
+    headers: HeaderMap,
+) -> EdgeResult<Response> {
+    let digest = parse_digest(&digest)?;
+    let repo = parse_repo(&query)?;
+    let upstream = state.upstreams.select(query.ns.as_deref())?;
+    let auth = headers.get(http::header::AUTHORIZATION);
+    state
+        .gate
+        .check(&upstream, &repo, Object::Blob(digest), auth)
+        .await?;
+    let source = BlobSource {
+        upstream,
+        repo,
+        authorization: auth.cloned(),
+    };
+    let blob = state.store.open(&digest, source)?;
+    let layout = blob.layout().await?;
+    let table = blob.piece_table(layout)?;
+    let expires_at = unix_now() + state.config.access.ticket_ttl_secs;
+    let body = TaskResponse {
+        complete: blob.progress().state == IngestState::Complete,
+        table,
+        task_key: base64::engine::general_purpose::STANDARD.encode(blob.key.as_bytes()),
+        ticket: state.tickets.issue(&digest, expires_at),
+        ticket_expires_at: expires_at,
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+pub async fn piece(
+    State(state): State<Arc<AppState>>,
+    Path((digest, index)): Path<(String, u64)>,
+    Query(query): Query<TaskQuery>,
+    headers: HeaderMap,
+) -> EdgeResult<Response> {
+    let digest = parse_digest(&digest)?;
+    let blob = authorised_blob(&state, &digest, &query, &headers).await?;
+    let layout = blob.layout().await?;
+    if index >= layout.count() {
+        return Err(EdgeError::RangeNotSatisfiable { size: layout.count() });
+    }
+    let sealed = blob.read_sealed(layout, index).await?;
+    state.metrics.served("piece", sealed.len() as u64);
+    Ok(([(http::header::CONTENT_TYPE, "application/octet-stream")], sealed).into_response())
+}
+
+/// A ticket, or credentials the upstream accepts, opens a blob that is cached or arriving.
+/// Pieces never start a transfer: that takes the task call, which knows where to fetch from.
+async fn authorised_blob(
+    state: &AppState,
+    digest: &Digest,
+    query: &TaskQuery,
+    headers: &HeaderMap,
+) -> EdgeResult<Blob> {
+    if let Some(ticket) = headers.get(TICKET_HEADER) {
+        let token = ticket
+            .to_str()
+            .map_err(|_| EdgeError::Unauthorized("ticket is not text".into()))?;
+        state
+            .tickets
+            .verify(token, digest, unix_now())
+            .map_err(|e| EdgeError::Unauthorized(e.to_string()))?;
+    } else if query.repo.is_some() {
+        let repo = parse_repo(query)?;
+        let upstream = state.upstreams.select(query.ns.as_deref())?;
+        let auth = headers.get(http::header::AUTHORIZATION);
+        state
+            .gate
+            .check(&upstream, &repo, Object::Blob(*digest), auth)
+            .await?;
+    } else {
+        return Err(EdgeError::Unauthorized(
+            "a ticket or ?repo= with credentials is required".into(),
+        ));
+    }
+    state
+        .store
+        .open_existing(digest)?
+        .ok_or_else(|| EdgeError::BlobUnknown(digest.to_string()))
+}

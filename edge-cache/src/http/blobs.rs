@@ -1,0 +1,123 @@
+//! Blobs for registry clients: streamed from sealed pieces, while still arriving if need be.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use damselfly_core::{Digest, PieceLayout, RepositoryName};
+use futures::{Stream, StreamExt};
+
+use super::range;
+use super::registry::API_VERSION;
+use crate::access::Object;
+use crate::error::{EdgeError, EdgeResult};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{Blob, BlobSource};
+use crate::upstream::Upstream;
+
+/// Pieces read and decrypted ahead of the one being sent.
+const READ_AHEAD: usize = 2;
+
+pub async fn serve(
+    state: &AppState,
+    upstream: &std::sync::Arc<Upstream>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> EdgeResult<Response> {
+    let auth = headers.get(http::header::AUTHORIZATION);
+    let allowed = state
+        .gate
+        .check(upstream, repo, Object::Blob(*digest), auth)
+        .await?;
+    if head {
+        let size = match state.store.open_cached(digest)? {
+            Some(blob) => Some(blob.layout().await?.size),
+            None => allowed.size,
+        };
+        let size = size.ok_or_else(|| EdgeError::UpstreamUnavailable("upstream sent no blob size".into()))?;
+        return Ok(blob_response(StatusCode::OK, digest, size, None, Body::empty()));
+    }
+    let source = BlobSource {
+        upstream: upstream.clone(),
+        repo: repo.clone(),
+        authorization: auth.cloned(),
+    };
+    let blob = state.store.open(digest, source)?;
+    let layout = blob.layout().await?;
+    let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
+    let span = range::parse(requested, layout.size)?;
+    let (start, end) = span.unwrap_or((0, layout.size));
+    let body = Body::from_stream(plaintext(blob, layout, start, end, state.metrics.clone()));
+    let status = if span.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    Ok(blob_response(status, digest, layout.size, span, body))
+}
+
+fn blob_response(
+    status: StatusCode,
+    digest: &Digest,
+    size: u64,
+    span: Option<(u64, u64)>,
+    body: Body,
+) -> Response {
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    let length = span.map_or(size, |(s, e)| e - s);
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+        h.insert("docker-content-digest", v.clone());
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+            h.insert(http::header::ETAG, etag);
+        }
+    }
+    if let Some((s, e)) = span {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {s}-{}/{size}", e - 1)) {
+            h.insert(http::header::CONTENT_RANGE, v);
+        }
+    }
+    response
+}
+
+/// The plaintext of `[start, end)`, piece by piece. An error mid-stream aborts the response,
+/// which the client sees as a short body: never as a complete blob.
+pub fn plaintext(
+    blob: Blob,
+    layout: PieceLayout,
+    start: u64,
+    end: u64,
+    metrics: std::sync::Arc<Metrics>,
+) -> impl Stream<Item = Result<bytes::Bytes, EdgeError>> + Send + 'static {
+    let pieces = if start < end {
+        layout.piece_of(start)..=layout.piece_of(end - 1)
+    } else {
+        1..=0
+    };
+    futures::stream::iter(pieces)
+        .map(move |index| {
+            let blob = blob.clone();
+            async move {
+                let plain = blob.read_plain(layout, index).await?;
+                let (piece_start, _) = layout.range(index);
+                let from = start.saturating_sub(piece_start) as usize;
+                let to = ((end - piece_start) as usize).min(plain.len());
+                Ok(plain.slice(from..to))
+            }
+        })
+        .buffered(READ_AHEAD)
+        .inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                metrics.served("blob", c.len() as u64);
+            }
+        })
+}

@@ -1,0 +1,18 @@
+//! The Damselfly edge cache: a pull-through OCI registry cache for one region that stores blobs
+//! as sealed pieces and serves them to runtimes (`/v2/`) and to peer agents (`/api/v1`,
+//! `/pieces`). See ARCHITECTURE.md for the data flow.
+
+pub mod access;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+mod secret;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod upstream;
+
+pub use config::{Cli, Config};
+pub use server::serve;
+pub use state::AppState;

@@ -1,0 +1,141 @@
+//! Every metric the edge exports, defined in one place.
+//!
+//! Labels are bounded sets (kind, route, status class); never a digest or repository name.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `blob`, `manifest` or `piece`.
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub cache_hits: Family<KindLabels, Counter>,
+    pub cache_misses: Family<KindLabels, Counter>,
+    pub upstream_bytes: Counter,
+    pub served_bytes: Family<KindLabels, Counter>,
+    pub coalesced_requests: Counter,
+    pub upstream_resumes: Counter,
+    pub ingest_failures: Counter,
+    pub ingests_in_flight: Gauge,
+    pub evicted_blobs: Counter,
+    pub cache_used_bytes: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("damselfly_edge");
+        let m = Metrics {
+            requests: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            upstream_bytes: Counter::default(),
+            served_bytes: Family::default(),
+            coalesced_requests: Counter::default(),
+            upstream_resumes: Counter::default(),
+            ingest_failures: Counter::default(),
+            ingests_in_flight: Gauge::default(),
+            evicted_blobs: Counter::default(),
+            cache_used_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Requests answered from the cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Requests that needed the upstream",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "upstream_bytes",
+            "Bytes received from upstream registries",
+            m.upstream_bytes.clone(),
+        );
+        registry.register(
+            "served_bytes",
+            "Bytes sent to clients and agents",
+            m.served_bytes.clone(),
+        );
+        registry.register(
+            "coalesced_requests",
+            "Blob requests that joined a transfer already in flight",
+            m.coalesced_requests.clone(),
+        );
+        registry.register(
+            "upstream_resumes",
+            "Interrupted upstream transfers resumed with Range",
+            m.upstream_resumes.clone(),
+        );
+        registry.register(
+            "ingest_failures",
+            "Blob transfers abandoned",
+            m.ingest_failures.clone(),
+        );
+        registry.register(
+            "ingests_in_flight",
+            "Blob transfers running now",
+            m.ingests_in_flight.clone(),
+        );
+        registry.register(
+            "evicted_blobs",
+            "Blobs evicted to stay within the quota",
+            m.evicted_blobs.clone(),
+        );
+        registry.register(
+            "cache_used_bytes",
+            "Disk bytes held by cached blobs",
+            m.cache_used_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn hit(&self, kind: &'static str) {
+        self.cache_hits.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn miss(&self, kind: &'static str) {
+        self.cache_misses.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn served(&self, kind: &'static str, bytes: u64) {
+        self.served_bytes
+            .get_or_create(&KindLabels { kind })
+            .inc_by(bytes);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

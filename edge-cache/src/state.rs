@@ -1,0 +1,62 @@
+//! Everything a request handler needs, built once at start-up.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use damselfly_core::{ClusterSecret, TicketSigner};
+
+use crate::access::AccessGate;
+use crate::config::Config;
+use crate::error::{EdgeError, EdgeResult};
+use crate::metrics::Metrics;
+use crate::store::{BlobStore, StoreOptions};
+use crate::upstream::Upstreams;
+
+pub struct AppState {
+    pub config: Config,
+    pub upstreams: Upstreams,
+    pub gate: AccessGate,
+    pub store: Arc<BlobStore>,
+    pub metrics: Arc<Metrics>,
+    pub tickets: TicketSigner,
+    pub secret: ClusterSecret,
+    /// False until the store is open, and again from the moment shutdown starts.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> EdgeResult<Arc<Self>> {
+        config
+            .validate()
+            .map_err(|e| EdgeError::Internal(e.to_string()))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| EdgeError::Internal(format!("create {}: {e}", config.data_dir.display())))?;
+        let secret = crate::secret::load_or_create(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        let options = StoreOptions {
+            quota: config
+                .quota_bytes()
+                .map_err(|e| EdgeError::Internal(e.to_string()))?,
+            high_watermark: config.cache.high_watermark,
+            low_watermark: config.cache.low_watermark,
+            idle_timeout: Duration::from_secs(config.limits.upstream_idle_timeout_secs),
+            resume_attempts: config.limits.upstream_resume_attempts,
+        };
+        let store = BlobStore::load(&config.data_dir, secret.clone(), options, metrics.clone())?;
+        let gate = AccessGate::new(
+            Duration::from_secs(config.access.ttl_secs),
+            Duration::from_secs(config.access.stale_if_error_secs),
+        );
+        Ok(Arc::new(AppState {
+            upstreams: Upstreams::from_config(&config)?,
+            gate,
+            store,
+            metrics,
+            tickets: TicketSigner::new(&secret),
+            secret,
+            ready: AtomicBool::new(true),
+            config,
+        }))
+    }
+}

@@ -1,0 +1,157 @@
+//! An open blob, complete or still arriving, and reading its pieces.
+//!
+//! Readers wait for a piece to be sealed, then read it from disk: sealed bytes as they are for
+//! agents, or opened (authenticated and decrypted) for registry clients. The GCM tag is checked
+//! on every read, so a bit flipped on disk is an error, never a wrong byte.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use damselfly_core::{Digest, PieceLayout, PieceTable, TaskKey};
+use tokio::sync::watch;
+
+use super::usage::Lease;
+use crate::error::{EdgeError, EdgeResult};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestState {
+    Running,
+    Complete,
+    Failed(String),
+}
+
+/// What readers may use so far.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Known once the upstream has answered with the blob's size.
+    pub layout: Option<PieceLayout>,
+    /// Pieces `0..sealed` are on disk and readable. The last piece is only counted once the
+    /// whole blob's digest has been verified, so nobody can finish reading an unverified blob.
+    pub sealed: u64,
+    pub state: IngestState,
+}
+
+/// Where piece hashes come from: the running ingest, or the table file of a complete blob.
+#[derive(Clone)]
+pub enum PieceHashes {
+    Growing(Arc<Mutex<Vec<[u8; 32]>>>),
+    Stored(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Blob {
+    pub digest: Digest,
+    pub key: TaskKey,
+    pub(super) file: Arc<File>,
+    pub(super) progress: watch::Receiver<Progress>,
+    pub(super) hashes: PieceHashes,
+    pub(super) _lease: Arc<Lease>,
+    /// Longest wait for the next piece before a reader gives up.
+    pub(super) stall_timeout: Duration,
+}
+
+impl Blob {
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits until the size is known (the upstream answered), or the transfer failed.
+    pub async fn layout(&self) -> EdgeResult<PieceLayout> {
+        let mut rx = self.progress.clone();
+        let outcome = tokio::time::timeout(self.stall_timeout, async {
+            loop {
+                let p = rx.borrow_and_update().clone();
+                if let IngestState::Failed(reason) = p.state {
+                    return Err(EdgeError::IngestFailed(reason));
+                }
+                if let Some(layout) = p.layout {
+                    return Ok(layout);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(EdgeError::IngestFailed("transfer ended without a size".into()));
+                }
+            }
+        })
+        .await;
+        outcome.unwrap_or_else(|_| Err(EdgeError::IngestFailed("upstream sent no answer in time".into())))
+    }
+
+    /// Waits until piece `index` is readable.
+    pub async fn wait_piece(&self, index: u64) -> EdgeResult<()> {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = rx.borrow_and_update().clone();
+            match p.state {
+                IngestState::Failed(reason) => return Err(EdgeError::IngestFailed(reason)),
+                IngestState::Complete => return Ok(()),
+                IngestState::Running if p.sealed > index => return Ok(()),
+                IngestState::Running => {}
+            }
+            match tokio::time::timeout(self.stall_timeout, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(EdgeError::IngestFailed("transfer ended".into())),
+                Err(_) => return Err(EdgeError::IngestFailed("transfer stalled".into())),
+            }
+        }
+    }
+
+    /// The sealed bytes of piece `index` (ciphertext and tag), exactly as stored.
+    pub async fn read_sealed(&self, layout: PieceLayout, index: u64) -> EdgeResult<Bytes> {
+        self.wait_piece(index).await?;
+        let file = self.file.clone();
+        let (offset, len) = (layout.sealed_offset(index), layout.sealed_len(index) as usize);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset).map(|_| Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| EdgeError::Internal(format!("read task: {e}")))?
+        .map_err(|e| EdgeError::Internal(format!("read piece {index}: {e}")))
+    }
+
+    /// The plaintext of piece `index`: read, authenticated and decrypted in one blocking step.
+    pub async fn read_plain(&self, layout: PieceLayout, index: u64) -> EdgeResult<Bytes> {
+        self.wait_piece(index).await?;
+        let (file, key) = (self.file.clone(), self.key.clone());
+        let (offset, len) = (layout.sealed_offset(index), layout.sealed_len(index) as usize);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|e| EdgeError::Internal(format!("read piece {index}: {e}")))?;
+            let plain_len = key
+                .open(index, &mut buf)
+                .map_err(|e| EdgeError::Internal(format!("piece {index} on disk is damaged: {e}")))?
+                .len();
+            buf.truncate(plain_len);
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| EdgeError::Internal(format!("read task: {e}")))?
+    }
+
+    /// The piece table as far as it is known: hashes of the pieces sealed so far.
+    pub fn piece_table(&self, layout: PieceLayout) -> EdgeResult<PieceTable> {
+        let pieces = match &self.hashes {
+            PieceHashes::Growing(h) => h.lock().map(|h| h.clone()).unwrap_or_default(),
+            PieceHashes::Stored(path) => {
+                let text =
+                    std::fs::read(path).map_err(|e| EdgeError::Internal(format!("piece table: {e}")))?;
+                let table: PieceTable = serde_json::from_slice(&text)
+                    .map_err(|e| EdgeError::Internal(format!("piece table: {e}")))?;
+                table.pieces
+            }
+        };
+        // Never advertise a hash for a piece readers cannot have yet.
+        let sealed = self.progress().sealed as usize;
+        let pieces = pieces.into_iter().take(sealed).collect();
+        Ok(PieceTable {
+            digest: self.digest,
+            layout,
+            pieces,
+        })
+    }
+}

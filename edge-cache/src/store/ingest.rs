@@ -1,0 +1,358 @@
+//! One upstream transfer of one blob: cut into pieces, hashed, sealed and written as the bytes
+//! arrive, resumed with `Range` when the upstream connection breaks, and published only once the
+//! whole blob's digest matches.
+//!
+//! Pieces become readable one by one while the transfer runs (readers are streamed the blob as it
+//! arrives), except the last: it is released only after the digest check, so a corrupt upstream
+//! can never deliver a complete-looking blob to anyone, and nothing corrupt is ever published.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Buf;
+use damselfly_core::{Digest, PieceLayout, PieceTable, RepositoryName, Sha256Stream, TaskKey, TAG_LEN};
+use futures::StreamExt;
+use http::{HeaderValue, StatusCode};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::blob::{IngestState, Progress};
+use super::usage::{now_millis, Entry};
+use super::BlobStore;
+use crate::error::{EdgeError, EdgeResult};
+use crate::upstream::{Upstream, UpstreamRequest};
+
+/// Where a transfer fetches its bytes: the repository and credentials of the request that
+/// started it (already checked against the upstream).
+pub struct BlobSource {
+    pub upstream: Arc<Upstream>,
+    pub repo: RepositoryName,
+    pub authorization: Option<HeaderValue>,
+}
+
+impl BlobSource {
+    async fn fetch(&self, digest: &Digest, from: u64) -> EdgeResult<reqwest::Response> {
+        let mut request = UpstreamRequest {
+            scope: Some(format!("repository:{}:pull", self.repo)),
+            authorization: self.authorization.as_ref(),
+            streaming: true,
+            ..UpstreamRequest::get(format!("/v2/{}/blobs/{digest}", self.repo))
+        };
+        if from > 0 {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes={from}-")) {
+                request.extra_headers.insert(http::header::RANGE, v);
+            }
+        }
+        self.upstream.send(request).await
+    }
+}
+
+pub(super) struct Ingest {
+    pub digest: Digest,
+    pub key: TaskKey,
+    pub file: Arc<File>,
+    path: PathBuf,
+    pub progress: watch::Sender<Progress>,
+    pub hashes: Arc<Mutex<Vec<[u8; 32]>>>,
+}
+
+impl Ingest {
+    pub fn create(store: &BlobStore, digest: Digest) -> EdgeResult<Arc<Ingest>> {
+        let path = store.root.join("ingest").join(format!("{}.sealed", digest.hex()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| EdgeError::Internal(format!("create {}: {e}", path.display())))?;
+        let (progress, _) = watch::channel(Progress {
+            layout: None,
+            sealed: 0,
+            state: IngestState::Running,
+        });
+        Ok(Arc::new(Ingest {
+            digest,
+            key: store.secret.task_key(&digest),
+            file: Arc::new(file),
+            path,
+            progress,
+            hashes: Arc::new(Mutex::new(Vec::new())),
+        }))
+    }
+}
+
+/// Runs a transfer to its end and settles it: published and readable from disk, or failed,
+/// removed, and reported to every waiting reader.
+pub(super) async fn run(store: Arc<BlobStore>, ingest: Arc<Ingest>, source: BlobSource) {
+    store.metrics.ingests_in_flight.inc();
+    let mut reserved = 0u64;
+    let mut outcome = transfer(&store, &ingest, &source, &mut reserved).await;
+    if let Ok(table) = outcome {
+        outcome = publish(&store, &ingest, table).await;
+    }
+    {
+        // Settled under the in-flight lock, so `BlobStore::open` never misses the blob between
+        // "no longer in flight" and "complete on disk".
+        let in_flight = store.in_flight.lock();
+        if let Ok(mut usage) = store.usage.lock() {
+            usage.release_reservation(reserved);
+            if let Ok(table) = &outcome {
+                let entry = Entry {
+                    size: table.layout.size,
+                    last_access: now_millis(),
+                };
+                usage.insert(ingest.digest, entry);
+            }
+        }
+        match &outcome {
+            Ok(table) => {
+                ingest.progress.send_modify(|p| {
+                    p.sealed = table.layout.count();
+                    p.state = IngestState::Complete;
+                });
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&ingest.path);
+                ingest
+                    .progress
+                    .send_modify(|p| p.state = IngestState::Failed(e.to_string()));
+            }
+        }
+        if let Ok(mut map) = in_flight {
+            map.remove(&ingest.digest);
+        }
+    }
+    store.refresh_used_metric();
+    store.metrics.ingests_in_flight.dec();
+    match outcome {
+        Ok(table) => tracing::info!(digest = %ingest.digest, size = table.layout.size, "blob cached"),
+        Err(e) => {
+            store.metrics.ingest_failures.inc();
+            tracing::warn!(digest = %ingest.digest, error = %e, "blob transfer failed; nothing was cached");
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100 * (1 << attempt.min(6)));
+    base.min(Duration::from_secs(5)) + Duration::from_millis(rand::thread_rng().gen_range(0..100))
+}
+
+/// Fetches, cuts, hashes, seals and writes the whole blob; returns its piece table.
+async fn transfer(
+    store: &BlobStore,
+    ingest: &Arc<Ingest>,
+    source: &BlobSource,
+    reserved: &mut u64,
+) -> EdgeResult<PieceTable> {
+    let digest = ingest.digest;
+    let mut layout: Option<PieceLayout> = None;
+    let mut received = 0u64;
+    let mut whole = Sha256Stream::new();
+    let mut piece = Vec::new();
+    let mut next_piece = 0u64;
+    let mut pending: Option<JoinHandle<EdgeResult<()>>> = None;
+    let mut failures = 0u32;
+    loop {
+        if failures > store.options.resume_attempts {
+            return Err(EdgeError::IngestFailed(format!(
+                "gave up after {failures} failed attempts"
+            )));
+        }
+        if failures > 0 {
+            tokio::time::sleep(backoff(failures)).await;
+        }
+        let response = match source.fetch(&digest, received).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "upstream unreachable, retrying");
+                failures += 1;
+                continue;
+            }
+        };
+        let status = response.status();
+        let mut skip = 0u64;
+        match (layout, status) {
+            (None, StatusCode::OK) => {
+                let size = response.content_length().ok_or_else(|| {
+                    EdgeError::IngestFailed("upstream sent a blob without Content-Length".into())
+                })?;
+                let l = PieceLayout::for_size(size);
+                store.admit(l.sealed_size())?;
+                *reserved = l.sealed_size();
+                ingest
+                    .file
+                    .set_len(l.sealed_size())
+                    .map_err(|e| EdgeError::Internal(format!("allocate: {e}")))?;
+                piece.reserve(l.piece_length as usize + TAG_LEN);
+                layout = Some(l);
+                ingest.progress.send_modify(|p| p.layout = Some(l));
+            }
+            (Some(_), StatusCode::PARTIAL_CONTENT) => {
+                let start = response
+                    .headers()
+                    .get(http::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes "))
+                    .and_then(|v| v.split('-').next())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if start != Some(received) {
+                    return Err(EdgeError::IngestFailed(format!(
+                        "upstream resumed at {start:?}, not {received}"
+                    )));
+                }
+                store.metrics.upstream_resumes.inc();
+            }
+            // The upstream ignored Range: read from the start and drop what we already have.
+            (Some(_), StatusCode::OK) => {
+                skip = received;
+                store.metrics.upstream_resumes.inc();
+            }
+            (_, s) if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                tracing::warn!(%digest, status = %s, "upstream failed, retrying");
+                failures += 1;
+                continue;
+            }
+            (_, s) => return Err(EdgeError::IngestFailed(format!("upstream answered {s}"))),
+        }
+        let Some(l) = layout else { continue };
+        let mut body = response.bytes_stream();
+        loop {
+            let next = tokio::time::timeout(store.options.idle_timeout, body.next()).await;
+            let mut chunk = match next {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(%digest, received, error = %e, "upstream transfer broke, resuming");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(%digest, received, "upstream transfer stalled, resuming");
+                    break;
+                }
+            };
+            if skip > 0 {
+                let n = skip.min(chunk.len() as u64);
+                chunk.advance(n as usize);
+                skip -= n;
+            }
+            if received + chunk.len() as u64 > l.size {
+                return Err(EdgeError::IngestFailed(
+                    "upstream sent more bytes than it announced".into(),
+                ));
+            }
+            store.metrics.upstream_bytes.inc_by(chunk.len() as u64);
+            whole.update(&chunk);
+            received += chunk.len() as u64;
+            let mut data = &chunk[..];
+            while !data.is_empty() {
+                let want = l.plain_len(next_piece) as usize - piece.len();
+                let take = want.min(data.len());
+                piece.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if piece.len() as u64 == l.plain_len(next_piece) {
+                    let is_last = next_piece + 1 == l.count();
+                    if is_last && whole.clone().finish() != digest {
+                        return Err(EdgeError::IngestFailed(
+                            "upstream bytes do not match the digest".into(),
+                        ));
+                    }
+                    // One piece is sealed in the background while the next one arrives.
+                    if let Some(previous) = pending.take() {
+                        join(previous).await?;
+                    }
+                    let full =
+                        std::mem::replace(&mut piece, Vec::with_capacity(l.piece_length as usize + TAG_LEN));
+                    pending = Some(seal_and_write(ingest.clone(), l, next_piece, full, is_last));
+                    next_piece += 1;
+                }
+            }
+        }
+        if received == l.size {
+            break;
+        }
+        failures += 1;
+    }
+    if let Some(last) = pending.take() {
+        join(last).await?;
+    }
+    let layout = layout.ok_or_else(|| EdgeError::IngestFailed("no layout".into()))?;
+    if layout.count() == 0 && whole.finish() != digest {
+        return Err(EdgeError::IngestFailed(
+            "upstream bytes do not match the digest".into(),
+        ));
+    }
+    let pieces = ingest.hashes.lock().map(|h| h.clone()).unwrap_or_default();
+    Ok(PieceTable {
+        digest,
+        layout,
+        pieces,
+    })
+}
+
+async fn join(task: JoinHandle<EdgeResult<()>>) -> EdgeResult<()> {
+    task.await
+        .map_err(|e| EdgeError::Internal(format!("seal task: {e}")))?
+}
+
+/// Hashes and seals one piece, writes it at its offset, and makes it readable (unless it is
+/// the last piece, which waits for publication).
+fn seal_and_write(
+    ingest: Arc<Ingest>,
+    layout: PieceLayout,
+    index: u64,
+    mut piece: Vec<u8>,
+    is_last: bool,
+) -> JoinHandle<EdgeResult<()>> {
+    tokio::task::spawn_blocking(move || {
+        let hash = *Digest::of(&piece).as_bytes();
+        ingest.key.seal(index, &mut piece);
+        ingest
+            .file
+            .write_all_at(&piece, layout.sealed_offset(index))
+            .map_err(|e| EdgeError::Internal(format!("write piece {index}: {e}")))?;
+        if let Ok(mut hashes) = ingest.hashes.lock() {
+            hashes.push(hash);
+        }
+        if !is_last {
+            ingest.progress.send_modify(|p| p.sealed = index + 1);
+        }
+        Ok(())
+    })
+}
+
+/// Makes a verified blob durable and visible: data synced, table written, then the sealed
+/// file renamed into `blobs/` (the rename is the commit point), then indexed.
+async fn publish(store: &Arc<BlobStore>, ingest: &Arc<Ingest>, table: PieceTable) -> EdgeResult<PieceTable> {
+    let (store2, ingest2) = (store.clone(), ingest.clone());
+    tokio::task::spawn_blocking(move || -> EdgeResult<PieceTable> {
+        let fail = |what: &str, e: std::io::Error| EdgeError::Internal(format!("publish {what}: {e}"));
+        ingest2.file.sync_data().map_err(|e| fail("sync", e))?;
+        let digest = ingest2.digest;
+        let table_path = store2.table_path(&digest);
+        let tmp = table_path.with_extension("table.tmp");
+        let json = serde_json::to_vec(&table).map_err(|e| EdgeError::Internal(format!("table: {e}")))?;
+        std::fs::write(&tmp, json).map_err(|e| fail("table", e))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| fail("table sync", e))?;
+        std::fs::rename(&tmp, &table_path).map_err(|e| fail("table rename", e))?;
+        std::fs::rename(&ingest2.path, store2.sealed_path(&digest)).map_err(|e| fail("rename", e))?;
+        File::open(store2.root.join("blobs"))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("dir sync", e))?;
+        let row = (digest.hex(), table.layout.size, now_millis());
+        store2
+            .index
+            .put_blobs(&[row])
+            .map_err(|e| EdgeError::Internal(format!("index: {e}")))?;
+        Ok(table)
+    })
+    .await
+    .map_err(|e| EdgeError::Internal(format!("publish task: {e}")))?
+}

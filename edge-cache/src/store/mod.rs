@@ -1,0 +1,323 @@
+//! The piece store: blobs on disk as sealed pieces, one upstream transfer per digest, quota.
+//!
+//! Layout under the data directory:
+//! - `blobs/<hex>.sealed` — every piece sealed, at offsets given by the [`PieceLayout`];
+//!   its presence means the blob's digest was verified (files appear here only by rename).
+//! - `blobs/<hex>.table`  — the piece table (JSON), written before the rename above.
+//! - `ingest/<hex>.sealed` — transfers in progress; cleared at start-up.
+//! - `manifests/<hex>`    — manifest bytes, stored under their verified digest.
+//! - `index.redb`         — access times, manifest media types, tag mappings.
+
+mod blob;
+pub mod index;
+mod ingest;
+mod manifests;
+mod usage;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use damselfly_core::{ClusterSecret, Digest, PieceLayout};
+use tokio::sync::watch;
+
+pub use blob::{Blob, IngestState, PieceHashes, Progress};
+pub use ingest::BlobSource;
+pub use manifests::CachedManifest;
+pub use usage::now_millis;
+use usage::{Entry, Lease, Usage};
+
+use crate::error::{EdgeError, EdgeResult};
+use crate::metrics::Metrics;
+
+pub struct StoreOptions {
+    pub quota: u64,
+    pub high_watermark: f64,
+    pub low_watermark: f64,
+    pub idle_timeout: Duration,
+    pub resume_attempts: u32,
+}
+
+pub struct BlobStore {
+    root: PathBuf,
+    secret: ClusterSecret,
+    index: index::Index,
+    usage: Arc<Mutex<Usage>>,
+    in_flight: Mutex<HashMap<Digest, Arc<ingest::Ingest>>>,
+    metrics: Arc<Metrics>,
+    options: StoreOptions,
+}
+
+fn io_err(context: &str) -> impl Fn(std::io::Error) -> EdgeError + '_ {
+    move |e| EdgeError::Internal(format!("{context}: {e}"))
+}
+
+impl BlobStore {
+    /// Opens the store, reconciling the index with the files: partial transfers are dropped,
+    /// completed blobs missing from the index are adopted, index rows without files forgotten.
+    pub fn load(
+        root: &Path,
+        secret: ClusterSecret,
+        options: StoreOptions,
+        metrics: Arc<Metrics>,
+    ) -> EdgeResult<Arc<Self>> {
+        for dir in ["blobs", "manifests"] {
+            std::fs::create_dir_all(root.join(dir)).map_err(io_err("create data dir"))?;
+        }
+        // A transfer interrupted by a restart cannot be trusted to resume: its hash state is gone.
+        let _ = std::fs::remove_dir_all(root.join("ingest"));
+        std::fs::create_dir_all(root.join("ingest")).map_err(io_err("create ingest dir"))?;
+        let index = index::Index::open(&root.join("index.redb"))
+            .map_err(|e| EdgeError::Internal(format!("open index: {e}")))?;
+        let mut usage = Usage::new(options.quota, options.high_watermark, options.low_watermark);
+        let rows = index
+            .blobs()
+            .map_err(|e| EdgeError::Internal(format!("read index: {e}")))?;
+        let mut known: HashMap<String, (u64, u64)> = rows.into_iter().map(|(h, s, a)| (h, (s, a))).collect();
+        let mut stale_rows: Vec<String> = Vec::new();
+        let mut adopted = Vec::new();
+        for entry in std::fs::read_dir(root.join("blobs"))
+            .map_err(io_err("scan blobs"))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(hex) = name.strip_suffix(".sealed") else {
+                continue;
+            };
+            let table = root.join("blobs").join(format!("{hex}.table"));
+            let digest: Option<Digest> = format!("sha256:{hex}").parse().ok();
+            let (Some(digest), true) = (digest, table.exists()) else {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            };
+            let (size, access) = match known.remove(hex) {
+                Some(row) => row,
+                None => match read_table(&table) {
+                    // Published but not yet indexed when the process stopped.
+                    Some(t) if t.digest == digest => {
+                        adopted.push((hex.to_string(), t.layout.size, usage::now_millis()));
+                        (t.layout.size, usage::now_millis())
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(entry.path());
+                        continue;
+                    }
+                },
+            };
+            let sealed_on_disk = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if PieceLayout::for_size(size).sealed_size() != sealed_on_disk {
+                tracing::warn!(%digest, "sealed file has the wrong size; dropping it");
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            usage.insert(
+                digest,
+                Entry {
+                    size,
+                    last_access: access,
+                },
+            );
+        }
+        stale_rows.extend(known.into_keys());
+        index
+            .remove_blobs(&stale_rows)
+            .map_err(|e| EdgeError::Internal(format!("index: {e}")))?;
+        index
+            .put_blobs(&adopted)
+            .map_err(|e| EdgeError::Internal(format!("index: {e}")))?;
+        metrics.cache_used_bytes.set(usage.used as i64);
+        tracing::info!(
+            blobs = usage.entries.len(),
+            bytes = usage.used,
+            "piece store opened"
+        );
+        Ok(Arc::new(BlobStore {
+            root: root.to_path_buf(),
+            secret,
+            index,
+            usage: Arc::new(Mutex::new(usage)),
+            in_flight: Mutex::new(HashMap::new()),
+            metrics,
+            options,
+        }))
+    }
+
+    fn sealed_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(format!("{}.sealed", digest.hex()))
+    }
+
+    fn table_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(format!("{}.table", digest.hex()))
+    }
+
+    fn lock_usage(&self) -> EdgeResult<std::sync::MutexGuard<'_, Usage>> {
+        self.usage
+            .lock()
+            .map_err(|_| EdgeError::Internal("usage lock poisoned".into()))
+    }
+
+    /// Whether a verified copy of `digest` is on disk.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.usage
+            .lock()
+            .map(|u| u.entries.contains_key(digest))
+            .unwrap_or(false)
+    }
+
+    /// Opens a complete blob without starting any transfer.
+    pub fn open_cached(&self, digest: &Digest) -> EdgeResult<Option<Blob>> {
+        let (lease, layout) = {
+            let mut usage = self.lock_usage()?;
+            let Some(entry) = usage.entries.get(digest).copied() else {
+                return Ok(None);
+            };
+            usage.touch(digest);
+            (
+                Lease::acquire(&self.usage, &mut usage, *digest),
+                PieceLayout::for_size(entry.size),
+            )
+        };
+        let file = File::open(self.sealed_path(digest)).map_err(io_err("open cached blob"))?;
+        let (_tx, progress) = watch::channel(Progress {
+            layout: Some(layout),
+            sealed: layout.count(),
+            state: IngestState::Complete,
+        });
+        Ok(Some(Blob {
+            digest: *digest,
+            key: self.secret.task_key(digest),
+            file: Arc::new(file),
+            progress,
+            hashes: PieceHashes::Stored(self.table_path(digest)),
+            _lease: Arc::new(lease),
+            stall_timeout: self.stall_timeout(),
+        }))
+    }
+
+    /// Opens `digest`: from disk when complete, else by joining the transfer in flight, else by
+    /// starting one from `source`. However many callers arrive at once, one transfer runs.
+    pub fn open(self: &Arc<Self>, digest: &Digest, source: BlobSource) -> EdgeResult<Blob> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .map_err(|_| EdgeError::Internal("lock poisoned".into()))?;
+        // Checked under the in-flight lock: a finishing transfer publishes to the usage table
+        // before leaving the in-flight map, so a blob is always found in one of the two.
+        if let Some(blob) = self.open_cached(digest)? {
+            self.metrics.hit("blob");
+            return Ok(blob);
+        }
+        if let Some(running) = in_flight.get(digest) {
+            self.metrics.coalesced_requests.inc();
+            return self.join(running);
+        }
+        self.metrics.miss("blob");
+        let running = ingest::Ingest::create(self, *digest)?;
+        in_flight.insert(*digest, running.clone());
+        let blob = self.join(&running)?;
+        tokio::spawn(ingest::run(self.clone(), running, source));
+        Ok(blob)
+    }
+
+    /// Opens `digest` if it is complete or arriving; never starts a transfer.
+    pub fn open_existing(&self, digest: &Digest) -> EdgeResult<Option<Blob>> {
+        let in_flight = self
+            .in_flight
+            .lock()
+            .map_err(|_| EdgeError::Internal("lock poisoned".into()))?;
+        if let Some(blob) = self.open_cached(digest)? {
+            return Ok(Some(blob));
+        }
+        in_flight
+            .get(digest)
+            .map(|running| self.join(running))
+            .transpose()
+    }
+
+    fn join(&self, running: &ingest::Ingest) -> EdgeResult<Blob> {
+        let lease = {
+            let mut usage = self.lock_usage()?;
+            Lease::acquire(&self.usage, &mut usage, running.digest)
+        };
+        Ok(Blob {
+            digest: running.digest,
+            key: running.key.clone(),
+            file: running.file.clone(),
+            progress: running.progress.subscribe(),
+            hashes: PieceHashes::Growing(running.hashes.clone()),
+            _lease: Arc::new(lease),
+            stall_timeout: self.stall_timeout(),
+        })
+    }
+
+    fn stall_timeout(&self) -> Duration {
+        // A reader waits as long as the transfer may legitimately take to make progress,
+        // including its resume attempts.
+        self.options.idle_timeout * (self.options.resume_attempts + 2)
+    }
+
+    /// Makes room for `sealed_size` new bytes, deleting evicted blobs.
+    fn admit(&self, sealed_size: u64) -> EdgeResult<()> {
+        let evicted = self.lock_usage()?.admit(sealed_size);
+        if evicted.is_empty() {
+            return Ok(());
+        }
+        let mut hexes = Vec::new();
+        for (digest, entry) in &evicted {
+            let _ = std::fs::remove_file(self.sealed_path(digest));
+            let _ = std::fs::remove_file(self.table_path(digest));
+            hexes.push(digest.hex());
+            tracing::info!(%digest, bytes = entry.sealed_size(), "evicted blob to stay within quota");
+        }
+        self.metrics.evicted_blobs.inc_by(evicted.len() as u64);
+        self.index
+            .remove_blobs(&hexes)
+            .map_err(|e| EdgeError::Internal(format!("index: {e}")))?;
+        self.refresh_used_metric();
+        Ok(())
+    }
+
+    fn refresh_used_metric(&self) {
+        if let Ok(u) = self.usage.lock() {
+            self.metrics.cache_used_bytes.set(u.used as i64);
+        }
+    }
+
+    /// Writes access times changed since the last flush to the index (called periodically
+    /// and at shutdown, so LRU order survives restarts).
+    pub fn flush_access_times(&self) {
+        let dirty = match self.usage.lock() {
+            Ok(mut u) => u.take_dirty(),
+            Err(_) => return,
+        };
+        if dirty.is_empty() {
+            return;
+        }
+        let rows: Vec<(String, u64, u64)> = dirty
+            .into_iter()
+            .map(|(d, e)| (d.hex(), e.size, e.last_access))
+            .collect();
+        if let Err(e) = self.index.put_blobs(&rows) {
+            tracing::warn!(error = %e, "could not persist access times");
+        }
+    }
+
+    /// Disk bytes in use (complete blobs plus transfers in flight).
+    pub fn footprint(&self) -> u64 {
+        self.usage.lock().map(|u| u.footprint()).unwrap_or(0)
+    }
+
+    pub fn index(&self) -> &index::Index {
+        &self.index
+    }
+
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+}
+
+fn read_table(path: &Path) -> Option<damselfly_core::PieceTable> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}

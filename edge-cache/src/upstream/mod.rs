@@ -1,0 +1,124 @@
+//! Upstream registries: which one a request goes to, and how the edge talks to it.
+//!
+//! A request names its registry with containerd's `?ns=`; without it, the default upstream
+//! answers. Only configured registries are reachable, so the edge is never an open proxy.
+
+mod challenge;
+mod client;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use challenge::Challenge;
+pub use client::{Upstream, UpstreamRequest, MANIFEST_ACCEPT};
+
+use crate::config::{Config, UpstreamConfig};
+use crate::error::{EdgeError, EdgeResult};
+
+pub struct Upstreams {
+    default: Option<Arc<Upstream>>,
+    by_registry: HashMap<String, Arc<Upstream>>,
+}
+
+/// Docker Hub answers to several names; clients send `docker.io` in `ns`.
+fn canonical_registry(name: &str) -> &str {
+    match name {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        other => other,
+    }
+}
+
+impl Upstreams {
+    pub fn from_config(config: &Config) -> EdgeResult<Self> {
+        let connect_timeout = Duration::from_secs(config.limits.upstream_connect_timeout_secs);
+        let request_timeout = Duration::from_secs(config.limits.request_timeout_secs);
+        let mut by_registry = HashMap::new();
+        for u in &config.upstreams {
+            let upstream = Upstream::new(u, connect_timeout, request_timeout)?;
+            by_registry.insert(canonical_registry(&u.registry).to_string(), Arc::new(upstream));
+        }
+        let default = match &config.upstream {
+            None => None,
+            Some(url) => {
+                let host = registry_of_url(url)?;
+                match by_registry.get(canonical_registry(&host)) {
+                    // The default names a configured registry: share its credentials and tokens.
+                    Some(existing) => Some(existing.clone()),
+                    None => {
+                        let plain = UpstreamConfig {
+                            registry: host.clone(),
+                            url: url.clone(),
+                            username: None,
+                            password: None,
+                            insecure_skip_verify: false,
+                        };
+                        let upstream = Arc::new(Upstream::new(&plain, connect_timeout, request_timeout)?);
+                        by_registry.insert(canonical_registry(&host).to_string(), upstream.clone());
+                        Some(upstream)
+                    }
+                }
+            }
+        };
+        Ok(Upstreams { default, by_registry })
+    }
+
+    /// The upstream for a request's `ns` parameter, or the default one.
+    pub fn select(&self, ns: Option<&str>) -> EdgeResult<Arc<Upstream>> {
+        match ns {
+            Some(ns) if !ns.is_empty() => self
+                .by_registry
+                .get(canonical_registry(ns))
+                .cloned()
+                .ok_or_else(|| EdgeError::UnknownNamespace(ns.to_string())),
+            _ => self
+                .default
+                .clone()
+                .ok_or_else(|| EdgeError::UnknownNamespace("(no ns, no default)".into())),
+        }
+    }
+}
+
+/// `http://127.0.0.1:5000/` → `127.0.0.1:5000`: the name clients use for that registry.
+fn registry_of_url(url: &str) -> EdgeResult<String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| EdgeError::Internal(format!("bad upstream url: {e}")))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| EdgeError::Internal(format!("no host in {url}")))?;
+    Ok(match parsed.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_by_ns_then_default() {
+        let mut config = Config {
+            upstream: Some("http://127.0.0.1:5000".into()),
+            ..Config::default()
+        };
+        config.upstreams.push(UpstreamConfig {
+            registry: "docker.io".into(),
+            url: "https://registry-1.docker.io".into(),
+            username: None,
+            password: None,
+            insecure_skip_verify: false,
+        });
+        let ups = Upstreams::from_config(&config).unwrap();
+        assert_eq!(ups.select(None).unwrap().registry(), "127.0.0.1:5000");
+        assert_eq!(
+            ups.select(Some("127.0.0.1:5000")).unwrap().registry(),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(ups.select(Some("docker.io")).unwrap().registry(), "docker.io");
+        assert!(matches!(
+            ups.select(Some("evil.example")),
+            Err(EdgeError::UnknownNamespace(_))
+        ));
+    }
+}
