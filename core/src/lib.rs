@@ -3,6 +3,7 @@
 //! Nothing here does I/O or knows about HTTP frameworks or storage engines: the edge, the agents
 //! and the preheater all build on these types, so they stay small and dependency-light.
 
+pub mod ct;
 pub mod digest;
 pub mod location;
 pub mod piece;
@@ -10,6 +11,7 @@ pub mod reference;
 pub mod seal;
 pub mod ticket;
 
+pub use ct::constant_time_eq;
 pub use digest::{Digest, DigestError, Sha256Stream};
 pub use location::Location;
 pub use piece::{PieceLayout, PieceTable};

@@ -42,6 +42,14 @@ pub struct Cli {
     /// Disk quota for cached blobs, e.g. `50GiB` or `500MiB`.
     #[arg(long, env = "DAMSELFLY_EDGE_QUOTA", value_name = "SIZE")]
     pub quota: Option<String>,
+    /// Bearer token the preheater presents on `/api/v1/warm` (unset: warming disabled).
+    #[arg(
+        long,
+        env = "DAMSELFLY_EDGE_WARM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub warm_token: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "DAMSELFLY_EDGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -66,6 +74,8 @@ pub struct Config {
     /// Cluster secret (at least 32 bytes) shared by every edge: derives task keys and signs
     /// tickets. When unset, one is generated in `data_dir/cluster.secret` (fine for one edge).
     pub cluster_secret_file: Option<PathBuf>,
+    /// Bearer token required on the warm API (`/api/v1/warm`); unset disables warming.
+    pub warm_token: Option<String>,
     pub cache: CacheConfig,
     pub access: AccessConfig,
     pub limits: LimitsConfig,
@@ -144,6 +154,7 @@ impl Default for Config {
             upstream: None,
             upstreams: Vec::new(),
             cluster_secret_file: None,
+            warm_token: None,
             cache: CacheConfig::default(),
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
@@ -209,6 +220,9 @@ impl Config {
         if let Some(v) = &cli.quota {
             config.cache.quota = v.clone();
         }
+        if let Some(v) = &cli.warm_token {
+            config.warm_token = Some(v.clone());
+        }
         if let Some(v) = &cli.log_format {
             config.log_format = v.clone();
         }
@@ -254,6 +268,9 @@ impl Config {
             if u.username.is_some() != u.password.is_some() {
                 return invalid(format!("upstream {}: set both username and password", u.registry));
             }
+        }
+        if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return invalid("warm_token must be at least 16 characters".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid(format!(

@@ -3,10 +3,11 @@
 
 mod agent_api;
 mod blobs;
-mod manifests;
+pub(crate) mod manifests;
 mod ops;
 mod range;
 mod registry;
+mod warm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/{*path}", axum::routing::any(registry::dispatch))
         .route("/api/v1/tasks/{digest}", get(agent_api::task))
         .route("/pieces/{digest}/{index}", get(agent_api::piece))
+        .route("/api/v1/warm", axum::routing::post(warm::warm))
+        .route("/api/v1/warm/{digest}", get(warm::status))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -60,6 +63,8 @@ fn route_of(path: &str) -> &'static str {
         "blob"
     } else if path.starts_with("/v2/") && path.contains("/manifests/") {
         "manifest"
+    } else if path.starts_with("/api/v1/warm") {
+        "warm"
     } else if path.starts_with("/api/v1/tasks/") {
         "task"
     } else if path.starts_with("/pieces/") {

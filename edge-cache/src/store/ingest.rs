@@ -118,6 +118,7 @@ pub(super) async fn run(store: Arc<BlobStore>, ingest: Arc<Ingest>, source: Blob
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&ingest.path);
+                store.remember_failure(ingest.digest, e.to_string());
                 ingest
                     .progress
                     .send_modify(|p| p.state = IngestState::Failed(e.to_string()));

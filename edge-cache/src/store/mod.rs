@@ -32,6 +32,18 @@ use usage::{Entry, Lease, Usage};
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
 
+/// Where a blob stands, for the warm API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobState {
+    Cached,
+    Ingesting,
+    Failed(String),
+    Absent,
+}
+
+/// Failure reasons kept for the warm API's pollers.
+const MAX_RECENT_FAILURES: usize = 1024;
+
 pub struct StoreOptions {
     pub quota: u64,
     pub high_watermark: f64,
@@ -46,6 +58,8 @@ pub struct BlobStore {
     index: index::Index,
     usage: Arc<Mutex<Usage>>,
     in_flight: Mutex<HashMap<Digest, Arc<ingest::Ingest>>>,
+    /// Why recent transfers failed, for the warm API (bounded; cleared by a new attempt).
+    recent_failures: Mutex<HashMap<Digest, String>>,
     metrics: Arc<Metrics>,
     options: StoreOptions,
 }
@@ -139,6 +153,7 @@ impl BlobStore {
             index,
             usage: Arc::new(Mutex::new(usage)),
             in_flight: Mutex::new(HashMap::new()),
+            recent_failures: Mutex::new(HashMap::new()),
             metrics,
             options,
         }))
@@ -214,11 +229,50 @@ impl BlobStore {
             return self.join(running);
         }
         self.metrics.miss("blob");
+        if let Ok(mut failures) = self.recent_failures.lock() {
+            failures.remove(digest);
+        }
         let running = ingest::Ingest::create(self, *digest)?;
         in_flight.insert(*digest, running.clone());
         let blob = self.join(&running)?;
         tokio::spawn(ingest::run(self.clone(), running, source));
         Ok(blob)
+    }
+
+    pub fn state(&self, digest: &Digest) -> BlobState {
+        if self.contains(digest) {
+            return BlobState::Cached;
+        }
+        if self
+            .in_flight
+            .lock()
+            .map(|m| m.contains_key(digest))
+            .unwrap_or(false)
+        {
+            return BlobState::Ingesting;
+        }
+        // Checked again: the transfer may have just finished.
+        if self.contains(digest) {
+            return BlobState::Cached;
+        }
+        match self
+            .recent_failures
+            .lock()
+            .ok()
+            .and_then(|f| f.get(digest).cloned())
+        {
+            Some(reason) => BlobState::Failed(reason),
+            None => BlobState::Absent,
+        }
+    }
+
+    fn remember_failure(&self, digest: Digest, reason: String) {
+        if let Ok(mut failures) = self.recent_failures.lock() {
+            if failures.len() >= MAX_RECENT_FAILURES {
+                failures.clear();
+            }
+            failures.insert(digest, reason);
+        }
     }
 
     /// Opens `digest` if it is complete or arriving; never starts a transfer.

@@ -1,0 +1,168 @@
+//! The warm API, for the preheater: fetch a blob or manifest into the cache before anyone pulls.
+//!
+//! `POST /api/v1/warm` starts a blob transfer exactly as a pull would (and returns at once) or
+//! fetches a manifest (synchronously: they are small). `GET /api/v1/warm/<digest>` reports
+//! where a blob stands. Both require `Authorization: Bearer <warm_token>`.
+//!
+//! A warm also records the upstream's answer for the credential it used (none = anonymous), so
+//! callers with the same access can pull the warmed content even while the origin is down.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use damselfly_core::{constant_time_eq, Digest, Reference, RepositoryName};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::manifests;
+use crate::access::Object;
+use crate::error::{EdgeError, EdgeResult};
+use crate::state::AppState;
+use crate::store::{BlobSource, BlobState};
+use crate::upstream::MANIFEST_ACCEPT;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmKind {
+    Blob,
+    Manifest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmRequest {
+    /// Registry as clients name it (`?ns=`); absent means the default upstream.
+    registry: Option<String>,
+    repository: String,
+    kind: WarmKind,
+    digest: Option<String>,
+    /// Manifests only: warm the tag→digest mapping too.
+    tag: Option<String>,
+    /// Credential to present upstream (`Basic …`, `Bearer …`); absent means anonymous or the
+    /// edge's own credentials for that upstream.
+    authorization: Option<String>,
+}
+
+fn check_token(state: &AppState, headers: &HeaderMap) -> EdgeResult<()> {
+    let Some(expected) = &state.config.warm_token else {
+        return Err(EdgeError::Denied(
+            "warming is disabled on this edge (no warm_token)".into(),
+        ));
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(EdgeError::Unauthorized("a valid warm token is required".into()))
+    }
+}
+
+pub async fn warm(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(request): Json<WarmRequest>,
+) -> EdgeResult<Response> {
+    check_token(&state, &headers)?;
+    let upstream = state.upstreams.select(request.registry.as_deref())?;
+    let repo: RepositoryName = request
+        .repository
+        .parse()
+        .map_err(|_| EdgeError::NameInvalid(request.repository.clone()))?;
+    let auth = match &request.authorization {
+        Some(v) => Some(HeaderValue::from_str(v).map_err(|_| EdgeError::Denied("bad authorization".into()))?),
+        None => None,
+    };
+    let digest: Option<Digest> = match &request.digest {
+        Some(d) => Some(d.parse().map_err(|_| EdgeError::DigestInvalid(d.clone()))?),
+        None => None,
+    };
+    match request.kind {
+        WarmKind::Blob => {
+            let digest =
+                digest.ok_or_else(|| EdgeError::DigestInvalid("a blob warm needs a digest".into()))?;
+            let allowed = state
+                .gate
+                .check(&upstream, &repo, Object::Blob(digest), auth.as_ref())
+                .await?;
+            let status = if state.store.contains(&digest) {
+                "cached"
+            } else {
+                let source = BlobSource {
+                    upstream: upstream.clone(),
+                    repo: repo.clone(),
+                    authorization: auth,
+                };
+                // The handle is dropped at once: the transfer runs on without a reader.
+                state.store.open(&digest, source)?;
+                "ingesting"
+            };
+            tracing::info!(%repo, %digest, status, "warm requested");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"state": status, "size": allowed.size})),
+            )
+                .into_response())
+        }
+        WarmKind::Manifest => {
+            let reference = match (&request.tag, digest) {
+                (Some(tag), _) => tag
+                    .parse()
+                    .map_err(|_| EdgeError::ManifestUnknown(format!("bad tag {tag}")))?,
+                (None, Some(d)) => Reference::Digest(d),
+                (None, None) => {
+                    return Err(EdgeError::ManifestUnknown(
+                        "a manifest warm needs a tag or digest".into(),
+                    ))
+                }
+            };
+            let mut client_headers = HeaderMap::new();
+            for accept in MANIFEST_ACCEPT {
+                client_headers.append(http::header::ACCEPT, HeaderValue::from_static(accept));
+            }
+            if let Some(a) = auth {
+                client_headers.insert(http::header::AUTHORIZATION, a);
+            }
+            let response =
+                manifests::serve(&state, &upstream, &repo, &reference, &client_headers, true).await?;
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from)
+            };
+            tracing::info!(%repo, %reference, "manifest warmed");
+            let body = json!({
+                "state": "cached",
+                "digest": header("docker-content-digest"),
+                "media_type": header("content-type"),
+            });
+            Ok(Json(body).into_response())
+        }
+    }
+}
+
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> EdgeResult<Response> {
+    check_token(&state, &headers)?;
+    let digest: Digest = digest
+        .parse()
+        .map_err(|_| EdgeError::DigestInvalid(digest.clone()))?;
+    let (status, error) = match state.store.state(&digest) {
+        BlobState::Cached => ("cached", None),
+        BlobState::Ingesting => ("ingesting", None),
+        BlobState::Failed(reason) => ("failed", Some(reason)),
+        BlobState::Absent => ("absent", None),
+    };
+    Ok(Json(json!({"state": status, "error": error})).into_response())
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the demo: a registry and an edge cache on loopback, a generated image pushed with skopeo,
+# pulled through the edge by skopeo and containerd, with where each pull's bytes came from.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/install-deps.sh
+cargo build --release --locked --bins
+exec target/release/bench demo

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints, and the whole test suite (unit tests and the
+# integration tests that start real docker-registry, skopeo and containerd processes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+scripts/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Two test binaries at a time: each integration test starts registries and clients of its own,
+# and this project's machines have two cores.
+cargo test --workspace --locked -- --test-threads=2
