@@ -17,4 +17,4 @@ pub use location::Location;
 pub use piece::{PieceLayout, PieceTable};
 pub use reference::{Reference, RepositoryName};
 pub use seal::{ClusterSecret, SealError, TaskKey, TAG_LEN};
-pub use ticket::{Ticket, TicketError, TicketSigner};
+pub use ticket::{Ticket, TicketError, TicketSigner, TicketVerifier};

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use damselfly_core::{ClusterSecret, TicketSigner};
+use damselfly_core::{ClusterSecret, TicketSigner, TicketVerifier};
 
 use crate::access::AccessGate;
 use crate::config::Config;
@@ -20,6 +20,7 @@ pub struct AppState {
     pub store: Arc<BlobStore>,
     pub metrics: Arc<Metrics>,
     pub tickets: TicketSigner,
+    pub ticket_verifier: TicketVerifier,
     pub secret: ClusterSecret,
     /// False until the store is open, and again from the moment shutdown starts.
     pub ready: AtomicBool,
@@ -53,6 +54,7 @@ impl AppState {
             gate,
             store,
             metrics,
+            ticket_verifier: TicketSigner::new(&secret).verifier(),
             tickets: TicketSigner::new(&secret),
             secret,
             ready: AtomicBool::new(true),

@@ -98,6 +98,12 @@ pub async fn task(
     Ok(response)
 }
 
+/// The public key agents use to check tickets (they cannot mint them).
+pub async fn ticket_key(State(state): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({"algorithm": "ed25519", "public_key": state.ticket_verifier.to_base64()}))
+        .into_response()
+}
+
 pub async fn piece(
     State(state): State<Arc<AppState>>,
     Path((digest, index)): Path<(String, u64)>,
@@ -128,7 +134,7 @@ async fn authorised_blob(
             .to_str()
             .map_err(|_| EdgeError::Unauthorized("ticket is not text".into()))?;
         state
-            .tickets
+            .ticket_verifier
             .verify(token, digest, unix_now())
             .map_err(|e| EdgeError::Unauthorized(e.to_string()))?;
     } else if query.repo.is_some() {

@@ -36,6 +36,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/{*path}", axum::routing::any(registry::dispatch))
         .route("/api/v1/tasks/{digest}", get(agent_api::task))
         .route("/pieces/{digest}/{index}", get(agent_api::piece))
+        .route("/api/v1/ticket-key", get(agent_api::ticket_key))
         .route("/api/v1/warm", axum::routing::post(warm::warm))
         .route("/api/v1/warm/{digest}", get(warm::status))
         .route("/healthz", get(ops::healthz))
