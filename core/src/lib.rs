@@ -3,17 +3,21 @@
 //! Nothing here does I/O or knows about HTTP frameworks or storage engines: the edge, the agents
 //! and the preheater all build on these types, so they stay small and dependency-light.
 
+pub mod bitfield;
 pub mod ct;
 pub mod digest;
 pub mod location;
+pub mod peer;
 pub mod piece;
 pub mod reference;
 pub mod seal;
 pub mod ticket;
 
+pub use bitfield::Bitfield;
 pub use ct::constant_time_eq;
 pub use digest::{Digest, DigestError, Sha256Stream};
 pub use location::Location;
+pub use peer::{rank_parents, ParentCandidate, PeerAnnouncement, PeerRecord};
 pub use piece::{PieceLayout, PieceTable};
 pub use reference::{Reference, RepositoryName};
 pub use seal::{ClusterSecret, SealError, TaskKey, TAG_LEN};

@@ -50,6 +50,9 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub warm_token: Option<String>,
+    /// Redis URL for scheduler state shared by the edges of a region (default: in process).
+    #[arg(long, env = "DAMSELFLY_EDGE_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "DAMSELFLY_EDGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -76,6 +79,9 @@ pub struct Config {
     pub cluster_secret_file: Option<PathBuf>,
     /// Bearer token required on the warm API (`/api/v1/warm`); unset disables warming.
     pub warm_token: Option<String>,
+    /// Redis URL for shared scheduler state; unset keeps it in this process.
+    pub redis: Option<String>,
+    pub scheduler: SchedulerConfig,
     pub cache: CacheConfig,
     pub access: AccessConfig,
     pub limits: LimitsConfig,
@@ -99,6 +105,24 @@ pub struct UpstreamConfig {
     /// Accept invalid TLS certificates from this upstream.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// A peer not heard from for this long is dropped from its tasks.
+    pub peer_ttl_secs: u64,
+    /// Parents proposed per request.
+    pub max_parents: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            peer_ttl_secs: 30,
+            max_parents: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,6 +179,8 @@ impl Default for Config {
             upstreams: Vec::new(),
             cluster_secret_file: None,
             warm_token: None,
+            redis: None,
+            scheduler: SchedulerConfig::default(),
             cache: CacheConfig::default(),
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
@@ -219,6 +245,9 @@ impl Config {
         }
         if let Some(v) = &cli.quota {
             config.cache.quota = v.clone();
+        }
+        if let Some(v) = &cli.redis {
+            config.redis = Some(v.clone());
         }
         if let Some(v) = &cli.warm_token {
             config.warm_token = Some(v.clone());

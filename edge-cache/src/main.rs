@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
     }
     init_logging(&config.log_format);
     let listen = config.listen;
-    let state = match AppState::new(config) {
+    let state = match AppState::new(config).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

@@ -10,6 +10,7 @@ use crate::access::AccessGate;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
+use crate::scheduler::PeerStore;
 use crate::store::{BlobStore, StoreOptions};
 use crate::upstream::Upstreams;
 
@@ -22,12 +23,13 @@ pub struct AppState {
     pub tickets: TicketSigner,
     pub ticket_verifier: TicketVerifier,
     pub secret: ClusterSecret,
+    pub peers: PeerStore,
     /// False until the store is open, and again from the moment shutdown starts.
     pub ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> EdgeResult<Arc<Self>> {
+    pub async fn new(config: Config) -> EdgeResult<Arc<Self>> {
         config
             .validate()
             .map_err(|e| EdgeError::Internal(e.to_string()))?;
@@ -49,7 +51,10 @@ impl AppState {
             Duration::from_secs(config.access.ttl_secs),
             Duration::from_secs(config.access.stale_if_error_secs),
         );
+        let peer_ttl = Duration::from_secs(config.scheduler.peer_ttl_secs);
+        let peers = PeerStore::connect(config.redis.as_deref(), peer_ttl).await?;
         Ok(Arc::new(AppState {
+            peers,
             upstreams: Upstreams::from_config(&config)?,
             gate,
             store,

@@ -42,7 +42,7 @@ pub struct TaskResponse {
     ticket_expires_at: u64,
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

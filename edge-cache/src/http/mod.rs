@@ -7,6 +7,7 @@ pub(crate) mod manifests;
 mod ops;
 mod range;
 mod registry;
+mod scheduler_api;
 mod warm;
 
 use std::sync::Arc;
@@ -37,6 +38,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/tasks/{digest}", get(agent_api::task))
         .route("/pieces/{digest}/{index}", get(agent_api::piece))
         .route("/api/v1/ticket-key", get(agent_api::ticket_key))
+        .route(
+            "/api/v1/tasks/{digest}/peers/{host_id}",
+            axum::routing::put(scheduler_api::announce).delete(scheduler_api::leave),
+        )
+        .route("/api/v1/tasks/{digest}/parents", get(scheduler_api::parents))
         .route("/api/v1/warm", axum::routing::post(warm::warm))
         .route("/api/v1/warm/{digest}", get(warm::status))
         .route("/healthz", get(ops::healthz))
@@ -66,6 +72,8 @@ fn route_of(path: &str) -> &'static str {
         "manifest"
     } else if path.starts_with("/api/v1/warm") {
         "warm"
+    } else if path.starts_with("/api/v1/tasks/") && (path.contains("/peers/") || path.ends_with("/parents")) {
+        "scheduler"
     } else if path.starts_with("/api/v1/tasks/") {
         "task"
     } else if path.starts_with("/pieces/") {

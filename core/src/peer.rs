@@ -1,0 +1,112 @@
+//! The scheduler's wire types: what an agent announces about itself, and the parents the edge
+//! proposes to it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bitfield::Bitfield;
+use crate::location::Location;
+
+/// An agent's state in one task, sent on join and on every announcement (also a heartbeat).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAnnouncement {
+    /// Base URL of the agent's upload server (`http://10.0.0.7:5091`).
+    pub upload_url: String,
+    pub location: Location,
+    pub pieces: Bitfield,
+    /// Uploads this agent is serving right now, and how many it allows at once.
+    pub uploads_active: u32,
+    pub upload_slots: u32,
+}
+
+/// A peer as the scheduler stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub host_id: String,
+    #[serde(flatten)]
+    pub announcement: PeerAnnouncement,
+    /// When the scheduler last heard from it (unix milliseconds).
+    pub seen_at: u64,
+}
+
+/// A proposed parent, best first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentCandidate {
+    pub host_id: String,
+    pub upload_url: String,
+    pub location: Location,
+    /// Shared location labels: 3 same rack, 2 same zone, 1 same region.
+    pub shared: u8,
+    pub pieces: Bitfield,
+    pub free_slots: u32,
+}
+
+/// Orders peers for a requester: longest shared location prefix, then free upload slots, then
+/// finished pieces. Peers with nothing to offer, and the requester itself, are left out.
+pub fn rank_parents(me: &str, location: &Location, peers: &[PeerRecord], max: usize) -> Vec<ParentCandidate> {
+    let mut candidates: Vec<ParentCandidate> = peers
+        .iter()
+        .filter(|p| p.host_id != me && p.announcement.pieces.count() > 0)
+        .map(|p| ParentCandidate {
+            host_id: p.host_id.clone(),
+            upload_url: p.announcement.upload_url.clone(),
+            location: p.announcement.location.clone(),
+            shared: location.shared_prefix(&p.announcement.location),
+            pieces: p.announcement.pieces.clone(),
+            free_slots: p
+                .announcement
+                .upload_slots
+                .saturating_sub(p.announcement.uploads_active),
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        b.shared
+            .cmp(&a.shared)
+            .then(b.free_slots.cmp(&a.free_slots))
+            .then(b.pieces.count().cmp(&a.pieces.count()))
+            .then(a.host_id.cmp(&b.host_id))
+    });
+    candidates.truncate(max);
+    candidates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, loc: &str, pieces: u64, active: u32) -> PeerRecord {
+        let mut bits = Bitfield::new(10);
+        for i in 0..pieces {
+            bits.set(i);
+        }
+        PeerRecord {
+            host_id: id.into(),
+            announcement: PeerAnnouncement {
+                upload_url: format!("http://{id}"),
+                location: loc.parse().unwrap(),
+                pieces: bits,
+                uploads_active: active,
+                upload_slots: 4,
+            },
+            seen_at: 0,
+        }
+    }
+
+    #[test]
+    fn prefers_rack_then_slots_then_progress() {
+        let me: Location = "eu/z1/r1".parse().unwrap();
+        let peers = vec![
+            peer("other-zone", "eu/z2/r1", 10, 0),
+            peer("rack-busy", "eu/z1/r1", 10, 4),
+            peer("rack-free", "eu/z1/r1", 2, 0),
+            peer("zone", "eu/z1/r2", 10, 0),
+            peer("empty", "eu/z1/r1", 0, 0),
+            peer("me", "eu/z1/r1", 10, 0),
+        ];
+        let ranked: Vec<String> = rank_parents("me", &me, &peers, 10)
+            .into_iter()
+            .map(|c| c.host_id)
+            .collect();
+        assert_eq!(ranked, vec!["rack-free", "rack-busy", "zone", "other-zone"]);
+        assert_eq!(rank_parents("me", &me, &peers, 2).len(), 2);
+    }
+}

@@ -1,0 +1,63 @@
+//! Scheduler state in this process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use damselfly_core::{Digest, PeerRecord};
+
+use super::scheduler_err;
+use crate::error::EdgeResult;
+use crate::store::now_millis;
+
+pub struct MemoryPeers {
+    ttl_ms: u64,
+    tasks: Mutex<HashMap<Digest, HashMap<String, PeerRecord>>>,
+}
+
+impl MemoryPeers {
+    pub fn new(ttl: Duration) -> Self {
+        MemoryPeers {
+            ttl_ms: ttl.as_millis() as u64,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn announce(&self, task: &Digest, record: PeerRecord) -> EdgeResult<()> {
+        let mut tasks = self.tasks.lock().map_err(scheduler_err)?;
+        let now = now_millis();
+        // Dropping silent peers on write keeps the map bounded by live peers.
+        tasks.retain(|_, peers| {
+            peers.retain(|_, p| now.saturating_sub(p.seen_at) < self.ttl_ms);
+            !peers.is_empty()
+        });
+        tasks
+            .entry(*task)
+            .or_default()
+            .insert(record.host_id.clone(), record);
+        Ok(())
+    }
+
+    pub fn leave(&self, task: &Digest, host_id: &str) -> EdgeResult<()> {
+        let mut tasks = self.tasks.lock().map_err(scheduler_err)?;
+        if let Some(peers) = tasks.get_mut(task) {
+            peers.remove(host_id);
+        }
+        Ok(())
+    }
+
+    pub fn peers(&self, task: &Digest) -> EdgeResult<Vec<PeerRecord>> {
+        let tasks = self.tasks.lock().map_err(scheduler_err)?;
+        let now = now_millis();
+        Ok(tasks
+            .get(task)
+            .map(|peers| {
+                peers
+                    .values()
+                    .filter(|p| now.saturating_sub(p.seen_at) < self.ttl_ms)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}

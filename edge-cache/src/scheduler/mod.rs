@@ -1,0 +1,58 @@
+//! The scheduler for the peers of this region: who holds which pieces of which task, and
+//! which parents to propose to an agent.
+//!
+//! State lives in this process by default. With `redis` configured, it lives in Redis so that
+//! several edges of a region share one view of their peers.
+
+mod memory;
+mod redis_store;
+
+use std::time::Duration;
+
+use damselfly_core::{Digest, PeerRecord};
+
+use crate::error::{EdgeError, EdgeResult};
+
+pub use memory::MemoryPeers;
+pub use redis_store::RedisPeers;
+
+pub enum PeerStore {
+    Memory(MemoryPeers),
+    Redis(RedisPeers),
+}
+
+impl PeerStore {
+    pub async fn connect(redis_url: Option<&str>, ttl: Duration) -> EdgeResult<PeerStore> {
+        match redis_url {
+            None => Ok(PeerStore::Memory(MemoryPeers::new(ttl))),
+            Some(url) => Ok(PeerStore::Redis(RedisPeers::connect(url, ttl).await?)),
+        }
+    }
+
+    /// Records (or refreshes) a peer's state in a task.
+    pub async fn announce(&self, task: &Digest, record: PeerRecord) -> EdgeResult<()> {
+        match self {
+            PeerStore::Memory(m) => m.announce(task, record),
+            PeerStore::Redis(r) => r.announce(task, record).await,
+        }
+    }
+
+    pub async fn leave(&self, task: &Digest, host_id: &str) -> EdgeResult<()> {
+        match self {
+            PeerStore::Memory(m) => m.leave(task, host_id),
+            PeerStore::Redis(r) => r.leave(task, host_id).await,
+        }
+    }
+
+    /// The live peers of a task (heard from within the TTL).
+    pub async fn peers(&self, task: &Digest) -> EdgeResult<Vec<PeerRecord>> {
+        match self {
+            PeerStore::Memory(m) => m.peers(task),
+            PeerStore::Redis(r) => r.peers(task).await,
+        }
+    }
+}
+
+pub(crate) fn scheduler_err(e: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Internal(format!("scheduler state: {e}"))
+}

@@ -1,0 +1,65 @@
+//! Scheduler state in Redis, shared by the edges of a region.
+//!
+//! One hash per task (`damselfly:peers:<hex>`), a field per host holding its JSON record. The
+//! key expires after the peer TTL past its last write, so abandoned tasks vanish; records of
+//! silent peers inside a live task are filtered by their `seen_at` on read.
+
+use std::time::Duration;
+
+use damselfly_core::{Digest, PeerRecord};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::scheduler_err;
+use crate::error::EdgeResult;
+use crate::store::now_millis;
+
+pub struct RedisPeers {
+    ttl: Duration,
+    connection: ConnectionManager,
+}
+
+fn key(task: &Digest) -> String {
+    format!("damselfly:peers:{}", task.hex())
+}
+
+impl RedisPeers {
+    pub async fn connect(url: &str, ttl: Duration) -> EdgeResult<Self> {
+        let client = redis::Client::open(url).map_err(scheduler_err)?;
+        let connection = ConnectionManager::new(client).await.map_err(scheduler_err)?;
+        Ok(RedisPeers { ttl, connection })
+    }
+
+    pub async fn announce(&self, task: &Digest, record: PeerRecord) -> EdgeResult<()> {
+        let json = serde_json::to_string(&record).map_err(scheduler_err)?;
+        let mut c = self.connection.clone();
+        let k = key(task);
+        redis::pipe()
+            .hset(&k, &record.host_id, json)
+            .ignore()
+            .expire(&k, self.ttl.as_secs().max(1) as i64)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(scheduler_err)
+    }
+
+    pub async fn leave(&self, task: &Digest, host_id: &str) -> EdgeResult<()> {
+        let mut c = self.connection.clone();
+        c.hdel::<_, _, ()>(key(task), host_id)
+            .await
+            .map_err(scheduler_err)
+    }
+
+    pub async fn peers(&self, task: &Digest) -> EdgeResult<Vec<PeerRecord>> {
+        let mut c = self.connection.clone();
+        let all: Vec<(String, String)> = c.hgetall(key(task)).await.map_err(scheduler_err)?;
+        let now = now_millis();
+        let ttl_ms = self.ttl.as_millis() as u64;
+        Ok(all
+            .into_iter()
+            .filter_map(|(_, json)| serde_json::from_str::<PeerRecord>(&json).ok())
+            .filter(|p| now.saturating_sub(p.seen_at) < ttl_ms)
+            .collect())
+    }
+}
