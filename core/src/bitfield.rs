@@ -73,7 +73,7 @@ impl<'de> Deserialize<'de> for Bitfield {
         }
         let mut field = Bitfield { bits, len };
         // Bits past the end carry no meaning; clear them so equality and counts are exact.
-        if len % 8 != 0 {
+        if !len.is_multiple_of(8) {
             if let Some(last) = field.bits.last_mut() {
                 *last &= 0xffu8 << (8 - len % 8);
             }

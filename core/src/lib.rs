@@ -11,6 +11,7 @@ pub mod peer;
 pub mod piece;
 pub mod reference;
 pub mod seal;
+pub mod size;
 pub mod ticket;
 
 pub use bitfield::Bitfield;
@@ -21,4 +22,5 @@ pub use peer::{rank_parents, ParentCandidate, PeerAnnouncement, PeerRecord};
 pub use piece::{PieceLayout, PieceTable};
 pub use reference::{Reference, RepositoryName};
 pub use seal::{ClusterSecret, SealError, TaskKey, TAG_LEN};
+pub use size::parse_size;
 pub use ticket::{Ticket, TicketError, TicketSigner, TicketVerifier};

@@ -69,14 +69,15 @@ impl PieceLayout {
     }
 }
 
-/// The piece table of a task: the layout and the sha256 of every piece's plaintext, computed by
-/// the edge at ingest. Receivers verify pieces against it, never against a peer's word.
+/// The piece table of a task: the layout and the sha256 of every *sealed* piece (ciphertext and
+/// tag, as stored and sent), computed by the edge at ingest. Receivers verify what they receive
+/// against it before storing or decrypting anything, never against a peer's word.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PieceTable {
     pub digest: Digest,
     #[serde(flatten)]
     pub layout: PieceLayout,
-    /// One hex sha256 per piece, in order.
+    /// One hex sha256 of the sealed piece per piece, in order.
     #[serde(with = "hex_list")]
     pub pieces: Vec<[u8; 32]>,
 }

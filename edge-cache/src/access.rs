@@ -185,7 +185,7 @@ fn refusal(status: StatusCode, headers: &http::HeaderMap, object: Object) -> Edg
     reply
         .headers
         .insert("content-type", HeaderValue::from_static("application/json"));
-    EdgeError::Upstream(reply)
+    reply.into()
 }
 
 /// Time left on a JWT bearer token (its `exp` claim), when the credential is one. The signature

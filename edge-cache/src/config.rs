@@ -321,46 +321,13 @@ fn check_url(url: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Parses `123`, `10KiB`, `500MiB`, `50GiB`, `2TiB` (also KB/MB/GB/TB as powers of 1000).
 pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| ConfigError::Invalid(format!("bad size {s:?}")))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        other => {
-            return Err(ConfigError::Invalid(format!(
-                "unknown size unit {other:?} in {s:?}"
-            )))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| ConfigError::Invalid(format!("size {s:?} overflows")))
+    damselfly_core::parse_size(s).map_err(ConfigError::Invalid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
-        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
-        assert_eq!(parse_size("42").unwrap(), 42);
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("GiB").is_err());
-    }
 
     #[test]
     fn file_values_are_overridden_by_flags_and_unknown_keys_fail() {
@@ -393,8 +360,10 @@ mod tests {
         let mut c = Config::default();
         c.cache.low_watermark = 0.95;
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.upstream = Some("ftp://x".into());
+        let c = Config {
+            upstream: Some("ftp://x".into()),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -24,6 +24,12 @@ const PASSED_HEADERS: [&str; 3] = [
     "docker-distribution-api-version",
 ];
 
+impl From<UpstreamReply> for EdgeError {
+    fn from(reply: UpstreamReply) -> Self {
+        EdgeError::Upstream(Box::new(reply))
+    }
+}
+
 impl UpstreamReply {
     pub fn new(status: StatusCode, upstream_headers: &HeaderMap, body: Bytes) -> Self {
         let mut headers = HeaderMap::new();
@@ -61,7 +67,7 @@ pub enum EdgeError {
     #[error("no upstream registry is configured for {0:?}")]
     UnknownNamespace(String),
     #[error("upstream answered {}", .0.status)]
-    Upstream(UpstreamReply),
+    Upstream(Box<UpstreamReply>),
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
     #[error("blob transfer failed: {0}")]
@@ -119,8 +125,13 @@ impl EdgeError {
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
         if let EdgeError::Upstream(reply) = self {
-            let mut response = (reply.status, reply.body).into_response();
-            response.headers_mut().extend(reply.headers);
+            let UpstreamReply {
+                status,
+                headers,
+                body,
+            } = *reply;
+            let mut response = (status, body).into_response();
+            response.headers_mut().extend(headers);
             return response;
         }
         let (status, code) = self.oci_code();

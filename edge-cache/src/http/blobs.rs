@@ -99,9 +99,9 @@ pub fn plaintext(
     metrics: std::sync::Arc<Metrics>,
 ) -> impl Stream<Item = Result<bytes::Bytes, EdgeError>> + Send + 'static {
     let pieces = if start < end {
-        layout.piece_of(start)..=layout.piece_of(end - 1)
+        layout.piece_of(start)..layout.piece_of(end - 1) + 1
     } else {
-        1..=0
+        0..0
     };
     futures::stream::iter(pieces)
         .map(move |index| {

@@ -133,7 +133,7 @@ async fn by_tag(
         }
         Ok(r) if !r.status().is_server_error() => {
             let reply = UpstreamReply::new(r.status(), r.headers(), Bytes::new());
-            Err(EdgeError::Upstream(reply))
+            Err(reply.into())
         }
         // Upstream down: the last known mapping, for callers who were allowed before.
         _ => {
@@ -188,7 +188,7 @@ async fn fetch(
     let limit = state.config.cache.max_manifest_bytes as usize;
     let body = read_bounded(response, limit).await?;
     if !status.is_success() {
-        return Err(EdgeError::Upstream(UpstreamReply::new(
+        return Err(EdgeError::from(UpstreamReply::new(
             status,
             &upstream_headers,
             body,

@@ -43,7 +43,7 @@ pub async fn ping(
             reply
                 .headers
                 .insert(API_VERSION.0, http::HeaderValue::from_static(API_VERSION.1));
-            Err(EdgeError::Upstream(reply))
+            Err(reply.into())
         }
         Ok(_) | Err(_) => Ok(([API_VERSION, ("content-type", "application/json")], "{}").into_response()),
     }

@@ -16,7 +16,29 @@ const MANIFESTS: TableDefinition<&str, &str> = TableDefinition::new("manifests")
 /// `<registry>/<repository>:<tag>` → JSON [`TagEntry`]
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 
-pub type IndexResult<T> = Result<T, redb::Error>;
+/// A redb failure, boxed: redb's error is large and this one travels through every result.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct IndexError(Box<redb::Error>);
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for IndexError {
+            fn from(e: $t) -> Self {
+                IndexError(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type IndexResult<T> = Result<T, IndexError>;
 
 pub struct Index {
     db: Database,

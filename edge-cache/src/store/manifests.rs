@@ -14,7 +14,7 @@ pub struct CachedManifest {
     pub body: Bytes,
 }
 
-fn index_err(e: redb::Error) -> EdgeError {
+fn index_err(e: super::index::IndexError) -> EdgeError {
     EdgeError::Internal(format!("index: {e}"))
 }
 

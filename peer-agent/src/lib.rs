@@ -1,0 +1,1 @@
+//! The Damselfly peer agent.

@@ -1,0 +1,105 @@
+//! Loopback networking helpers.
+//!
+//! Tests run in parallel and on shared CI hosts, so nothing here uses a fixed port: the kernel
+//! picks a free one when binding port 0. The tiny window between releasing that socket and the
+//! daemon binding it is accepted; daemons started by this crate retry on a fresh port when they
+//! lose that race.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use http::StatusCode;
+
+use crate::poll::{poll_until, Probe};
+
+/// Returns a currently free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(free_addr_on("127.0.0.1")?.port())
+}
+
+/// Returns a currently free `ip:port` on the given local address.
+///
+/// On Linux the whole 127.0.0.0/8 block is routed to loopback without configuration, so
+/// addresses such as 127.0.0.2 give tests distinct "hosts" (for example two registries that must
+/// not share a `host:port` key) without touching the network setup.
+pub fn free_addr_on(ip: &str) -> Result<SocketAddr> {
+    let ip: IpAddr = ip.parse().with_context(|| format!("invalid IP address {ip:?}"))?;
+    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+    listener.local_addr().context("reading bound address")
+}
+
+/// An HTTP client suited to talking to loopback test servers.
+///
+/// Environment proxies are ignored (a CI proxy must never see loopback traffic), redirects are
+/// not followed (tests want to observe them) and no compression is negotiated (byte counts must
+/// match what is on the wire).
+pub fn loopback_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .no_zstd()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .context("building HTTP client")
+}
+
+/// Polls `url` every 20 ms until it answers with a status below 500.
+///
+/// Any such answer proves the server parses HTTP; callers that need a specific status (say, 401
+/// from an authenticating registry) use [`wait_http_ready_with`].
+pub async fn wait_http_ready(url: &str, timeout: Duration) -> Result<()> {
+    wait_http_ready_with(url, timeout, |status| status.as_u16() < 500).await
+}
+
+/// Polls `url` until `accept(status)` holds for a response. Connection errors and rejected
+/// statuses are retried; the last one is quoted if `timeout` elapses.
+pub async fn wait_http_ready_with(
+    url: &str,
+    timeout: Duration,
+    accept: impl Fn(StatusCode) -> bool,
+) -> Result<()> {
+    let client = loopback_client()?;
+    poll_until(url, timeout, || {
+        let request = client.get(url).timeout(Duration::from_secs(1)).send();
+        let accept = &accept;
+        async move {
+            Ok(match request.await {
+                Ok(response) if accept(response.status()) => Probe::Ready(()),
+                Ok(response) => Probe::NotYet(format!("status {}", response.status())),
+                Err(err) => Probe::NotYet(format!("{err}")),
+            })
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable() -> Result<()> {
+        let port = free_port()?;
+        assert_ne!(port, 0);
+        TcpListener::bind(("127.0.0.1", port))?;
+        let alias = free_addr_on("127.0.0.2")?;
+        assert_eq!(alias.ip().to_string(), "127.0.0.2");
+        TcpListener::bind(alias)?;
+        assert!(free_addr_on("not-an-ip").is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn wait_times_out_on_closed_port() -> Result<()> {
+        let url = format!("http://127.0.0.1:{}/", free_port()?);
+        let err = wait_http_ready(&url, Duration::from_millis(100))
+            .await
+            .expect_err("nothing listens");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        Ok(())
+    }
+}
