@@ -1,0 +1,300 @@
+//! Agent configuration: defaults, then the TOML file, then environment, then flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use damselfly_core::Location;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The peer agent: a registry mirror for this host's runtime that fetches sealed pieces from
+/// rack neighbours and the region's edges, and serves its pieces to other agents.
+#[derive(Debug, Parser)]
+#[command(name = "peer-agent", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Point a container runtime at this agent (idempotent; keeps existing settings).
+    Configure(crate::configure::ConfigureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// TOML configuration file; flags and environment override its values.
+    #[arg(long, env = "DAMSELFLY_AGENT_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Registry mirror address for the local runtime.
+    #[arg(long, env = "DAMSELFLY_AGENT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address other agents fetch pieces from.
+    #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_LISTEN", value_name = "ADDR")]
+    pub upload_listen: Option<SocketAddr>,
+    /// URL other agents use to reach the upload address (default: http://<upload-listen>).
+    #[arg(long, env = "DAMSELFLY_AGENT_ADVERTISE", value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// Edge cache URL; repeat for fallbacks, nearest first.
+    #[arg(
+        long = "edge",
+        env = "DAMSELFLY_AGENT_EDGES",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub edges: Vec<String>,
+    /// Default origin registry URL, for clients that send no `?ns=`.
+    #[arg(long, env = "DAMSELFLY_AGENT_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Where this host sits: region/zone/rack.
+    #[arg(long, env = "DAMSELFLY_AGENT_LOCATION", value_name = "REGION/ZONE/RACK")]
+    pub location: Option<Location>,
+    /// Directory for sealed pieces.
+    #[arg(long, env = "DAMSELFLY_AGENT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Validate the configuration, print it, and exit (non-zero when invalid).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Registry mirror for the local runtime.
+    pub listen: SocketAddr,
+    /// Upload server for other agents.
+    pub upload_listen: SocketAddr,
+    /// URL other agents use to reach the upload server; default `http://<upload_listen>`.
+    pub advertise_url: Option<String>,
+    /// Edge caches of this region, nearest first.
+    pub edges: Vec<String>,
+    /// Default origin registry URL (for requests without `?ns=`).
+    pub upstream: Option<String>,
+    /// Origin registries by the name clients use in `?ns=`, for direct fallback.
+    pub registries: Vec<RegistryConfig>,
+    pub location: Location,
+    /// Identity in the scheduler; default: hostname plus upload address.
+    pub host_id: Option<String>,
+    pub data_dir: PathBuf,
+    /// Local piece cache quota, e.g. `20GiB`.
+    pub quota: String,
+    pub download: DownloadConfig,
+    pub upload: UploadConfig,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Name as in `?ns=` (`docker.io`, `registry.example.com:5000`).
+    pub registry: String,
+    /// Where to reach it directly (`https://registry-1.docker.io`).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadConfig {
+    /// Pieces fetched at once for one blob.
+    pub concurrent_pieces: usize,
+    /// Pieces fetched at once from one parent.
+    pub per_parent: usize,
+    /// How far ahead of the stream pieces are fetched.
+    pub window: u64,
+    /// A piece request that takes longer than this is abandoned and fetched elsewhere.
+    pub piece_timeout_secs: u64,
+    /// A parent that failed is not asked again for this long.
+    pub bad_parent_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Uploads served at once; more are refused (503) so downloaders go elsewhere.
+    pub slots: u32,
+    /// Upload rate limit in bytes per second across all uploads (0 = unlimited), e.g. `100MiB`.
+    pub rate_limit: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5090)),
+            upload_listen: SocketAddr::from(([0, 0, 0, 0], 5091)),
+            advertise_url: None,
+            edges: Vec::new(),
+            upstream: None,
+            registries: Vec::new(),
+            location: Location {
+                region: "default".into(),
+                zone: "default".into(),
+                rack: "default".into(),
+            },
+            host_id: None,
+            data_dir: PathBuf::from("/var/lib/damselfly/agent"),
+            quota: "20GiB".into(),
+            download: DownloadConfig::default(),
+            upload: UploadConfig::default(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        DownloadConfig {
+            concurrent_pieces: 8,
+            per_parent: 3,
+            window: 64,
+            piece_timeout_secs: 10,
+            bad_parent_secs: 30,
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            slots: 8,
+            rate_limit: "0".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(args: &DaemonArgs) -> Result<Config, ConfigError> {
+        let mut c = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = args.listen {
+            c.listen = v;
+        }
+        if let Some(v) = args.upload_listen {
+            c.upload_listen = v;
+        }
+        if let Some(v) = &args.advertise_url {
+            c.advertise_url = Some(v.clone());
+        }
+        if !args.edges.is_empty() {
+            c.edges = args.edges.clone();
+        }
+        if let Some(v) = &args.upstream {
+            c.upstream = Some(v.clone());
+        }
+        if let Some(v) = &args.location {
+            c.location = v.clone();
+        }
+        if let Some(v) = &args.data_dir {
+            c.data_dir = v.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.edges.is_empty() && self.upstream.is_none() {
+            return invalid("give at least one --edge (or an --upstream to pull from directly)".into());
+        }
+        for url in self
+            .edges
+            .iter()
+            .chain(self.upstream.iter())
+            .chain(self.registries.iter().map(|r| &r.url))
+        {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return invalid(format!("{url:?} is not an http(s) URL")),
+            }
+        }
+        parse_size(&self.quota)?;
+        parse_size(&self.upload.rate_limit)?;
+        if self.download.concurrent_pieces == 0 || self.download.per_parent == 0 || self.download.window == 0
+        {
+            return invalid("download.concurrent_pieces, per_parent and window must be > 0".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn advertise(&self) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.upload_listen))
+    }
+
+    pub fn host_id(&self) -> String {
+        self.host_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let host = host.trim();
+            let host = if host.is_empty() { "host" } else { host };
+            format!("{host}-{}", self.upload_listen).replace(['[', ']'], "")
+        })
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    damselfly_core::parse_size(s).map_err(ConfigError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_validation_catches_nonsense() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "edges = [\"http://e:1\"]\nlocation = \"eu/z1/r1\"\n[upload]\nslots = 2\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "peer-agent",
+            "--config",
+            path.to_str().unwrap(),
+            "--location",
+            "us/a/b",
+        ]);
+        let c = Config::load(&cli.daemon).unwrap();
+        assert_eq!(c.location.to_string(), "us/a/b");
+        assert_eq!(c.upload.slots, 2);
+        assert_eq!(c.edges, vec!["http://e:1".to_string()]);
+        std::fs::write(&path, "edgs = []\n").unwrap();
+        assert!(Config::load(&cli.daemon).is_err());
+        let none = Cli::parse_from(["peer-agent"]);
+        assert!(Config::load(&none.daemon).is_err(), "no edge and no upstream");
+    }
+}

@@ -1,0 +1,351 @@
+//! The P2P download of one blob: pieces fetched concurrently from ranked parents (rarest first
+//! inside a window ahead of the stream), the edge as the parent of last resort, each piece
+//! verified against the edge's table before it is stored, progress announced to the scheduler.
+
+mod picker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use damselfly_core::{Digest, Location, ParentCandidate, PeerAnnouncement, TaskKey};
+use http::HeaderValue;
+use tokio::sync::mpsc;
+
+use crate::config::DownloadConfig;
+use crate::edges::{Edges, TaskInfo};
+use crate::error::{AgentError, AgentResult};
+use crate::metrics::Metrics;
+use crate::store::{LocalTask, PieceStore};
+use picker::{pick, Source};
+
+/// What a runtime asked for, kept to re-ask the edges (table refresh, edge failover).
+#[derive(Clone)]
+pub struct BlobRequest {
+    pub digest: Digest,
+    pub repo: String,
+    pub ns: Option<String>,
+    pub authorization: Option<HeaderValue>,
+}
+
+pub struct Downloader {
+    pub edges: Arc<Edges>,
+    pub store: Arc<PieceStore>,
+    pub metrics: Arc<Metrics>,
+    pub host_id: String,
+    pub location: Location,
+    pub upload_url: String,
+    pub upload_slots: u32,
+    pub uploads_active: Arc<AtomicU32>,
+    pub config: DownloadConfig,
+    /// How long a finished task is still announced, so others can fetch from us.
+    pub seed_for: Duration,
+}
+
+/// How often the table (while the edge is still ingesting), parents and announcements refresh.
+const TABLE_EVERY: Duration = Duration::from_millis(200);
+const PARENTS_EVERY: Duration = Duration::from_millis(400);
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// Edge failures (all edges tried) after which the download gives up (readers use the origin).
+const MAX_EDGE_FAILOVERS: u32 = 3;
+
+struct Outcome {
+    index: u64,
+    source: Source,
+    result: AgentResult<()>,
+}
+
+impl Downloader {
+    /// Asks an edge for the task (the caller's access is checked there), then joins or starts
+    /// the download. Returns the local task to read and the key to open its pieces.
+    pub async fn open(self: &Arc<Self>, request: BlobRequest) -> AgentResult<(Arc<LocalTask>, TaskKey)> {
+        let info = self
+            .edges
+            .task(
+                &request.digest,
+                &request.repo,
+                request.ns.as_deref(),
+                request.authorization.as_ref(),
+                None,
+            )
+            .await?;
+        let (task, created) = self.store.get_or_create(&request.digest, info.table.layout)?;
+        let key = info.key.clone();
+        if created {
+            let this = self.clone();
+            let task2 = task.clone();
+            tokio::spawn(async move { this.run(task2, info, request).await });
+        }
+        Ok((task, key))
+    }
+
+    async fn run(self: Arc<Self>, task: Arc<LocalTask>, mut info: TaskInfo, request: BlobRequest) {
+        let started = Instant::now();
+        match self.drive(&task, &mut info, &request).await {
+            Ok(()) => {
+                let table = damselfly_core::PieceTable {
+                    pieces: info.table.pieces.clone(),
+                    ..info.table.clone()
+                };
+                let store = self.store.clone();
+                let t = task.clone();
+                let finished = tokio::task::spawn_blocking(move || store.finish(&t, &table)).await;
+                if let Ok(Err(e)) | Err(e) = finished.map_err(|e| AgentError::Internal(e.to_string())) {
+                    tracing::warn!(digest = %task.digest, error = %e, "could not persist a finished task");
+                }
+                tracing::info!(digest = %task.digest, ms = started.elapsed().as_millis() as u64, "blob downloaded");
+                self.seed(&task, &info).await;
+            }
+            Err(e) => {
+                tracing::warn!(digest = %task.digest, error = %e, "P2P download failed; readers fall back to the origin");
+                task.fail(e.to_string());
+                self.store.discard(&task.digest);
+            }
+        }
+    }
+
+    fn announcement(&self, task: &LocalTask) -> PeerAnnouncement {
+        PeerAnnouncement {
+            upload_url: self.upload_url.clone(),
+            location: self.location.clone(),
+            pieces: task.bitfield(),
+            uploads_active: self.uploads_active.load(Ordering::Relaxed),
+            upload_slots: self.upload_slots,
+        }
+    }
+
+    /// Keeps announcing a finished task for a while so others can fetch from this agent.
+    async fn seed(&self, task: &LocalTask, info: &TaskInfo) {
+        let until = Instant::now() + self.seed_for;
+        while Instant::now() < until {
+            let _ = self
+                .edges
+                .announce(
+                    info.edge,
+                    &task.digest,
+                    &self.host_id,
+                    &info.ticket,
+                    &self.announcement(task),
+                )
+                .await;
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+        }
+        self.edges
+            .leave(info.edge, &task.digest, &self.host_id, &info.ticket)
+            .await;
+    }
+
+    async fn drive(
+        &self,
+        task: &Arc<LocalTask>,
+        info: &mut TaskInfo,
+        request: &BlobRequest,
+    ) -> AgentResult<()> {
+        let count = task.layout.count();
+        let (tx, mut rx) = mpsc::channel::<Outcome>(64);
+        let mut in_flight: HashMap<u64, Source> = HashMap::new();
+        let mut parents: Vec<ParentCandidate> = Vec::new();
+        let mut bad: HashMap<String, Instant> = HashMap::new();
+        let long_ago = Instant::now() - Duration::from_secs(3600);
+        let (mut last_table, mut last_parents, mut last_announce) = (long_ago, long_ago, long_ago);
+        let mut announced = u64::MAX;
+        let mut failovers = 0u32;
+        loop {
+            let have = task.bitfield();
+            if have.count() == count {
+                let _ = self
+                    .edges
+                    .announce(
+                        info.edge,
+                        &task.digest,
+                        &self.host_id,
+                        &info.ticket,
+                        &self.announcement(task),
+                    )
+                    .await;
+                return Ok(());
+            }
+            let now = Instant::now();
+            if !info.complete && now.duration_since(last_table) >= TABLE_EVERY {
+                last_table = now;
+                match self
+                    .edges
+                    .task(
+                        &request.digest,
+                        &request.repo,
+                        request.ns.as_deref(),
+                        request.authorization.as_ref(),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(fresh) => *info = fresh,
+                    Err(AgentError::Refused(r)) => return Err(AgentError::Refused(r)),
+                    Err(e) => self.fail_over(info, request, &mut failovers, e).await?,
+                }
+            }
+            if now.duration_since(last_announce) >= HEARTBEAT_EVERY
+                || (have.count() != announced && now.duration_since(last_announce) >= ANNOUNCE_EVERY)
+            {
+                last_announce = now;
+                announced = have.count();
+                let _ = self
+                    .edges
+                    .announce(
+                        info.edge,
+                        &task.digest,
+                        &self.host_id,
+                        &info.ticket,
+                        &self.announcement(task),
+                    )
+                    .await;
+            }
+            if now.duration_since(last_parents) >= PARENTS_EVERY {
+                last_parents = now;
+                if let Ok(p) = self
+                    .edges
+                    .parents(
+                        info.edge,
+                        &task.digest,
+                        &info.ticket,
+                        &self.host_id,
+                        &self.location,
+                    )
+                    .await
+                {
+                    parents = p;
+                }
+            }
+            bad.retain(|_, until| *until > now);
+            let picks = pick(
+                &have,
+                &info.table.pieces,
+                &in_flight,
+                &parents,
+                &bad,
+                &self.config,
+            );
+            for (index, source) in picks {
+                in_flight.insert(index, source.clone());
+                self.spawn_fetch(task.clone(), info, index, source, tx.clone());
+            }
+            let event = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+            let Ok(Some(outcome)) = event else { continue };
+            in_flight.remove(&outcome.index);
+            if let Err(e) = outcome.result {
+                self.metrics
+                    .piece_failures
+                    .get_or_create(&crate::metrics::SourceLabels {
+                        source: outcome.source.kind(),
+                    })
+                    .inc();
+                match &outcome.source {
+                    Source::Peer { host_id, .. } => {
+                        // A busy parent is tried again soon; a failing or lying one much later.
+                        let pause = if matches!(e, AgentError::Busy(_)) {
+                            Duration::from_millis(300)
+                        } else {
+                            Duration::from_secs(self.config.bad_parent_secs)
+                        };
+                        bad.insert(host_id.clone(), Instant::now() + pause);
+                        tracing::debug!(digest = %task.digest, index = outcome.index, parent = %host_id, error = %e, "piece failed; trying elsewhere");
+                    }
+                    Source::Edge => {
+                        if !matches!(e, AgentError::Busy(_) | AgentError::BadRequest(_)) {
+                            self.fail_over(info, request, &mut failovers, e).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The edge failed: ask the next one for the task (it starts its own transfer if needed).
+    async fn fail_over(
+        &self,
+        info: &mut TaskInfo,
+        request: &BlobRequest,
+        failovers: &mut u32,
+        cause: AgentError,
+    ) -> AgentResult<()> {
+        *failovers += 1;
+        self.edges.mark_dead(info.edge);
+        if *failovers > MAX_EDGE_FAILOVERS {
+            return Err(AgentError::Unavailable(format!("edges keep failing: {cause}")));
+        }
+        tracing::warn!(digest = %request.digest, edge = self.edges.url(info.edge), error = %cause, "edge failed; failing over");
+        let fresh = self
+            .edges
+            .task(
+                &request.digest,
+                &request.repo,
+                request.ns.as_deref(),
+                request.authorization.as_ref(),
+                Some(info.edge),
+            )
+            .await?;
+        *info = fresh;
+        Ok(())
+    }
+
+    fn spawn_fetch(
+        &self,
+        task: Arc<LocalTask>,
+        info: &TaskInfo,
+        index: u64,
+        source: Source,
+        tx: mpsc::Sender<Outcome>,
+    ) {
+        let edges = self.edges.clone();
+        let metrics = self.metrics.clone();
+        let ticket = info.ticket.clone();
+        let expected = info.table.pieces.get(index as usize).copied();
+        let base = match &source {
+            Source::Peer { url, .. } => url.clone(),
+            Source::Edge => edges.url(info.edge).to_string(),
+        };
+        tokio::spawn(async move {
+            let result = async {
+                let expected = expected.ok_or_else(|| AgentError::Internal("piece hash unknown".into()))?;
+                let sealed: Bytes = edges.piece(&base, &task.digest, index, &ticket).await?;
+                let len = sealed.len() as u64;
+                let verified = tokio::task::spawn_blocking(move || -> AgentResult<()> {
+                    // Hashed once, as received; stored sealed; decrypted only when streamed.
+                    if *Digest::of(&sealed).as_bytes() != expected {
+                        return Err(AgentError::BadRequest(format!(
+                            "piece {index} does not match the table"
+                        )));
+                    }
+                    task.write_piece(index, &sealed)
+                })
+                .await
+                .map_err(|e| AgentError::Internal(e.to_string()))?;
+                if let Err(e) = &verified {
+                    if matches!(e, AgentError::BadRequest(_)) {
+                        metrics
+                            .bad_pieces
+                            .get_or_create(&crate::metrics::SourceLabels {
+                                source: source.kind(),
+                            })
+                            .inc();
+                        tracing::warn!(index, source = %base, "piece failed verification; discarded");
+                    }
+                } else {
+                    metrics.downloaded(source.kind(), len);
+                }
+                verified
+            }
+            .await;
+            let _ = tx
+                .send(Outcome {
+                    index,
+                    source,
+                    result,
+                })
+                .await;
+        });
+    }
+}

@@ -1,0 +1,158 @@
+//! Serving sealed pieces to other agents: ticket required (checked with the edges' public key),
+//! a bounded number of uploads at once (more get 503 and go elsewhere), an optional shared rate
+//! limit. Bytes go out exactly as stored.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use damselfly_core::{Digest, TicketError};
+use futures::StreamExt;
+
+use crate::edges::TICKET_HEADER;
+use crate::error::{AgentError, AgentResult};
+use crate::state::AgentState;
+
+/// Chunk size for rate-limited uploads.
+const CHUNK: usize = 64 * 1024;
+
+pub async fn piece(
+    State(state): State<Arc<AgentState>>,
+    Path((digest, index)): Path<(String, u64)>,
+    headers: HeaderMap,
+) -> AgentResult<Response> {
+    let digest: Digest = digest
+        .parse()
+        .map_err(|_| AgentError::BadRequest(format!("invalid digest {digest}")))?;
+    let token = headers
+        .get(TICKET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| AgentError::Unauthorized("a ticket is required".into()))?;
+    verify_ticket(&state, token, &digest).await?;
+    let task = state
+        .store
+        .get(&digest)
+        .ok_or_else(|| AgentError::NotFound(digest.to_string()))?;
+    if !task.has(index) {
+        return Err(AgentError::NotFound(format!("piece {index} of {digest}")));
+    }
+    let permit = state
+        .upload_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AgentError::Busy("all upload slots in use"))?;
+    let active = state.downloader.uploads_active.clone();
+    active.fetch_add(1, Ordering::Relaxed);
+    state.metrics.uploads_active.inc();
+    let sealed = tokio::task::spawn_blocking(move || task.read_sealed(index))
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    let release = UploadGuard {
+        state: state.clone(),
+        _permit: permit,
+    };
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => {
+            drop(release);
+            return Err(e);
+        }
+    };
+    let len = sealed.len();
+    let rate = state.upload_rate;
+    let limiter = state.clone();
+    // The guard lives as long as the body is being sent.
+    let chunks = futures::stream::iter(
+        (0..len)
+            .step_by(CHUNK)
+            .map(move |at| sealed.slice(at..(at + CHUNK).min(len))),
+    )
+    .then(move |chunk| {
+        let limiter = limiter.clone();
+        async move {
+            if rate > 0 {
+                limiter.pace(chunk.len() as u64, rate).await;
+            }
+            limiter.metrics.upload_bytes.inc_by(chunk.len() as u64);
+            Ok::<_, std::io::Error>(chunk)
+        }
+    })
+    .chain(futures::stream::once(async move {
+        drop(release);
+        Ok(bytes::Bytes::new())
+    }));
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(http::header::CONTENT_LENGTH, len)
+        .body(Body::from_stream(chunks))
+        .map_err(|e| AgentError::Internal(e.to_string()))
+}
+
+struct UploadGuard {
+    state: Arc<AgentState>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.state
+            .downloader
+            .uploads_active
+            .fetch_sub(1, Ordering::Relaxed);
+        self.state.metrics.uploads_active.dec();
+    }
+}
+
+async fn verify_ticket(state: &AgentState, token: &str, digest: &Digest) -> AgentResult<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for attempt in 0..2 {
+        let verifier = state.ticket_key.read().ok().and_then(|k| k.clone());
+        let verifier = match verifier {
+            Some(v) => v,
+            None => {
+                let fetched = state.edges.ticket_key().await?;
+                if let Ok(mut k) = state.ticket_key.write() {
+                    *k = Some(fetched.clone());
+                }
+                fetched
+            }
+        };
+        match verifier.verify(token, digest, now) {
+            Ok(_) => return Ok(()),
+            // The cluster's key may have been rotated: fetch it again once.
+            Err(TicketError::BadSignature) if attempt == 0 => {
+                if let Ok(mut k) = state.ticket_key.write() {
+                    *k = None;
+                }
+            }
+            Err(e) => return Err(AgentError::Unauthorized(e.to_string())),
+        }
+    }
+    Err(AgentError::Unauthorized("ticket signature is invalid".into()))
+}
+
+impl AgentState {
+    /// Waits for this upload's turn under the shared rate limit (a virtual clock: each chunk
+    /// books `len / rate` seconds after the previous booking).
+    pub async fn pace(&self, len: u64, rate: u64) {
+        let wait = {
+            let Ok(mut next) = self.upload_clock.lock() else {
+                return;
+            };
+            let now = tokio::time::Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(len as f64 / rate as f64);
+            start - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Every metric the agent exports, defined in one place.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `peer`, `edge` or `origin`.
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub download_bytes: Family<SourceLabels, Counter>,
+    pub upload_bytes: Counter,
+    pub bad_pieces: Family<SourceLabels, Counter>,
+    pub piece_failures: Family<SourceLabels, Counter>,
+    pub origin_fallbacks: Counter,
+    pub requests: Family<RequestLabels, Counter>,
+    pub uploads_active: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("damselfly_agent");
+        let m = Metrics {
+            registry: Registry::default(),
+            download_bytes: Family::default(),
+            upload_bytes: Counter::default(),
+            bad_pieces: Family::default(),
+            piece_failures: Family::default(),
+            origin_fallbacks: Counter::default(),
+            requests: Family::default(),
+            uploads_active: Gauge::default(),
+        };
+        registry.register(
+            "download_bytes",
+            "Blob bytes received, by source",
+            m.download_bytes.clone(),
+        );
+        registry.register(
+            "upload_bytes",
+            "Sealed piece bytes sent to other agents",
+            m.upload_bytes.clone(),
+        );
+        registry.register(
+            "bad_pieces",
+            "Pieces that failed verification, by source",
+            m.bad_pieces.clone(),
+        );
+        registry.register(
+            "piece_failures",
+            "Piece requests that failed, by source",
+            m.piece_failures.clone(),
+        );
+        registry.register(
+            "origin_fallbacks",
+            "Blob requests served from the origin directly",
+            m.origin_fallbacks.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "Requests answered, by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "uploads_active",
+            "Uploads being served now",
+            m.uploads_active.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn downloaded(&self, source: &'static str, bytes: u64) {
+        self.download_bytes
+            .get_or_create(&SourceLabels { source })
+            .inc_by(bytes);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

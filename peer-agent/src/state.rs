@@ -1,0 +1,66 @@
+//! Everything the agent's handlers share.
+
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use damselfly_core::TicketVerifier;
+use tokio::sync::Semaphore;
+
+use crate::config::{parse_size, Config};
+use crate::download::Downloader;
+use crate::edges::Edges;
+use crate::error::{AgentError, AgentResult};
+use crate::metrics::Metrics;
+use crate::store::PieceStore;
+
+pub struct AgentState {
+    pub config: Config,
+    pub edges: Arc<Edges>,
+    pub store: Arc<PieceStore>,
+    pub downloader: Arc<Downloader>,
+    pub metrics: Arc<Metrics>,
+    /// The edges' ticket key, fetched at start and refreshed when a ticket fails to verify.
+    pub ticket_key: RwLock<Option<TicketVerifier>>,
+    pub upload_slots: Arc<Semaphore>,
+    /// Bytes per second across uploads; 0 = unlimited.
+    pub upload_rate: u64,
+    /// When the shared upload rate limit next has room.
+    pub upload_clock: std::sync::Mutex<tokio::time::Instant>,
+    pub ready: AtomicBool,
+}
+
+impl AgentState {
+    pub fn new(config: Config) -> AgentResult<Arc<AgentState>> {
+        let bad = |e: crate::config::ConfigError| AgentError::Internal(e.to_string());
+        let quota = parse_size(&config.quota).map_err(bad)?;
+        let upload_rate = parse_size(&config.upload.rate_limit).map_err(bad)?;
+        let store = PieceStore::open(&config.data_dir, quota)?;
+        let edges = Arc::new(Edges::new(&config)?);
+        let metrics = Arc::new(Metrics::new());
+        let downloader = Arc::new(Downloader {
+            edges: edges.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            host_id: config.host_id(),
+            location: config.location.clone(),
+            upload_url: config.advertise(),
+            upload_slots: config.upload.slots,
+            uploads_active: Arc::new(AtomicU32::new(0)),
+            config: config.download.clone(),
+            seed_for: Duration::from_secs(300),
+        });
+        Ok(Arc::new(AgentState {
+            upload_slots: Arc::new(Semaphore::new(config.upload.slots as usize)),
+            upload_rate,
+            upload_clock: std::sync::Mutex::new(tokio::time::Instant::now()),
+            config,
+            edges,
+            store,
+            downloader,
+            metrics,
+            ticket_key: RwLock::new(None),
+            ready: AtomicBool::new(true),
+        }))
+    }
+}

@@ -1,0 +1,235 @@
+//! The agent's pieces on disk: one sealed file per task (pieces at the same fixed offsets as on
+//! the edge), written as pieces arrive and verified, kept after completion for uploads and
+//! re-pulls, evicted least-recently-used beyond the quota.
+//!
+//! Layout under `data_dir/tasks/`: `<hex>.partial` while downloading; `<hex>.sealed` plus
+//! `<hex>.json` (the piece table) once complete. Keys are never stored: serving a blob again
+//! needs the edge's access check (and key) again.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use damselfly_core::{Bitfield, Digest, PieceLayout, PieceTable};
+use tokio::sync::watch;
+
+use crate::error::{AgentError, AgentResult};
+
+/// One task's pieces, complete or arriving.
+pub struct LocalTask {
+    pub digest: Digest,
+    pub layout: PieceLayout,
+    file: Arc<File>,
+    have: Mutex<Bitfield>,
+    /// Bumped whenever a piece lands (or the task fails), for readers waiting on a piece.
+    changed: watch::Sender<u64>,
+    failed: Mutex<Option<String>>,
+}
+
+impl LocalTask {
+    pub fn has(&self, index: u64) -> bool {
+        self.have.lock().map(|h| h.get(index)).unwrap_or(false)
+    }
+
+    pub fn bitfield(&self) -> Bitfield {
+        self.have.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.have.lock().map(|h| h.is_complete()).unwrap_or(false)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub fn fail(&self, reason: String) {
+        if let Ok(mut f) = self.failed.lock() {
+            *f = Some(reason);
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Stores a sealed piece that was already verified against the piece table.
+    pub fn write_piece(&self, index: u64, sealed: &[u8]) -> AgentResult<()> {
+        self.file
+            .write_all_at(sealed, self.layout.sealed_offset(index))
+            .map_err(|e| AgentError::Internal(format!("write piece {index}: {e}")))?;
+        if let Ok(mut have) = self.have.lock() {
+            have.set(index);
+        }
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The sealed bytes of a piece this agent holds.
+    pub fn read_sealed(&self, index: u64) -> AgentResult<Bytes> {
+        let mut buf = vec![0u8; self.layout.sealed_len(index) as usize];
+        self.file
+            .read_exact_at(&mut buf, self.layout.sealed_offset(index))
+            .map_err(|e| AgentError::Internal(format!("read piece {index}: {e}")))?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+pub struct PieceStore {
+    root: PathBuf,
+    quota: u64,
+    tasks: Mutex<HashMap<Digest, Arc<LocalTask>>>,
+}
+
+impl PieceStore {
+    /// Opens the store: complete tasks are kept, partial ones dropped (their pieces would need
+    /// re-verification against a table this agent may no longer get).
+    pub fn open(root: &Path, quota: u64) -> AgentResult<Arc<PieceStore>> {
+        let dir = root.join("tasks");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
+        let mut tasks = HashMap::new();
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| AgentError::Internal(e.to_string()))?
+            .flatten()
+        {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".partial") || name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(hex) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let table: Option<PieceTable> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let sealed_path = dir.join(format!("{hex}.sealed"));
+            let file = File::open(&sealed_path).ok();
+            match (table, file) {
+                (Some(t), Some(f)) if f.metadata().map(|m| m.len()).ok() == Some(t.layout.sealed_size()) => {
+                    let (changed, _) = watch::channel(0);
+                    let task = LocalTask {
+                        digest: t.digest,
+                        layout: t.layout,
+                        file: Arc::new(f),
+                        have: Mutex::new(Bitfield::full(t.layout.count())),
+                        changed,
+                        failed: Mutex::new(None),
+                    };
+                    tasks.insert(t.digest, Arc::new(task));
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                    let _ = std::fs::remove_file(&sealed_path);
+                }
+            }
+        }
+        tracing::info!(tasks = tasks.len(), "piece store opened");
+        Ok(Arc::new(PieceStore {
+            root: dir,
+            quota,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+
+    pub fn get(&self, digest: &Digest) -> Option<Arc<LocalTask>> {
+        self.tasks.lock().ok()?.get(digest).cloned()
+    }
+
+    /// The task for `digest`: the one held, or a new empty one with `layout`.
+    pub fn get_or_create(&self, digest: &Digest, layout: PieceLayout) -> AgentResult<(Arc<LocalTask>, bool)> {
+        let mut tasks = self
+            .tasks
+            .lock()
+            .map_err(|_| AgentError::Internal("store lock".into()))?;
+        if let Some(t) = tasks.get(digest).filter(|t| t.failure().is_none()) {
+            return Ok((t.clone(), false));
+        }
+        self.evict_for(&mut tasks, layout.sealed_size());
+        let path = self.root.join(format!("{}.partial", digest.hex()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| AgentError::Internal(format!("create {}: {e}", path.display())))?;
+        file.set_len(layout.sealed_size())
+            .map_err(|e| AgentError::Internal(format!("allocate: {e}")))?;
+        let (changed, _) = watch::channel(0);
+        let task = Arc::new(LocalTask {
+            digest: *digest,
+            layout,
+            file: Arc::new(file),
+            have: Mutex::new(Bitfield::new(layout.count())),
+            changed,
+            failed: Mutex::new(None),
+        });
+        tasks.insert(*digest, task.clone());
+        Ok((task, true))
+    }
+
+    /// Makes a complete task durable: table written, then the file renamed (the commit point).
+    pub fn finish(&self, task: &LocalTask, table: &PieceTable) -> AgentResult<()> {
+        let fail = |e: std::io::Error| AgentError::Internal(format!("finish {}: {e}", task.digest));
+        task.file.sync_data().map_err(fail)?;
+        let hex = task.digest.hex();
+        let json = serde_json::to_vec(table).map_err(|e| AgentError::Internal(e.to_string()))?;
+        let tmp = self.root.join(format!("{hex}.json.tmp"));
+        std::fs::write(&tmp, json).map_err(fail)?;
+        std::fs::rename(
+            self.root.join(format!("{hex}.partial")),
+            self.root.join(format!("{hex}.sealed")),
+        )
+        .map_err(fail)?;
+        std::fs::rename(&tmp, self.root.join(format!("{hex}.json"))).map_err(fail)?;
+        Ok(())
+    }
+
+    /// Forgets a failed task so the next request starts afresh.
+    pub fn discard(&self, digest: &Digest) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.remove(digest);
+        }
+        let _ = std::fs::remove_file(self.root.join(format!("{}.partial", digest.hex())));
+    }
+
+    /// Evicts complete tasks nobody holds (least recently created first) to fit `incoming`.
+    fn evict_for(&self, tasks: &mut HashMap<Digest, Arc<LocalTask>>, incoming: u64) {
+        let used: u64 = tasks.values().map(|t| t.layout.sealed_size()).sum();
+        if used + incoming <= self.quota {
+            return;
+        }
+        let mut victims: Vec<(std::time::SystemTime, Digest, u64)> = tasks
+            .values()
+            // Only the map holds it: no reader, uploader or download is using it.
+            .filter(|t| Arc::strong_count(t) == 1 && t.is_complete())
+            .map(|t| {
+                let path = self.root.join(format!("{}.json", t.digest.hex()));
+                let at = std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (at, t.digest, t.layout.sealed_size())
+            })
+            .collect();
+        victims.sort();
+        let mut used = used;
+        for (_, digest, size) in victims {
+            if used + incoming <= self.quota {
+                break;
+            }
+            tasks.remove(&digest);
+            for ext in ["sealed", "json"] {
+                let _ = std::fs::remove_file(self.root.join(format!("{}.{ext}", digest.hex())));
+            }
+            used -= size;
+            tracing::info!(%digest, "evicted task to stay within quota");
+        }
+    }
+}
