@@ -225,9 +225,9 @@ impl Edges {
             if !status.is_success() {
                 let headers = response.headers().clone();
                 let body = response.bytes().await.unwrap_or_default();
-                return Err(AgentError::Refused(PassedReply::from_parts(
+                return Err(AgentError::Refused(Box::new(PassedReply::from_parts(
                     status, &headers, body,
-                )));
+                ))));
             }
             let wire: TaskWire = response
                 .json()

@@ -38,8 +38,9 @@ impl PassedReply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// Boxed: a whole reply would make every `AgentResult` carry its size.
     #[error("refused upstream ({})", .0.status)]
-    Refused(PassedReply),
+    Refused(Box<PassedReply>),
     #[error("no edge or origin reachable: {0}")]
     Unavailable(String),
     #[error("bad request: {0}")]

@@ -22,6 +22,8 @@ pub struct EdgeOptions {
     pub bind_ip: String,
     /// Token the warm API requires (`warm_token`); `None` disables warming.
     pub warm_token: Option<String>,
+    /// Extra top-level keys (`redis = "…"`, `cluster_secret_file = "…"`), placed before any section.
+    pub top_toml: String,
     /// Extra TOML appended to the generated config: whole sections only (`[[upstreams]]`, …),
     /// since it follows the generated ones.
     pub extra_toml: String,
@@ -36,6 +38,7 @@ impl EdgeOptions {
             quota: "10GiB".into(),
             bind_ip: "127.0.0.1".into(),
             warm_token: None,
+            top_toml: String::new(),
             extra_toml: String::new(),
             data_dir: None,
         }
@@ -64,11 +67,12 @@ impl Edge {
             None => String::new(),
         };
         let config = format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}\
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
              [cache]\nquota = \"{}\"\n\
              [limits]\nupstream_idle_timeout_secs = 5\nshutdown_grace_secs = 5\n{}\n",
             data_dir.display(),
             options.upstream,
+            options.top_toml,
             options.quota,
             options.extra_toml
         );
@@ -91,23 +95,8 @@ impl Edge {
         cmd.arg("--config")
             .arg(&self.config_path)
             .env("DAMSELFLY_LOG", "info,damselfly_edge=debug,tower_http=debug");
-        let mut child = ChildGuard::spawn_logged("edge-cache", cmd, self.dir.path())?;
-        let client = loopback_client()?;
-        let url = format!("{}/readyz", self.url());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            child.ensure_running()?;
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("edge did not become ready; log:\n{}", child.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.child = Some(child);
+        let ready = format!("{}/readyz", self.url());
+        self.child = Some(spawn_until_ready("edge-cache", cmd, self.dir.path(), &ready).await?);
         Ok(())
     }
 
@@ -166,6 +155,31 @@ impl Edge {
 
     pub async fn metrics(&self) -> Result<Metrics> {
         scrape(&format!("{}/metrics", self.url())).await
+    }
+}
+
+/// Spawns a Damselfly daemon and waits until `ready_url` answers 2xx (failing at once, with
+/// its log, if it exits first).
+pub async fn spawn_until_ready(
+    name: &str,
+    cmd: Command,
+    log_dir: &Path,
+    ready_url: &str,
+) -> Result<ChildGuard> {
+    let mut child = ChildGuard::spawn_logged(name, cmd, log_dir)?;
+    let client = loopback_client()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        child.ensure_running()?;
+        if let Ok(r) = client.get(ready_url).send().await {
+            if r.status().is_success() {
+                return Ok(child);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{name} did not become ready; log:\n{}", child.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`image`]: deterministic OCI images of any size and shape, built offline as OCI layouts.
 //! - [`skopeo`]: pushes and pulls (direct or through a mirror) with skopeo.
 //! - [`containerd`]: a private containerd daemon pulling through `hosts.toml` mirrors.
+//! - [`agent`]: the peer agent binary as a process on its own loopback address.
 //! - [`edge`]: the edge cache binary as a process, restarted on its data, scraped for metrics.
 //! - [`proxy`]: a fault-injecting reverse proxy that counts blob traffic and truncates,
 //!   corrupts or fails blob downloads on demand.
@@ -20,6 +21,7 @@
 //! slept for, every process and temporary directory is cleaned up on drop, and failures are
 //! reported as `anyhow` errors that quote the relevant tool output.
 
+pub mod agent;
 pub mod containerd;
 pub mod edge;
 pub mod htpasswd;
@@ -28,6 +30,7 @@ pub mod net;
 pub mod poll;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod registry;
 pub mod skopeo;
 
@@ -38,3 +41,9 @@ pub use process::ChildGuard;
 pub use proxy::{FaultProxy, RequestRecord};
 pub use registry::{Registry, RegistryOptions};
 pub use skopeo::{PullOptions, PulledImage, PushOptions};
+
+/// Whether `needle` occurs in `haystack` (compiled optimised with this crate, so tests can scan
+/// whole data directories for leaked plaintext quickly).
+pub fn contains_subslice(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

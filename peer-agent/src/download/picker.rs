@@ -60,6 +60,9 @@ pub fn pick(
             Source::Edge => edge_load += 1,
         }
     }
+    // With peers in the task, each agent takes few pieces from the edge at a time: the swarm
+    // spreads the edge's pieces among agents instead of every agent fetching each one.
+    let edge_limit = if parents.is_empty() { config.per_parent } else { 1 };
     let mut picks = Vec::new();
     for (_, index) in candidates {
         if picks.len() >= room {
@@ -82,7 +85,7 @@ pub fn pick(
                     url: p.upload_url.clone(),
                 },
             ));
-        } else if !held_by_a_peer && edge_load < config.per_parent {
+        } else if !held_by_a_peer && edge_load < edge_limit {
             // A piece some usable peer holds waits for that peer: the edge is the last resort.
             edge_load += 1;
             picks.push((index, Source::Edge));
@@ -133,9 +136,10 @@ mod tests {
             &HashMap::new(),
             &config(),
         );
-        assert_eq!(picks.len(), 4);
+        assert_eq!(picks.len(), 3);
         // Two from the peer (its limit); the third piece it holds waits for it rather than
-        // going to the edge, which gets two pieces nobody else has.
+        // going to the edge, which gets one piece nobody else has (one at a time while peers
+        // are in the task).
         for (index, source) in &picks {
             match source {
                 Source::Peer { .. } => assert!([1, 2, 3].contains(index), "{picks:?}"),
@@ -157,7 +161,7 @@ mod tests {
         let mut bad = HashMap::new();
         bad.insert("a".to_string(), Instant::now());
         let picks = pick(&have, &hashes, &HashMap::new(), &parents, &bad, &config());
-        assert_eq!(picks.len(), 2);
+        assert_eq!(picks.len(), 1);
         assert!(picks.iter().all(|(i, s)| *i < 2 && *s == Source::Edge));
     }
 }

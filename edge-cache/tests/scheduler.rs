@@ -1,0 +1,136 @@
+//! The scheduler: agents announce pieces, parents come back ranked by locality; with Redis,
+//! two edges of a region share one view (an announcement at one edge is seen at the other).
+
+mod common;
+
+use common::{layers, Origin, MIB};
+use damselfly_test_support::edge::Edge;
+use damselfly_test_support::net::loopback_client;
+use damselfly_test_support::redis::Redis;
+use serde_json::json;
+
+fn announcement(upload: &str, location: &str, pieces: &serde_json::Value) -> serde_json::Value {
+    json!({"upload_url": upload, "location": location, "pieces": pieces, "uploads_active": 0, "upload_slots": 4})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edges_share_peers_through_redis_and_rank_by_location() {
+    let origin = Origin::start().await;
+    let redis = Redis::start().await.unwrap();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("cluster.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-shared-by-the-region").unwrap();
+    let mut edges = Vec::new();
+    for _ in 0..2 {
+        let mut options = origin.edge_options();
+        options.top_toml = format!(
+            "redis = \"{}\"\ncluster_secret_file = \"{}\"",
+            redis.url(),
+            secret.display()
+        );
+        edges.push(Edge::start(common::edge_binary(), options).await.unwrap());
+    }
+    let image = origin.push(layers(&[2 * MIB], "sched"), "demo/sched:v1").await;
+    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let client = loopback_client().unwrap();
+    let task: serde_json::Value = client
+        .get(format!(
+            "{}/api/v1/tasks/{}?repo=demo/sched",
+            edges[0].url(),
+            layer.digest
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = task["ticket"].as_str().unwrap().to_string();
+    // The table lists pieces as they are sealed; the count comes from the layout.
+    let layout: damselfly_core::PieceLayout = serde_json::from_value(task.clone()).unwrap();
+    let pieces = layout.count();
+    // Every peer holds piece 0, in the bitfield's own wire form.
+    let mut held = damselfly_core::Bitfield::new(pieces);
+    held.set(0);
+    let some = serde_json::to_value(&held).unwrap();
+
+    // Three peers announce at edge 0: same rack, same zone, other zone.
+    for (host, location) in [
+        ("same-rack", "eu/z1/r1"),
+        ("same-zone", "eu/z1/r2"),
+        ("far", "eu/z2/r9"),
+    ] {
+        let r = client
+            .put(format!(
+                "{}/api/v1/tasks/{}/peers/{host}",
+                edges[0].url(),
+                layer.digest
+            ))
+            .header("x-damselfly-ticket", &ticket)
+            .json(&announcement(&format!("http://{host}:1"), location, &some))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    }
+    // Edge 1 (same Redis, same cluster secret: it accepts edge 0's ticket) sees them, ranked.
+    let parents: serde_json::Value = client
+        .get(format!(
+            "{}/api/v1/tasks/{}/parents",
+            edges[1].url(),
+            layer.digest
+        ))
+        .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
+        .header("x-damselfly-ticket", &ticket)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let order: Vec<&str> = parents["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["host_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, vec!["same-rack", "same-zone", "far"]);
+
+    // Leaving removes a peer; no ticket, no scheduler.
+    let r = client
+        .delete(format!(
+            "{}/api/v1/tasks/{}/peers/same-rack",
+            edges[1].url(),
+            layer.digest
+        ))
+        .header("x-damselfly-ticket", &ticket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let parents: serde_json::Value = client
+        .get(format!(
+            "{}/api/v1/tasks/{}/parents",
+            edges[0].url(),
+            layer.digest
+        ))
+        .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
+        .header("x-damselfly-ticket", &ticket)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(parents["parents"].as_array().unwrap().len(), 2);
+    let r = client
+        .get(format!(
+            "{}/api/v1/tasks/{}/parents?host_id=me&location=eu/z1/r1",
+            edges[0].url(),
+            layer.digest
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -1,0 +1,212 @@
+//! Things going wrong in a swarm: an agent killed mid-transfer, a neighbour whose cache was
+//! tampered with, the edge killed mid-pull. Every other pull completes with the right bytes,
+//! and no plaintext of a layer is ever on disk.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{sum, Region, MIB};
+use damselfly_test_support::contains_subslice;
+use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::registry::RegistryOptions;
+
+const FOUR: [&str; 4] = ["eu/z1/r1", "eu/z1/r1", "eu/z1/r2", "eu/z1/r2"];
+
+/// Waits until `probe` says yes (polling), or panics after `secs`.
+async fn until<F: std::future::Future<Output = bool>>(secs: u64, mut probe: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
+    let mut region = Region::start(RegistryOptions::default(), &FOUR).await;
+    let image = region
+        .push(ImageSpec::new("kill", vec![48 * MIB]), "demo/kill:v1", None)
+        .await;
+    // Agent 1 dies as soon as its download has started, while it is also a parent to others.
+    let victim_metrics = format!("{}/metrics", region.agents[1].url());
+    let pulls: Vec<_> = (0..4)
+        .map(|i| {
+            let (registry, mirror) = (region.registry.addr(), region.agents[i].addr().to_string());
+            let out = tempfile::tempdir().unwrap().keep().join("img");
+            tokio::spawn(async move {
+                let reference = format!("{registry}/demo/kill:v1");
+                damselfly_test_support::skopeo::pull_via_mirror(
+                    &registry,
+                    &mirror,
+                    &reference,
+                    &out,
+                    &Default::default(),
+                )
+                .await
+                .map(|p| p.manifest_digest)
+            })
+        })
+        .collect();
+    until(30, || async {
+        damselfly_test_support::edge::scrape(&victim_metrics)
+            .await
+            .map(|m| m.get("damselfly_agent_download_bytes_total") > 0.0)
+            .unwrap_or(false)
+    })
+    .await;
+    region.agents[1].kill().unwrap();
+    for (i, pull) in pulls.into_iter().enumerate() {
+        let result = pull.await.unwrap();
+        if i == 1 {
+            continue; // its runtime lost its mirror; that pull may fail
+        }
+        let digest = result.unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
+        assert_eq!(digest, image.top_digest, "agent {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tampered_neighbour_is_caught_and_nobody_gets_a_wrong_byte() {
+    let region = Region::start(RegistryOptions::default(), &FOUR).await;
+    let image = region
+        .push(
+            ImageSpec::new("tamper", vec![16 * MIB, 2 * MIB]),
+            "demo/tamper:v1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        region.pull_via(0, "demo/tamper:v1", None).await.unwrap(),
+        image.top_digest
+    );
+    // Flip bytes all over agent 0's stored pieces (same inode it serves from).
+    let mut tampered = 0;
+    for entry in std::fs::read_dir(region.agents[0].data_dir().join("tasks"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.path().extension().is_some_and(|e| e == "sealed") {
+            let mut bytes = std::fs::read(entry.path()).unwrap();
+            for at in (100..bytes.len()).step_by(64 * 1024) {
+                bytes[at] ^= 0x5a;
+            }
+            std::fs::write(entry.path(), bytes).unwrap();
+            tampered += 1;
+        }
+    }
+    assert!(tampered >= 2, "agent 0 held the layers");
+    let pulls = (1..4).map(|i| region.pull_via(i, "demo/tamper:v1", None));
+    for (i, result) in futures::future::join_all(pulls).await.into_iter().enumerate() {
+        let digest = result.unwrap_or_else(|e| panic!("agent {}: {e:#}\n{}", i + 1, region.logs()));
+        assert_eq!(digest, image.top_digest);
+    }
+    let agents = region.agent_metrics().await;
+    assert!(
+        sum(&agents, "damselfly_agent_bad_pieces_total", &["source=\"peer\""]) >= 1.0,
+        "the tampered pieces were offered and rejected:\n{}",
+        region.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edge_killed_mid_pull_leaves_peers_and_origin() {
+    let mut region = Region::start(RegistryOptions::default(), &FOUR[..3]).await;
+    let image = region
+        .push(
+            ImageSpec::new("edge-down", vec![32 * MIB, 16 * MIB, MIB]),
+            "demo/edgedown:v1",
+            None,
+        )
+        .await;
+    let pulls: Vec<_> = (0..3)
+        .map(|i| {
+            let (registry, mirror) = (region.registry.addr(), region.agents[i].addr().to_string());
+            let out = tempfile::tempdir().unwrap().keep().join("img");
+            tokio::spawn(async move {
+                let reference = format!("{registry}/demo/edgedown:v1");
+                damselfly_test_support::skopeo::pull_via_mirror(
+                    &registry,
+                    &mirror,
+                    &reference,
+                    &out,
+                    &Default::default(),
+                )
+                .await
+                .map(|p| p.manifest_digest)
+            })
+        })
+        .collect();
+    let edge_metrics = format!("{}/metrics", region.edge.url());
+    until(30, || async {
+        damselfly_test_support::edge::scrape(&edge_metrics)
+            .await
+            .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
+            .unwrap_or(false)
+    })
+    .await;
+    region.edge.kill().unwrap();
+    for (i, pull) in pulls.into_iter().enumerate() {
+        let digest = pull
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
+        assert_eq!(digest, image.top_digest, "agent {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_layer_plaintext_in_any_data_directory() {
+    let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
+    let image = region
+        .push(ImageSpec::new("plain", vec![4 * MIB]), "demo/plain:v1", None)
+        .await;
+    for i in 0..2 {
+        assert_eq!(
+            region.pull_via(i, "demo/plain:v1", None).await.unwrap(),
+            image.top_digest
+        );
+    }
+    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let bytes = std::fs::read(image.blob_path(&layer.digest)).unwrap();
+    let samples: Vec<&[u8]> = [4096usize, bytes.len() / 2, bytes.len() * 3 / 4]
+        .iter()
+        .map(|&o| &bytes[o..o + 64])
+        .collect();
+    let mut dirs = vec![region.edge.data_dir().to_path_buf()];
+    dirs.extend(region.agents.iter().map(|a| a.data_dir()));
+    let mut scanned = 0;
+    for dir in dirs {
+        for file in walk(&dir) {
+            let content = std::fs::read(&file).unwrap();
+            scanned += content.len();
+            for sample in &samples {
+                assert!(
+                    !contains_subslice(&content, sample),
+                    "plaintext in {}",
+                    file.display()
+                );
+            }
+        }
+    }
+    assert!(
+        scanned as u64 > 3 * layer.size,
+        "the sealed copies were scanned ({scanned} bytes)"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -1,0 +1,90 @@
+//! Eight hosts in two racks pull one image at once through their agents: the origin sends each
+//! byte once, agents trade pieces, the edge serves far less than eight copies.
+
+mod common;
+
+use common::{sum, Region, MIB};
+use damselfly_test_support::containerd::{Containerd, CtrPullOptions};
+use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::registry::RegistryOptions;
+
+const RACKS: [&str; 8] = [
+    "eu/z1/r1", "eu/z1/r1", "eu/z1/r1", "eu/z1/r1", "eu/z1/r2", "eu/z1/r2", "eu/z1/r2", "eu/z1/r2",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_agents_in_two_racks_pull_one_image_together() {
+    let region = Region::start(RegistryOptions::default(), &RACKS).await;
+    let image = region
+        .push(
+            ImageSpec::new("swarm", vec![24 * MIB, 12 * MIB, 4 * MIB]),
+            "demo/swarm:v1",
+            None,
+        )
+        .await;
+    region.proxy.reset_counters();
+
+    // Seven agents serve skopeo, the eighth serves containerd (hosts.toml), all at once.
+    let containerd = Containerd::start().await.unwrap();
+    containerd
+        .write_hosts_toml(&region.registry.addr(), &region.agents[7].url())
+        .unwrap();
+    let reference = format!("{}/demo/swarm:v1", region.registry.addr());
+    let skopeo_pulls = (0..7).map(|i| region.pull_via(i, "demo/swarm:v1", None));
+    let ctr_options = CtrPullOptions::default();
+    let ctr_pull = containerd.pull(&reference, &ctr_options);
+    let (skopeo_results, ctr_result) = tokio::join!(futures::future::join_all(skopeo_pulls), ctr_pull);
+    for (i, result) in skopeo_results.into_iter().enumerate() {
+        let digest = result.unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
+        assert_eq!(digest, image.top_digest, "agent {i}");
+    }
+    assert_eq!(
+        ctr_result.unwrap_or_else(|e| panic!("ctr: {e:#}\n{}", region.logs())),
+        image.top_digest
+    );
+
+    let agents = region.agent_metrics().await;
+    let edge = region.edge.metrics().await.unwrap();
+    let image_bytes = image.total_blob_bytes as f64;
+    let peer = sum(
+        &agents,
+        "damselfly_agent_download_bytes_total",
+        &["source=\"peer\""],
+    );
+    let from_edge = sum(
+        &agents,
+        "damselfly_agent_download_bytes_total",
+        &["source=\"edge\""],
+    );
+    let from_origin = sum(
+        &agents,
+        "damselfly_agent_download_bytes_total",
+        &["source=\"origin\""],
+    );
+    let edge_pieces = edge.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]);
+    let edge_blobs = edge.sum("damselfly_edge_served_bytes_total", &["kind=\"blob\""]);
+    eprintln!(
+        "image {image_bytes} B; agents got peer {peer}, edge {from_edge}, origin {from_origin}; \
+         edge served pieces {edge_pieces}, blobs {edge_blobs}; origin sent {}",
+        region.proxy.blob_bytes()
+    );
+    // The origin sent each byte once; every agent's blobs came through the P2P path.
+    assert_eq!(
+        region.proxy.blob_bytes(),
+        image.total_blob_bytes,
+        "origin bytes = 1.00x the image"
+    );
+    assert_eq!(
+        from_origin,
+        0.0,
+        "no agent fell back to the origin:\n{}",
+        region.logs()
+    );
+    assert_eq!(edge_blobs, 0.0, "agents fetch pieces, not whole blobs");
+    assert!(peer > 0.0, "agents traded pieces");
+    assert!(
+        edge_pieces < 4.0 * image_bytes,
+        "edge served {edge_pieces} B, more than half of 8 copies"
+    );
+    assert_eq!(sum(&agents, "damselfly_agent_bad_pieces_total", &[]), 0.0);
+}
