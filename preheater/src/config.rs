@@ -1,0 +1,631 @@
+//! Preheater configuration: defaults, then the TOML file, then environment, then flags.
+//!
+//! This struct *is* the configuration reference (`docs/preheater.md` mirrors it): every field is
+//! documented, and unknown keys are rejected so a typo fails loudly instead of being ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The preheater: receives registry and Harbor webhooks and warms the regional edge caches
+/// layer by layer, with durable, observable jobs.
+#[derive(Debug, Parser)]
+#[command(name = "preheater", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file; flags and environment override its values.
+    #[arg(long, env = "DAMSELFLY_PREHEATER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for the webhooks, the job API and the health/metrics endpoints.
+    #[arg(long, env = "DAMSELFLY_PREHEATER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded job store (unused with --redis).
+    #[arg(long, env = "DAMSELFLY_PREHEATER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// An edge to warm, as REGION=URL (repeatable; replaces the file's `edges`).
+    #[arg(
+        long = "edge",
+        env = "DAMSELFLY_PREHEATER_EDGES",
+        value_name = "REGION=URL",
+        value_delimiter = ','
+    )]
+    pub edges: Vec<String>,
+    /// Bearer token presented to the edges' warm API.
+    #[arg(
+        long,
+        env = "DAMSELFLY_PREHEATER_EDGE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub edge_token: Option<String>,
+    /// Token registries must send as `Authorization: Bearer <token>` on /webhooks/distribution.
+    #[arg(
+        long,
+        env = "DAMSELFLY_PREHEATER_WEBHOOK_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub webhook_token: Option<String>,
+    /// Exact `Authorization` value Harbor sends on /webhooks/harbor (the policy's auth_header).
+    #[arg(
+        long,
+        env = "DAMSELFLY_PREHEATER_HARBOR_AUTH",
+        value_name = "VALUE",
+        hide_env_values = true
+    )]
+    pub harbor_auth: Option<String>,
+    /// Token required as `Authorization: Bearer <token>` on /api/v1/jobs.
+    #[arg(
+        long,
+        env = "DAMSELFLY_PREHEATER_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// A registry to resolve images from, as HOST=URL (repeatable; adds to the file's `registries`).
+    #[arg(
+        long = "registry",
+        env = "DAMSELFLY_PREHEATER_REGISTRIES",
+        value_name = "HOST=URL",
+        value_delimiter = ','
+    )]
+    pub registries: Vec<String>,
+    /// Redis URL: share jobs and deduplication between several preheaters (e.g. redis://127.0.0.1:6379).
+    #[arg(
+        long,
+        env = "DAMSELFLY_PREHEATER_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+    /// OTLP/HTTP collector for traces (e.g. http://otel-collector:4318); unset: no export.
+    #[arg(long, env = "DAMSELFLY_PREHEATER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "DAMSELFLY_PREHEATER_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Validate the configuration, print it, and exit (non-zero when invalid).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address (webhooks, job API, `/healthz`, `/readyz`, `/metrics`).
+    pub listen: SocketAddr,
+    /// Directory of the embedded job store (`jobs.redb`).
+    pub data_dir: PathBuf,
+    /// Token expected as `Authorization: Bearer <token>` from registries. Unset: every
+    /// notification is accepted (a warning is logged at start-up).
+    pub webhook_token: Option<String>,
+    /// Exact `Authorization` header value expected from Harbor. Unset: accepted unchecked.
+    pub harbor_auth: Option<String>,
+    /// Token expected as `Authorization: Bearer <token>` on the job API. Unset: open.
+    pub api_token: Option<String>,
+    /// Bearer token for the edges' warm API (the edges' `warm_token`).
+    pub edge_token: Option<String>,
+    /// Edges to warm, one per region (edges of one region share one view, so warming one is
+    /// enough for the region).
+    pub edges: Vec<EdgeConfig>,
+    /// Registries images are resolved from; events naming any other registry are ignored.
+    pub registries: Vec<RegistryConfig>,
+    /// Platforms warmed from an image index (`os/arch` or `os/arch/variant`); empty: all.
+    pub platforms: Vec<String>,
+    /// Redis URL; when set, jobs, the queue and deduplication live there instead of `data_dir`.
+    pub redis: Option<String>,
+    /// Key prefix in Redis, so several preheater clusters can share one Redis.
+    pub redis_prefix: String,
+    /// OTLP/HTTP collector for traces (`http://collector:4318`; `/v1/traces` is appended when
+    /// the URL has no path). Unset: spans only shape the logs.
+    pub otlp_endpoint: Option<String>,
+    pub jobs: JobsConfig,
+    pub warm: WarmConfig,
+    pub dedupe: DedupeConfig,
+    pub limits: LimitsConfig,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Region label (`eu-west`); the key of per-region job state.
+    pub region: String,
+    /// Base URL of the region's edge (`http://edge.eu.internal:5080`).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The registry as events and image references name it (`registry.example.com`,
+    /// `127.0.0.1:5000`; for Harbor: its `ext_endpoint` host).
+    pub host: String,
+    /// Where the preheater reaches it (`https://registry.example.com`).
+    pub url: String,
+    /// Credentials for reading manifests (Basic, or the Bearer token dance).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Accept invalid TLS certificates from this registry.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// The name the edges know this registry by (their `[[upstreams]] registry`); default `host`.
+    #[serde(default)]
+    pub edge_registry: Option<String>,
+    /// Send `registry: null` to the edges: they fetch from their default upstream.
+    #[serde(default)]
+    pub edge_default_upstream: bool,
+    /// Pass this registry's credentials (as Basic) to the edges; otherwise the edges use their
+    /// own configured credentials or go anonymous.
+    #[serde(default)]
+    pub forward_credentials: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs processed at once by this preheater.
+    pub workers: usize,
+    /// Finished jobs kept for the job API (oldest removed first).
+    pub retention: usize,
+    /// Attempts to resolve an image while its registry is unavailable.
+    pub resolve_attempts: u32,
+    /// Redis only: a job whose worker stopped renewing its lease this long is picked up again.
+    pub lease_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmConfig {
+    /// Warm requests in flight per region (layers of every job together).
+    pub concurrency_per_region: usize,
+    /// Attempts per layer and region before the layer (and so the job) fails.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt with full jitter, up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Status polling of an ingesting blob: first interval, doubling up to `poll_max_ms`.
+    pub poll_initial_ms: u64,
+    pub poll_max_ms: u64,
+    /// An ingest not finished after this long counts as a failed attempt.
+    pub poll_timeout_secs: u64,
+    /// Timeout of one request to an edge or a registry.
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupeConfig {
+    /// How long an event id is remembered (registries retry for as long as we fail).
+    pub ttl_secs: u64,
+    /// Most event ids remembered by the embedded store (oldest forgotten first).
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Time to answer a request (webhook senders time out after 1–3 s).
+    pub request_timeout_secs: u64,
+    /// Requests handled at once.
+    pub max_concurrent_requests: usize,
+    /// On SIGTERM: how long running jobs and requests may finish (unfinished jobs resume at
+    /// the next start).
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5090)),
+            data_dir: PathBuf::from("/var/lib/damselfly/preheater"),
+            webhook_token: None,
+            harbor_auth: None,
+            api_token: None,
+            edge_token: None,
+            edges: Vec::new(),
+            registries: Vec::new(),
+            platforms: Vec::new(),
+            redis: None,
+            redis_prefix: "damselfly:preheater:".into(),
+            otlp_endpoint: None,
+            jobs: JobsConfig::default(),
+            warm: WarmConfig::default(),
+            dedupe: DedupeConfig::default(),
+            limits: LimitsConfig::default(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            workers: 8,
+            retention: 10_000,
+            resolve_attempts: 5,
+            lease_secs: 30,
+        }
+    }
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            concurrency_per_region: 4,
+            max_attempts: 5,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+            poll_initial_ms: 200,
+            poll_max_ms: 2_000,
+            poll_timeout_secs: 1_800,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        DedupeConfig {
+            ttl_secs: 24 * 3600,
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 10,
+            max_concurrent_requests: 256,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Splits `KEY=VALUE` as given to `--edge` and `--registry`.
+fn split_pair<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim(), v.trim())),
+        _ => Err(ConfigError::Invalid(format!(
+            "--{flag} wants KEY=VALUE, got {s:?}"
+        ))),
+    }
+}
+
+impl Config {
+    /// Defaults → file → environment/flags (clap already merged those two).
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = cli.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &cli.data_dir {
+            config.data_dir = v.clone();
+        }
+        if !cli.edges.is_empty() {
+            config.edges = cli
+                .edges
+                .iter()
+                .map(|e| {
+                    split_pair("edge", e).map(|(region, url)| EdgeConfig {
+                        region: region.into(),
+                        url: url.into(),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        for r in &cli.registries {
+            let (host, url) = split_pair("registry", r)?;
+            config.registries.retain(|existing| existing.host != host);
+            config.registries.push(RegistryConfig {
+                host: host.into(),
+                url: url.into(),
+                username: None,
+                password: None,
+                insecure_skip_verify: false,
+                edge_registry: None,
+                edge_default_upstream: false,
+                forward_credentials: false,
+            });
+        }
+        let overrides = [
+            (&cli.edge_token, &mut config.edge_token),
+            (&cli.webhook_token, &mut config.webhook_token),
+            (&cli.harbor_auth, &mut config.harbor_auth),
+            (&cli.api_token, &mut config.api_token),
+            (&cli.redis, &mut config.redis),
+            (&cli.otlp_endpoint, &mut config.otlp_endpoint),
+        ];
+        for (flag, field) in overrides {
+            if let Some(v) = flag {
+                *field = Some(v.clone());
+            }
+        }
+        if let Some(v) = &cli.log_format {
+            config.log_format = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut regions = std::collections::HashSet::new();
+        for e in &self.edges {
+            check_url(&e.url, &["http", "https"])?;
+            if e.region.is_empty()
+                || !e
+                    .region
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return invalid(format!(
+                    "edge region {:?} must be letters, digits, - _ .",
+                    e.region
+                ));
+            }
+            if !regions.insert(e.region.as_str()) {
+                return invalid(format!(
+                    "region {:?} has two edges; give one URL per region",
+                    e.region
+                ));
+            }
+        }
+        let mut hosts = std::collections::HashSet::new();
+        for r in &self.registries {
+            check_url(&r.url, &["http", "https"])?;
+            if r.host.is_empty() || r.host.contains('/') || r.host.contains("://") {
+                return invalid(format!("registry host {:?} must be host[:port]", r.host));
+            }
+            if !hosts.insert(r.host.as_str()) {
+                return invalid(format!("registry {:?} is listed twice", r.host));
+            }
+            if r.username.is_some() != r.password.is_some() {
+                return invalid(format!("registry {}: set both username and password", r.host));
+            }
+        }
+        for p in &self.platforms {
+            crate::resolve::PlatformFilter::parse_one(p).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(url) = &self.redis {
+            check_url(url, &["redis", "rediss", "unix", "redis+unix"])?;
+        }
+        if let Some(url) = &self.otlp_endpoint {
+            check_url(url, &["http", "https"])?;
+        }
+        for (name, token) in [
+            ("webhook_token", &self.webhook_token),
+            ("edge_token", &self.edge_token),
+            ("api_token", &self.api_token),
+            ("harbor_auth", &self.harbor_auth),
+        ] {
+            if token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+                return invalid(format!("{name} must not be empty"));
+            }
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
+        }
+        let positive = [
+            ("jobs.workers", self.jobs.workers as u64),
+            ("jobs.resolve_attempts", self.jobs.resolve_attempts.into()),
+            ("jobs.lease_secs", self.jobs.lease_secs),
+            (
+                "warm.concurrency_per_region",
+                self.warm.concurrency_per_region as u64,
+            ),
+            ("warm.max_attempts", self.warm.max_attempts.into()),
+            ("warm.poll_initial_ms", self.warm.poll_initial_ms),
+            ("warm.request_timeout_secs", self.warm.request_timeout_secs),
+            ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
+            (
+                "limits.max_concurrent_requests",
+                self.limits.max_concurrent_requests as u64,
+            ),
+            ("limits.request_timeout_secs", self.limits.request_timeout_secs),
+            ("dedupe.ttl_secs", self.dedupe.ttl_secs),
+            ("dedupe.max_entries", self.dedupe.max_entries as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return invalid(format!("{name} must be > 0"));
+            }
+        }
+        if self.warm.backoff_max_ms < self.warm.backoff_initial_ms
+            || self.warm.poll_max_ms < self.warm.poll_initial_ms
+        {
+            return invalid("warm: *_max_ms must be >= the matching *_initial_ms".into());
+        }
+        Ok(())
+    }
+
+    /// A copy safe to print: tokens and passwords replaced.
+    pub fn redacted(&self) -> Config {
+        let hide = |v: &Option<String>| v.as_ref().map(|_| "<redacted>".to_string());
+        let mut c = self.clone();
+        c.webhook_token = hide(&c.webhook_token);
+        c.harbor_auth = hide(&c.harbor_auth);
+        c.api_token = hide(&c.api_token);
+        c.edge_token = hide(&c.edge_token);
+        c.redis = hide(&c.redis);
+        for r in &mut c.registries {
+            r.password = hide(&r.password);
+        }
+        c
+    }
+
+    /// The registry entry for a host as events name it.
+    pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.host == host)
+    }
+}
+
+fn check_url(url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if schemes.contains(&u.scheme()) => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "{url:?} is not a URL with scheme {}",
+            schemes.join("/")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("preheater.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:1"
+webhook_token = "from-file"
+platforms = ["linux/amd64", "linux/arm64/v8"]
+[[edges]]
+region = "eu"
+url = "http://127.0.0.1:9"
+[[registries]]
+host = "registry.example.com"
+url = "https://registry.example.com"
+username = "u"
+password = "p"
+[warm]
+max_attempts = 3
+"#,
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "preheater",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2",
+            "--webhook-token",
+            "from-flag",
+            "--registry",
+            "127.0.0.1:5000=http://127.0.0.1:5000",
+        ]);
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.webhook_token.as_deref(), Some("from-flag"));
+        assert_eq!(
+            c.edges,
+            vec![EdgeConfig {
+                region: "eu".into(),
+                url: "http://127.0.0.1:9".into()
+            }]
+        );
+        assert_eq!(c.registries.len(), 2);
+        assert_eq!(c.registry("127.0.0.1:5000").unwrap().url, "http://127.0.0.1:5000");
+        assert_eq!(c.warm.max_attempts, 3);
+        assert_eq!(
+            c.warm.concurrency_per_region, 4,
+            "defaults fill what the file leaves out"
+        );
+
+        // Flags replace the file's edges.
+        let cli = Cli::parse_from([
+            "preheater",
+            "--config",
+            path.to_str().unwrap(),
+            "--edge",
+            "us=http://127.0.0.1:7",
+            "--edge",
+            "ap=http://127.0.0.1:8",
+        ]);
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(
+            c.edges.iter().map(|e| e.region.as_str()).collect::<Vec<_>>(),
+            ["us", "ap"]
+        );
+
+        std::fs::write(&path, "webhok_token = \"x\"\n").unwrap();
+        let err = Config::load(&Cli::parse_from([
+            "preheater",
+            "--config",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("webhok_token"), "{err}");
+    }
+
+    #[test]
+    fn validation_catches_nonsense() {
+        let bad_flags: [&[&str]; 5] = [
+            &["--edge", "eu"],
+            &["--edge", "eu=ftp://x"],
+            &["--edge", "eu=http://a", "--edge", "eu=http://b"],
+            &["--registry", "a/b=http://x"],
+            &["--redis", "http://127.0.0.1:6379"],
+        ];
+        for flags in bad_flags {
+            let cli = Cli::parse_from(std::iter::once("preheater").chain(flags.iter().copied()));
+            assert!(Config::load(&cli).is_err(), "{flags:?} must be refused");
+        }
+        let c = Config {
+            platforms: vec!["linux".into()],
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            warm: WarmConfig {
+                max_attempts: 0,
+                ..WarmConfig::default()
+            },
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.registries.push(RegistryConfig {
+            host: "r".into(),
+            url: "http://r".into(),
+            username: Some("u".into()),
+            password: None,
+            insecure_skip_verify: false,
+            edge_registry: None,
+            edge_default_upstream: false,
+            forward_credentials: false,
+        });
+        assert!(c.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,24 @@
+//! The Damselfly preheater: receives registry notifications and Harbor webhooks and warms the
+//! regional edge caches — each blob as soon as it is pushed, each tagged image down to its last
+//! layer — with durable, deduplicated, observable jobs. See ARCHITECTURE.md ("Warm path").
+
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod job;
+pub mod metrics;
+pub mod registry;
+pub mod resolve;
+pub mod runner;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod warm;
+
+pub use config::{Cli, Config};
+pub use error::{Error, Result};
+pub use server::serve;
+pub use state::AppState;

@@ -1,0 +1,246 @@
+//! From an image reference to everything an edge needs to serve it: index → platforms →
+//! manifests → config + layers, plus the tag mapping.
+
+use std::collections::HashSet;
+
+use damselfly_core::{Digest, Reference, RepositoryName};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::job::{Item, ItemKind};
+use crate::registry::{Manifest, RegistryClient};
+
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+const IMAGE_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    digest: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestDoc {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// Which platforms of an index to warm. Empty: all of them. Entries without a platform or with
+/// `unknown/unknown` (attestations) are never warmed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlatformFilter(Vec<Platform>);
+
+impl PlatformFilter {
+    /// `linux/amd64`, `linux/arm64/v8`.
+    pub fn parse_one(s: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts[..] {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: None,
+            }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Platform {
+                    os: os.into(),
+                    architecture: arch.into(),
+                    variant: Some(variant.into()),
+                })
+            }
+            _ => Err(format!("platform {s:?} must be os/arch or os/arch/variant")),
+        }
+    }
+
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        list.iter()
+            .map(|s| Self::parse_one(s))
+            .collect::<Result<_, _>>()
+            .map(PlatformFilter)
+    }
+
+    pub fn admits(&self, p: Option<&Platform>) -> bool {
+        let Some(p) = p else { return false };
+        if p.os == "unknown" || p.architecture == "unknown" {
+            return false;
+        }
+        self.0.is_empty()
+            || self.0.iter().any(|want| {
+                want.os == p.os
+                    && want.architecture == p.architecture
+                    && (want.variant.is_none() || want.variant == p.variant)
+            })
+    }
+}
+
+/// What an image reference resolved to.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub digest: Digest,
+    pub media_type: String,
+    /// Blobs first, then platform manifests by digest, then the top manifest (by tag when the
+    /// reference was a tag).
+    pub items: Vec<Item>,
+}
+
+fn parse_doc(m: &Manifest) -> Result<ManifestDoc> {
+    serde_json::from_slice(&m.bytes)
+        .map_err(|e| Error::RegistryRefused(format!("manifest {} is not valid JSON: {e}", m.digest)))
+}
+
+fn digest_of(d: &Descriptor) -> Result<Digest> {
+    d.digest
+        .parse()
+        .map_err(|e| Error::RegistryRefused(format!("manifest lists a bad digest: {e}")))
+}
+
+/// Adds an image manifest's config and layers to `blobs` (once each).
+fn add_blobs(doc: &ManifestDoc, blobs: &mut Vec<Item>, seen: &mut HashSet<Digest>) -> Result<()> {
+    for d in doc.config.iter().chain(doc.layers.iter()) {
+        let digest = digest_of(d)?;
+        if seen.insert(digest) {
+            blobs.push(
+                Item::new(ItemKind::Blob, Some(digest.to_string()), None)
+                    .with_size(d.size)
+                    .with_media_type(d.media_type.clone()),
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn resolve(
+    client: &RegistryClient,
+    repository: &RepositoryName,
+    reference: &Reference,
+    filter: &PlatformFilter,
+) -> Result<Resolution> {
+    let top = client.manifest(repository, reference).await?;
+    let doc = parse_doc(&top)?;
+    let mut blobs = Vec::new();
+    let mut children = Vec::new();
+    let mut seen = HashSet::new();
+    if INDEX_TYPES.contains(&top.media_type.as_str()) {
+        let chosen: Vec<&Descriptor> = doc
+            .manifests
+            .iter()
+            .filter(|d| filter.admits(d.platform.as_ref()))
+            .filter(|d| d.media_type.as_deref().is_none_or(|t| IMAGE_TYPES.contains(&t)))
+            .collect();
+        if chosen.is_empty() {
+            return Err(Error::RegistryRefused(format!(
+                "no platform of index {repository}@{} matches the filter {:?}",
+                top.digest,
+                filter
+                    .0
+                    .iter()
+                    .map(|p| format!("{}/{}", p.os, p.architecture))
+                    .collect::<Vec<_>>()
+            )));
+        }
+        for d in chosen {
+            let digest = digest_of(d)?;
+            let child = client.manifest(repository, &Reference::Digest(digest)).await?;
+            if !IMAGE_TYPES.contains(&child.media_type.as_str()) {
+                return Err(Error::RegistryRefused(format!(
+                    "index child {digest} is a {}, not an image manifest",
+                    child.media_type
+                )));
+            }
+            add_blobs(&parse_doc(&child)?, &mut blobs, &mut seen)?;
+            children.push(
+                Item::new(ItemKind::Manifest, Some(digest.to_string()), None)
+                    .with_size(Some(child.bytes.len() as u64))
+                    .with_media_type(Some(child.media_type)),
+            );
+        }
+    } else if IMAGE_TYPES.contains(&top.media_type.as_str()) {
+        add_blobs(&doc, &mut blobs, &mut seen)?;
+    } else {
+        return Err(Error::RegistryRefused(format!(
+            "{repository}:{reference} is a {}, which cannot be warmed",
+            top.media_type
+        )));
+    }
+    let tag = match reference {
+        Reference::Tag(t) => Some(t.clone()),
+        Reference::Digest(_) => None,
+    };
+    let top_item = Item::new(ItemKind::Manifest, Some(top.digest.to_string()), tag)
+        .with_size(Some(top.bytes.len() as u64))
+        .with_media_type(Some(top.media_type.clone()));
+    let mut items = blobs;
+    items.extend(children);
+    items.push(top_item);
+    Ok(Resolution {
+        digest: top.digest,
+        media_type: top.media_type,
+        items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(os: &str, arch: &str, variant: Option<&str>) -> Platform {
+        Platform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn filter_skips_attestations_and_honours_variants() {
+        let all = PlatformFilter::default();
+        assert!(all.admits(Some(&p("linux", "amd64", None))));
+        assert!(!all.admits(Some(&p("unknown", "unknown", None))));
+        assert!(!all.admits(None));
+        let arm = PlatformFilter::parse(&["linux/arm64".into()]).unwrap();
+        assert!(arm.admits(Some(&p("linux", "arm64", Some("v8")))));
+        assert!(!arm.admits(Some(&p("linux", "amd64", None))));
+        let v7 = PlatformFilter::parse(&["linux/arm/v7".into()]).unwrap();
+        assert!(!v7.admits(Some(&p("linux", "arm", Some("v6")))));
+        assert!(PlatformFilter::parse(&["linux".into()]).is_err());
+        assert!(PlatformFilter::parse(&["linux//v7".into()]).is_err());
+    }
+
+    #[test]
+    fn blobs_are_listed_once_in_order() {
+        let doc: ManifestDoc = serde_json::from_str(
+            r#"{"schemaVersion":2,"config":{"mediaType":"c","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":5},
+               "layers":[{"mediaType":"l","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":7},
+                         {"mediaType":"l","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":7}]}"#,
+        )
+        .unwrap();
+        let (mut blobs, mut seen) = (Vec::new(), HashSet::new());
+        add_blobs(&doc, &mut blobs, &mut seen).unwrap();
+        add_blobs(&doc, &mut blobs, &mut seen).unwrap();
+        assert_eq!(blobs.len(), 2);
+        assert_eq!(blobs[0].size, Some(5));
+        assert_eq!(blobs[1].media_type.as_deref(), Some("l"));
+    }
+}

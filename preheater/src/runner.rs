@@ -1,0 +1,242 @@
+//! Working through the queue: each worker claims a job, resolves it if needed, warms every item
+//! at every target region, and stores each step before taking the next.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use damselfly_core::{Reference, RepositoryName};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::job::{now_millis, Item, ItemKind, Job, RegionState, Target, WarmState};
+use crate::metrics::StateLabels;
+use crate::resolve::{resolve, PlatformFilter};
+use crate::state::AppState;
+use crate::warm::{backoff, WarmTask};
+
+/// How long a worker waits on an empty queue before checking for shutdown.
+const CLAIM_WAIT: Duration = Duration::from_secs(1);
+
+/// Claims and runs jobs until `stop` turns true. A job interrupted by `stop` stays `running` in
+/// the store and is resumed by the next start (or, with Redis, by another preheater).
+pub async fn worker(state: Arc<AppState>, worker: usize, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let claimed = tokio::select! {
+            claimed = state.store.next(CLAIM_WAIT) => claimed,
+            _ = stop.changed() => return,
+        };
+        let id = match claimed {
+            Ok(Some(id)) => id,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(worker, error = %e, "cannot claim a job; retrying");
+                tokio::time::sleep(CLAIM_WAIT).await;
+                continue;
+            }
+        };
+        state.metrics.jobs_running.inc();
+        let result = with_lease(&state, &id, run_job(&state, &id, worker)).await;
+        state.metrics.jobs_running.dec();
+        if let Err(e) = result {
+            // The job stays claimed-but-unfinished: resumed at the next start or lease expiry.
+            tracing::warn!(job = %id, error = %e, "job interrupted by a store failure");
+            continue;
+        }
+        if let Err(e) = state.store.release(&id).await {
+            tracing::warn!(job = %id, error = %e, "cannot release a finished job");
+        }
+    }
+}
+
+/// Renews the job's lease while `work` runs.
+async fn with_lease(
+    state: &AppState,
+    id: &str,
+    work: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    let every = state.store.maintenance_interval();
+    let renew = async {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = state.store.renew(id).await {
+                tracing::warn!(job = %id, error = %e, "cannot renew job lease");
+            }
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        _ = renew => Ok(()),
+    }
+}
+
+/// Runs one job to its end; Err only when the store failed (the job is then left to resume).
+pub async fn run_job(state: &AppState, id: &str, worker: usize) -> Result<()> {
+    let Some(job) = state.store.get(id).await? else {
+        tracing::warn!(job = %id, "claimed job does not exist");
+        return Ok(());
+    };
+    let span = tracing::info_span!("job", job = %id, worker);
+    crate::telemetry::adopt_parent(&span, job.traceparent.as_deref());
+    process(state, job).instrument(span).await
+}
+
+async fn process(state: &AppState, mut job: Job) -> Result<()> {
+    if !job.start(now_millis()) {
+        return Ok(());
+    }
+    state.store.save(&job).await?;
+    tracing::info!(registry = %job.registry, repository = %job.repository, target = ?job.target, "job started");
+    if !job.is_resolved() {
+        match resolve_items(state, &job).await {
+            Ok((items, digest, media_type)) => {
+                job.resolved_digest = digest;
+                job.resolved_media_type = media_type;
+                job.set_items(items, now_millis());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "job failed: cannot resolve");
+                job.fail(e.to_string(), now_millis());
+                return finish(state, &job).await;
+            }
+        }
+        state.store.save(&job).await?;
+    }
+    warm_items(state, &mut job).await?;
+    job.finish(now_millis());
+    finish(state, &job).await
+}
+
+async fn finish(state: &AppState, job: &Job) -> Result<()> {
+    state.store.save(job).await?;
+    state
+        .metrics
+        .jobs_finished
+        .get_or_create(&StateLabels {
+            state: job.state.as_str(),
+        })
+        .inc();
+    match &job.error {
+        None => tracing::info!(
+            state = job.state.as_str(),
+            items = job.items.len(),
+            "job finished"
+        ),
+        Some(error) => tracing::warn!(state = job.state.as_str(), %error, "job finished"),
+    }
+    Ok(())
+}
+
+type Resolved = (Vec<Item>, Option<String>, Option<String>);
+
+/// The job's items: the blob or manifest itself, or an image's whole tree.
+async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
+    match &job.target {
+        Target::Blob { digest, size } => Ok((
+            vec![Item::new(ItemKind::Blob, Some(digest.clone()), None).with_size(*size)],
+            Some(digest.clone()),
+            None,
+        )),
+        Target::Manifest { digest } => Ok((
+            vec![Item::new(ItemKind::Manifest, Some(digest.clone()), None)],
+            Some(digest.clone()),
+            None,
+        )),
+        Target::Image { reference } => {
+            let client = state.registries.get(&job.registry)?;
+            let repository: RepositoryName = job
+                .repository
+                .parse()
+                .map_err(|e| Error::BadRequest(format!("{e}")))?;
+            let reference: Reference = reference.parse().map_err(|e| Error::BadRequest(format!("{e}")))?;
+            let platforms = if job.platforms.is_empty() {
+                &state.config.platforms
+            } else {
+                &job.platforms
+            };
+            let filter = PlatformFilter::parse(platforms).map_err(Error::BadRequest)?;
+            let attempts = state.config.jobs.resolve_attempts;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match resolve(&client, &repository, &reference, &filter).await {
+                    Ok(r) => {
+                        return Ok((r.items, Some(r.digest.to_string()), Some(r.media_type)));
+                    }
+                    Err(e) if e.is_retryable() && attempt < attempts => {
+                        let delay = backoff(
+                            attempt,
+                            Duration::from_millis(state.config.warm.backoff_initial_ms),
+                            Duration::from_millis(state.config.warm.backoff_max_ms),
+                        );
+                        tracing::info!(attempt, error = %e, "cannot resolve yet; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Warms every outstanding (item, region), storing each result as it arrives.
+async fn warm_items(state: &AppState, job: &mut Job) -> Result<()> {
+    let (registry, authorization) = match state.registries.get(&job.registry) {
+        Ok(client) => (client.edge_registry(), client.edge_authorization()),
+        // Blob and manifest jobs from a registry we cannot resolve from: let the edge decide.
+        Err(_) => (Some(job.registry.clone()), None),
+    };
+    let outstanding = job.outstanding();
+    // Blobs first: a tag should appear at an edge only once its layers are there.
+    let (blobs, manifests): (Vec<_>, Vec<_>) = outstanding
+        .into_iter()
+        .partition(|(i, _)| job.items[*i].kind == ItemKind::Blob);
+    for batch in [blobs, manifests] {
+        let mut running = FuturesUnordered::new();
+        for (index, region) in batch {
+            let item = &job.items[index];
+            let span = tracing::info_span!("warm", region = %region, digest = ?item.digest, tag = ?item.tag);
+            let task = WarmTask {
+                region: region.clone(),
+                kind: item.kind,
+                registry: registry.clone(),
+                repository: job.repository.clone(),
+                digest: item.digest.clone(),
+                tag: item.tag.clone(),
+                authorization: authorization.clone(),
+                size: item.size,
+            };
+            job.set_warm_state(
+                index,
+                &region,
+                RegionState {
+                    state: WarmState::Warming,
+                    attempts: 0,
+                    error: None,
+                },
+                now_millis(),
+            );
+            let warmer = state.warmer.clone();
+            running.push(async move { (index, region, warmer.warm(task).instrument(span).await) });
+        }
+        state.store.save(job).await?;
+        while let Some((index, region, outcome)) = running.next().await {
+            let region_state = RegionState {
+                state: if outcome.cached {
+                    WarmState::Cached
+                } else {
+                    WarmState::Failed
+                },
+                attempts: outcome.attempts,
+                error: outcome.error,
+            };
+            job.set_warm_state(index, &region, region_state, now_millis());
+            state.store.save(job).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Everything a request handler or a worker needs, built once at start-up.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::edge::EdgeClient;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::registry::Registries;
+use crate::store::Store;
+use crate::warm::Warmer;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub registries: Registries,
+    pub warmer: Arc<Warmer>,
+    pub metrics: Arc<Metrics>,
+    /// False from the moment shutdown starts, so load balancers stop sending webhooks here.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    /// Validates the configuration and opens the job store (resuming unfinished jobs).
+    pub async fn new(config: Config) -> Result<Arc<Self>> {
+        config
+            .validate()
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+        let metrics = Arc::new(Metrics::new());
+        let timeout = Duration::from_secs(config.warm.request_timeout_secs);
+        let edges = config
+            .edges
+            .iter()
+            .map(|e| EdgeClient::new(&e.region, &e.url, config.edge_token.clone(), timeout))
+            .collect::<Result<Vec<_>>>()?;
+        let warmer = Arc::new(Warmer::new(edges, config.warm.clone(), metrics.clone()));
+        let registries = Registries::new(&config)?;
+        let store = Store::open(&config).await?;
+        Ok(Arc::new(AppState {
+            config,
+            store,
+            registries,
+            warmer,
+            metrics,
+            ready: AtomicBool::new(true),
+        }))
+    }
+}

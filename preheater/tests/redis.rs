@@ -1,0 +1,172 @@
+//! The Redis backend, against a real redis-server: several preheaters share the queue, the jobs
+//! and the deduplication set, and a job whose preheater dies is finished by another.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use damselfly_preheater::config::{Config, JobsConfig};
+use damselfly_preheater::job::{Job, JobSpec, Target};
+use damselfly_preheater::store::{Admission, RedisStore};
+use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::poll::{poll_until, Probe};
+use damselfly_test_support::proxy::FaultProxy;
+use damselfly_test_support::redis::Redis;
+use damselfly_test_support::registry::{Registry, RegistryOptions};
+use damselfly_test_support::skopeo::{self, PushOptions};
+use http::StatusCode;
+
+fn job(n: u64) -> Job {
+    Job::new(
+        JobSpec {
+            source: "api",
+            registry: "r:5000".into(),
+            repository: "a/b".into(),
+            target: Target::Image {
+                reference: "v1".into(),
+            },
+            platforms: vec![],
+            regions: vec!["eu".into()],
+        },
+        n,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_dedupes_queues_and_requeues_abandoned_claims() {
+    init_logging();
+    let redis = Redis::start().await.expect("redis-server");
+    let config = Config {
+        jobs: JobsConfig {
+            lease_secs: 1,
+            ..JobsConfig::default()
+        },
+        ..Config::default()
+    };
+    let a = RedisStore::connect(&redis.url(), &config).await.unwrap();
+    let b = RedisStore::connect(&redis.url(), &config).await.unwrap();
+
+    let (j1, j2) = (job(1), job(2));
+    assert_eq!(
+        a.admit(Some("event-1"), std::slice::from_ref(&j1)).await.unwrap(),
+        Admission::Created
+    );
+    assert_eq!(
+        b.admit(Some("event-1"), std::slice::from_ref(&j2)).await.unwrap(),
+        Admission::Duplicate
+    );
+    assert!(b.get(&j2.id).await.unwrap().is_none());
+    assert_eq!(b.get(&j1.id).await.unwrap().unwrap(), j1);
+    b.admit(None, std::slice::from_ref(&j2)).await.unwrap();
+    let recent: Vec<String> = a.recent(10).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(recent, [j2.id.clone(), j1.id.clone()]);
+
+    // FIFO across instances; each job is claimed once.
+    assert_eq!(a.next(Duration::from_secs(1)).await.unwrap(), Some(j1.id.clone()));
+    assert_eq!(b.next(Duration::from_secs(1)).await.unwrap(), Some(j2.id.clone()));
+    assert_eq!(a.next(Duration::from_millis(300)).await.unwrap(), None);
+    b.release(&j2.id).await.unwrap();
+
+    // `a` stops renewing j1: after its lease expires, a sweep by `b` hands it out again.
+    poll_until("abandoned claim requeued", Duration::from_secs(15), || async {
+        b.maintain().await?;
+        Ok(match b.next(Duration::from_millis(10)).await? {
+            Some(id) => Probe::Ready(id),
+            None => Probe::NotYet("still claimed".into()),
+        })
+    })
+    .await
+    .map(|id| assert_eq!(id, j1.id))
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
+    init_logging();
+    let redis = Redis::start().await.expect("redis-server");
+    let registry = Registry::start(RegistryOptions::default())
+        .await
+        .expect("registry");
+    let work = tempfile::tempdir().unwrap();
+    let image = build_image_async(
+        ImageSpec::new("preheat-redis", vec![MIB, MIB / 2]),
+        work.path().join("img"),
+        "v1".into(),
+    )
+    .await
+    .unwrap();
+    skopeo::push(
+        &image,
+        &format!("{}/demo/shared:v1", registry.addr()),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    let origin = FaultProxy::start(&registry.addr()).await.unwrap();
+    origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
+    let edge = start_edge(&origin.url()).await;
+    let setup = PreheaterSetup {
+        edges: vec![("eu".into(), edge.url())],
+        registries: vec![(registry.addr(), registry.url())],
+        redis: Some(redis.url()),
+        warm: "max_attempts = 1000".into(),
+        jobs: "lease_secs = 2".into(),
+        ..PreheaterSetup::default()
+    };
+
+    // A takes the job and gets stuck on the failing origin...
+    let mut a = Preheater::start_on(Preheater::reserve(), &setup, "preheater-a").await;
+    let id = a.create_job(&format!("{}/demo/shared:v1", registry.addr())).await;
+    poll_until("A is warming", Duration::from_secs(30), || {
+        let job = a.job(&id);
+        let gets = origin.blob_gets();
+        async move {
+            let job = job.await;
+            Ok(if job["state"] == "running" && gets >= 2 {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(format!("{} after {gets} blob GETs", job["state"]))
+            })
+        }
+    })
+    .await
+    .unwrap();
+
+    // ...B sees the same jobs and the same dedupe set...
+    let b = Preheater::start_on(Preheater::reserve(), &setup, "preheater-b").await;
+    assert_eq!(b.job(&id).await["state"], "running");
+    let event = tagged_push_envelope(
+        "shared-1",
+        &registry.addr(),
+        "demo/shared",
+        "v1",
+        &image.top_digest,
+        &image.top_media_type,
+    );
+    let dist = "application/vnd.docker.distribution.events.v1+json";
+    let auth = format!("Bearer {WEBHOOK_TOKEN}");
+    let (_, first) = a
+        .post("/webhooks/distribution", dist, Some(&auth), event.clone())
+        .await;
+    let (_, second) = b.post("/webhooks/distribution", dist, Some(&auth), event).await;
+    assert_eq!(
+        (first["accepted"].as_u64(), second["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // ...and when A dies, B finishes A's job once the origin is back.
+    a.kill();
+    origin.clear_faults();
+    let job = b.wait_job(&id, Duration::from_secs(50)).await;
+    assert_eq!(job["state"], "succeeded", "{job:#?}\nB's log:\n{}", b.log_tail());
+    let event_job = first["jobs"][0].as_str().unwrap();
+    assert_eq!(
+        b.wait_job(event_job, Duration::from_secs(30)).await["state"],
+        "succeeded"
+    );
+    for blob in &image.blobs {
+        assert_eq!(edge_state(&edge.url(), &blob.digest).await, "cached");
+    }
+    assert!(b.log_tail().contains("requeueing a job"), "{}", b.log_tail());
+}
