@@ -6,6 +6,7 @@
 pub mod bitfield;
 pub mod ct;
 pub mod digest;
+pub mod file_task;
 pub mod location;
 pub mod peer;
 pub mod piece;
@@ -18,6 +19,7 @@ pub mod ticket;
 pub use bitfield::Bitfield;
 pub use ct::constant_time_eq;
 pub use digest::{Digest, DigestError, Sha256Stream};
+pub use file_task::{file_task_id, normalise_url, FileUrlError};
 pub use location::Location;
 pub use peer::{rank_parents, ParentCandidate, PeerAnnouncement, PeerRecord};
 pub use piece::{PieceLayout, PieceTable};

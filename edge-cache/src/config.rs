@@ -82,6 +82,7 @@ pub struct Config {
     /// Redis URL for shared scheduler state; unset keeps it in this process.
     pub redis: Option<String>,
     pub scheduler: SchedulerConfig,
+    pub files: FilesConfig,
     pub cache: CacheConfig,
     pub access: AccessConfig,
     pub limits: LimitsConfig,
@@ -122,6 +123,28 @@ impl Default for SchedulerConfig {
             peer_ttl_secs: 30,
             max_parents: 8,
         }
+    }
+}
+
+/// Plain files (`peer-agent get URL`) the edge may fetch. Empty: file tasks are refused, so the
+/// edge is never a proxy to arbitrary hosts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// URL prefixes (`https://downloads.example.com/models/`) under which files may be fetched.
+    /// Anyone who can reach the edge can read what these name: list only what is public to
+    /// your hosts.
+    pub allow: Vec<String>,
+}
+
+impl FilesConfig {
+    /// Whether a normalised file URL lies under an allowed prefix. Prefixes are normalised the
+    /// same way, so their host always ends in `/` or `:port/` and cannot be extended to
+    /// `host.attacker.example`.
+    pub fn allows(&self, normalised_url: &str) -> bool {
+        self.allow
+            .iter()
+            .any(|prefix| damselfly_core::normalise_url(prefix).is_ok_and(|p| normalised_url.starts_with(&p)))
     }
 }
 
@@ -181,6 +204,7 @@ impl Default for Config {
             warm_token: None,
             redis: None,
             scheduler: SchedulerConfig::default(),
+            files: FilesConfig::default(),
             cache: CacheConfig::default(),
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
@@ -298,6 +322,10 @@ impl Config {
                 return invalid(format!("upstream {}: set both username and password", u.registry));
             }
         }
+        for prefix in &self.files.allow {
+            damselfly_core::normalise_url(prefix)
+                .map_err(|e| ConfigError::Invalid(format!("files.allow {prefix:?}: {e}")))?;
+        }
         if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("warm_token must be at least 16 characters".into());
         }
@@ -362,6 +390,30 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config {
             upstream: Some("ftp://x".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn file_prefixes_cannot_be_stretched_to_other_hosts() {
+        let files = FilesConfig {
+            allow: vec![
+                "http://files.example.com".into(),
+                "https://cdn.example/models/".into(),
+            ],
+        };
+        let allows = |u: &str| files.allows(&damselfly_core::normalise_url(u).unwrap());
+        assert!(allows("http://FILES.example.com/a.bin"));
+        assert!(allows("https://cdn.example/models/x/y.bin"));
+        assert!(!allows("http://files.example.com.attacker.example/a.bin"));
+        assert!(!allows("http://files.example.com:8080/a.bin"));
+        assert!(!allows("https://cdn.example/modelsx/y.bin"));
+        assert!(!allows("https://files.example.com/a.bin"));
+        let c = Config {
+            files: FilesConfig {
+                allow: vec!["file:///etc/".into()],
+            },
             ..Config::default()
         };
         assert!(c.validate().is_err());

@@ -122,6 +122,9 @@ impl EdgeError {
     }
 }
 
+/// Marks an answer about a failed upstream transfer (as opposed to a failing edge).
+pub const TRANSFER_FAILED_HEADER: &str = "x-damselfly-transfer-failed";
+
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
         if let EdgeError::Upstream(reply) = self {
@@ -144,6 +147,13 @@ impl IntoResponse for EdgeError {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert("content-range", v);
             }
+        }
+        if let EdgeError::IngestFailed(_) = &self {
+            // The edge is healthy; what it fetched was not. Agents stop asking this edge (or
+            // another, which would fetch the same) and go to the origin themselves.
+            response
+                .headers_mut()
+                .insert(TRANSFER_FAILED_HEADER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

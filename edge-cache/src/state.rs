@@ -24,6 +24,8 @@ pub struct AppState {
     pub ticket_verifier: TicketVerifier,
     pub secret: ClusterSecret,
     pub peers: PeerStore,
+    /// Fetches plain files under `[files] allow` (no credentials: they are public by definition).
+    pub files_http: reqwest::Client,
     /// False until the store is open, and again from the moment shutdown starts.
     pub ready: AtomicBool,
 }
@@ -53,7 +55,15 @@ impl AppState {
         );
         let peer_ttl = Duration::from_secs(config.scheduler.peer_ttl_secs);
         let peers = PeerStore::connect(config.redis.as_deref(), peer_ttl).await?;
+        let files_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.limits.upstream_connect_timeout_secs))
+            .user_agent(concat!("damselfly-edge/", env!("CARGO_PKG_VERSION")))
+            // Redirects could leave the allowed prefixes.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| EdgeError::Internal(format!("http client: {e}")))?;
         Ok(Arc::new(AppState {
+            files_http,
             peers,
             upstreams: Upstreams::from_config(&config)?,
             gate,

@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Point a container runtime at this agent (idempotent; keeps existing settings).
     Configure(crate::configure::ConfigureArgs),
+    /// Download a plain file through this host's agent (P2P, like image layers).
+    Get(crate::get::GetArgs),
 }
 
 #[derive(Debug, Args)]

@@ -12,11 +12,14 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::download::{BlobRequest, TaskOrigin};
 use crate::error::{AgentError, AgentResult, PassedReply};
 
 /// An edge that failed is skipped for this long.
 const DEAD_FOR: Duration = Duration::from_secs(10);
 pub const TICKET_HEADER: &str = "x-damselfly-ticket";
+/// Set by an edge on an answer about its own failed transfer from the origin.
+const TRANSFER_FAILED_HEADER: &str = "x-damselfly-transfer-failed";
 
 /// What an edge answered for a task.
 #[derive(Clone, Debug)]
@@ -184,15 +187,32 @@ impl Edges {
             .map_err(|e| AgentError::Unavailable(format!("origin {origin}: {e}")))
     }
 
-    /// Asks the edges for a task (the edge checks `auth` against the upstream). A refusal comes
-    /// back as `Refused`; `Unavailable` means no edge could answer.
+    /// A plain file straight from its server, with the caller's `Range` (the last resort).
+    pub async fn file_from_origin(
+        &self,
+        url: &str,
+        range: Option<&HeaderValue>,
+    ) -> AgentResult<reqwest::Response> {
+        let mut request = self.http.get(url);
+        if let Some(r) = range {
+            request = request.header(http::header::RANGE, r.clone());
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| AgentError::Unavailable(format!("{url}: {e}")))
+    }
+
+    /// Asks the edges for a task (for a blob, the edge checks the caller's credentials against
+    /// the upstream). A refusal comes back as `Refused`; `Unavailable` means no edge could answer.
+    ///
+    /// `follow`: this is a refresh of a table already held; the edge reports a failed transfer
+    /// instead of starting it again.
     pub async fn task(
         &self,
-        digest: &Digest,
-        repo: &str,
-        ns: Option<&str>,
-        auth: Option<&HeaderValue>,
+        task: &BlobRequest,
         after: Option<usize>,
+        follow: bool,
     ) -> AgentResult<TaskInfo> {
         let mut last = String::from("no edge configured");
         let order: Vec<usize> = match after {
@@ -200,13 +220,21 @@ impl Edges {
             Some(failed) => self.live().into_iter().filter(|e| *e != failed).collect(),
             None => self.live(),
         };
+        let mut query: Vec<(&str, String)> = match &task.origin {
+            TaskOrigin::Registry { repo, ns } => std::iter::once(("repo", repo.clone()))
+                .chain(ns.iter().map(|ns| ("ns", ns.clone())))
+                .collect(),
+            TaskOrigin::File { url, expected } => std::iter::once(("url", url.clone()))
+                .chain(expected.iter().map(|d| ("digest", d.to_string())))
+                .collect(),
+        };
+        if follow {
+            query.push(("follow", "true".into()));
+        }
         for edge in order {
-            let mut url = format!("{}/api/v1/tasks/{digest}?repo={repo}", self.urls[edge]);
-            if let Some(ns) = ns {
-                url.push_str(&format!("&ns={}", ns.replace(':', "%3A")));
-            }
-            let mut request = self.http.get(url).timeout(Duration::from_secs(120));
-            if let Some(a) = auth {
+            let url = format!("{}/api/v1/tasks/{}", self.urls[edge], task.digest);
+            let mut request = self.http.get(url).query(&query).timeout(Duration::from_secs(120));
+            if let Some(a) = &task.authorization {
                 request = request.header(http::header::AUTHORIZATION, a.clone());
             }
             let response = match request.send().await {
@@ -219,6 +247,10 @@ impl Edges {
             };
             let status = response.status();
             if status.is_server_error() {
+                if response.headers().contains_key(TRANSFER_FAILED_HEADER) {
+                    let body = response.text().await.unwrap_or_default();
+                    return Err(AgentError::TransferFailed(body));
+                }
                 last = format!("edge {} answered {status}", self.urls[edge]);
                 continue;
             }
@@ -325,6 +357,9 @@ impl Edges {
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
                 Err(AgentError::Busy("parent is busy"))
             }
+            _ if response.headers().contains_key(TRANSFER_FAILED_HEADER) => Err(AgentError::TransferFailed(
+                response.text().await.unwrap_or_default(),
+            )),
             s => Err(AgentError::Unavailable(format!("{base} answered {s}"))),
         }
     }

@@ -43,6 +43,10 @@ pub enum AgentError {
     Refused(Box<PassedReply>),
     #[error("no edge or origin reachable: {0}")]
     Unavailable(String),
+    /// The edge answered that its own transfer from the origin failed (bad bytes, gone): no
+    /// other edge would do better, only the origin directly.
+    #[error("the edge's transfer from the origin failed: {0}")]
+    TransferFailed(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("authentication required: {0}")]
@@ -77,7 +81,9 @@ impl IntoResponse for AgentError {
                 response.headers_mut().extend(reply.headers.clone());
                 return response;
             }
-            AgentError::Unavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+            AgentError::Unavailable(_) | AgentError::TransferFailed(_) => {
+                (StatusCode::BAD_GATEWAY, "UNAVAILABLE")
+            }
             AgentError::BadRequest(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             AgentError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             AgentError::NotFound(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),

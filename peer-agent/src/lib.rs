@@ -8,6 +8,7 @@ pub mod configure;
 pub mod download;
 pub mod edges;
 pub mod error;
+pub mod get;
 pub mod http;
 pub mod metrics;
 pub mod state;

@@ -46,6 +46,15 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Get(args)) = &cli.command {
+        return match damselfly_agent::get::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("peer-agent get: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli.daemon) {
         Ok(c) => c,
         Err(e) => {

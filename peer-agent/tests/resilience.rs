@@ -159,6 +159,47 @@ async fn the_edge_killed_mid_pull_leaves_peers_and_origin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_bytes_reaching_the_edge_send_agents_to_the_origin() {
+    let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
+    let image = region
+        .push(ImageSpec::new("corrupt", vec![8 * MIB]), "demo/corrupt:v1", None)
+        .await;
+    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    // The edge's one upstream transfer of the layer has a flipped byte: it must not be served
+    // as the blob by anyone, and the agents must turn to the origin rather than wait.
+    region.proxy.corrupt_blob_at(layer.size / 2);
+    let client = damselfly_test_support::net::loopback_client().unwrap();
+    let gets = region.agents.iter().map(|a| {
+        let url = format!("{}/v2/demo/corrupt/blobs/{}", a.url(), layer.digest);
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await?.error_for_status()?;
+            response.bytes().await
+        }
+    });
+    for (i, body) in futures::future::join_all(gets).await.into_iter().enumerate() {
+        let body = body.unwrap_or_else(|e| panic!("agent {i}: {e}\n{}", region.logs()));
+        assert_eq!(
+            common::sha256(&body),
+            layer.digest,
+            "agent {i} served wrong bytes"
+        );
+    }
+    let agents = region.agent_metrics().await;
+    assert!(
+        sum(
+            &agents,
+            "damselfly_agent_download_bytes_total",
+            &["source=\"origin\""]
+        ) > 0.0
+    );
+    // Refreshing agents never restart a failed transfer (only a new request may, and each
+    // agent made one).
+    let gets = region.proxy.blob_gets();
+    assert!((1..=2).contains(&gets), "the edge fetched the layer {gets} times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_layer_plaintext_in_any_data_directory() {
     let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
     let image = region

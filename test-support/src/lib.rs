@@ -11,6 +11,7 @@
 //! - [`skopeo`]: pushes and pulls (direct or through a mirror) with skopeo.
 //! - [`containerd`]: a private containerd daemon pulling through `hosts.toml` mirrors.
 //! - [`agent`]: the peer agent binary as a process on its own loopback address.
+//! - [`file_server`]: a plain HTTP file server that counts what it sends.
 //! - [`edge`]: the edge cache binary as a process, restarted on its data, scraped for metrics.
 //! - [`proxy`]: a fault-injecting reverse proxy that counts blob traffic and truncates,
 //!   corrupts or fails blob downloads on demand.
@@ -24,6 +25,7 @@
 pub mod agent;
 pub mod containerd;
 pub mod edge;
+pub mod file_server;
 pub mod htpasswd;
 pub mod image;
 pub mod net;

@@ -5,6 +5,10 @@
 //! piece table so far, the task key and a short-lived ticket. `GET /pieces/<digest>/<index>`
 //! answers the sealed bytes of one piece to a ticket holder (header `X-Damselfly-Ticket`) or to
 //! a caller whose credentials pass the same check (`?repo=` plus `Authorization`).
+//!
+//! A plain file is a task too: `GET /api/v1/tasks/<id>?url=<url>[&digest=sha256:…]`, where `<id>`
+//! is the file's task id (derived from its normalised URL) and the URL lies under a prefix the
+//! operator allowed in `[files]`. Its content is checked against `digest` when given.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,6 +32,14 @@ pub const TICKET_HEADER: &str = "x-damselfly-ticket";
 pub struct TaskQuery {
     repo: Option<String>,
     ns: Option<String>,
+    /// A plain file's URL (instead of `repo`).
+    url: Option<String>,
+    /// The sha256 a plain file must have, when the caller knows it.
+    digest: Option<String>,
+    /// Set by a caller refreshing a table it already has: a failed transfer is reported, not
+    /// restarted.
+    #[serde(default)]
+    follow: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +73,50 @@ fn parse_repo(query: &TaskQuery) -> EdgeResult<RepositoryName> {
     repo.parse().map_err(|_| EdgeError::NameInvalid(repo.to_string()))
 }
 
+/// A registry blob, once the caller's credentials pass the upstream's check.
+async fn registry_source(
+    state: &AppState,
+    digest: &Digest,
+    query: &TaskQuery,
+    headers: &HeaderMap,
+) -> EdgeResult<BlobSource> {
+    let repo = parse_repo(query)?;
+    let upstream = state.upstreams.select(query.ns.as_deref())?;
+    let auth = headers.get(http::header::AUTHORIZATION);
+    state
+        .gate
+        .check(&upstream, &repo, Object::Blob(*digest), auth)
+        .await?;
+    Ok(BlobSource::Registry {
+        upstream,
+        repo,
+        authorization: auth.cloned(),
+    })
+}
+
+/// A plain file: only under an allowed prefix, and only under the task id its URL names (so
+/// one id can never be filled from two different URLs).
+fn file_source(state: &AppState, task: &Digest, url: &str, digest: Option<&str>) -> EdgeResult<BlobSource> {
+    let bad = |e: damselfly_core::FileUrlError| EdgeError::NameInvalid(e.to_string());
+    let normalised = damselfly_core::normalise_url(url).map_err(bad)?;
+    if !state.config.files.allows(&normalised) {
+        return Err(EdgeError::Denied(format!(
+            "{normalised} is not under a prefix in this edge's [files] allow list"
+        )));
+    }
+    if damselfly_core::file_task_id(&normalised).map_err(bad)? != *task {
+        return Err(EdgeError::DigestInvalid(format!(
+            "{task} is not the task id of {normalised}"
+        )));
+    }
+    let expected = digest.map(parse_digest).transpose()?;
+    Ok(BlobSource::File {
+        http: state.files_http.clone(),
+        url: normalised,
+        expected,
+    })
+}
+
 pub async fn task(
     State(state): State<Arc<AppState>>,
     Path(digest): Path<String>,
@@ -68,19 +124,15 @@ pub async fn task(
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
     let digest = parse_digest(&digest)?;
-    let repo = parse_repo(&query)?;
-    let upstream = state.upstreams.select(query.ns.as_deref())?;
-    let auth = headers.get(http::header::AUTHORIZATION);
-    state
-        .gate
-        .check(&upstream, &repo, Object::Blob(digest), auth)
-        .await?;
-    let source = BlobSource {
-        upstream,
-        repo,
-        authorization: auth.cloned(),
+    let source = match &query.url {
+        Some(url) => file_source(&state, &digest, url, query.digest.as_deref())?,
+        None => registry_source(&state, &digest, &query, &headers).await?,
     };
-    let blob = state.store.open(&digest, source)?;
+    let blob = if query.follow {
+        state.store.follow(&digest, source)?
+    } else {
+        state.store.open(&digest, source)?
+    };
     let layout = blob.layout().await?;
     let table = blob.piece_table(layout)?;
     let expires_at = unix_now() + state.config.access.ticket_ttl_secs;

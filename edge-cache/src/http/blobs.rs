@@ -39,7 +39,7 @@ pub async fn serve(
         let size = size.ok_or_else(|| EdgeError::UpstreamUnavailable("upstream sent no blob size".into()))?;
         return Ok(blob_response(StatusCode::OK, digest, size, None, Body::empty()));
     }
-    let source = BlobSource {
+    let source = BlobSource::Registry {
         upstream: upstream.clone(),
         repo: repo.clone(),
         authorization: auth.cloned(),

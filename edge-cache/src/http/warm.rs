@@ -94,7 +94,7 @@ pub async fn warm(
             let status = if state.store.contains(&digest) {
                 "cached"
             } else {
-                let source = BlobSource {
+                let source = BlobSource::Registry {
                     upstream: upstream.clone(),
                     repo: repo.clone(),
                     authorization: auth,

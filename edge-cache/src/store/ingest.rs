@@ -5,6 +5,8 @@
 //! Pieces become readable one by one while the transfer runs (readers are streamed the blob as it
 //! arrives), except the last: it is released only after the digest check, so a corrupt upstream
 //! can never deliver a complete-looking blob to anyone, and nothing corrupt is ever published.
+//! (A plain file fetched without a known digest has nothing to be checked against but its
+//! announced length; its pieces are still sealed and hashed, so agents verify every byte.)
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -26,28 +28,65 @@ use super::BlobStore;
 use crate::error::{EdgeError, EdgeResult};
 use crate::upstream::{Upstream, UpstreamRequest};
 
-/// Where a transfer fetches its bytes: the repository and credentials of the request that
-/// started it (already checked against the upstream).
-pub struct BlobSource {
-    pub upstream: Arc<Upstream>,
-    pub repo: RepositoryName,
-    pub authorization: Option<HeaderValue>,
+/// Where a transfer fetches its bytes.
+pub enum BlobSource {
+    /// A registry blob: the repository and credentials of the request that started it (already
+    /// checked against the upstream). The task is the blob's digest, verified before publication.
+    Registry {
+        upstream: Arc<Upstream>,
+        repo: RepositoryName,
+        authorization: Option<HeaderValue>,
+    },
+    /// A plain file under an allowed URL prefix; the task is named by its URL. Its content is
+    /// verified against `expected` when the caller named a digest.
+    File {
+        http: reqwest::Client,
+        url: String,
+        expected: Option<Digest>,
+    },
 }
 
 impl BlobSource {
-    async fn fetch(&self, digest: &Digest, from: u64) -> EdgeResult<reqwest::Response> {
-        let mut request = UpstreamRequest {
-            scope: Some(format!("repository:{}:pull", self.repo)),
-            authorization: self.authorization.as_ref(),
-            streaming: true,
-            ..UpstreamRequest::get(format!("/v2/{}/blobs/{digest}", self.repo))
-        };
-        if from > 0 {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes={from}-")) {
-                request.extra_headers.insert(http::header::RANGE, v);
+    async fn fetch(&self, task: &Digest, from: u64) -> EdgeResult<reqwest::Response> {
+        let range = (from > 0)
+            .then(|| HeaderValue::from_str(&format!("bytes={from}-")).ok())
+            .flatten();
+        match self {
+            BlobSource::Registry {
+                upstream,
+                repo,
+                authorization,
+            } => {
+                let mut request = UpstreamRequest {
+                    scope: Some(format!("repository:{repo}:pull")),
+                    authorization: authorization.as_ref(),
+                    streaming: true,
+                    ..UpstreamRequest::get(format!("/v2/{repo}/blobs/{task}"))
+                };
+                if let Some(v) = range {
+                    request.extra_headers.insert(http::header::RANGE, v);
+                }
+                upstream.send(request).await
+            }
+            BlobSource::File { http, url, .. } => {
+                let mut request = http.get(url);
+                if let Some(v) = range {
+                    request = request.header(http::header::RANGE, v);
+                }
+                request
+                    .send()
+                    .await
+                    .map_err(|e| EdgeError::UpstreamUnavailable(format!("{url}: {e}")))
             }
         }
-        self.upstream.send(request).await
+    }
+
+    /// The sha256 the whole content must have before it is published, when known.
+    fn expected(&self, task: &Digest) -> Option<Digest> {
+        match self {
+            BlobSource::Registry { .. } => Some(*task),
+            BlobSource::File { expected, .. } => *expected,
+        }
     }
 }
 
@@ -152,6 +191,7 @@ async fn transfer(
     reserved: &mut u64,
 ) -> EdgeResult<PieceTable> {
     let digest = ingest.digest;
+    let expected = source.expected(&digest);
     let mut layout: Option<PieceLayout> = None;
     let mut received = 0u64;
     let mut whole = Sha256Stream::new();
@@ -209,6 +249,14 @@ async fn transfer(
                 }
                 store.metrics.upstream_resumes.inc();
             }
+            // Without a digest, a file resent from the start may have changed in between: the
+            // two halves would be spliced into something that never existed.
+            (Some(_), StatusCode::OK) if expected.is_none() => {
+                return Err(EdgeError::IngestFailed(
+                    "the server ignored Range on resume and the file has no digest to verify a restart"
+                        .into(),
+                ));
+            }
             // The upstream ignored Range: read from the start and drop what we already have.
             (Some(_), StatusCode::OK) => {
                 skip = received;
@@ -258,7 +306,7 @@ async fn transfer(
                 data = &data[take..];
                 if piece.len() as u64 == l.plain_len(next_piece) {
                     let is_last = next_piece + 1 == l.count();
-                    if is_last && whole.clone().finish() != digest {
+                    if is_last && expected.is_some_and(|e| whole.clone().finish() != e) {
                         return Err(EdgeError::IngestFailed(
                             "upstream bytes do not match the digest".into(),
                         ));
@@ -283,7 +331,7 @@ async fn transfer(
         join(last).await?;
     }
     let layout = layout.ok_or_else(|| EdgeError::IngestFailed("no layout".into()))?;
-    if layout.count() == 0 && whole.finish() != digest {
+    if layout.count() == 0 && expected.is_some_and(|e| whole.finish() != e) {
         return Err(EdgeError::IngestFailed(
             "upstream bytes do not match the digest".into(),
         ));

@@ -275,6 +275,19 @@ impl BlobStore {
         }
     }
 
+    /// Opens `digest` for a caller already following its transfer (an agent refreshing its
+    /// piece table): a transfer that just failed is reported rather than started again, so the
+    /// caller turns to the origin instead of waiting on a retry that would fail the same way.
+    pub fn follow(self: &Arc<Self>, digest: &Digest, source: BlobSource) -> EdgeResult<Blob> {
+        if let Some(blob) = self.open_existing(digest)? {
+            return Ok(blob);
+        }
+        if let BlobState::Failed(reason) = self.state(digest) {
+            return Err(EdgeError::IngestFailed(reason));
+        }
+        self.open(digest, source)
+    }
+
     /// Opens `digest` if it is complete or arriving; never starts a transfer.
     pub fn open_existing(&self, digest: &Digest) -> EdgeResult<Option<Blob>> {
         let in_flight = self

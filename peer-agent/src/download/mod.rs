@@ -21,13 +21,22 @@ use crate::metrics::Metrics;
 use crate::store::{LocalTask, PieceStore};
 use picker::{pick, Source};
 
-/// What a runtime asked for, kept to re-ask the edges (table refresh, edge failover).
+/// What a caller asked for, kept to re-ask the edges (table refresh, edge failover) and to
+/// reach the origin when the P2P path fails.
 #[derive(Clone)]
 pub struct BlobRequest {
+    /// The task: a blob's digest, or a file's task id.
     pub digest: Digest,
-    pub repo: String,
-    pub ns: Option<String>,
+    pub origin: TaskOrigin,
     pub authorization: Option<HeaderValue>,
+}
+
+#[derive(Clone)]
+pub enum TaskOrigin {
+    /// A registry blob in `repo` of the registry `ns` (the default upstream when `None`).
+    Registry { repo: String, ns: Option<String> },
+    /// A plain file (URL normalised), with the sha256 it must have when the caller knows it.
+    File { url: String, expected: Option<Digest> },
 }
 
 pub struct Downloader {
@@ -62,16 +71,7 @@ impl Downloader {
     /// Asks an edge for the task (the caller's access is checked there), then joins or starts
     /// the download. Returns the local task to read and the key to open its pieces.
     pub async fn open(self: &Arc<Self>, request: BlobRequest) -> AgentResult<(Arc<LocalTask>, TaskKey)> {
-        let info = self
-            .edges
-            .task(
-                &request.digest,
-                &request.repo,
-                request.ns.as_deref(),
-                request.authorization.as_ref(),
-                None,
-            )
-            .await?;
+        let info = self.edges.task(&request, None, false).await?;
         let (task, created) = self.store.get_or_create(&request.digest, info.table.layout)?;
         let key = info.key.clone();
         if created {
@@ -171,19 +171,9 @@ impl Downloader {
             let now = Instant::now();
             if !info.complete && now.duration_since(last_table) >= TABLE_EVERY {
                 last_table = now;
-                match self
-                    .edges
-                    .task(
-                        &request.digest,
-                        &request.repo,
-                        request.ns.as_deref(),
-                        request.authorization.as_ref(),
-                        None,
-                    )
-                    .await
-                {
+                match self.edges.task(request, None, true).await {
                     Ok(fresh) => *info = fresh,
-                    Err(AgentError::Refused(r)) => return Err(AgentError::Refused(r)),
+                    Err(e @ (AgentError::Refused(_) | AgentError::TransferFailed(_))) => return Err(e),
                     Err(e) => self.fail_over(info, request, &mut failovers, e).await?,
                 }
             }
@@ -254,6 +244,9 @@ impl Downloader {
                         tracing::debug!(digest = %task.digest, index = outcome.index, parent = %host_id, error = %e, "piece failed; trying elsewhere");
                     }
                     Source::Edge => {
+                        if let AgentError::TransferFailed(_) = e {
+                            return Err(e);
+                        }
                         if !matches!(e, AgentError::Busy(_) | AgentError::BadRequest(_)) {
                             self.fail_over(info, request, &mut failovers, e).await?;
                         }
@@ -277,16 +270,7 @@ impl Downloader {
             return Err(AgentError::Unavailable(format!("edges keep failing: {cause}")));
         }
         tracing::warn!(digest = %request.digest, edge = self.edges.url(info.edge), error = %cause, "edge failed; failing over");
-        let fresh = self
-            .edges
-            .task(
-                &request.digest,
-                &request.repo,
-                request.ns.as_deref(),
-                request.authorization.as_ref(),
-                Some(info.edge),
-            )
-            .await?;
+        let fresh = self.edges.task(request, Some(info.edge), false).await?;
         *info = fresh;
         Ok(())
     }

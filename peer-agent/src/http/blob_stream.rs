@@ -15,7 +15,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::mirror::relayed;
-use crate::download::BlobRequest;
+use crate::download::{BlobRequest, TaskOrigin};
 use crate::edges::Relay;
 use crate::error::{AgentError, AgentResult};
 use crate::state::AgentState;
@@ -28,7 +28,6 @@ pub async fn serve(
     state: &Arc<AgentState>,
     request: BlobRequest,
     headers: &HeaderMap,
-    relay: &Relay<'_>,
 ) -> AgentResult<Response> {
     let (task, key) = match state.downloader.open(request.clone()).await {
         Ok(opened) => opened,
@@ -36,7 +35,7 @@ pub async fn serve(
         Err(e) => {
             tracing::warn!(digest = %request.digest, error = %e, "P2P path unavailable; serving from the origin");
             state.metrics.origin_fallbacks.inc();
-            let response = state.edges.relay_to_origin(relay).await?;
+            let response = from_origin(state, &request, headers.get(http::header::RANGE)).await?;
             return Ok(relayed(response, Some((state.metrics.clone(), "origin"))));
         }
     };
@@ -62,8 +61,10 @@ pub async fn serve(
         })
         .header(http::header::CONTENT_LENGTH, end - start)
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
-        .header(http::header::ACCEPT_RANGES, "bytes")
-        .header("docker-content-digest", cursor.request.digest.to_string());
+        .header(http::header::ACCEPT_RANGES, "bytes");
+    if let TaskOrigin::Registry { .. } = cursor.request.origin {
+        builder = builder.header("docker-content-digest", cursor.request.digest.to_string());
+    }
     if span.is_some() {
         builder = builder.header(
             http::header::CONTENT_RANGE,
@@ -163,6 +164,35 @@ async fn next_piece(task: Arc<LocalTask>, key: TaskKey, offset: u64, end: u64) -
     Ok(plain.slice(from..to))
 }
 
+/// The request made again to the origin itself: the registry (with the caller's headers) or
+/// the file's server.
+async fn from_origin(
+    state: &AgentState,
+    request: &BlobRequest,
+    range: Option<&HeaderValue>,
+) -> AgentResult<reqwest::Response> {
+    match &request.origin {
+        TaskOrigin::Registry { repo, ns } => {
+            let mut headers = HeaderMap::new();
+            if let Some(auth) = &request.authorization {
+                headers.insert(http::header::AUTHORIZATION, auth.clone());
+            }
+            if let Some(range) = range {
+                headers.insert(http::header::RANGE, range.clone());
+            }
+            let path = format!("/v2/{repo}/blobs/{}", request.digest);
+            let relay = Relay {
+                method: http::Method::GET,
+                path: &path,
+                ns: ns.as_deref(),
+                headers: &headers,
+            };
+            state.edges.relay_to_origin(&relay).await
+        }
+        TaskOrigin::File { url, .. } => state.edges.file_from_origin(url, range).await,
+    }
+}
+
 /// The bytes `[offset, end)` straight from the origin.
 async fn origin_rest(
     state: Arc<AgentState>,
@@ -170,23 +200,9 @@ async fn origin_rest(
     offset: u64,
     end: u64,
 ) -> AgentResult<BoxStream<'static, Result<Bytes, std::io::Error>>> {
-    let mut headers = HeaderMap::new();
-    if let Some(auth) = &request.authorization {
-        headers.insert(http::header::AUTHORIZATION, auth.clone());
-    }
-    let range = format!("bytes={}-{}", offset, end - 1);
-    headers.insert(
-        http::header::RANGE,
-        HeaderValue::from_str(&range).map_err(|e| AgentError::Internal(e.to_string()))?,
-    );
-    let path = format!("/v2/{}/blobs/{}", request.repo, request.digest);
-    let relay = Relay {
-        method: http::Method::GET,
-        path: &path,
-        ns: request.ns.as_deref(),
-        headers: &headers,
-    };
-    let response = state.edges.relay_to_origin(&relay).await?;
+    let range = HeaderValue::from_str(&format!("bytes={}-{}", offset, end - 1))
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    let response = from_origin(&state, &request, Some(&range)).await?;
     let skip = match response.status() {
         StatusCode::PARTIAL_CONTENT => 0,
         // The origin ignored Range: drop what was already sent.

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::blob_stream;
-use crate::download::BlobRequest;
+use crate::download::{BlobRequest, TaskOrigin};
 use crate::edges::Relay;
 use crate::error::{AgentError, AgentResult};
 use crate::state::AgentState;
@@ -105,11 +105,13 @@ pub async fn dispatch(
                 .map_err(|_| AgentError::BadRequest(format!("invalid digest {last}")))?;
             let request = BlobRequest {
                 digest,
-                repo: repo.to_string(),
-                ns: query.ns.clone(),
+                origin: TaskOrigin::Registry {
+                    repo: repo.to_string(),
+                    ns: query.ns.clone(),
+                },
                 authorization: headers.get(http::header::AUTHORIZATION).cloned(),
             };
-            blob_stream::serve(&state, request, &headers, &relay).await
+            blob_stream::serve(&state, request, &headers).await
         }
         ("blobs", _) | ("manifests", _) => {
             let (response, _) = state.edges.relay(&relay).await?;

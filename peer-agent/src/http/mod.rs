@@ -2,6 +2,7 @@
 //! metrics), and the upload server other agents fetch pieces from.
 
 mod blob_stream;
+mod files;
 mod mirror;
 mod upload;
 
@@ -31,6 +32,7 @@ pub fn mirror_app(state: Arc<AgentState>) -> Router {
         .route("/v2/", get(mirror::ping))
         .route("/v2", get(mirror::ping))
         .route("/v2/{*path}", axum::routing::any(mirror::dispatch))
+        .route("/api/v1/files", get(files::get))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -84,6 +86,8 @@ async fn count_requests(State(state): State<Arc<AgentState>>, request: Request, 
         "blob"
     } else if path.contains("/manifests/") {
         "manifest"
+    } else if path.starts_with("/api/v1/files") {
+        "file"
     } else if path.starts_with("/v2") {
         "ping"
     } else {

@@ -38,11 +38,20 @@ impl Region {
     /// A registry with `registry_options`, an edge, and agents at 127.0.0.2.. in the racks given
     /// (`"eu/z1/r1"` per agent).
     pub async fn start(registry_options: RegistryOptions, racks: &[&str]) -> Region {
+        Region::start_with_edge_toml(registry_options, racks, "").await
+    }
+
+    /// As [`Region::start`], with extra sections in the edge's configuration.
+    pub async fn start_with_edge_toml(
+        registry_options: RegistryOptions,
+        racks: &[&str],
+        edge_toml: &str,
+    ) -> Region {
         let registry = Registry::start(registry_options).await.expect("registry");
         let proxy = FaultProxy::start(&registry.addr()).await.expect("proxy");
         let mut options = EdgeOptions::new(proxy.url());
         options.extra_toml = format!(
-            "[[upstreams]]\nregistry = \"{}\"\nurl = \"{}\"\n",
+            "[[upstreams]]\nregistry = \"{}\"\nurl = \"{}\"\n{edge_toml}\n",
             registry.addr(),
             proxy.url()
         );

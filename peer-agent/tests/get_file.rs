@@ -1,0 +1,152 @@
+//! `peer-agent get`: plain files through the P2P path. The file's server sends it once however
+//! many hosts fetch it, every spelling of the URL joins one task, a wrong digest keeps nothing,
+//! the edge refuses URLs outside its allow list, and with the edge gone the agent fetches the
+//! file from its server itself.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{agent_binary, sha256, sum, Region, MIB};
+use damselfly_test_support::file_server::FileServer;
+use damselfly_test_support::registry::RegistryOptions;
+
+/// Runs `peer-agent get` against agent `agent_url`.
+async fn get(agent_url: &str, url: &str, out: &Path, digest: Option<&str>) -> Output {
+    let mut command = tokio::process::Command::new(agent_binary());
+    command
+        .arg("get")
+        .arg(url)
+        .arg("-o")
+        .arg(out)
+        .arg("--agent")
+        .arg(agent_url);
+    if let Some(d) = digest {
+        command.arg("--digest").arg(d);
+    }
+    command.output().await.expect("run peer-agent get")
+}
+
+fn assert_ok(output: &Output, what: &str, region: &Region) {
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        region.logs()
+    );
+}
+
+/// Deterministic, incompressible-looking content.
+fn content(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_is_sent_once_by_its_server_and_shared_between_agents() {
+    let files = FileServer::start().await.unwrap();
+    let edge_toml = format!("[files]\nallow = [\"{}\"]\n", files.prefix());
+    let racks = ["eu/z1/r1", "eu/z1/r1", "eu/z1/r2"];
+    let region = Region::start_with_edge_toml(RegistryOptions::default(), &racks, &edge_toml).await;
+    let data = content(24 * MIB as usize);
+    let url = files.put("model.bin", &data).unwrap();
+    let digest = sha256(&data);
+    let out = tempfile::tempdir().unwrap();
+
+    let first = out.path().join("first.bin");
+    let output = get(&region.agents[0].url(), &url, &first, Some(&digest)).await;
+    assert_ok(&output, "first get", &region);
+    assert!(std::fs::read(&first).unwrap() == data, "first copy differs");
+    assert_eq!(files.gets(), 1, "the edge fetches the file once");
+    assert_eq!(files.bytes_sent(), data.len() as u64);
+
+    // Two more hosts at once, one spelling the URL differently: same task, nothing new from
+    // the server, and the first agent's pieces travel between peers.
+    let odd_spelling = url
+        .replace("http://", "HTTP://")
+        .replace("/model.bin", "/x/../model.bin#top");
+    let (a, b) = (out.path().join("a.bin"), out.path().join("b.bin"));
+    let (agent1, agent2) = (region.agents[1].url(), region.agents[2].url());
+    let (ra, rb) = tokio::join!(
+        get(&agent1, &url, &a, None),
+        get(&agent2, &odd_spelling, &b, Some(&digest)),
+    );
+    assert_ok(&ra, "second get", &region);
+    assert_ok(&rb, "third get", &region);
+    assert!(std::fs::read(&a).unwrap() == data && std::fs::read(&b).unwrap() == data);
+    assert_eq!(files.gets(), 1, "every host shares one task");
+    let metrics = region.agent_metrics().await;
+    let peer = sum(
+        &metrics,
+        "damselfly_agent_download_bytes_total",
+        &["source=\"peer\""],
+    );
+    let origin = sum(
+        &metrics,
+        "damselfly_agent_download_bytes_total",
+        &["source=\"origin\""],
+    );
+    assert!(peer > 0.0, "no bytes travelled between peers\n{}", region.logs());
+    assert_eq!(origin, 0.0);
+    // The agent names the file by its content on success.
+    assert!(String::from_utf8_lossy(&rb.stderr).contains(&digest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_digests_and_unlisted_urls_keep_nothing_and_say_why() {
+    let files = FileServer::start().await.unwrap();
+    let elsewhere = FileServer::start().await.unwrap();
+    let edge_toml = format!("[files]\nallow = [\"{}\"]\n", files.prefix());
+    let mut region =
+        Region::start_with_edge_toml(RegistryOptions::default(), &["eu/z1/r1"], &edge_toml).await;
+    let data = content(3 * MIB as usize);
+    let url = files.put("tool.tar", &data).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let agent = region.agents[0].url();
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let target = out.path().join("tool.tar");
+    let output = get(&agent, &url, &target, Some(&wrong)).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not the expected"), "{stderr}");
+    assert!(!target.exists(), "a file that failed its digest check was kept");
+    assert!(!out.path().join("tool.tar.part").exists());
+
+    let unlisted = elsewhere.put("other.bin", &data).unwrap();
+    let output = get(&agent, &unlisted, &out.path().join("other.bin"), None).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("403") && stderr.contains("allow"), "{stderr}");
+    assert_eq!(
+        elsewhere.gets(),
+        0,
+        "the edge fetched a URL outside its allow list"
+    );
+
+    let missing = get(&agent, &files.url("missing.bin"), &out.path().join("m"), None).await;
+    assert!(!missing.status.success());
+    assert!(!out.path().join("m").exists());
+
+    // With the edge gone, the agent fetches the file from its server itself.
+    let from_origin = |m: &[damselfly_test_support::edge::Metrics]| {
+        sum(m, "damselfly_agent_download_bytes_total", &["source=\"origin\""])
+    };
+    let before = from_origin(&region.agent_metrics().await);
+    region.edge.kill().unwrap();
+    let fresh = files.put("fresh.bin", &data).unwrap();
+    let target = out.path().join("fresh.bin");
+    let output = get(&agent, &fresh, &target, Some(&sha256(&data))).await;
+    assert_ok(&output, "get with the edge down", &region);
+    assert!(std::fs::read(&target).unwrap() == data);
+    let after = from_origin(&region.agent_metrics().await);
+    assert_eq!(after - before, data.len() as f64);
+}
