@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "bench", about = "Damselfly benchmarks and demo", version)]
 struct Cli {
-    /// Directory holding the `edge-cache` binary (default: next to this one).
+    /// Directory holding the `edge-cache` and `peer-agent` binaries (default: next to this one).
     #[arg(long, global = true, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -22,8 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// Start a registry and an edge on loopback, push a generated image, pull it through the
-    /// edge twice with skopeo (and containerd when present), and show where the bytes came from.
+    /// Start a registry, an edge and four peer agents (two racks) on loopback, push a generated
+    /// image, pull it through the agents with skopeo (and containerd when present), and show
+    /// where the bytes came from.
     Demo,
     /// Edge against direct pulls: one cold and one warm pull of a large image, then many
     /// concurrent cold pulls; times and upstream bytes as ratios.
@@ -47,7 +48,7 @@ async fn main() -> Result<()> {
         edge_binary.display()
     );
     match cli.scenario {
-        Scenario::Demo => scenarios::demo::run(&edge_binary).await,
+        Scenario::Demo => scenarios::demo::run(&edge_binary, &bin_dir.join("peer-agent")).await,
         Scenario::Edge(args) => scenarios::edge::run(&edge_binary, args).await,
     }
 }
