@@ -3,7 +3,7 @@
 //!
 //! The edge binary: `cargo test --workspace` builds every binary first; when running only this
 //! crate's tests, build it with `cargo build -p damselfly-edge --bin edge-cache`. It is looked up
-//! at `$DAMSELFLY_EDGE_BIN`, else `<workspace>/target/debug/edge-cache`.
+//! at `$DAMSELFLY_EDGE_BIN`, else next to the `preheater` binary in the same target directory.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -41,10 +41,11 @@ pub fn init_logging() {
 pub fn edge_binary() -> PathBuf {
     let path = std::env::var_os("DAMSELFLY_EDGE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/edge-cache"));
+        // Built alongside: `cargo test --workspace` builds every binary before running tests.
+        .unwrap_or_else(|| Path::new(env!("CARGO_BIN_EXE_preheater")).with_file_name("edge-cache"));
     assert!(
         path.exists(),
-        "edge binary not found at {}: run `cargo build -p damselfly-edge --bin edge-cache` first \
+        "edge binary not found at {}: run `cargo build --workspace --bins` first \
          (or set DAMSELFLY_EDGE_BIN)",
         path.display()
     );
