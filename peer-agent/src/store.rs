@@ -103,6 +103,14 @@ impl PieceStore {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
+            if let Some(hex) = name.strip_suffix(".sealed") {
+                // A crash between the two renames of `finish` leaves a sealed file without its
+                // table: unusable, so reclaimed.
+                if !dir.join(format!("{hex}.json")).exists() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
             let Some(hex) = name.strip_suffix(".json") else {
                 continue;
             };
@@ -149,6 +157,14 @@ impl PieceStore {
             .lock()
             .map_err(|_| AgentError::Internal("store lock".into()))?;
         if let Some(t) = tasks.get(digest).filter(|t| t.failure().is_none()) {
+            if t.is_complete() {
+                // The table's mtime is the task's last use: eviction takes the oldest first.
+                let table = self.root.join(format!("{}.json", digest.hex()));
+                let _ = File::options()
+                    .write(true)
+                    .open(table)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            }
             return Ok((t.clone(), false));
         }
         self.evict_for(&mut tasks, layout.sealed_size());
@@ -200,7 +216,7 @@ impl PieceStore {
         let _ = std::fs::remove_file(self.root.join(format!("{}.partial", digest.hex())));
     }
 
-    /// Evicts complete tasks nobody holds (least recently created first) to fit `incoming`.
+    /// Evicts complete tasks nobody holds (least recently used first) to fit `incoming`.
     fn evict_for(&self, tasks: &mut HashMap<Digest, Arc<LocalTask>>, incoming: u64) {
         let used: u64 = tasks.values().map(|t| t.layout.sealed_size()).sum();
         if used + incoming <= self.quota {
@@ -231,5 +247,79 @@ impl PieceStore {
             used -= size;
             tracing::info!(%digest, "evicted task to stay within quota");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// A complete task of `size` bytes (content irrelevant here: the store keeps what it is given).
+    fn complete(store: &PieceStore, name: &str, size: u64) -> Digest {
+        let digest = Digest::of(name.as_bytes());
+        let layout = PieceLayout::for_size(size);
+        let (task, created) = store.get_or_create(&digest, layout).unwrap();
+        assert!(created);
+        for i in 0..layout.count() {
+            task.write_piece(i, &vec![7u8; layout.sealed_len(i) as usize])
+                .unwrap();
+        }
+        let table = PieceTable {
+            digest,
+            layout,
+            pieces: vec![[0u8; 32]; layout.count() as usize],
+        };
+        store.finish(&task, &table).unwrap();
+        digest
+    }
+
+    #[test]
+    fn complete_tasks_survive_a_restart_and_leftovers_are_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = {
+            let store = PieceStore::open(dir.path(), 100 * MIB).unwrap();
+            let kept = complete(&store, "kept", 3 * MIB);
+            let (_partial, _) = store
+                .get_or_create(&Digest::of(b"partial"), PieceLayout::for_size(MIB))
+                .unwrap();
+            kept
+        };
+        // A crash between finish's two renames: a sealed file without its table.
+        let orphan = dir
+            .path()
+            .join("tasks")
+            .join(format!("{}.sealed", Digest::of(b"orphan").hex()));
+        std::fs::write(&orphan, b"x").unwrap();
+        let store = PieceStore::open(dir.path(), 100 * MIB).unwrap();
+        assert!(store.get(&kept).is_some_and(|t| t.is_complete()));
+        assert!(store.get(&Digest::of(b"partial")).is_none());
+        assert!(!orphan.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("tasks"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(left.len(), 2, "only the kept task's sealed file and table remain");
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_task_nobody_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let quota = PieceLayout::for_size(4 * MIB).sealed_size() * 2 + MIB;
+        let store = PieceStore::open(dir.path(), quota).unwrap();
+        let old = complete(&store, "old", 4 * MIB);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let newer = complete(&store, "newer", 4 * MIB);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Using the older task makes it the most recently used.
+        let (_, created) = store.get_or_create(&old, PieceLayout::for_size(4 * MIB)).unwrap();
+        assert!(!created);
+        complete(&store, "third", 4 * MIB);
+        assert!(store.get(&old).is_some(), "the recently used task was evicted");
+        assert!(
+            store.get(&newer).is_none(),
+            "the least recently used task was kept"
+        );
     }
 }
