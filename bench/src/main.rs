@@ -2,6 +2,7 @@
 //! against a baseline measured in the same run (these machines are noisy; absolute numbers
 //! from different runs do not compare). Also `bench demo`, the guided tour.
 
+mod netns;
 mod report;
 mod scenarios;
 
@@ -13,7 +14,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "bench", about = "Damselfly benchmarks and demo", version)]
 struct Cli {
-    /// Directory holding the `edge-cache` binary (default: next to this one).
+    /// Directory holding the `edge-cache`, `peer-agent` and `preheater` binaries (default: next
+    /// to this one).
     #[arg(long, global = true, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -28,6 +30,11 @@ enum Scenario {
     /// Edge against direct pulls: one cold and one warm pull of a large image, then many
     /// concurrent cold pulls; times and upstream bytes as ratios.
     Edge(scenarios::edge::EdgeArgs),
+    /// Many hosts pull one image at once over rate-limited links, each host in its own network
+    /// namespace (needs root): direct from the registry, through the edge alone, and with an
+    /// agent per host. Completion times against the Kumar-Ross lower bound and the direct
+    /// pulls; origin, edge and peer bytes.
+    Swarm(scenarios::swarm::SwarmArgs),
 }
 
 #[tokio::main]
@@ -40,14 +47,9 @@ async fn main() -> Result<()> {
             .context("binary has no directory")?
             .to_path_buf(),
     };
-    let edge_binary = bin_dir.join("edge-cache");
-    anyhow::ensure!(
-        edge_binary.exists(),
-        "{} not found: build it first (cargo build --release --bins)",
-        edge_binary.display()
-    );
     match cli.scenario {
-        Scenario::Demo => scenarios::demo::run(&edge_binary).await,
-        Scenario::Edge(args) => scenarios::edge::run(&edge_binary, args).await,
+        Scenario::Demo => scenarios::demo::run(&scenarios::binary(&bin_dir, "edge-cache")?).await,
+        Scenario::Edge(args) => scenarios::edge::run(&scenarios::binary(&bin_dir, "edge-cache")?, args).await,
+        Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
     }
 }
