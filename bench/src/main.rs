@@ -35,6 +35,11 @@ enum Scenario {
     /// agent per host. Completion times against the Kumar-Ross lower bound and the direct
     /// pulls; origin, edge and peer bytes.
     Swarm(scenarios::swarm::SwarmArgs),
+    /// The warm path on loopback: a registry notifies the preheater during a skopeo push, two
+    /// edges (two regions) cache every blob; push-to-warm latency against the push itself.
+    /// Then webhook intake: events per second with duplicate deliveries, and a check that each
+    /// blob was warmed once per region.
+    Warm(scenarios::warm::WarmArgs),
 }
 
 #[tokio::main]
@@ -51,5 +56,6 @@ async fn main() -> Result<()> {
         Scenario::Demo => scenarios::demo::run(&scenarios::binary(&bin_dir, "edge-cache")?).await,
         Scenario::Edge(args) => scenarios::edge::run(&scenarios::binary(&bin_dir, "edge-cache")?, args).await,
         Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
+        Scenario::Warm(args) => scenarios::warm::run(&bin_dir, args).await,
     }
 }

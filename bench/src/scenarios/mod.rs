@@ -1,6 +1,7 @@
 pub mod demo;
 pub mod edge;
 pub mod swarm;
+pub mod warm;
 
 use std::path::{Path, PathBuf};
 
