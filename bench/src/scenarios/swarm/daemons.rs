@@ -70,13 +70,14 @@ pub async fn registry(host: &Host) -> Result<Daemon> {
     })
 }
 
-/// A cold edge (empty data directory) whose default upstream is `origin` (`ip:port`).
-pub async fn edge(binary: &Path, host: &Host, origin: &str) -> Result<Daemon> {
+/// A cold edge (empty data directory) whose default upstream is `origin` (`ip:port`);
+/// `extra_toml` (whole sections) is appended to its config.
+pub async fn edge(binary: &Path, host: &Host, origin: &str, extra_toml: &str) -> Result<Daemon> {
     let dir = workdir("edge")?;
     let config = format!(
         "listen = \"{}:{EDGE_PORT}\"\ndata_dir = \"{}\"\nupstream = \"http://{origin}\"\nregion = \"bench\"\n\
          [[upstreams]]\nregistry = \"{origin}\"\nurl = \"http://{origin}\"\n\
-         [cache]\nquota = \"20GiB\"\n",
+         [cache]\nquota = \"20GiB\"\n{extra_toml}\n",
         host.ip,
         dir.path().join("data").display(),
     );

@@ -66,6 +66,9 @@ pub struct SwarmArgs {
     /// TOML appended to every agent's config, e.g. "[download]\nconcurrent_pieces = 16".
     #[arg(long, default_value = "")]
     agent_toml: String,
+    /// TOML appended to the edge's config, e.g. "[scheduler]\nmax_parents = 16".
+    #[arg(long, default_value = "")]
+    edge_toml: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -174,13 +177,13 @@ async fn scenario(
                 )
             }
             Setup::Edge => {
-                let edge = daemons::edge(edge_binary, &edge_host, &origin).await?;
+                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
                 let (times, cpu) = pull::all(&hosts, |_| edge.url.clone(), &image).await?;
                 let bytes = edge_bytes(&edge).await?;
                 Outcome::new(*setup, times, cpu, bytes)
             }
             Setup::Damselfly => {
-                let edge = daemons::edge(edge_binary, &edge_host, &origin).await?;
+                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
                 let agent_binary = agent_binary.to_path_buf();
                 let mut agents = Vec::new();
                 for (i, host) in hosts.iter().enumerate() {
