@@ -159,17 +159,17 @@ async fn scenario(
         topology.shape(host, args.host_mbit, args.host_mbit)?;
     }
 
+    let servers = [&origin_host, &edge_host];
     let mut outcomes = Vec::new();
     for setup in &args.setups {
         eprintln!("{setup:?}: {} hosts pulling…", hosts.len());
         let outcome = match setup {
             Setup::Direct => {
-                let (times, cpu) = pull::all(&hosts, |_| registry.url.clone(), &image).await?;
+                let round = pull::all(&hosts, &servers, |_| registry.url.clone(), &image).await?;
                 let origin_bytes = image.total_blob_bytes * hosts.len() as u64;
                 Outcome::new(
                     *setup,
-                    times,
-                    cpu,
+                    round,
                     Bytes {
                         origin: origin_bytes,
                         ..Bytes::default()
@@ -178,9 +178,9 @@ async fn scenario(
             }
             Setup::Edge => {
                 let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
-                let (times, cpu) = pull::all(&hosts, |_| edge.url.clone(), &image).await?;
+                let round = pull::all(&hosts, &servers, |_| edge.url.clone(), &image).await?;
                 let bytes = edge_bytes(&edge).await?;
-                Outcome::new(*setup, times, cpu, bytes)
+                Outcome::new(*setup, round, bytes)
             }
             Setup::Damselfly => {
                 let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
@@ -196,9 +196,9 @@ async fn scenario(
                     };
                     agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);
                 }
-                let (times, cpu) = pull::all(&hosts, |i| agents[i].url.clone(), &image).await?;
+                let round = pull::all(&hosts, &servers, |i| agents[i].url.clone(), &image).await?;
                 let bytes = damselfly_bytes(&edge, &agents).await?;
-                Outcome::new(*setup, times, cpu, bytes)
+                Outcome::new(*setup, round, bytes)
             }
         };
         outcomes.push(outcome);

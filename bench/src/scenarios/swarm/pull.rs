@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 use damselfly_test_support::image::BuiltImage;
 
 use super::{blob_urls, host_label, CpuSample, REPOSITORY, TAG};
-use crate::netns::Host;
+use crate::netns::{self, Host};
 
 const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json";
 /// Blobs fetched at once per host, as containerd does by default.
@@ -14,13 +14,26 @@ const PARALLEL_BLOBS: &str = "3";
 /// Per curl run; far beyond any sane pull here, only there so a wedged run ends.
 const MAX_SECS: &str = "1800";
 
-/// Starts every host's pull at the same instant; returns each host's completion time (from
-/// that instant, in host order) and the CPU busy share meanwhile.
+/// What a round of pulls took.
+pub struct Round {
+    /// Each host's completion time from the common start, in host order.
+    pub times: Vec<Duration>,
+    /// Busy share of all CPUs (everything on the machine).
+    pub cpu_busy: f64,
+    /// CPU seconds used by the bench's daemons (registry, edge, agents; not curl).
+    pub daemon_cpu_s: f64,
+}
+
+/// Starts every host's pull at the same instant. `servers` are the other namespaces whose
+/// daemons serve the pulls.
 pub async fn all(
     hosts: &[Host],
+    servers: &[&Host],
     base: impl Fn(usize) -> String,
     image: &BuiltImage,
-) -> Result<(Vec<Duration>, f64)> {
+) -> Result<Round> {
+    let namespaces = || hosts.iter().chain(servers.iter().copied()).map(|h| h.ns.as_str());
+    let daemon_cpu = netns::cpu_seconds(namespaces());
     let cpu = CpuSample::now();
     let start = Instant::now();
     let pulls = hosts.iter().enumerate().map(|(i, host)| {
@@ -33,8 +46,12 @@ pub async fn all(
         }
     });
     let times = futures::future::try_join_all(pulls).await?;
-    let (busy, _) = cpu.busy_since();
-    Ok((times, busy))
+    let (cpu_busy, _) = cpu.busy_since();
+    Ok(Round {
+        times,
+        cpu_busy,
+        daemon_cpu_s: netns::cpu_seconds(namespaces()) - daemon_cpu,
+    })
 }
 
 /// The manifest, then every blob; checks each answer and the byte count.
