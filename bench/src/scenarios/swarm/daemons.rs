@@ -4,7 +4,7 @@
 //! hosts' addresses; inside a namespace of its own each daemon owns its address, so fixed ports
 //! are safe here. `ip netns exec` execs the daemon in place, so the guarded pid is the daemon's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
@@ -96,7 +96,7 @@ pub async fn edge(binary: &Path, host: &Host, origin: &str, extra_toml: &str) ->
 
 /// What an agent needs to know besides its host.
 pub struct AgentSetup<'a> {
-    pub binary: &'a PathBuf,
+    pub binary: &'a Path,
     pub edge_url: &'a str,
     pub origin: &'a str,
     /// `region/zone/rack`.

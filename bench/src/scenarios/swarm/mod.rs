@@ -184,11 +184,10 @@ async fn scenario(
             }
             Setup::Damselfly => {
                 let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
-                let agent_binary = agent_binary.to_path_buf();
                 let mut agents = Vec::new();
                 for (i, host) in hosts.iter().enumerate() {
                     let setup = AgentSetup {
-                        binary: &agent_binary,
+                        binary: agent_binary,
                         edge_url: &edge.url,
                         origin: &origin,
                         location: format!("bench/z1/r{}", i / args.rack_size + 1),
