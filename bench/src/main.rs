@@ -2,6 +2,7 @@
 //! against a baseline measured in the same run (these machines are noisy; absolute numbers
 //! from different runs do not compare). Also `bench demo`, the guided tour.
 
+mod netns;
 mod report;
 mod scenarios;
 
@@ -13,7 +14,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "bench", about = "Damselfly benchmarks and demo", version)]
 struct Cli {
-    /// Directory holding the `edge-cache` and `peer-agent` binaries (default: next to this one).
+    /// Directory holding the `edge-cache`, `peer-agent` and `preheater` binaries (default: next
+    /// to this one).
     #[arg(long, global = true, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -29,6 +31,16 @@ enum Scenario {
     /// Edge against direct pulls: one cold and one warm pull of a large image, then many
     /// concurrent cold pulls; times and upstream bytes as ratios.
     Edge(scenarios::edge::EdgeArgs),
+    /// Many hosts pull one image at once over rate-limited links, each host in its own network
+    /// namespace (needs root): direct from the registry, through the edge alone, and with an
+    /// agent per host. Completion times against the Kumar-Ross lower bound and the direct
+    /// pulls; origin, edge and peer bytes.
+    Swarm(scenarios::swarm::SwarmArgs),
+    /// The warm path on loopback: a registry notifies the preheater during a skopeo push, two
+    /// edges (two regions) cache every blob; push-to-warm latency against the push itself.
+    /// Then webhook intake: events per second with duplicate deliveries, and a check that each
+    /// blob was warmed once per region.
+    Warm(scenarios::warm::WarmArgs),
 }
 
 #[tokio::main]
@@ -41,14 +53,16 @@ async fn main() -> Result<()> {
             .context("binary has no directory")?
             .to_path_buf(),
     };
-    let edge_binary = bin_dir.join("edge-cache");
-    anyhow::ensure!(
-        edge_binary.exists(),
-        "{} not found: build it first (cargo build --release --bins)",
-        edge_binary.display()
-    );
     match cli.scenario {
-        Scenario::Demo => scenarios::demo::run(&edge_binary, &bin_dir.join("peer-agent")).await,
-        Scenario::Edge(args) => scenarios::edge::run(&edge_binary, args).await,
+        Scenario::Demo => {
+            scenarios::demo::run(
+                &scenarios::binary(&bin_dir, "edge-cache")?,
+                &scenarios::binary(&bin_dir, "peer-agent")?,
+            )
+            .await
+        }
+        Scenario::Edge(args) => scenarios::edge::run(&scenarios::binary(&bin_dir, "edge-cache")?, args).await,
+        Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
+        Scenario::Warm(args) => scenarios::warm::run(&bin_dir, args).await,
     }
 }

@@ -1,0 +1,134 @@
+//! The registry, the edge and the agents as processes inside their hosts' namespaces.
+//!
+//! The harness launchers bind free ports in this process's namespace, which does not hold the
+//! hosts' addresses; inside a namespace of its own each daemon owns its address, so fixed ports
+//! are safe here. `ip netns exec` execs the daemon in place, so the guarded pid is the daemon's.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+use damselfly_test_support::edge::{scrape, spawn_until_ready, Metrics};
+use damselfly_test_support::process::ChildGuard;
+
+use crate::netns::Host;
+
+pub const REGISTRY_PORT: u16 = 5000;
+pub const EDGE_PORT: u16 = 5080;
+const MIRROR_PORT: u16 = 5090;
+const UPLOAD_PORT: u16 = 5091;
+
+/// A daemon in a namespace, with the directory holding its config, data and log.
+pub struct Daemon {
+    pub url: String,
+    // Field order: the process dies before its directory is removed.
+    _child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub async fn metrics(&self) -> Result<Metrics> {
+        scrape(&format!("{}/metrics", self.url)).await
+    }
+}
+
+fn in_namespace(ns: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(program);
+    cmd
+}
+
+fn workdir(name: &str) -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("damselfly-bench-{name}-"))
+        .tempdir()?)
+}
+
+/// Distribution with filesystem storage and its access log off (it would cost CPU the
+/// measured daemons need on a small machine).
+pub async fn registry(host: &Host) -> Result<Daemon> {
+    let dir = workdir("registry")?;
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+         storage:\n  filesystem:\n    rootdirectory: \"{}\"\n  delete:\n    enabled: true\n\
+         \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: \"{}:{REGISTRY_PORT}\"\n  secret: \"damselfly-bench\"\n\
+         health:\n  storagedriver:\n    enabled: false\n",
+        dir.path().join("data").display(),
+        host.ip
+    );
+    let config_path = dir.path().join("config.yml");
+    std::fs::write(&config_path, config)?;
+    let mut cmd = in_namespace(&host.ns, Path::new("docker-registry"));
+    cmd.arg("serve").arg(&config_path);
+    let url = format!("http://{}:{REGISTRY_PORT}", host.ip);
+    let child = spawn_until_ready("registry", cmd, dir.path(), &format!("{url}/v2/")).await?;
+    Ok(Daemon {
+        url,
+        _child: child,
+        _dir: dir,
+    })
+}
+
+/// A cold edge (empty data directory) whose default upstream is `origin` (`ip:port`);
+/// `extra_toml` (whole sections) is appended to its config.
+pub async fn edge(binary: &Path, host: &Host, origin: &str, extra_toml: &str) -> Result<Daemon> {
+    let dir = workdir("edge")?;
+    let config = format!(
+        "listen = \"{}:{EDGE_PORT}\"\ndata_dir = \"{}\"\nupstream = \"http://{origin}\"\nregion = \"bench\"\n\
+         [[upstreams]]\nregistry = \"{origin}\"\nurl = \"http://{origin}\"\n\
+         [cache]\nquota = \"20GiB\"\n{extra_toml}\n",
+        host.ip,
+        dir.path().join("data").display(),
+    );
+    let config_path = dir.path().join("edge.toml");
+    std::fs::write(&config_path, config)?;
+    let mut cmd = in_namespace(&host.ns, binary);
+    cmd.arg("--config").arg(&config_path).env("DAMSELFLY_LOG", "warn");
+    let url = format!("http://{}:{EDGE_PORT}", host.ip);
+    let child = spawn_until_ready("edge-cache", cmd, dir.path(), &format!("{url}/readyz")).await?;
+    Ok(Daemon {
+        url,
+        _child: child,
+        _dir: dir,
+    })
+}
+
+/// What an agent needs to know besides its host.
+pub struct AgentSetup<'a> {
+    pub binary: &'a Path,
+    pub edge_url: &'a str,
+    pub origin: &'a str,
+    /// `region/zone/rack`.
+    pub location: String,
+    /// Appended to the generated config (whole sections), for tuning experiments.
+    pub extra_toml: &'a str,
+}
+
+/// An agent with its mirror and upload server on the host's address.
+pub async fn agent(host: &Host, name: &str, setup: &AgentSetup<'_>) -> Result<Daemon> {
+    let dir = workdir(name)?;
+    let config = format!(
+        "listen = \"{ip}:{MIRROR_PORT}\"\nupload_listen = \"{ip}:{UPLOAD_PORT}\"\n\
+         edges = [\"{edge}\"]\nupstream = \"http://{origin}\"\nlocation = \"{location}\"\n\
+         host_id = \"{name}\"\ndata_dir = \"{data}\"\n\
+         [[registries]]\nregistry = \"{origin}\"\nurl = \"http://{origin}\"\n{extra}\n",
+        ip = host.ip,
+        edge = setup.edge_url,
+        origin = setup.origin,
+        location = setup.location,
+        data = dir.path().join("data").display(),
+        extra = setup.extra_toml,
+    );
+    let config_path = dir.path().join("agent.toml");
+    std::fs::write(&config_path, config)?;
+    let mut cmd = in_namespace(&host.ns, setup.binary);
+    cmd.arg("--config").arg(&config_path).env("DAMSELFLY_LOG", "warn");
+    let url = format!("http://{}:{MIRROR_PORT}", host.ip);
+    let child = spawn_until_ready(name, cmd, dir.path(), &format!("{url}/readyz")).await?;
+    Ok(Daemon {
+        url,
+        _child: child,
+        _dir: dir,
+    })
+}

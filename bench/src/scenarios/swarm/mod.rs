@@ -1,0 +1,301 @@
+//! Many hosts pull one image at once over rate-limited links (network namespaces, `tbf`).
+//!
+//! Three setups on the same image and links, one after the other, each starting cold:
+//! `direct` (every host pulls from the registry), `edge` (every host pulls through one edge
+//! cache, no agents) and `damselfly` (an agent per host, the edge as piece source and
+//! scheduler). Each is compared with the Kumar-Ross lower bound for distributing F bytes from a
+//! source of uplink u_s to N hosts of uplinks u_i and downlinks d_i:
+//! `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`, and with the direct pulls of the same run.
+//!
+//! The pulling client is curl in each host's namespace: the manifest, then the blobs, three at a
+//! time (containerd's default), exactly the requests a runtime sends to its mirror. curl is used
+//! instead of skopeo because skopeo's own hashing and disk writes saturate a small machine long
+//! before the links do.
+
+mod daemons;
+mod pull;
+mod report;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use clap::{Args, ValueEnum};
+use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
+use damselfly_test_support::skopeo::{self, PushOptions};
+
+use self::daemons::{AgentSetup, Daemon, REGISTRY_PORT};
+use self::report::{Bytes, Outcome};
+use crate::netns::{Host, Topology};
+use crate::report::MIB;
+
+pub const REPOSITORY: &str = "bench/swarm";
+pub const TAG: &str = "v1";
+
+#[derive(Args, Debug)]
+pub struct SwarmArgs {
+    /// Hosts pulling at once, each in its own network namespace.
+    #[arg(long, default_value_t = 16)]
+    hosts: usize,
+    /// Hosts per rack (agents prefer parents in their own rack).
+    #[arg(long, default_value_t = 4)]
+    rack_size: usize,
+    /// Every host's link, in Mbit/s, each direction.
+    #[arg(long, default_value_t = 200)]
+    host_mbit: u64,
+    /// The registry's and the edge's link, in Mbit/s, each direction [default: --host-mbit].
+    #[arg(long)]
+    uplink_mbit: Option<u64>,
+    /// Image size in MiB, split evenly over the layers.
+    #[arg(long, default_value_t = 256)]
+    image_mib: u64,
+    /// Number of layers.
+    #[arg(long, default_value_t = 8)]
+    layers: u64,
+    /// Setups to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "direct,edge,damselfly"
+    )]
+    setups: Vec<Setup>,
+    /// First three octets of the bench subnet (must be unused on this machine).
+    #[arg(long, default_value = "10.213.0")]
+    subnet: String,
+    /// TOML appended to every agent's config, e.g. "[download]\nconcurrent_pieces = 16".
+    #[arg(long, default_value = "")]
+    agent_toml: String,
+    /// TOML appended to the edge's config, e.g. "[scheduler]\nmax_parents = 16".
+    #[arg(long, default_value = "")]
+    edge_toml: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Setup {
+    /// Every host pulls straight from the registry.
+    Direct,
+    /// Every host pulls through the edge cache; no agents.
+    Edge,
+    /// An agent on every host: pieces from rack neighbours and the edge.
+    Damselfly,
+}
+
+pub async fn run(bin_dir: &Path, args: SwarmArgs) -> Result<()> {
+    anyhow::ensure!(args.hosts >= 1 && args.hosts <= 200, "--hosts must be 1..=200");
+    anyhow::ensure!(
+        args.rack_size >= 1 && args.layers >= 1,
+        "--rack-size and --layers must be > 0"
+    );
+    let edge_binary = super::binary(bin_dir, "edge-cache")?;
+    let agent_binary = super::binary(bin_dir, "peer-agent")?;
+    let mut topology = Topology::create(&args.subnet)?;
+    // Dropping the scenario future kills the daemons; the namespaces go after them.
+    let outcome = tokio::select! {
+        r = scenario(&mut topology, &edge_binary, &agent_binary, &args) => r,
+        () = interrupted() => Err(anyhow!("interrupted: stopping daemons and deleting namespaces")),
+    };
+    drop(topology);
+    outcome
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+async fn scenario(
+    topology: &mut Topology,
+    edge_binary: &Path,
+    agent_binary: &Path,
+    args: &SwarmArgs,
+) -> Result<()> {
+    let uplink = args.uplink_mbit.unwrap_or(args.host_mbit);
+    let work = tempfile::Builder::new()
+        .prefix("damselfly-bench-swarm-")
+        .tempdir()?;
+    let per_layer = args.image_mib * MIB / args.layers;
+    eprintln!(
+        "building a {} MiB image in {} layers…",
+        args.image_mib, args.layers
+    );
+    let image = build_image_async(
+        ImageSpec::new("swarm", vec![per_layer; args.layers as usize]),
+        work.path().join("layout"),
+        TAG.into(),
+    )
+    .await?;
+
+    let origin_host = topology.add_host("origin", 1)?;
+    let edge_host = topology.add_host("edge", 2)?;
+    let mut hosts = Vec::new();
+    for i in 0..args.hosts {
+        hosts.push(topology.add_host(&format!("h{:02}", i + 1), 10 + i as u8)?);
+    }
+    let registry = daemons::registry(&origin_host).await?;
+    let origin = format!("{}:{REGISTRY_PORT}", origin_host.ip);
+    eprintln!("pushing to the registry in {}…", origin_host.ns);
+    skopeo::push(
+        &image,
+        &format!("{origin}/{REPOSITORY}:{TAG}"),
+        &PushOptions::default(),
+    )
+    .await?;
+    // Shaped only now: the push crossed the unshaped control link and is not measured.
+    topology.shape(&origin_host, uplink, uplink)?;
+    topology.shape(&edge_host, uplink, uplink)?;
+    for host in &hosts {
+        topology.shape(host, args.host_mbit, args.host_mbit)?;
+    }
+
+    let servers = [&origin_host, &edge_host];
+    let mut outcomes = Vec::new();
+    for setup in &args.setups {
+        eprintln!("{setup:?}: {} hosts pulling…", hosts.len());
+        let outcome = match setup {
+            Setup::Direct => {
+                let round = pull::all(&hosts, &servers, |_| registry.url.clone(), &image).await?;
+                let origin_bytes = image.total_blob_bytes * hosts.len() as u64;
+                Outcome::new(
+                    *setup,
+                    round,
+                    Bytes {
+                        origin: origin_bytes,
+                        ..Bytes::default()
+                    },
+                )
+            }
+            Setup::Edge => {
+                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
+                let round = pull::all(&hosts, &servers, |_| edge.url.clone(), &image).await?;
+                let bytes = edge_bytes(&edge).await?;
+                Outcome::new(*setup, round, bytes)
+            }
+            Setup::Damselfly => {
+                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
+                let mut agents = Vec::new();
+                for (i, host) in hosts.iter().enumerate() {
+                    let setup = AgentSetup {
+                        binary: agent_binary,
+                        edge_url: &edge.url,
+                        origin: &origin,
+                        location: format!("bench/z1/r{}", i / args.rack_size + 1),
+                        extra_toml: &args.agent_toml,
+                    };
+                    agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);
+                }
+                let round = pull::all(&hosts, &servers, |i| agents[i].url.clone(), &image).await?;
+                let bytes = damselfly_bytes(&edge, &agents).await?;
+                Outcome::new(*setup, round, bytes)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    report::print(
+        &report::Links {
+            hosts: hosts.len(),
+            host_mbit: args.host_mbit,
+            uplink_mbit: uplink,
+            rack_size: args.rack_size,
+        },
+        &image,
+        &outcomes,
+    );
+    Ok(())
+}
+
+async fn edge_bytes(edge: &Daemon) -> Result<Bytes> {
+    let m = edge.metrics().await?;
+    Ok(Bytes {
+        origin: m.get("damselfly_edge_upstream_bytes_total") as u64,
+        edge: m.get("damselfly_edge_served_bytes_total") as u64,
+        peer: 0,
+    })
+}
+
+async fn damselfly_bytes(edge: &Daemon, agents: &[Daemon]) -> Result<Bytes> {
+    let mut bytes = edge_bytes(edge).await?;
+    let (mut from_edge, mut from_origin) = (0.0, 0.0);
+    let mut from_peer = 0.0;
+    for agent in agents {
+        let m = agent.metrics().await?;
+        let by = |source: &str| {
+            m.sum(
+                "damselfly_agent_download_bytes_total",
+                &[&format!("source=\"{source}\"")],
+            )
+        };
+        from_edge += by("edge");
+        from_peer += by("peer");
+        from_origin += by("origin");
+    }
+    // Agents that fall back to the origin fetch it directly: that is origin traffic too.
+    bytes.origin += from_origin as u64;
+    bytes.edge = from_edge as u64;
+    bytes.peer = from_peer as u64;
+    Ok(bytes)
+}
+
+/// Host CPU busy share (all cores) over an interval, from `/proc/stat`: the machine is small
+/// and shared, so a time is only meaningful next to how busy the CPUs were.
+pub struct CpuSample {
+    busy: u64,
+    total: u64,
+    at: Instant,
+}
+
+impl CpuSample {
+    pub fn now() -> CpuSample {
+        let line = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = line
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let total: u64 = fields.iter().sum();
+        // idle + iowait
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        CpuSample {
+            busy: total - idle,
+            total,
+            at: Instant::now(),
+        }
+    }
+
+    /// Busy share since `self`, 0..=1, and the elapsed time.
+    pub fn busy_since(&self) -> (f64, Duration) {
+        let now = CpuSample::now();
+        let total = now.total.saturating_sub(self.total).max(1);
+        (
+            now.busy.saturating_sub(self.busy) as f64 / total as f64,
+            self.at.elapsed(),
+        )
+    }
+}
+
+/// Blob URLs of `image` under `base`, in manifest order.
+pub fn blob_urls(base: &str, image: &BuiltImage) -> Vec<String> {
+    image
+        .blobs
+        .iter()
+        .map(|b| format!("{base}/v2/{REPOSITORY}/blobs/{}", b.digest))
+        .collect()
+}
+
+pub fn host_label(host: &Host) -> &str {
+    host.ns.trim_start_matches(crate::netns::PREFIX)
+}

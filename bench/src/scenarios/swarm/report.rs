@@ -1,0 +1,207 @@
+//! The swarm's figures: completion times against the lower bound and the direct pulls, and
+//! where the bytes came from.
+
+use std::time::Duration;
+
+use damselfly_test_support::image::BuiltImage;
+use serde_json::json;
+
+use super::pull::Round;
+use super::Setup;
+use crate::report::{json_line, ratio, secs, table, MIB};
+
+/// Targets for the full system at equal links (the project's stated goals).
+const TARGET_VS_BOUND: f64 = 1.5;
+const TARGET_SPEEDUP: f64 = 4.0;
+
+pub struct Links {
+    pub hosts: usize,
+    pub host_mbit: u64,
+    pub uplink_mbit: u64,
+    pub rack_size: usize,
+}
+
+/// Blob bytes by where they came from.
+#[derive(Default, Clone, Copy)]
+pub struct Bytes {
+    /// Sent by the origin registry.
+    pub origin: u64,
+    /// Sent by the edge (whole blobs in `edge`, pieces in `damselfly`).
+    pub edge: u64,
+    /// Sent by other agents.
+    pub peer: u64,
+}
+
+pub struct Outcome {
+    setup: Setup,
+    /// Per host, from the common start.
+    times: Vec<Duration>,
+    cpu_busy: f64,
+    daemon_cpu_s: f64,
+    bytes: Bytes,
+}
+
+impl Outcome {
+    pub fn new(setup: Setup, round: Round, bytes: Bytes) -> Outcome {
+        let mut times = round.times;
+        times.sort();
+        Outcome {
+            setup,
+            times,
+            cpu_busy: round.cpu_busy,
+            daemon_cpu_s: round.daemon_cpu_s,
+            bytes,
+        }
+    }
+
+    fn all_done(&self) -> f64 {
+        self.times.last().map_or(0.0, |d| secs(*d))
+    }
+
+    /// Nearest-rank percentile.
+    fn percentile(&self, p: f64) -> f64 {
+        let rank = ((p * self.times.len() as f64).ceil() as usize).clamp(1, self.times.len().max(1));
+        self.times.get(rank - 1).map_or(0.0, |d| secs(*d))
+    }
+}
+
+/// Kumar & Ross's minimum distribution time of F bytes from a source with uplink `u_s` to
+/// hosts with uplinks `u` and downlinks `d` (bytes per second).
+pub fn lower_bound(f: f64, u_s: f64, u: &[f64], d: &[f64]) -> f64 {
+    let d_min = d.iter().copied().fold(f64::INFINITY, f64::min);
+    let n = u.len() as f64;
+    let sum_u: f64 = u.iter().sum();
+    (f / u_s).max(f / d_min).max(n * f / (u_s + sum_u))
+}
+
+pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
+    let f = image.total_blob_bytes as f64;
+    let bps = |mbit: u64| mbit as f64 * 1e6 / 8.0;
+    let host_rates = vec![bps(links.host_mbit); links.hosts];
+    let bound = lower_bound(f, bps(links.uplink_mbit), &host_rates, &host_rates);
+    let direct = outcomes
+        .iter()
+        .find(|o| o.setup == Setup::Direct)
+        .map(Outcome::all_done);
+    let mib = |b: u64| format!("{:.0}", b as f64 / MIB as f64);
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|o| {
+            vec![
+                format!("{:?}", o.setup).to_lowercase(),
+                format!("{:.1}", o.all_done()),
+                format!("{:.1}", o.percentile(0.5)),
+                format!("{:.1}", o.percentile(0.99)),
+                format!("{:.2}", ratio(o.all_done(), bound)),
+                direct.map_or("-".into(), |d| format!("{:.1}", ratio(d, o.all_done()))),
+                mib(o.bytes.origin),
+                mib(o.bytes.edge),
+                mib(o.bytes.peer),
+                format!("{:.0}%", o.cpu_busy * 100.0),
+                format!("{:.1}", o.daemon_cpu_s),
+            ]
+        })
+        .collect();
+    table(
+        &format!(
+            "{} hosts ({} per rack) at {} Mbit/s, registry and edge at {} Mbit/s, {} MiB image in {} blobs; \
+             lower bound {:.1} s",
+            links.hosts,
+            links.rack_size,
+            links.host_mbit,
+            links.uplink_mbit,
+            mib(image.total_blob_bytes),
+            image.blobs.len(),
+            bound
+        ),
+        &[
+            "setup",
+            "all done s",
+            "p50 s",
+            "p99 s",
+            "vs bound",
+            "speed-up vs direct",
+            "origin MiB",
+            "edge MiB",
+            "peer MiB",
+            "cpu busy",
+            "daemon cpu s",
+        ],
+        &rows,
+    );
+    let damselfly = outcomes.iter().find(|o| o.setup == Setup::Damselfly);
+    if let Some(d) = damselfly {
+        // The edge's uplink is the swarm's scarcest link at equal rates: every copy beyond the
+        // first it sends is time the bound does not allow for.
+        println!(
+            "\n  damselfly: the origin sent {:.2} copies of the image, the edge {:.2}, peers {:.2}",
+            d.bytes.origin as f64 / f,
+            d.bytes.edge as f64 / f,
+            d.bytes.peer as f64 / f
+        );
+        let vs_bound = ratio(d.all_done(), bound);
+        println!(
+            "  target: all hosts within {TARGET_VS_BOUND}x the bound: {:.2}x → {}",
+            vs_bound,
+            if vs_bound <= TARGET_VS_BOUND {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+        if let Some(direct) = direct {
+            let speedup = ratio(direct, d.all_done());
+            println!(
+                "  target: at least {TARGET_SPEEDUP}x faster than direct pulls: {speedup:.1}x → {}",
+                if speedup >= TARGET_SPEEDUP {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            );
+        }
+    }
+    let results: Vec<_> = outcomes
+        .iter()
+        .map(|o| {
+            json!({
+                "setup": format!("{:?}", o.setup).to_lowercase(),
+                "all_done_s": o.all_done(),
+                "p50_s": o.percentile(0.5),
+                "p99_s": o.percentile(0.99),
+                "vs_bound": ratio(o.all_done(), bound),
+                "host_s": o.times.iter().map(|d| secs(*d)).collect::<Vec<_>>(),
+                "origin_bytes": o.bytes.origin,
+                "edge_bytes": o.bytes.edge,
+                "peer_bytes": o.bytes.peer,
+                "cpu_busy": (o.cpu_busy * 100.0).round() / 100.0,
+                "daemon_cpu_s": (o.daemon_cpu_s * 10.0).round() / 10.0,
+            })
+        })
+        .collect();
+    json_line(&json!({
+        "scenario": "swarm",
+        "hosts": links.hosts,
+        "rack_size": links.rack_size,
+        "host_mbit": links.host_mbit,
+        "uplink_mbit": links.uplink_mbit,
+        "image_bytes": image.total_blob_bytes,
+        "lower_bound_s": (bound * 1000.0).round() / 1000.0,
+        "results": results,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lower_bound;
+
+    #[test]
+    fn bound_picks_the_binding_constraint() {
+        // Source-bound: one slow source, fast hosts.
+        assert_eq!(lower_bound(100.0, 1.0, &[100.0; 4], &[100.0; 4]), 100.0);
+        // Download-bound: everything equal, the source is not the limit once hosts upload.
+        assert_eq!(lower_bound(100.0, 10.0, &[10.0; 4], &[10.0; 4]), 10.0);
+        // Aggregate upload bound: hosts cannot upload.
+        assert_eq!(lower_bound(100.0, 10.0, &[0.0; 4], &[100.0; 4]), 40.0);
+    }
+}
