@@ -40,12 +40,14 @@ pub struct ParentCandidate {
     pub free_slots: u32,
 }
 
-/// Orders peers for a requester: longest shared location prefix, then free upload slots, then
-/// finished pieces. Peers with nothing to offer, and the requester itself, are left out.
+/// Orders peers for a requester: peers holding pieces first, by longest shared location prefix,
+/// then free upload slots, then finished pieces; then peers holding nothing yet (they offer no
+/// bytes, but tell the requester it is in a swarm and should leave the edge's pieces to be
+/// shared). The requester itself is left out.
 pub fn rank_parents(me: &str, location: &Location, peers: &[PeerRecord], max: usize) -> Vec<ParentCandidate> {
     let mut candidates: Vec<ParentCandidate> = peers
         .iter()
-        .filter(|p| p.host_id != me && p.announcement.pieces.count() > 0)
+        .filter(|p| p.host_id != me)
         .map(|p| ParentCandidate {
             host_id: p.host_id.clone(),
             upload_url: p.announcement.upload_url.clone(),
@@ -59,8 +61,9 @@ pub fn rank_parents(me: &str, location: &Location, peers: &[PeerRecord], max: us
         })
         .collect();
     candidates.sort_by(|a, b| {
-        b.shared
-            .cmp(&a.shared)
+        (b.pieces.count() > 0)
+            .cmp(&(a.pieces.count() > 0))
+            .then(b.shared.cmp(&a.shared))
             .then(b.free_slots.cmp(&a.free_slots))
             .then(b.pieces.count().cmp(&a.pieces.count()))
             .then(a.host_id.cmp(&b.host_id))
@@ -106,7 +109,10 @@ mod tests {
             .into_iter()
             .map(|c| c.host_id)
             .collect();
-        assert_eq!(ranked, vec!["rack-free", "rack-busy", "zone", "other-zone"]);
+        assert_eq!(
+            ranked,
+            vec!["rack-free", "rack-busy", "zone", "other-zone", "empty"]
+        );
         assert_eq!(rank_parents("me", &me, &peers, 2).len(), 2);
     }
 }

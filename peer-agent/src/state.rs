@@ -49,6 +49,7 @@ impl AgentState {
             uploads_active: Arc::new(AtomicU32::new(0)),
             config: config.download.clone(),
             seed_for: Duration::from_secs(300),
+            edge_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         Ok(Arc::new(AgentState {
             upload_slots: Arc::new(Semaphore::new(config.upload.slots as usize)),

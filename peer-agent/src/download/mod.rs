@@ -5,7 +5,7 @@
 mod picker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::edges::{Edges, TaskInfo};
 use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
 use crate::store::{LocalTask, PieceStore};
-use picker::{pick, Source};
+use picker::{in_swarm, pick, Source};
 
 /// What a caller asked for, kept to re-ask the edges (table refresh, edge failover) and to
 /// reach the origin when the P2P path fails.
@@ -51,6 +51,28 @@ pub struct Downloader {
     pub config: DownloadConfig,
     /// How long a finished task is still announced, so others can fetch from us.
     pub seed_for: Duration,
+    /// Pieces being fetched from an edge by all downloads of this agent.
+    pub edge_in_flight: Arc<AtomicUsize>,
+}
+
+/// Pieces one agent fetches from the edge at once, all downloads together, while peers share
+/// the task: the edge sends each piece to one agent and the swarm passes it on.
+const SWARM_EDGE_PIECES: usize = 1;
+
+/// Counts an edge fetch in flight for as long as it lives.
+struct EdgeFetch(Arc<AtomicUsize>);
+
+impl EdgeFetch {
+    fn start(counter: &Arc<AtomicUsize>) -> EdgeFetch {
+        counter.fetch_add(1, Ordering::SeqCst);
+        EdgeFetch(counter.clone())
+    }
+}
+
+impl Drop for EdgeFetch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How often the table (while the edge is still ingesting), parents and announcements refresh.
@@ -210,6 +232,12 @@ impl Downloader {
                 }
             }
             bad.retain(|_, until| *until > now);
+            let edge_room = if in_swarm(&parents, &bad) {
+                SWARM_EDGE_PIECES.saturating_sub(self.edge_in_flight.load(Ordering::SeqCst))
+            } else {
+                let mine = in_flight.values().filter(|s| **s == Source::Edge).count();
+                self.config.per_parent.saturating_sub(mine)
+            };
             let picks = pick(
                 &have,
                 &info.table.pieces,
@@ -217,6 +245,7 @@ impl Downloader {
                 &parents,
                 &bad,
                 &self.config,
+                edge_room,
             );
             for (index, source) in picks {
                 in_flight.insert(index, source.clone());
@@ -291,6 +320,7 @@ impl Downloader {
             Source::Peer { url, .. } => url.clone(),
             Source::Edge => edges.url(info.edge).to_string(),
         };
+        let edge_fetch = (source == Source::Edge).then(|| EdgeFetch::start(&self.edge_in_flight));
         tokio::spawn(async move {
             let result = async {
                 let expected = expected.ok_or_else(|| AgentError::Internal("piece hash unknown".into()))?;
@@ -323,6 +353,8 @@ impl Downloader {
                 verified
             }
             .await;
+            // Released before the outcome is seen, so the next pick already has the room.
+            drop(edge_fetch);
             let _ = tx
                 .send(Outcome {
                     index,

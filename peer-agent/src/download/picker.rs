@@ -2,8 +2,14 @@
 //!
 //! Candidates are the missing pieces (with a known hash) inside a window ahead of the first
 //! missing one, rarest first among the parents' bitfields (ties broken at random so agents
-//! spread out). Each goes to the best-ranked parent that holds it and has room; a piece no
-//! usable parent holds goes to the edge, which is the parent of last resort.
+//! spread out). Each goes to the best-ranked parent that holds it and has room.
+//!
+//! The edge is the parent of last resort, for pieces no usable peer holds. Alone, an agent
+//! takes those in stream order. In a swarm, its edge budget is shared by all its downloads
+//! (`edge_room`) and it draws them at random from the whole blob: agents learn of each other's
+//! pieces only a few hundred milliseconds late, and drawing from the same small window would
+//! have many of them fetch the same piece from the edge. Each byte should leave the edge about
+//! once and then travel between peers.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -28,6 +34,13 @@ impl Source {
     }
 }
 
+/// Whether usable peers share the task (even ones holding nothing yet): then the edge's
+/// pieces are to be shared, not fetched by everyone.
+pub fn in_swarm(parents: &[ParentCandidate], bad: &HashMap<String, Instant>) -> bool {
+    parents.iter().any(|p| !bad.contains_key(&p.host_id))
+}
+
+/// `edge_room`: how many more pieces this download may take from the edge now.
 pub fn pick(
     have: &Bitfield,
     hashes: &[[u8; 32]],
@@ -35,6 +48,7 @@ pub fn pick(
     parents: &[ParentCandidate],
     bad: &HashMap<String, Instant>,
     config: &DownloadConfig,
+    edge_room: usize,
 ) -> Vec<(u64, Source)> {
     let room = config.concurrent_pieces.saturating_sub(in_flight.len());
     if room == 0 {
@@ -53,29 +67,40 @@ pub fn pick(
     candidates.sort_by_key(|(rarity, _)| *rarity);
 
     let mut load: HashMap<String, usize> = HashMap::new();
-    let mut edge_load = 0usize;
     for source in in_flight.values() {
-        match source {
-            Source::Peer { host_id, .. } => *load.entry(host_id.clone()).or_default() += 1,
-            Source::Edge => edge_load += 1,
+        if let Source::Peer { host_id, .. } = source {
+            *load.entry(host_id.clone()).or_default() += 1;
         }
     }
-    // With peers in the task, each agent takes few pieces from the edge at a time: the swarm
-    // spreads the edge's pieces among agents instead of every agent fetching each one.
-    let edge_limit = if parents.is_empty() { config.per_parent } else { 1 };
+    let held_by_a_peer = |index: u64| {
+        parents
+            .iter()
+            .any(|p| p.pieces.get(index) && !bad.contains_key(&p.host_id))
+    };
+    let mut edge_room = edge_room;
     let mut picks = Vec::new();
+    if in_swarm(parents, bad) {
+        edge_room = pick_edge_pieces_at_random(
+            have,
+            known,
+            in_flight,
+            &held_by_a_peer,
+            edge_room.min(room),
+            &mut picks,
+        );
+    }
     for (_, index) in candidates {
         if picks.len() >= room {
             break;
+        }
+        if picks.iter().any(|(i, _)| *i == index) {
+            continue;
         }
         let parent = parents.iter().find(|p| {
             p.pieces.get(index)
                 && !bad.contains_key(&p.host_id)
                 && load.get(&p.host_id).copied().unwrap_or(0) < config.per_parent
         });
-        let held_by_a_peer = parents
-            .iter()
-            .any(|p| p.pieces.get(index) && !bad.contains_key(&p.host_id));
         if let Some(p) = parent {
             *load.entry(p.host_id.clone()).or_default() += 1;
             picks.push((
@@ -85,13 +110,37 @@ pub fn pick(
                     url: p.upload_url.clone(),
                 },
             ));
-        } else if !held_by_a_peer && edge_load < edge_limit {
+        } else if !held_by_a_peer(index) && edge_room > 0 {
             // A piece some usable peer holds waits for that peer: the edge is the last resort.
-            edge_load += 1;
+            edge_room -= 1;
             picks.push((index, Source::Edge));
         }
     }
     picks
+}
+
+/// Up to `budget` pieces for the edge, drawn at random from every missing piece of the blob
+/// that no usable peer holds; returns the budget left.
+fn pick_edge_pieces_at_random(
+    have: &Bitfield,
+    known: u64,
+    in_flight: &HashMap<u64, Source>,
+    held_by_a_peer: &dyn Fn(u64) -> bool,
+    mut budget: usize,
+    picks: &mut Vec<(u64, Source)>,
+) -> usize {
+    if budget == 0 {
+        return 0;
+    }
+    let mut nobody_has: Vec<u64> = (0..known.min(have.len()))
+        .filter(|i| !have.get(*i) && !in_flight.contains_key(i) && !held_by_a_peer(*i))
+        .collect();
+    nobody_has.shuffle(&mut rand::thread_rng());
+    for index in nobody_has.into_iter().take(budget) {
+        picks.push((index, Source::Edge));
+        budget -= 1;
+    }
+    budget
 }
 
 #[cfg(test)]
@@ -135,6 +184,7 @@ mod tests {
             &parents,
             &HashMap::new(),
             &config(),
+            1,
         );
         assert_eq!(picks.len(), 3);
         // Two from the peer (its limit); the third piece it holds waits for it rather than
@@ -160,8 +210,53 @@ mod tests {
         let parents = vec![parent("a", &[0, 1])];
         let mut bad = HashMap::new();
         bad.insert("a".to_string(), Instant::now());
-        let picks = pick(&have, &hashes, &HashMap::new(), &parents, &bad, &config());
-        assert_eq!(picks.len(), 1);
+        let picks = pick(&have, &hashes, &HashMap::new(), &parents, &bad, &config(), 2);
+        assert_eq!(picks.len(), 2);
         assert!(picks.iter().all(|(i, s)| *i < 2 && *s == Source::Edge));
+    }
+
+    #[test]
+    fn in_a_swarm_edge_pieces_come_from_the_whole_blob_within_the_budget() {
+        let have = Bitfield::new(64);
+        let hashes = vec![[0u8; 32]; 64];
+        // A peer holding nothing yet: a swarm, but no source.
+        let parents = vec![parent("a", &[])];
+        let config = DownloadConfig {
+            concurrent_pieces: 8,
+            per_parent: 2,
+            window: 4,
+            ..DownloadConfig::default()
+        };
+        let mut beyond_window = false;
+        for _ in 0..50 {
+            let picks = pick(
+                &have,
+                &hashes,
+                &HashMap::new(),
+                &parents,
+                &HashMap::new(),
+                &config,
+                1,
+            );
+            assert_eq!(picks.len(), 1, "one edge piece at a time: {picks:?}");
+            beyond_window |= picks[0].0 >= 4;
+        }
+        assert!(
+            beyond_window,
+            "edge pieces were only drawn from the stream window"
+        );
+        let none = pick(
+            &have,
+            &hashes,
+            &HashMap::new(),
+            &parents,
+            &HashMap::new(),
+            &config,
+            0,
+        );
+        assert!(
+            none.is_empty(),
+            "no edge budget left, no peer holds anything: {none:?}"
+        );
     }
 }
