@@ -37,12 +37,14 @@ struct Harbor {
 
 type Shared = Arc<Mutex<Harbor>>;
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+/// Harbor's error answer, kept small so `Result`s carrying it stay cheap.
+type Refusal = (StatusCode, Json<Value>);
+
+fn error(status: StatusCode, code: &str, message: &str) -> Refusal {
     (
         status,
         Json(json!({"errors": [{"code": code, "message": message}]})),
     )
-        .into_response()
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
@@ -58,7 +60,7 @@ fn admit(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Value, Response> {
+) -> Result<Value, Refusal> {
     let parsed = if body.is_empty() {
         Value::Null
     } else {
@@ -87,7 +89,7 @@ fn page(items: &[Value], q: &HashMap<String, String>) -> Vec<Value> {
     items.iter().skip((page - 1) * size).take(size).cloned().collect()
 }
 
-fn require(body: &Value, fields: &[&str]) -> Result<(), Response> {
+fn require(body: &Value, fields: &[&str]) -> Result<(), Refusal> {
     for f in fields {
         if body.get(f).is_none_or(|v| v.is_null() || v == "") {
             return Err(error(
@@ -107,7 +109,7 @@ fn store(
     mut item: Value,
     id: i64,
     extra: Value,
-) -> Result<(), Response> {
+) -> Result<(), Refusal> {
     let name = item["name"].clone();
     let existing = list.iter().position(|i| i[name_of] == name);
     item["id"] = json!(id);
@@ -130,7 +132,7 @@ async fn project(State(s): State<Shared>, method: Method, uri: Uri, headers: Hea
             Json(json!({"project_id": PROJECT_ID, "name": PROJECT, "owner_name": "admin", "repo_count": 1}))
                 .into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -145,16 +147,16 @@ async fn webhooks(
     let mut h = s.lock().unwrap();
     let body = match admit(&mut h, &method, &uri, &headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if method == Method::GET {
         return Json(page(&h.webhooks, &q)).into_response();
     }
     if let Err(r) = require(&body, &["name", "event_types", "targets"]) {
-        return r;
+        return r.into_response();
     }
     if !["http", "slack"].contains(&body["targets"][0]["type"].as_str().unwrap_or("")) {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "unsupported target type");
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "unsupported target type").into_response();
     }
     h.next_id += 1;
     let id = h.next_id;
@@ -162,7 +164,7 @@ async fn webhooks(
         json!({"project_id": PROJECT_ID, "creator": "admin", "creation_time": "2024-03-01T10:00:00.000Z"});
     match store(&mut h.webhooks, "name", body, id, extra) {
         Ok(()) => StatusCode::CREATED.into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -177,10 +179,10 @@ async fn webhook_update(
     let mut h = s.lock().unwrap();
     let mut body = match admit(&mut h, &method, &uri, &headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(slot) = h.webhooks.iter_mut().find(|w| w["id"] == id) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "policy not found");
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "policy not found").into_response();
     };
     body["id"] = json!(id);
     body["project_id"] = json!(PROJECT_ID);
@@ -199,18 +201,18 @@ async fn instances(
     let mut h = s.lock().unwrap();
     let body = match admit(&mut h, &method, &uri, &headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if method == Method::GET {
         return Json(page(&h.instances, &q)).into_response();
     }
     if let Err(r) = require(&body, &["name", "vendor", "endpoint", "auth_mode"]) {
-        return r;
+        return r.into_response();
     }
     if !["dragonfly", "kraken"].contains(&body["vendor"].as_str().unwrap_or(""))
         || !["NONE", "BASIC", "OAUTH", "CUSTOM"].contains(&body["auth_mode"].as_str().unwrap_or(""))
     {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "bad vendor or auth_mode");
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "bad vendor or auth_mode").into_response();
     }
     h.next_id += 1;
     let id = h.next_id;
@@ -222,7 +224,7 @@ async fn instances(
         json!({"status": "Healthy", "setup_timestamp": 1709287200}),
     ) {
         Ok(()) => StatusCode::CREATED.into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -237,10 +239,10 @@ async fn instance_update(
     let mut h = s.lock().unwrap();
     let mut body = match admit(&mut h, &method, &uri, &headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(slot) = h.instances.iter_mut().find(|i| i["name"] == name.as_str()) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "instance not found");
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "instance not found").into_response();
     };
     body["id"] = slot["id"].clone();
     *slot = body;
@@ -258,13 +260,13 @@ async fn policies(
     let mut h = s.lock().unwrap();
     let body = match admit(&mut h, &method, &uri, &headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if method == Method::GET {
         return Json(page(&h.policies, &q)).into_response();
     }
     if let Err(r) = validate_policy(&h, &body) {
-        return r;
+        return r.into_response();
     }
     h.next_id += 1;
     let id = h.next_id;
@@ -276,11 +278,11 @@ async fn policies(
         json!({"creation_time": "2024-03-01T10:00:00.000Z"}),
     ) {
         Ok(()) => StatusCode::CREATED.into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
-fn validate_policy(h: &Harbor, body: &Value) -> Result<(), Response> {
+fn validate_policy(h: &Harbor, body: &Value) -> Result<(), Refusal> {
     require(body, &["name", "provider_id", "filters", "trigger"])?;
     let bad = |m: &str| Err(error(StatusCode::BAD_REQUEST, "BAD_REQUEST", m));
     if body["project_id"] != PROJECT_ID {
@@ -312,13 +314,13 @@ async fn policy_update(
     let mut h = s.lock().unwrap();
     let mut body = match admit(&mut h, &method, &uri, &headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = validate_policy(&h, &body) {
-        return r;
+        return r.into_response();
     }
     let Some(slot) = h.policies.iter_mut().find(|p| p["name"] == name.as_str()) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "policy not found");
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "policy not found").into_response();
     };
     body["id"] = slot["id"].clone();
     *slot = body;
