@@ -83,7 +83,9 @@ impl Backend {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        selected.dedup_by(|a, b| a.1 == b.1);
+        // Harbor may name a cluster twice; each region is warmed once, in first-named order.
+        let mut seen = std::collections::HashSet::new();
+        selected.retain(|(_, region)| seen.insert(region.clone()));
         if selected.is_empty() {
             return Err(ProviderError::BadRequest("no edges are configured".into()));
         }
