@@ -111,7 +111,7 @@ impl Item {
 /// What a client or an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSpec {
-    /// `api`, `distribution` or `harbor`.
+    /// `api`, `distribution`, `harbor` (webhooks) or `harbor-p2p` (Harbor's P2P Preheat).
     pub source: &'static str,
     pub registry: String,
     pub repository: String,

@@ -140,6 +140,11 @@ struct Setup {
 
 impl Setup {
     async fn start(seeds: &[&str]) -> Setup {
+        Self::start_with(seeds, "max_attempts = 2\n").await
+    }
+
+    /// `warm`: lines of the preheater's `[warm]` section.
+    async fn start_with(seeds: &[&str], warm: &str) -> Setup {
         init_logging();
         let registry = Registry::start(RegistryOptions {
             htpasswd: Some((USER.into(), PASSWORD.into())),
@@ -173,7 +178,7 @@ impl Setup {
                 "[harbor]\nprovider_tokens = [\"{PROVIDER_TOKEN}\"]\nprovider_basic = [\"harbor:basic-pw\"]\n\
                  [[harbor.clusters]]\nid = 1\nregion = \"eu\"\n[[harbor.clusters]]\nid = 2\nregion = \"us\"\n"
             ),
-            warm: "max_attempts = 2\n".into(),
+            warm: warm.into(),
             ..PreheaterSetup::default()
         })
         .await;
@@ -504,5 +509,56 @@ async fn the_provider_api_checks_credentials_and_input() {
         assert_eq!(status, 404, "{id}");
         let (status, _) = call("GET", &s.url(&format!("/preheats/{id}")), Some(&bearer), None).await;
         assert_eq!(status, 404, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preheat_cut_short_by_a_restart_resumes() {
+    // Many attempts: the job keeps retrying while its edge is down instead of failing.
+    let mut s = Setup::start_with(&["resume"], "max_attempts = 200\n").await;
+    s.us.kill().unwrap();
+    // Harbor ≥ 2.13 without scope or clusters: one edge, the first configured ("us").
+    let body = harbor_request(
+        include_str!("fixtures/harbor_preheat_dragonfly_job_request_minimal.json"),
+        &s.manifest_url("resume"),
+        &basic(USER, PASSWORD),
+    );
+    let created = s.create_oapi(body).await;
+    let id = created["id"].as_u64().unwrap();
+
+    // Resolved (so Harbor's token was used and stored) and stuck on the dead edge.
+    let preheater = &s.preheater;
+    poll_until("job resolved and warming", Duration::from_secs(30), || async {
+        let jobs = preheater.jobs().await;
+        let job = jobs
+            .iter()
+            .find(|j| j["source"] == "harbor-p2p")
+            .cloned()
+            .unwrap_or_default();
+        Ok(
+            match (job["state"].as_str(), job["items"].as_array().map(Vec::len)) {
+                (Some("running"), Some(n)) if n > 0 => Probe::Ready(()),
+                other => Probe::NotYet(format!("{other:?}")),
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let (_, pending) = call(
+        "GET",
+        &s.url(&format!("/oapi/v1/jobs/{id}")),
+        Some(&format!("Bearer {PROVIDER_TOKEN}")),
+        None,
+    )
+    .await;
+    assert_eq!(pending["state"], "PENDING", "{pending}");
+
+    s.preheater.kill();
+    s.us.restart().await.unwrap();
+    s.preheater.start_again().await;
+    let done = s.wait_oapi(id).await;
+    assert_eq!(done["state"], "SUCCESS", "{done:#}\n{}", s.preheater.log_tail());
+    for blob in &s.images[0].blobs {
+        assert_eq!(edge_state(&s.us.url(), &blob.digest).await, "cached");
     }
 }
