@@ -268,3 +268,57 @@ impl RegisterArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Registration, String> {
+        let mut argv = vec![
+            "harbor-integration",
+            "register",
+            "--harbor",
+            "https://harbor.example.com",
+            "--project",
+            "library",
+            "--preheater",
+            "http://preheater.internal:5090",
+        ];
+        argv.extend(extra);
+        let Command::Register(a) = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command;
+        a.registration().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_auth_mode_follows_the_credential_given() {
+        let (provider, _) = args(&[]).unwrap().preheat.unwrap();
+        assert_eq!(
+            (provider.auth_mode.as_str(), provider.auth_info.len()),
+            ("NONE", 0)
+        );
+        let (provider, _) = args(&["--provider-token", "t0k"]).unwrap().preheat.unwrap();
+        assert_eq!(provider.auth_mode, "OAUTH");
+        assert_eq!(
+            provider.auth_info,
+            BTreeMap::from([("token".into(), "t0k".into())])
+        );
+        // Harbor sends the first auth_info entry as user:password: exactly one entry.
+        let (provider, _) = args(&["--provider-basic", "harbor:pw:with:colons"])
+            .unwrap()
+            .preheat
+            .unwrap();
+        assert_eq!(provider.auth_mode, "BASIC");
+        assert_eq!(
+            provider.auth_info,
+            BTreeMap::from([("harbor".into(), "pw:with:colons".into())])
+        );
+        assert!(args(&["--auth-mode", "oauth"])
+            .unwrap_err()
+            .contains("--provider-token"));
+        assert!(args(&["--trigger", "scheduled"]).unwrap_err().contains("--cron"));
+        assert!(args(&["--scope", "some_peers"]).is_err());
+        assert!(args(&["--preheater", "preheater:5090"]).is_err());
+        let r = args(&["--skip-webhook", "--skip-preheat"]).unwrap();
+        assert!(r.webhook.is_none() && r.preheat.is_none());
+    }
+}
