@@ -95,6 +95,26 @@ pub struct Cli {
     /// Log format: `text` or `json`.
     #[arg(long, env = "DAMSELFLY_PREHEATER_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Token Harbor's P2P provider instance presents as `Authorization: Bearer <token>` on the
+    /// provider API (auth mode OAUTH; repeatable; adds to the file's `harbor.provider_tokens`).
+    #[arg(
+        long = "harbor-provider-token",
+        env = "DAMSELFLY_PREHEATER_HARBOR_PROVIDER_TOKENS",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub harbor_provider_tokens: Vec<String>,
+    /// USER:PASSWORD Harbor's P2P provider instance presents as Basic (auth mode BASIC;
+    /// repeatable; adds to the file's `harbor.provider_basic`).
+    #[arg(
+        long = "harbor-provider-basic",
+        env = "DAMSELFLY_PREHEATER_HARBOR_PROVIDER_BASIC",
+        value_name = "USER:PASSWORD",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub harbor_provider_basic: Vec<String>,
     /// Validate the configuration, print it, and exit (non-zero when invalid).
     #[arg(long)]
     pub check_config: bool,
@@ -134,6 +154,8 @@ pub struct Config {
     pub warm: WarmConfig,
     pub dedupe: DedupeConfig,
     pub limits: LimitsConfig,
+    /// Harbor's P2P Preheat driving the preheater as its "Dragonfly" provider.
+    pub harbor: HarborConfig,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -173,6 +195,40 @@ pub struct RegistryConfig {
     /// own configured credentials or go anonymous.
     #[serde(default)]
     pub forward_credentials: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarborConfig {
+    /// Tokens Harbor may present as `Authorization: Bearer <token>` on the provider API
+    /// (`/healthy`, `/oapi/v1/jobs`, `/_ping`, `/preheats`): the instance's OAUTH `auth_info.token`.
+    pub provider_tokens: Vec<String>,
+    /// `user:password` pairs Harbor may present as Basic (auth mode BASIC, `auth_info`
+    /// `{"<user>": "<password>"}`). With neither tokens nor pairs the API is open (mode NONE).
+    pub provider_basic: Vec<String>,
+    /// Harbor's `scheduler_cluster_ids` → regions. Empty: cluster `n` is the `n`-th `[[edges]]`
+    /// entry (1-based).
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// A scheduler cluster id as Harbor's preheat policy names it (`extra_attrs.cluster_ids`).
+    pub id: u64,
+    /// The region (an `[[edges]]` region) that cluster id means.
+    pub region: String,
+}
+
+impl HarborConfig {
+    /// `(cluster id, region)` for every region Harbor can name, in configuration order.
+    pub fn clusters(&self, edges: &[EdgeConfig]) -> Vec<(u64, String)> {
+        if self.clusters.is_empty() {
+            (1..).zip(edges.iter().map(|e| e.region.clone())).collect()
+        } else {
+            self.clusters.iter().map(|c| (c.id, c.region.clone())).collect()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,6 +305,7 @@ impl Default for Config {
             warm: WarmConfig::default(),
             dedupe: DedupeConfig::default(),
             limits: LimitsConfig::default(),
+            harbor: HarborConfig::default(),
             log_format: "text".into(),
         }
     }
@@ -362,6 +419,14 @@ impl Config {
                 *field = Some(v.clone());
             }
         }
+        config
+            .harbor
+            .provider_tokens
+            .extend(cli.harbor_provider_tokens.iter().cloned());
+        config
+            .harbor
+            .provider_basic
+            .extend(cli.harbor_provider_basic.iter().cloned());
         if let Some(v) = &cli.log_format {
             config.log_format = v.clone();
         }
@@ -435,6 +500,32 @@ impl Config {
                 return invalid(format!("{name} must not be empty"));
             }
         }
+        if self.harbor.provider_tokens.iter().any(|t| t.trim().is_empty()) {
+            return invalid("harbor.provider_tokens must not contain an empty token".into());
+        }
+        if let Some(bad) = self
+            .harbor
+            .provider_basic
+            .iter()
+            .find(|b| b.split_once(':').is_none_or(|(u, _)| u.is_empty()))
+        {
+            let shown = bad.split(':').next().unwrap_or("");
+            return invalid(format!(
+                "harbor.provider_basic entries are user:password (entry for {shown:?})"
+            ));
+        }
+        let mut cluster_ids = std::collections::HashSet::new();
+        for c in &self.harbor.clusters {
+            if !cluster_ids.insert(c.id) {
+                return invalid(format!("harbor cluster {} is mapped twice", c.id));
+            }
+            if !regions.contains(c.region.as_str()) {
+                return invalid(format!(
+                    "harbor cluster {} maps to region {:?}, which has no [[edges]] entry",
+                    c.id, c.region
+                ));
+            }
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid(format!(
                 "log_format must be text or json, not {:?}",
@@ -483,6 +574,18 @@ impl Config {
         c.api_token = hide(&c.api_token);
         c.edge_token = hide(&c.edge_token);
         c.redis = hide(&c.redis);
+        c.harbor.provider_tokens = c
+            .harbor
+            .provider_tokens
+            .iter()
+            .map(|_| "<redacted>".into())
+            .collect();
+        c.harbor.provider_basic = c
+            .harbor
+            .provider_basic
+            .iter()
+            .map(|b| format!("{}:<redacted>", b.split(':').next().unwrap_or("")))
+            .collect();
         for r in &mut c.registries {
             r.password = hide(&r.password);
         }
@@ -586,6 +689,48 @@ max_attempts = 3
         .unwrap_err()
         .to_string();
         assert!(err.contains("webhok_token"), "{err}");
+    }
+
+    #[test]
+    fn harbor_clusters_map_to_regions() {
+        let text = r#"
+            [[edges]]
+            region = "us"
+            url = "http://us:5080"
+            [[edges]]
+            region = "eu"
+            url = "http://eu:5080"
+            [harbor]
+            provider_tokens = ["t"]
+            provider_basic = ["harbor:pw"]
+        "#;
+        let mut c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.harbor.clusters(&c.edges),
+            vec![(1, "us".into()), (2, "eu".into())]
+        );
+        c.harbor.clusters = vec![ClusterConfig {
+            id: 7,
+            region: "eu".into(),
+        }];
+        c.validate().unwrap();
+        assert_eq!(c.harbor.clusters(&c.edges), vec![(7, "eu".into())]);
+        let printed = toml::to_string(&c.redacted()).unwrap();
+        assert!(
+            printed.contains("harbor:<redacted>") && !printed.contains("\"t\""),
+            "{printed}"
+        );
+        for bad in [
+            |c: &mut Config| c.harbor.clusters[0].region = "mars".into(),
+            |c: &mut Config| c.harbor.clusters.push(c.harbor.clusters[0].clone()),
+            |c: &mut Config| c.harbor.provider_basic = vec!["no-colon".into()],
+            |c: &mut Config| c.harbor.provider_tokens = vec![" ".into()],
+        ] {
+            let mut broken = c.clone();
+            bad(&mut broken);
+            assert!(broken.validate().is_err());
+        }
     }
 
     #[test]

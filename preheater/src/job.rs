@@ -111,7 +111,7 @@ impl Item {
 /// What a client or an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSpec {
-    /// `api`, `distribution` or `harbor`.
+    /// `api`, `distribution`, `harbor` (webhooks) or `harbor-p2p` (Harbor's P2P Preheat).
     pub source: &'static str,
     pub registry: String,
     pub repository: String,
@@ -201,6 +201,14 @@ pub struct Job {
     /// W3C `traceparent` of the request that created the job, so its trace continues here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The credential the requester supplied for this registry (Harbor's pull-only token):
+    /// used to resolve and handed to the edges instead of the configured one. Stored so a
+    /// resumed job can still use it; never shown by the job API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+    /// Set when Harbor's P2P Preheat created the job through the provider API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<damselfly_harbor::provider::Origin>,
 }
 
 pub fn now_millis() -> u64 {
@@ -215,7 +223,43 @@ pub fn new_id(now: u64) -> String {
     format!("{now:012x}{:08x}", rand::random::<u32>())
 }
 
+/// Harbor reads provider job ids as integers (Go `int`). A numbered job's id is the usual
+/// layout with a 21-bit random part, so the number `millis << 21 | random` and the id convert
+/// both ways without a second index; it stays below 2^63 until the year 2109.
+const NUMBER_RANDOM_BITS: u32 = 21;
+
+pub fn id_for_number(number: u64) -> String {
+    let random = number & ((1 << NUMBER_RANDOM_BITS) - 1);
+    format!("{:012x}{random:08x}", number >> NUMBER_RANDOM_BITS)
+}
+
+/// The number of a numbered job's id; `None` for any other id.
+pub fn number_of_id(id: &str) -> Option<u64> {
+    if id.len() != 20 {
+        return None;
+    }
+    let millis = u64::from_str_radix(id.get(..12)?, 16).ok()?;
+    let random = u64::from_str_radix(id.get(12..)?, 16).ok()?;
+    (millis < 1 << (63 - NUMBER_RANDOM_BITS) && random < 1 << NUMBER_RANDOM_BITS)
+        .then_some(millis << NUMBER_RANDOM_BITS | random)
+}
+
 impl Job {
+    /// A job whose id is also a number (see [`id_for_number`]).
+    pub fn new_numbered(spec: JobSpec, now: u64) -> (u64, Job) {
+        let random = u64::from(rand::random::<u32>()) & ((1 << NUMBER_RANDOM_BITS) - 1);
+        let number = (now << NUMBER_RANDOM_BITS) | random;
+        let mut job = Job::new(spec, now);
+        job.id = id_for_number(number);
+        (number, job)
+    }
+
+    /// The job as the job API shows it: without the requester's credential.
+    pub fn redacted(mut self) -> Job {
+        self.authorization = None;
+        self
+    }
+
     pub fn new(spec: JobSpec, now: u64) -> Job {
         Job {
             id: new_id(now),
@@ -234,6 +278,8 @@ impl Job {
             updated_at: now,
             finished_at: None,
             traceparent: crate::telemetry::current_traceparent(),
+            authorization: None,
+            provider: None,
         }
     }
 
@@ -362,6 +408,19 @@ mod tests {
         )
     }
 
+    impl Job {
+        fn spec_for_test(&self) -> JobSpec {
+            JobSpec {
+                source: "api",
+                registry: self.registry.clone(),
+                repository: self.repository.clone(),
+                target: self.target.clone(),
+                platforms: vec![],
+                regions: self.regions.clone(),
+            }
+        }
+    }
+
     fn cached() -> RegionState {
         RegionState {
             state: WarmState::Cached,
@@ -416,6 +475,20 @@ mod tests {
         assert_eq!(j.finished_at, Some(5_000));
         assert!(!j.start(6_000), "a finished job does not start again");
         assert_eq!(j.state, JobState::Succeeded);
+    }
+
+    #[test]
+    fn numbered_ids_convert_both_ways() {
+        let now = 1_795_638_956_459;
+        let (number, j) = Job::new_numbered(job().spec_for_test(), now);
+        assert!(i64::try_from(number).is_ok());
+        assert_eq!(j.id.len(), 20);
+        assert_eq!(id_for_number(number), j.id);
+        assert_eq!(number_of_id(&j.id), Some(number));
+        assert!(j.id > new_id(now - 1), "numbered ids sort with the others");
+        assert_eq!(number_of_id(&format!("{now:012x}ffffffff")), None);
+        assert_eq!(number_of_id("zz"), None);
+        assert_eq!(number_of_id(&format!("{now:012x}00200000")), None);
     }
 
     #[test]

@@ -120,16 +120,26 @@ impl RegistryClient {
         Some(format!("Basic {encoded}"))
     }
 
-    /// `GET /v2/<repo>/manifests/<reference>` with every modern type in `Accept`.
-    pub async fn manifest(&self, repository: &RepositoryName, reference: &Reference) -> Result<Manifest> {
+    /// `GET /v2/<repo>/manifests/<reference>` with every modern type in `Accept`. A `presented`
+    /// credential (Harbor's pull-only token) is sent as it is, instead of ours and without the
+    /// token dance: it is the only credential the requester vouches for.
+    pub async fn manifest(
+        &self,
+        repository: &RepositoryName,
+        reference: &Reference,
+        presented: Option<&str>,
+    ) -> Result<Manifest> {
         let path = format!("v2/{repository}/manifests/{reference}");
         let url = self
             .base
             .join(&path)
             .map_err(|e| Error::Internal(format!("bad manifest path {path}: {e}")))?;
         let scope = format!("repository:{repository}:pull");
-        let mut auth = self.cached_token(&scope);
-        let mut retried = false;
+        let mut auth = match presented {
+            Some(credential) => Some(credential.to_string()),
+            None => self.cached_token(&scope),
+        };
+        let mut retried = presented.is_some();
         let response = loop {
             let mut request = self.http.get(url.clone()).timeout(self.timeout);
             for accept in MANIFEST_ACCEPT {

@@ -136,8 +136,9 @@ pub async fn resolve(
     repository: &RepositoryName,
     reference: &Reference,
     filter: &PlatformFilter,
+    presented: Option<&str>,
 ) -> Result<Resolution> {
-    let top = client.manifest(repository, reference).await?;
+    let top = client.manifest(repository, reference, presented).await?;
     let doc = parse_doc(&top)?;
     let mut blobs = Vec::new();
     let mut children = Vec::new();
@@ -162,7 +163,9 @@ pub async fn resolve(
         }
         for d in chosen {
             let digest = digest_of(d)?;
-            let child = client.manifest(repository, &Reference::Digest(digest)).await?;
+            let child = client
+                .manifest(repository, &Reference::Digest(digest), presented)
+                .await?;
             if !IMAGE_TYPES.contains(&child.media_type.as_str()) {
                 return Err(Error::RegistryRefused(format!(
                     "index child {digest} is a {}, not an image manifest",

@@ -163,7 +163,15 @@ async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match resolve(&client, &repository, &reference, &filter).await {
+                match resolve(
+                    &client,
+                    &repository,
+                    &reference,
+                    &filter,
+                    job.authorization.as_deref(),
+                )
+                .await
+                {
                     Ok(r) => {
                         return Ok((r.items, Some(r.digest.to_string()), Some(r.media_type)));
                     }
@@ -186,7 +194,11 @@ async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
 /// Warms every outstanding (item, region), storing each result as it arrives.
 async fn warm_items(state: &AppState, job: &mut Job) -> Result<()> {
     let (registry, authorization) = match state.registries.get(&job.registry) {
-        Ok(client) => (client.edge_registry(), client.edge_authorization()),
+        // A credential the requester supplied (Harbor's pull-only token) is what the edges use.
+        Ok(client) => (
+            client.edge_registry(),
+            job.authorization.clone().or_else(|| client.edge_authorization()),
+        ),
         // Blob and manifest jobs from a registry we cannot resolve from: let the edge decide.
         Err(_) => (Some(job.registry.clone()), None),
     };

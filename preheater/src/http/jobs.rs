@@ -138,7 +138,7 @@ pub async fn get(
         return Err(Error::NotFound(format!("job {id:?}")));
     }
     match state.store.get(&id).await? {
-        Some(job) => Ok(Json(job)),
+        Some(job) => Ok(Json(job.redacted())),
         None => Err(Error::NotFound(format!("job {id}"))),
     }
 }
@@ -151,7 +151,13 @@ pub async fn list(
     check_token(&state, &headers)?;
     let Query(query) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_LIST);
-    let jobs = state.store.recent(limit).await?;
+    let jobs: Vec<Job> = state
+        .store
+        .recent(limit)
+        .await?
+        .into_iter()
+        .map(Job::redacted)
+        .collect();
     Ok(Json(json!({ "jobs": jobs })))
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP surface: webhooks (`/webhooks/distribution`, `/webhooks/harbor`), the job API
-//! (`/api/v1/jobs`), and operations (`/healthz`, `/readyz`, `/metrics`).
+//! (`/api/v1/jobs`), Harbor's provider API (see [`crate::provider`]), and operations
+//! (`/healthz`, `/readyz`, `/metrics`).
 
 mod jobs;
 mod ops;
@@ -22,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub fn app(state: Arc<AppState>) -> Router {
-    let limits = &state.config.limits;
+    let limits = state.config.limits.clone();
+    // Harbor's P2P Preheat ("Dragonfly" provider): /healthy, /oapi/v1/jobs, /_ping, /preheats.
+    let provider = crate::provider::routes(state.clone());
     Router::new()
         .route("/webhooks/distribution", post(webhooks::distribution))
         .route("/webhooks/harbor", post(webhooks::harbor))
@@ -31,6 +34,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .with_state(state)
+        .merge(provider)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         // INFO, so the request span survives the default filter and parents the jobs it creates.
         .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)))
@@ -39,7 +44,6 @@ pub fn app(state: Arc<AppState>) -> Router {
             Duration::from_secs(limits.request_timeout_secs),
         ))
         .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
-        .with_state(state)
 }
 
 /// The request body, or the error that explains why there is none (413 beyond the limit).
