@@ -121,7 +121,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             peer_ttl_secs: 30,
-            max_parents: 8,
+            max_parents: 32,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::edges::{Edges, TaskInfo};
 use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
 use crate::store::{LocalTask, PieceStore};
-use picker::{in_swarm, pick, Source};
+use picker::{in_swarm, pick, EdgeTurn, Skip, Source};
 
 /// What a caller asked for, kept to re-ask the edges (table refresh, edge failover) and to
 /// reach the origin when the P2P path fails.
@@ -56,8 +56,12 @@ pub struct Downloader {
 }
 
 /// Pieces one agent fetches from the edge at once, all downloads together, while peers share
-/// the task: the edge sends each piece to one agent and the swarm passes it on.
-const SWARM_EDGE_PIECES: usize = 1;
+/// the task (only pieces it owns: the edge sends each piece to one agent and the swarm passes
+/// it on). Two keep an owner busy while many share the edge's link.
+const SWARM_EDGE_PIECES: usize = 2;
+/// Each period a piece stays unclaimed after it became known, one more candidate owner may take
+/// it from the edge (its owner is slow, busy elsewhere or gone).
+const UNCLAIMED_AFTER: Duration = Duration::from_secs(2);
 
 /// Counts an edge fetch in flight for as long as it lives.
 struct EdgeFetch(Arc<AtomicUsize>);
@@ -170,8 +174,11 @@ impl Downloader {
         let (tx, mut rx) = mpsc::channel::<Outcome>(64);
         let mut in_flight: HashMap<u64, Source> = HashMap::new();
         let mut parents: Vec<ParentCandidate> = Vec::new();
-        let mut bad: HashMap<String, Instant> = HashMap::new();
-        let long_ago = Instant::now() - Duration::from_secs(3600);
+        let mut skip = Skip::default();
+        let began = Instant::now();
+        // When each piece became known (listed in the edge's table), to spot unclaimed ones.
+        let mut known_since: Vec<Instant> = Vec::new();
+        let long_ago = began - Duration::from_secs(3600);
         let (mut last_table, mut last_parents, mut last_announce) = (long_ago, long_ago, long_ago);
         let mut announced = u64::MAX;
         let mut failovers = 0u32;
@@ -231,22 +238,41 @@ impl Downloader {
                     parents = p;
                 }
             }
-            bad.retain(|_, until| *until > now);
-            let edge_room = if in_swarm(&parents, &bad) {
+            skip.expire(now);
+            // Agents starting together see nobody in their first answers; until the scheduler
+            // has had time to show the others, each behaves as in a swarm and takes one edge
+            // piece at a time (a lone agent loses well under a second).
+            let settling = began.elapsed() < 2 * PARENTS_EVERY;
+            let edge_room = if settling || in_swarm(&parents, &skip) {
                 SWARM_EDGE_PIECES.saturating_sub(self.edge_in_flight.load(Ordering::SeqCst))
             } else {
                 let mine = in_flight.values().filter(|s| **s == Source::Edge).count();
                 self.config.per_parent.saturating_sub(mine)
             };
-            let picks = pick(
-                &have,
-                &info.table.pieces,
-                &in_flight,
-                &parents,
-                &bad,
-                &self.config,
-                edge_room,
-            );
+            // Scoped: the borrowed closure must not live across an await.
+            let picks = {
+                known_since.resize(info.table.pieces.len(), now);
+                let owners = |index: u64| {
+                    let waited = known_since
+                        .get(index as usize)
+                        .map_or(Duration::ZERO, |t| now.duration_since(*t));
+                    1 + (waited.as_millis() / UNCLAIMED_AFTER.as_millis()) as usize
+                };
+                let edge = EdgeTurn {
+                    room: edge_room,
+                    me: &self.host_id,
+                    owners: &owners,
+                };
+                pick(
+                    &have,
+                    &info.table.pieces,
+                    &in_flight,
+                    &parents,
+                    &skip,
+                    &self.config,
+                    &edge,
+                )
+            };
             for (index, source) in picks {
                 in_flight.insert(index, source.clone());
                 self.spawn_fetch(task.clone(), info, index, source, tx.clone());
@@ -263,13 +289,15 @@ impl Downloader {
                     .inc();
                 match &outcome.source {
                     Source::Peer { host_id, .. } => {
-                        // A busy parent is tried again soon; a failing or lying one much later.
-                        let pause = if matches!(e, AgentError::Busy(_)) {
-                            Duration::from_millis(300)
+                        // A busy parent is asked again soon (its pieces wait for it); a
+                        // failing or lying one is not trusted for much longer.
+                        if matches!(e, AgentError::Busy(_)) {
+                            skip.busy
+                                .insert(host_id.clone(), Instant::now() + Duration::from_millis(300));
                         } else {
-                            Duration::from_secs(self.config.bad_parent_secs)
-                        };
-                        bad.insert(host_id.clone(), Instant::now() + pause);
+                            let until = Instant::now() + Duration::from_secs(self.config.bad_parent_secs);
+                            skip.failed.insert(host_id.clone(), until);
+                        }
                         tracing::debug!(digest = %task.digest, index = outcome.index, parent = %host_id, error = %e, "piece failed; trying elsewhere");
                     }
                     Source::Edge => {

@@ -5,11 +5,13 @@
 //! spread out). Each goes to the best-ranked parent that holds it and has room.
 //!
 //! The edge is the parent of last resort, for pieces no usable peer holds. Alone, an agent
-//! takes those in stream order. In a swarm, its edge budget is shared by all its downloads
-//! (`edge_room`) and it draws them at random from the whole blob: agents learn of each other's
-//! pieces only a few hundred milliseconds late, and drawing from the same small window would
-//! have many of them fetch the same piece from the edge. Each byte should leave the edge about
-//! once and then travel between peers.
+//! takes those in stream order. In a swarm, its edge budget is shared by all its downloads, and
+//! every piece nobody holds has one owner among the members (rendezvous hashing over host ids,
+//! so all agents agree without talking): only the owner takes it from the edge, the others get
+//! it from the owner. Agents learn of each other's pieces a few hundred milliseconds late and
+//! chase the same freshly sealed pieces while the edge is still ingesting; without an owner,
+//! several would fetch each of them. A piece unclaimed for too long (owner slow or gone) passes
+//! to the next candidate owner as well, one more each period.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -34,21 +36,87 @@ impl Source {
     }
 }
 
-/// Whether usable peers share the task (even ones holding nothing yet): then the edge's
-/// pieces are to be shared, not fetched by everyone.
-pub fn in_swarm(parents: &[ParentCandidate], bad: &HashMap<String, Instant>) -> bool {
-    parents.iter().any(|p| !bad.contains_key(&p.host_id))
+/// Parents to leave alone for a while.
+#[derive(Default)]
+pub struct Skip {
+    /// Failed, timed out or sent a piece not matching the table: not trusted to hold anything.
+    pub failed: HashMap<String, Instant>,
+    /// Answered "busy": still holds its pieces (they wait for it rather than go to the edge),
+    /// but is not asked for a moment.
+    pub busy: HashMap<String, Instant>,
 }
 
-/// `edge_room`: how many more pieces this download may take from the edge now.
+impl Skip {
+    pub fn expire(&mut self, now: Instant) {
+        self.failed.retain(|_, until| *until > now);
+        self.busy.retain(|_, until| *until > now);
+    }
+
+    fn trusted(&self, host: &str) -> bool {
+        !self.failed.contains_key(host)
+    }
+
+    fn askable(&self, host: &str) -> bool {
+        self.trusted(host) && !self.busy.contains_key(host)
+    }
+}
+
+/// Whether usable peers share the task (even ones holding nothing yet): then the edge's
+/// pieces are to be shared, not fetched by everyone.
+pub fn in_swarm(parents: &[ParentCandidate], skip: &Skip) -> bool {
+    parents.iter().any(|p| skip.trusted(&p.host_id))
+}
+
+/// How this download may use the edge now.
+pub struct EdgeTurn<'a> {
+    /// Pieces it may still take from the edge.
+    pub room: usize,
+    /// This agent's host id: in a swarm, each piece nobody holds has one owner among the
+    /// members (rendezvous hashing), who takes it from the edge; the others wait for it.
+    pub me: &'a str,
+    /// How many of a piece's candidate owners may take it: 1 normally, more the longer it
+    /// stays unclaimed (its first owner is slow or gone), so a late piece is fetched twice
+    /// rather than by everyone.
+    pub owners: &'a dyn Fn(u64) -> usize,
+}
+
+fn score(member: &str, index: u64) -> u64 {
+    mix(fnv1a(member.as_bytes()) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// `me`'s place among `members` as owner of piece `index` (0: the owner; highest score wins, so
+/// a member joining or leaving moves only its own share).
+fn owner_rank(index: u64, me: &str, members: &[&str]) -> usize {
+    let mine = score(me, index);
+    members.iter().filter(|m| score(m, index) > mine).count()
+}
+
+#[cfg(test)]
+fn owner<'a>(index: u64, members: &[&'a str]) -> Option<&'a str> {
+    members.iter().max_by_key(|m| score(m, index)).copied()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// splitmix64's finaliser: spreads every input bit over the output.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 pub fn pick(
     have: &Bitfield,
     hashes: &[[u8; 32]],
     in_flight: &HashMap<u64, Source>,
     parents: &[ParentCandidate],
-    bad: &HashMap<String, Instant>,
+    skip: &Skip,
     config: &DownloadConfig,
-    edge_room: usize,
+    edge: &EdgeTurn<'_>,
 ) -> Vec<(u64, Source)> {
     let room = config.concurrent_pieces.saturating_sub(in_flight.len());
     if room == 0 {
@@ -75,19 +143,27 @@ pub fn pick(
     let held_by_a_peer = |index: u64| {
         parents
             .iter()
-            .any(|p| p.pieces.get(index) && !bad.contains_key(&p.host_id))
+            .any(|p| p.pieces.get(index) && skip.trusted(&p.host_id))
     };
-    let mut edge_room = edge_room;
+    let mut edge_room = edge.room;
     let mut picks = Vec::new();
-    if in_swarm(parents, bad) {
-        edge_room = pick_edge_pieces_at_random(
-            have,
-            known,
-            in_flight,
-            &held_by_a_peer,
-            edge_room.min(room),
-            &mut picks,
-        );
+    if in_swarm(parents, skip) {
+        let mut members: Vec<&str> = parents
+            .iter()
+            .filter(|p| skip.trusted(&p.host_id))
+            .map(|p| p.host_id.as_str())
+            .collect();
+        members.push(edge.me);
+        let mine = |index: u64| owner_rank(index, edge.me, &members) < (edge.owners)(index);
+        let mut nobody_has: Vec<u64> = (0..known.min(have.len()))
+            .filter(|i| !have.get(*i) && !in_flight.contains_key(i) && !held_by_a_peer(*i) && mine(*i))
+            .collect();
+        nobody_has.shuffle(&mut rand::thread_rng());
+        for index in nobody_has.into_iter().take(edge_room.min(room)) {
+            picks.push((index, Source::Edge));
+        }
+        // In a swarm, the edge serves only the pieces this agent owns (or late ones).
+        edge_room = 0;
     }
     for (_, index) in candidates {
         if picks.len() >= room {
@@ -98,7 +174,7 @@ pub fn pick(
         }
         let parent = parents.iter().find(|p| {
             p.pieces.get(index)
-                && !bad.contains_key(&p.host_id)
+                && skip.askable(&p.host_id)
                 && load.get(&p.host_id).copied().unwrap_or(0) < config.per_parent
         });
         if let Some(p) = parent {
@@ -119,30 +195,6 @@ pub fn pick(
     picks
 }
 
-/// Up to `budget` pieces for the edge, drawn at random from every missing piece of the blob
-/// that no usable peer holds; returns the budget left.
-fn pick_edge_pieces_at_random(
-    have: &Bitfield,
-    known: u64,
-    in_flight: &HashMap<u64, Source>,
-    held_by_a_peer: &dyn Fn(u64) -> bool,
-    mut budget: usize,
-    picks: &mut Vec<(u64, Source)>,
-) -> usize {
-    if budget == 0 {
-        return 0;
-    }
-    let mut nobody_has: Vec<u64> = (0..known.min(have.len()))
-        .filter(|i| !have.get(*i) && !in_flight.contains_key(i) && !held_by_a_peer(*i))
-        .collect();
-    nobody_has.shuffle(&mut rand::thread_rng());
-    for index in nobody_has.into_iter().take(budget) {
-        picks.push((index, Source::Edge));
-        budget -= 1;
-    }
-    budget
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +211,16 @@ mod tests {
             shared: 3,
             pieces: bits,
             free_slots: 4,
+        }
+    }
+
+    const FIRST_OWNER: &dyn Fn(u64) -> usize = &|_| 1;
+
+    fn turn(room: usize) -> EdgeTurn<'static> {
+        EdgeTurn {
+            room,
+            me: "me",
+            owners: FIRST_OWNER,
         }
     }
 
@@ -182,18 +244,21 @@ mod tests {
             &hashes,
             &HashMap::new(),
             &parents,
-            &HashMap::new(),
+            &Skip::default(),
             &config(),
-            1,
+            &turn(1),
         );
-        assert_eq!(picks.len(), 3);
         // Two from the peer (its limit); the third piece it holds waits for it rather than
-        // going to the edge, which gets one piece nobody else has (one at a time while peers
-        // are in the task).
+        // going to the edge. The edge serves at most one piece nobody else has, and only one
+        // this agent owns among the members (here: "a" and "me").
+        let members = ["a", "me"];
         for (index, source) in &picks {
             match source {
                 Source::Peer { .. } => assert!([1, 2, 3].contains(index), "{picks:?}"),
-                Source::Edge => assert!(![1, 2, 3].contains(index), "{picks:?}"),
+                Source::Edge => {
+                    assert!(![1, 2, 3].contains(index), "{picks:?}");
+                    assert_eq!(owner(*index, &members), Some("me"), "{picks:?}");
+                }
             }
         }
         let peers = picks
@@ -201,6 +266,8 @@ mod tests {
             .filter(|(_, s)| matches!(s, Source::Peer { .. }))
             .count();
         assert_eq!(peers, 2, "{picks:?}");
+        let owned = (4..8).any(|i| owner(i, &members) == Some("me"));
+        assert_eq!(picks.len(), if owned { 3 } else { 2 }, "{picks:?}");
     }
 
     #[test]
@@ -208,55 +275,120 @@ mod tests {
         let have = Bitfield::new(8);
         let hashes = vec![[0u8; 32]; 2];
         let parents = vec![parent("a", &[0, 1])];
-        let mut bad = HashMap::new();
-        bad.insert("a".to_string(), Instant::now());
-        let picks = pick(&have, &hashes, &HashMap::new(), &parents, &bad, &config(), 2);
+        let mut skip = Skip::default();
+        skip.failed.insert("a".to_string(), Instant::now());
+        let picks = pick(
+            &have,
+            &hashes,
+            &HashMap::new(),
+            &parents,
+            &skip,
+            &config(),
+            &turn(2),
+        );
         assert_eq!(picks.len(), 2);
         assert!(picks.iter().all(|(i, s)| *i < 2 && *s == Source::Edge));
     }
 
     #[test]
-    fn in_a_swarm_edge_pieces_come_from_the_whole_blob_within_the_budget() {
+    fn in_a_swarm_each_agent_takes_only_its_own_share_from_the_edge() {
         let have = Bitfield::new(64);
         let hashes = vec![[0u8; 32]; 64];
-        // A peer holding nothing yet: a swarm, but no source.
-        let parents = vec![parent("a", &[])];
+        // Peers holding nothing yet: a swarm, but no source.
+        let parents = vec![parent("a", &[]), parent("b", &[]), parent("c", &[])];
+        let members = ["a", "b", "c", "me"];
         let config = DownloadConfig {
             concurrent_pieces: 8,
             per_parent: 2,
             window: 4,
             ..DownloadConfig::default()
         };
-        let mut beyond_window = false;
-        for _ in 0..50 {
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..200 {
             let picks = pick(
                 &have,
                 &hashes,
                 &HashMap::new(),
                 &parents,
-                &HashMap::new(),
+                &Skip::default(),
                 &config,
-                1,
+                &turn(1),
             );
             assert_eq!(picks.len(), 1, "one edge piece at a time: {picks:?}");
-            beyond_window |= picks[0].0 >= 4;
+            assert_eq!(owner(picks[0].0, &members), Some("me"), "{picks:?}");
+            taken.insert(picks[0].0);
         }
-        assert!(
-            beyond_window,
-            "edge pieces were only drawn from the stream window"
+        // Drawn from the whole blob, not the stream window, and every member owns a share.
+        assert!(taken.iter().any(|i| *i >= 4), "{taken:?}");
+        for m in members {
+            assert!((0..64).any(|i| owner(i, &members) == Some(m)), "{m} owns nothing");
+        }
+        // Long-unclaimed pieces pass to more owners: with all four allowed, every piece is ours.
+        let all: &dyn Fn(u64) -> usize = &|_| 4;
+        let late = EdgeTurn {
+            room: 64,
+            me: "me",
+            owners: all,
+        };
+        let config = DownloadConfig {
+            concurrent_pieces: 64,
+            ..config
+        };
+        let picks = pick(
+            &have,
+            &hashes,
+            &HashMap::new(),
+            &parents,
+            &Skip::default(),
+            &config,
+            &late,
         );
+        assert_eq!(picks.len(), 64);
         let none = pick(
             &have,
             &hashes,
             &HashMap::new(),
             &parents,
-            &HashMap::new(),
+            &Skip::default(),
             &config,
-            0,
+            &turn(0),
         );
         assert!(
             none.is_empty(),
             "no edge budget left, no peer holds anything: {none:?}"
         );
+    }
+
+    #[test]
+    fn pieces_of_a_busy_parent_wait_for_it_instead_of_going_to_the_edge() {
+        let have = Bitfield::new(8);
+        let hashes = vec![[0u8; 32]; 8];
+        let parents = vec![parent("a", &[0, 1, 2, 3, 4, 5, 6, 7])];
+        let mut skip = Skip::default();
+        skip.busy.insert("a".to_string(), Instant::now());
+        let picks = pick(
+            &have,
+            &hashes,
+            &HashMap::new(),
+            &parents,
+            &skip,
+            &config(),
+            &turn(1),
+        );
+        assert!(picks.is_empty(), "{picks:?}");
+        // A parent that failed is not trusted to hold anything: the edge serves.
+        let mut skip = Skip::default();
+        skip.failed.insert("a".to_string(), Instant::now());
+        let picks = pick(
+            &have,
+            &hashes,
+            &HashMap::new(),
+            &parents,
+            &skip,
+            &config(),
+            &turn(2),
+        );
+        assert_eq!(picks.len(), 2);
+        assert!(picks.iter().all(|(_, s)| *s == Source::Edge));
     }
 }
