@@ -155,11 +155,11 @@ pub fn pick(
             .collect();
         members.push(edge.me);
         let mine = |index: u64| owner_rank(index, edge.me, &members) < (edge.owners)(index);
-        let mut nobody_has: Vec<u64> = (0..known.min(have.len()))
+        let mut owned_by_me: Vec<u64> = (0..known.min(have.len()))
             .filter(|i| !have.get(*i) && !in_flight.contains_key(i) && !held_by_a_peer(*i) && mine(*i))
             .collect();
-        nobody_has.shuffle(&mut rand::thread_rng());
-        for index in nobody_has.into_iter().take(edge_room.min(room)) {
+        owned_by_me.shuffle(&mut rand::thread_rng());
+        for index in owned_by_me.into_iter().take(edge_room.min(room)) {
             picks.push((index, Source::Edge));
         }
         // In a swarm, the edge serves only the pieces this agent owns (or late ones).
