@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use damselfly_core::{Digest, Reference, RepositoryName};
+use damselfly_core::{Challenge, Digest, Reference, RepositoryName, TokenAnswer};
 use http::StatusCode;
 
 use crate::config::{Config, RegistryConfig};
@@ -227,19 +227,7 @@ impl RegistryClient {
 
     /// `GET realm?service=&scope=`, with our credentials as Basic when configured.
     async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<String> {
-        let realm = challenge
-            .params
-            .get("realm")
-            .ok_or_else(|| Error::RegistryRefused("bearer challenge without realm".into()))?;
-        let mut url = reqwest::Url::parse(realm)
-            .map_err(|e| Error::RegistryRefused(format!("bad token realm: {e}")))?;
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(service) = challenge.params.get("service") {
-                query.append_pair("service", service);
-            }
-            query.append_pair("scope", scope);
-        }
+        let url = challenge.token_url(Some(scope)).map_err(Error::RegistryRefused)?;
         let mut request = self.http.get(url).timeout(self.timeout);
         if let Some(basic) = self.basic() {
             request = request.header(http::header::AUTHORIZATION, basic);
@@ -254,21 +242,13 @@ impl RegistryClient {
                 response.status()
             )));
         }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
-        let body: TokenResponse = response
+        let answer: TokenAnswer = response
             .json()
             .await
             .map_err(|e| Error::RegistryUnavailable(format!("token body: {e}")))?;
-        let token = body
-            .token
-            .or(body.access_token)
+        let (token, lifetime) = answer
+            .into_token()
             .ok_or_else(|| Error::RegistryRefused("token response without token".into()))?;
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).saturating_sub(5).max(1));
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.insert(scope.to_string(), (token.clone(), Instant::now() + lifetime));
         }
@@ -311,68 +291,9 @@ fn body_media_type(bytes: &[u8]) -> Option<String> {
         .filter(|t| MANIFEST_ACCEPT.contains(&t.as_str()))
 }
 
-/// A `WWW-Authenticate` challenge: `Bearer realm="…",service="…",scope="…"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
-    /// Lowercased: `bearer` or `basic`.
-    pub scheme: String,
-    pub params: HashMap<String, String>,
-}
-
-impl Challenge {
-    pub fn parse(header: &str) -> Option<Challenge> {
-        let header = header.trim();
-        let (scheme, mut rest) = header.split_once(' ').unwrap_or((header, ""));
-        if scheme.is_empty() {
-            return None;
-        }
-        let mut params = HashMap::new();
-        loop {
-            rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
-            let Some((key, after)) = rest.split_once('=') else {
-                break;
-            };
-            let (value, remaining) = match after.strip_prefix('"') {
-                Some(quoted) => {
-                    let end = quoted.find('"').unwrap_or(quoted.len());
-                    (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
-                }
-                None => {
-                    let end = after.find(',').unwrap_or(after.len());
-                    (after[..end].trim(), &after[end..])
-                }
-            };
-            params.insert(key.trim().to_ascii_lowercase(), value.to_string());
-            rest = remaining;
-        }
-        Some(Challenge {
-            scheme: scheme.to_ascii_lowercase(),
-            params,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn challenges_parse_with_commas_in_quotes() {
-        let c = Challenge::parse(
-            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
-        )
-        .unwrap();
-        assert_eq!(c.scheme, "bearer");
-        assert_eq!(c.params["realm"], "https://auth.example/token");
-        assert_eq!(c.params["scope"], "repository:a/b:pull,push");
-        assert_eq!(c.params["service"], "registry.example");
-        let b = Challenge::parse(r#"Basic realm="damselfly-test""#).unwrap();
-        assert_eq!(
-            (b.scheme.as_str(), b.params["realm"].as_str()),
-            ("basic", "damselfly-test")
-        );
-        assert!(Challenge::parse("").is_none());
-    }
 
     #[test]
     fn media_type_falls_back_to_the_body() {

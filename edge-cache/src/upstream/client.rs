@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use super::challenge::Challenge;
 use crate::config::UpstreamConfig;
 use crate::error::{EdgeError, EdgeResult};
+use damselfly_core::{Challenge, TokenAnswer};
 
 /// Every modern manifest type, for requests the edge makes on its own behalf.
 pub const MANIFEST_ACCEPT: [&str; 4] = [
@@ -182,21 +182,9 @@ impl Upstream {
 
     /// The token dance with the edge's own credentials: `GET realm?service=&scope=` with Basic.
     async fn fetch_token(&self, challenge: &Challenge, scope: Option<&str>) -> EdgeResult<HeaderValue> {
-        let realm = challenge
-            .params
-            .get("realm")
-            .ok_or_else(|| EdgeError::UpstreamUnavailable("bearer challenge without realm".into()))?;
-        let mut url = reqwest::Url::parse(realm)
-            .map_err(|e| EdgeError::UpstreamUnavailable(format!("bad realm: {e}")))?;
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(service) = challenge.params.get("service") {
-                query.append_pair("service", service);
-            }
-            if let Some(scope) = scope.or(challenge.params.get("scope").map(String::as_str)) {
-                query.append_pair("scope", scope);
-            }
-        }
+        let url = challenge
+            .token_url(scope)
+            .map_err(EdgeError::UpstreamUnavailable)?;
         let mut builder = self.http.get(url).timeout(self.request_timeout);
         if let Some(basic) = self.basic_header() {
             builder = builder.header(http::header::AUTHORIZATION, basic);
@@ -211,22 +199,13 @@ impl Upstream {
                 response.status()
             )));
         }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
-        let body: TokenResponse = response
+        let answer: TokenAnswer = response
             .json()
             .await
             .map_err(|e| EdgeError::UpstreamUnavailable(format!("token body: {e}")))?;
-        let token = body
-            .token
-            .or(body.access_token)
+        let (token, lifetime) = answer
+            .into_token()
             .ok_or_else(|| EdgeError::UpstreamUnavailable("token response without token".into()))?;
-        // Renew a little early; the spec's default lifetime is 60 s.
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).saturating_sub(5).max(1));
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.insert(
                 scope.unwrap_or("").to_string(),

@@ -3,14 +3,12 @@
 //! A request names its registry with containerd's `?ns=`; without it, the default upstream
 //! answers. Only configured registries are reachable, so the edge is never an open proxy.
 
-mod challenge;
 mod client;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use challenge::Challenge;
 pub use client::{Upstream, UpstreamRequest, MANIFEST_ACCEPT};
 
 use crate::config::{Config, UpstreamConfig};
