@@ -128,6 +128,7 @@ impl EdgeClient {
         } else {
             Err(Error::EdgeRefused {
                 region: self.region.clone(),
+                status: status.as_u16(),
                 message,
             })
         }

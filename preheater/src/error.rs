@@ -35,7 +35,11 @@ pub enum Error {
     EdgeUnavailable { region: String, message: String },
     /// An edge refused the warm request (4xx): retrying the same request cannot help.
     #[error("edge {region} refused: {message}")]
-    EdgeRefused { region: String, message: String },
+    EdgeRefused {
+        region: String,
+        status: u16,
+        message: String,
+    },
     /// The job store (redb or Redis) failed.
     #[error("job store: {0}")]
     Store(String),
@@ -124,6 +128,7 @@ mod tests {
         assert!(!Error::RegistryRefused("404".into()).is_retryable());
         assert!(!Error::EdgeRefused {
             region: "eu".into(),
+            status: 401,
             message: "401".into()
         }
         .is_retryable());

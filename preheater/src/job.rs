@@ -39,8 +39,13 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Target {
-    /// An image by tag or digest: resolved to its manifests, config and layers.
-    Image { reference: String },
+    /// An image by tag or digest: resolved to its manifests, config and layers. `digest` pins
+    /// the manifest a push event announced for the tag.
+    Image {
+        reference: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+    },
     /// One manifest by digest.
     Manifest { digest: String },
     /// One blob.
@@ -147,11 +152,13 @@ impl JobSpec {
                 registry,
                 repository,
                 reference,
+                digest,
             } => (
                 registry,
                 repository,
                 Target::Image {
                     reference: reference.to_string(),
+                    digest: digest.map(|d| d.to_string()),
                 },
             ),
             Intent::Manifest {
@@ -400,6 +407,7 @@ mod tests {
                 repository: "demo/app".into(),
                 target: Target::Image {
                     reference: "v1".into(),
+                    digest: None,
                 },
                 platforms: vec![],
                 regions: vec!["eu".into(), "us".into()],

@@ -192,6 +192,7 @@ impl PreheatBackend for Backend {
             registry: host,
             repository: request.manifest.repository.clone(),
             reference: request.manifest.reference.clone(),
+            digest: None,
         };
         let spec = JobSpec::from_intent(
             SOURCE,

@@ -135,10 +135,19 @@ pub async fn resolve(
     client: &RegistryClient,
     repository: &RepositoryName,
     reference: &Reference,
+    pinned: Option<Digest>,
     filter: &PlatformFilter,
     presented: Option<&str>,
 ) -> Result<Resolution> {
-    let top = client.manifest(repository, reference, presented).await?;
+    // A pinned push is read by digest: the tag may not be readable yet, or may already have moved.
+    let top = match pinned {
+        Some(digest) => {
+            client
+                .manifest(repository, &Reference::Digest(digest), presented)
+                .await?
+        }
+        None => client.manifest(repository, reference, presented).await?,
+    };
     let doc = parse_doc(&top)?;
     let mut blobs = Vec::new();
     let mut children = Vec::new();

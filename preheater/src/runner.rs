@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use damselfly_core::{Reference, RepositoryName};
+use damselfly_core::{Digest, Reference, RepositoryName};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -146,13 +146,17 @@ async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
             Some(digest.clone()),
             None,
         )),
-        Target::Image { reference } => {
+        Target::Image { reference, digest } => {
             let client = state.registries.get(&job.registry)?;
             let repository: RepositoryName = job
                 .repository
                 .parse()
                 .map_err(|e| Error::BadRequest(format!("{e}")))?;
             let reference: Reference = reference.parse().map_err(|e| Error::BadRequest(format!("{e}")))?;
+            let pinned: Option<Digest> = match digest {
+                Some(d) => Some(d.parse().map_err(|e| Error::BadRequest(format!("{e}")))?),
+                None => None,
+            };
             let platforms = if job.platforms.is_empty() {
                 &state.config.platforms
             } else {
@@ -167,6 +171,7 @@ async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
                     &client,
                     &repository,
                     &reference,
+                    pinned,
                     &filter,
                     job.authorization.as_deref(),
                 )

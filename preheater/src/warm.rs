@@ -250,7 +250,21 @@ impl Warmer {
         if request.tag.is_some() {
             request.digest = None;
         }
-        let answer = edge.warm(&request).await?;
+        let answer = match edge.warm(&request).await {
+            // Distribution announces a tagged push before it links the tag, so the edge may not
+            // find a tag we already resolved: worth the bounded retries, not an instant failure.
+            Err(Error::EdgeRefused {
+                region,
+                status: 404,
+                message,
+            }) if task.tag.is_some() && task.digest.is_some() => {
+                return Err(Error::EdgeUnavailable {
+                    region,
+                    message: format!("tag not readable at the origin yet: {message}"),
+                })
+            }
+            other => other?,
+        };
         if answer.state != "cached" {
             return Err(unexpected(edge, &answer));
         }

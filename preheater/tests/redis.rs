@@ -25,6 +25,7 @@ fn job(n: u64) -> Job {
             repository: "a/b".into(),
             target: Target::Image {
                 reference: "v1".into(),
+                digest: None,
             },
             platforms: vec![],
             regions: vec!["eu".into()],

@@ -134,3 +134,92 @@ async fn pushes_warm_every_layer_at_two_regions_and_edges_serve_without_the_orig
         assert_eq!(bytes, multi.total_blob_bytes);
     }
 }
+
+/// Distribution sends a tagged manifest's push event before it links the tag, so the tag may not
+/// be readable yet when the event arrives. The job reads the announced digest and retries the tag
+/// mapping until the tag appears, instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_announced_before_it_is_readable_still_warms() {
+    init_logging();
+    let mut registry = Registry::start(RegistryOptions::default())
+        .await
+        .expect("registry");
+    let edge = start_edge(&registry.url()).await;
+    let preheater = Preheater::start(&PreheaterSetup {
+        edges: vec![("eu".into(), edge.url())],
+        registries: vec![(registry.addr(), registry.url())],
+        warm: "max_attempts = 40".into(),
+        ..PreheaterSetup::default()
+    })
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let image = build_image_async(
+        ImageSpec::new("preheat-late-tag", vec![MIB, MIB / 2]),
+        work.path().join("img"),
+        "v1".into(),
+    )
+    .await
+    .unwrap();
+    skopeo::push(
+        &image,
+        &format!("{}/demo/late:v1", registry.addr()),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    // The event names tag v2, which the registry does not serve yet.
+    let announced = tagged_push_envelope(
+        "late-tag",
+        &registry.addr(),
+        "demo/late",
+        "v2",
+        &image.top_digest,
+        &image.top_media_type,
+    );
+    let auth = format!("Bearer {WEBHOOK_TOKEN}");
+    let (status, receipt) = preheater
+        .post(
+            "/webhooks/distribution",
+            "application/vnd.docker.distribution.events.v1+json",
+            Some(&auth),
+            announced,
+        )
+        .await;
+    assert_eq!(status, 202, "{receipt}");
+    let id = receipt["jobs"][0].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = preheater.job(&id).await;
+    assert_ne!(waiting["state"], "failed", "{waiting:#?}");
+    for blob in &image.blobs {
+        wait_cached(&edge.url(), &blob.digest, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+
+    // The tag appears; the job finishes and the edge maps it.
+    skopeo::push(
+        &image,
+        &format!("{}/demo/late:v2", registry.addr()),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    let job = preheater.wait_job(&id, Duration::from_secs(30)).await;
+    assert_eq!(job["state"], "succeeded", "{job:#?}");
+    let tag_item = job["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["tag"] == "v2")
+        .unwrap_or_else(|| panic!("no tag item: {job:#?}"));
+    assert!(
+        tag_item["regions"]["eu"]["attempts"].as_u64().unwrap() > 1,
+        "the tag was readable at once, so nothing was retried: {tag_item:#?}"
+    );
+    registry.stop().unwrap();
+    let bytes = pull_through_edge(&edge.url(), "demo/late", "v2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nedge log:\n{}", edge.log_tail()));
+    assert_eq!(bytes, image.total_blob_bytes);
+}

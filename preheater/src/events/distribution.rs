@@ -142,10 +142,11 @@ impl Event {
             None => None,
         };
         Ok(Some(match (kind, digest, self.target.tag.as_deref()) {
-            ("manifest", _, Some(tag)) if action == "push" => Intent::Image {
+            ("manifest", digest, Some(tag)) if action == "push" => Intent::Image {
                 registry,
                 repository,
                 reference: tag.parse().map_err(|e| format!("{e}"))?,
+                digest,
             },
             ("manifest", Some(digest), _) if action == "push" => Intent::Manifest {
                 registry,
@@ -189,6 +190,12 @@ mod tests {
                 registry: "127.0.0.1:5100".into(),
                 repository: "library/busybox-mini".parse().unwrap(),
                 reference: "1.36".parse().unwrap(),
+                // The pushed manifest is pinned: the tag is linked only after the event is sent.
+                digest: Some(
+                    "sha256:df190e2dabd9cd492b2cd697f76b6347ff3285a2c6f029686e809091a26ceca3"
+                        .parse()
+                        .unwrap()
+                ),
             }]
         );
         let v2s2 = only("distribution_push_manifest_v2s2_event.json");

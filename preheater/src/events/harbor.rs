@@ -135,6 +135,7 @@ fn classify(dedupe_key: String, kind: &str, data: Option<&EventData>) -> Classif
                 registry: r.host,
                 repository: r.repository,
                 reference: r.reference,
+                digest: None,
             }),
             Some(Err(e)) => problems.push(e),
             None => problems.push("resource without resource_url".to_string()),
@@ -190,6 +191,7 @@ mod tests {
             registry: "harbor.example.com".into(),
             repository: "library/nginx".parse().unwrap(),
             reference: "1.25.3".parse().unwrap(),
+            digest: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub enum Intent {
         registry: String,
         repository: RepositoryName,
         reference: Reference,
+        /// The manifest a push event says the tag now names. Resolution then reads the manifest
+        /// by this digest: the registry announces a tagged push before the tag is readable.
+        digest: Option<Digest>,
     },
     /// Warm one manifest by digest (the children of an index are pushed by digest, untagged).
     Manifest {

@@ -108,6 +108,7 @@ pub async fn create(
         registry,
         repository,
         reference,
+        digest: None,
     };
     let job = Job::new(
         JobSpec::from_intent("api", &intent, request.platforms, regions),

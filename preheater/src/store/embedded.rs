@@ -247,6 +247,7 @@ mod tests {
                 repository: "a/b".into(),
                 target: Target::Image {
                     reference: "v1".into(),
+                    digest: None,
                 },
                 platforms: vec![],
                 regions: vec!["eu".into()],
