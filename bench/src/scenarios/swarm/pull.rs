@@ -9,7 +9,8 @@ use super::{blob_urls, host_label, CpuSample, REPOSITORY, TAG};
 use crate::netns::{self, Host};
 
 const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json";
-/// Blobs fetched at once per host, as containerd does by default.
+/// Blobs fetched at once per host, as containerd does by default (all three requests go out
+/// together, hence `--parallel-immediate`: curl would otherwise wait on the first connection).
 const PARALLEL_BLOBS: &str = "3";
 /// Per curl run; far beyond any sane pull here, only there so a wedged run ends.
 const MAX_SECS: &str = "1800";
@@ -61,6 +62,7 @@ async fn one(host: &Host, base: &str, image: &BuiltImage) -> Result<()> {
     let urls = blob_urls(base, image);
     let mut args = vec![
         "--parallel",
+        "--parallel-immediate",
         "--parallel-max",
         PARALLEL_BLOBS,
         "-w",
