@@ -8,6 +8,7 @@ pub mod ct;
 pub mod digest;
 pub mod file_task;
 pub mod location;
+pub mod net;
 pub mod peer;
 pub mod piece;
 pub mod range;

@@ -190,6 +190,9 @@ pub struct LimitsConfig {
     pub upstream_resume_attempts: u32,
     /// On SIGTERM: how long in-flight requests may finish.
     pub shutdown_grace_secs: u64,
+    /// Pieces sent to agents at once; more requests queue in arrival order. A few fast sends
+    /// beat many slow ones: each owner gets its piece sooner and passes it on sooner.
+    pub piece_sends: usize,
 }
 
 impl Default for Config {
@@ -244,6 +247,7 @@ impl Default for LimitsConfig {
             upstream_idle_timeout_secs: 30,
             upstream_resume_attempts: 5,
             shutdown_grace_secs: 20,
+            piece_sends: 4,
         }
     }
 }
@@ -335,8 +339,8 @@ impl Config {
                 self.log_format
             ));
         }
-        if self.limits.max_concurrent_requests == 0 {
-            return invalid("limits.max_concurrent_requests must be > 0".into());
+        if self.limits.max_concurrent_requests == 0 || self.limits.piece_sends == 0 {
+            return invalid("limits.max_concurrent_requests and limits.piece_sends must be > 0".into());
         }
         Ok(())
     }

@@ -72,6 +72,9 @@ pub enum EdgeError {
     UpstreamUnavailable(String),
     #[error("blob transfer failed: {0}")]
     IngestFailed(String),
+    /// Too much queued already: the caller should go elsewhere or come back.
+    #[error("busy: {0}")]
+    Busy(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -99,6 +102,7 @@ impl EdgeError {
             EdgeError::Upstream(r) => (r.status, "UPSTREAM"),
             EdgeError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             EdgeError::IngestFailed(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+            EdgeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             EdgeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
@@ -115,7 +119,7 @@ impl EdgeError {
             | EdgeError::UpstreamUnavailable(d)
             | EdgeError::IngestFailed(d)
             | EdgeError::Internal(d) => json!(d),
-            EdgeError::Unsupported(d) => json!(d),
+            EdgeError::Unsupported(d) | EdgeError::Busy(d) => json!(d),
             EdgeError::RangeNotSatisfiable { size } => json!({ "size": size }),
             EdgeError::Upstream(_) => serde_json::Value::Null,
         }

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
+use damselfly_core::net::limit_unsent_on_accept;
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
@@ -39,7 +41,7 @@ pub async fn serve(
         let _ = draining_tx.send(());
     };
     let app = crate::http::app(state.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = axum::serve(listener.tap_io(limit_unsent_on_accept), app).with_graceful_shutdown(signal);
     let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
     let result = tokio::select! {
         result = server => result,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub files_http: reqwest::Client,
     /// False until the store is open, and again from the moment shutdown starts.
     pub ready: AtomicBool,
+    /// Permits to send a piece (`limits.piece_sends`), handed out in arrival order.
+    pub piece_sends: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             tickets: TicketSigner::new(&secret),
             secret,
             ready: AtomicBool::new(true),
+            piece_sends: Arc::new(tokio::sync::Semaphore::new(config.limits.piece_sends)),
             config,
         }))
     }

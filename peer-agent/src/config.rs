@@ -126,7 +126,8 @@ pub struct DownloadConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UploadConfig {
-    /// Uploads served at once; more are refused (503) so downloaders go elsewhere.
+    /// Uploads served at once; more are refused (503) so downloaders go elsewhere. Few: a piece
+    /// sent at full speed reaches a neighbour who passes it on, many at once all arrive late.
     pub slots: u32,
     /// Upload rate limit in bytes per second across all uploads (0 = unlimited), e.g. `100MiB`.
     pub rate_limit: String,
@@ -171,7 +172,7 @@ impl Default for DownloadConfig {
 impl Default for UploadConfig {
     fn default() -> Self {
         UploadConfig {
-            slots: 8,
+            slots: 4,
             rate_limit: "0".into(),
         }
     }

@@ -19,6 +19,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
+use damselfly_core::net::limit_unsent_on_accept;
 use tokio::net::TcpListener;
 
 pub use config::{Cli, Config};
@@ -58,8 +60,11 @@ pub async fn serve(
     };
     let mirror_server =
         axum::serve(mirror, http::mirror_app(state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let upload_server =
-        axum::serve(upload, http::upload_app(state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let upload_server = axum::serve(
+        upload.tap_io(limit_unsent_on_accept),
+        http::upload_app(state.clone()),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let grace = async move {
         stopped(stop_rx).await;
         tokio::time::sleep(Duration::from_secs(10)).await;

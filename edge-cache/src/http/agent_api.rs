@@ -11,14 +11,16 @@
 //! operator allowed in `[files]`. Its content is checked against `digest` when given.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use damselfly_core::net::PIECE_CHUNK;
 use damselfly_core::{Digest, PieceTable, RepositoryName};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::access::Object;
@@ -168,10 +170,37 @@ pub async fn piece(
     if index >= layout.count() {
         return Err(EdgeError::RangeNotSatisfiable { size: layout.count() });
     }
+    // Queued in arrival order: a few sends at full speed, not every request at a crawl.
+    let permit = tokio::time::timeout(PIECE_QUEUE_WAIT, state.piece_sends.clone().acquire_owned())
+        .await
+        .map_err(|_| EdgeError::Busy("piece sends queued too long"))?
+        .map_err(|_| EdgeError::Internal("piece send limiter closed".into()))?;
     let sealed = blob.read_sealed(layout, index).await?;
     state.metrics.served("piece", sealed.len() as u64);
-    Ok(([(http::header::CONTENT_TYPE, "application/octet-stream")], sealed).into_response())
+    let len = sealed.len();
+    // The permit goes when the last chunk is handed over: with the connection's unsent bytes
+    // limited (`core::net`), that is when the piece has nearly left.
+    let chunks = futures::stream::iter(
+        (0..len)
+            .step_by(PIECE_CHUNK)
+            .map(move |at| Ok::<_, std::io::Error>(sealed.slice(at..(at + PIECE_CHUNK).min(len)))),
+    )
+    .chain(futures::stream::once(async move {
+        drop(permit);
+        Ok(bytes::Bytes::new())
+    }));
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (http::header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
+
+/// How long a piece request may wait for a send permit before it is told to go elsewhere.
+const PIECE_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// A ticket, or credentials the upstream accepts, opens a blob that is cached or arriving.
 /// Pieces never start a transfer: that takes the task call, which knows where to fetch from.

@@ -1,6 +1,7 @@
 //! Serving sealed pieces to other agents: ticket required (checked with the edges' public key),
 //! a bounded number of uploads at once (more get 503 and go elsewhere), an optional shared rate
-//! limit. Bytes go out exactly as stored.
+//! limit. Bytes go out exactly as stored, in small chunks on a connection whose unsent backlog
+//! is limited (`core::net`), so an upload slot is held until its piece has nearly left.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,8 +18,7 @@ use crate::edges::TICKET_HEADER;
 use crate::error::{AgentError, AgentResult};
 use crate::state::AgentState;
 
-/// Chunk size for rate-limited uploads.
-const CHUNK: usize = 64 * 1024;
+use damselfly_core::net::PIECE_CHUNK as CHUNK;
 
 pub async fn piece(
     State(state): State<Arc<AgentState>>,
