@@ -60,8 +60,10 @@ pub struct Downloader {
 /// it on). Two keep an owner busy while many share the edge's link.
 const SWARM_EDGE_PIECES: usize = 2;
 /// Each period a piece stays unclaimed after it became known, one more candidate owner may take
-/// it from the edge (its owner is slow, busy elsewhere or gone).
-const UNCLAIMED_AFTER: Duration = Duration::from_secs(2);
+/// it from the edge (its owner is slow, busy elsewhere or gone). Long enough for an owner whose
+/// request waits in the edge's send queue: a second owner's copy costs edge bandwidth that every
+/// other piece is waiting for.
+const UNCLAIMED_AFTER: Duration = Duration::from_secs(5);
 
 /// Counts an edge fetch in flight for as long as it lives.
 struct EdgeFetch(Arc<AtomicUsize>);
@@ -80,9 +82,11 @@ impl Drop for EdgeFetch {
 }
 
 /// How often the table (while the edge is still ingesting), parents and announcements refresh.
+/// A piece is only passed on once its holder has announced it and the others have asked for
+/// parents again: these two set how late the swarm learns of it.
 const TABLE_EVERY: Duration = Duration::from_millis(200);
-const PARENTS_EVERY: Duration = Duration::from_millis(400);
-const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
+const PARENTS_EVERY: Duration = Duration::from_millis(100);
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Edge failures (all edges tried) after which the download gives up (readers use the origin).
 const MAX_EDGE_FAILOVERS: u32 = 3;
