@@ -58,6 +58,8 @@ impl AppState {
         let peer_ttl = Duration::from_secs(config.scheduler.peer_ttl_secs);
         let peers = PeerStore::connect(config.redis.as_deref(), peer_ttl).await?;
         let files_http = reqwest::Client::builder()
+            // The file's own bytes (digests and Range offsets are over those), never a re-encoding.
+            .no_gzip()
             .connect_timeout(Duration::from_secs(config.limits.upstream_connect_timeout_secs))
             .user_agent(concat!("damselfly-edge/", env!("CARGO_PKG_VERSION")))
             // Redirects could leave the allowed prefixes.

@@ -96,6 +96,41 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
         .collect();
     assert_eq!(order, vec!["same-rack", "same-zone", "far"]);
 
+    // Agents ask for tables and parents several times a second: those answers are gzipped for
+    // clients that accept it. Pieces never are (sealed bytes do not compress).
+    let gzip_get = |url: String| {
+        client
+            .get(url)
+            .query(&[
+                ("host_id", "me"),
+                ("location", "eu/z1/r1"),
+                ("repo", "demo/sched"),
+            ])
+            .header("x-damselfly-ticket", &ticket)
+            .header("accept-encoding", "gzip")
+            .send()
+    };
+    for path in ["parents", ""] {
+        let url = format!("{}/api/v1/tasks/{}/{path}", edges[1].url(), layer.digest);
+        let r = gzip_get(url.trim_end_matches('/').to_string()).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-encoding"], "gzip", "{path}");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(&body[..2], &[0x1f, 0x8b], "{path}: not a gzip stream");
+    }
+    let piece = gzip_get(format!("{}/pieces/{}/0", edges[0].url(), layer.digest))
+        .await
+        .unwrap();
+    assert_eq!(piece.status(), 200);
+    assert!(piece.headers().get("content-encoding").is_none());
+    let sealed = piece.bytes().await.unwrap();
+    let tag = damselfly_core::seal::TAG_LEN as u64;
+    assert_eq!(
+        sealed.len() as u64,
+        layout.piece_length + tag,
+        "piece 0: plaintext + GCM tag"
+    );
+
     // Leaving removes a peer; no ticket, no scheduler.
     let r = client
         .delete(format!(

@@ -46,7 +46,11 @@ pub struct Edges {
     dead_until: Vec<Mutex<Option<Instant>>>,
     default_origin: Option<String>,
     registries: Vec<(String, String)>,
+    /// Relayed registry requests and plain files: bodies pass through untouched.
     http: reqwest::Client,
+    /// Piece tables and parent lists: JSON, compressed on the wire (most of the scheduler's
+    /// bytes: agents ask several times a second per download).
+    control_http: reqwest::Client,
     piece_http: reqwest::Client,
 }
 
@@ -61,10 +65,13 @@ pub struct Relay<'a> {
 
 impl Edges {
     pub fn new(config: &Config) -> AgentResult<Edges> {
-        let build = |timeout: Option<Duration>| {
+        // Only the scheduler's JSON answers are compressed: relayed registry traffic passes
+        // through as sent, and pieces are sealed (incompressible).
+        let build = |timeout: Option<Duration>, gzip: bool| {
             let mut b = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .pool_idle_timeout(Duration::from_secs(30))
+                .gzip(gzip)
                 .user_agent(concat!("damselfly-agent/", env!("CARGO_PKG_VERSION")));
             if let Some(t) = timeout {
                 b = b.timeout(t);
@@ -88,8 +95,12 @@ impl Edges {
                 .iter()
                 .map(|r| (r.registry.clone(), r.url.trim_end_matches('/').to_string()))
                 .collect(),
-            http: build(None)?,
-            piece_http: build(Some(Duration::from_secs(config.download.piece_timeout_secs)))?,
+            http: build(None, false)?,
+            control_http: build(None, true)?,
+            piece_http: build(
+                Some(Duration::from_secs(config.download.piece_timeout_secs)),
+                false,
+            )?,
         })
     }
 
@@ -233,7 +244,11 @@ impl Edges {
         }
         for edge in order {
             let url = format!("{}/api/v1/tasks/{}", self.urls[edge], task.digest);
-            let mut request = self.http.get(url).query(&query).timeout(Duration::from_secs(120));
+            let mut request = self
+                .control_http
+                .get(url)
+                .query(&query)
+                .timeout(Duration::from_secs(120));
             if let Some(a) = &task.authorization {
                 request = request.header(http::header::AUTHORIZATION, a.clone());
             }
@@ -291,7 +306,7 @@ impl Edges {
         }
         let url = format!("{}/api/v1/tasks/{digest}/parents", self.urls[edge]);
         let response = self
-            .http
+            .control_http
             .get(url)
             .query(&[("host_id", host_id), ("location", &location.to_string())])
             .header(TICKET_HEADER, ticket)

@@ -36,6 +36,8 @@ pub struct GetArgs {
 pub async fn run(args: &GetArgs) -> Result<()> {
     let url = damselfly_core::normalise_url(&args.url)?;
     let http = reqwest::Client::builder()
+        // The file's own bytes (the digest is over those), never a re-encoding.
+        .no_gzip()
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     let mut query = vec![("url", url.clone())];

@@ -73,6 +73,8 @@ impl RegistryClient {
         let base = reqwest::Url::parse(&config.url)
             .map_err(|e| Error::Internal(format!("bad registry url {}: {e}", config.url)))?;
         let http = reqwest::Client::builder()
+            // Manifests are hashed as the registry sends them.
+            .no_gzip()
             .connect_timeout(Duration::from_secs(5))
             .danger_accept_invalid_certs(config.insecure_skip_verify)
             .user_agent(concat!("damselfly-preheater/", env!("CARGO_PKG_VERSION")))

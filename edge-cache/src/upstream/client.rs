@@ -79,6 +79,8 @@ impl Upstream {
         let base = reqwest::Url::parse(&config.url)
             .map_err(|e| EdgeError::Internal(format!("bad upstream url {}: {e}", config.url)))?;
         let http = reqwest::Client::builder()
+            // Bytes as the registry stores them: digests and Range offsets are over those.
+            .no_gzip()
             .connect_timeout(connect_timeout)
             .danger_accept_invalid_certs(config.insecure_skip_verify)
             .user_agent(concat!("damselfly-edge/", env!("CARGO_PKG_VERSION")))
