@@ -170,6 +170,8 @@ pub async fn piece(
     if index >= layout.count() {
         return Err(EdgeError::RangeNotSatisfiable { size: layout.count() });
     }
+    // A piece still arriving holds no send permit while it is awaited.
+    blob.wait_piece(index).await?;
     // Queued in arrival order: a few sends at full speed, not every request at a crawl.
     let permit = tokio::time::timeout(PIECE_QUEUE_WAIT, state.piece_sends.clone().acquire_owned())
         .await
