@@ -8,10 +8,9 @@ use std::time::Duration;
 use common::*;
 use damselfly_preheater::config::{Config, EdgeConfig, JobsConfig, RegistryConfig, WarmConfig};
 use damselfly_preheater::AppState;
-use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 use serde_json::{json, Value};
 
 const DIST: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -167,20 +166,12 @@ async fn every_kind_of_bad_input_gets_a_clear_answer() {
         .await
         .expect("registry");
     let work = tempfile::tempdir().unwrap();
-    let image = build_image_async(
+    let image = pushed_image(
         ImageSpec::new("preheat-bad", vec![MIB / 2]),
-        work.path().join("i"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    skopeo::push(
-        &image,
+        &work.path().join("i"),
         &format!("{}/demo/app:v1", registry.addr()),
-        &PushOptions::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let edge = start_edge(&registry.url()).await;
     let p = start(&registry, &edge.url()).await;
     let hook = format!("{}/webhooks/distribution", p.url);

@@ -6,10 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 
 const DIST: &str = "application/vnd.docker.distribution.events.v1+json";
 
@@ -28,20 +27,12 @@ async fn the_same_event_five_times_warms_each_blob_once_per_region() {
         .await
         .expect("registry");
     let work = tempfile::tempdir().unwrap();
-    let image = build_image_async(
+    let image = pushed_image(
         ImageSpec::new("preheat-dedupe", vec![MIB, MIB, MIB / 4]),
-        work.path().join("img"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    skopeo::push(
-        &image,
+        &work.path().join("img"),
         &format!("{}/demo/dedupe:v1", registry.addr()),
-        &PushOptions::default(),
     )
-    .await
-    .unwrap();
+    .await;
 
     // A counting proxy in front of each edge sees every warm request.
     let eu = start_edge(&registry.url()).await;

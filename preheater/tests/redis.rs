@@ -9,12 +9,11 @@ use common::*;
 use damselfly_preheater::config::{Config, JobsConfig};
 use damselfly_preheater::job::{Job, JobSpec, Target};
 use damselfly_preheater::store::{Admission, RedisStore};
-use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::redis::Redis;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 use http::StatusCode;
 
 fn job(n: u64) -> Job {
@@ -90,20 +89,12 @@ async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
         .await
         .expect("registry");
     let work = tempfile::tempdir().unwrap();
-    let image = build_image_async(
+    let image = pushed_image(
         ImageSpec::new("preheat-redis", vec![MIB, MIB / 2]),
-        work.path().join("img"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    skopeo::push(
-        &image,
+        &work.path().join("img"),
         &format!("{}/demo/shared:v1", registry.addr()),
-        &PushOptions::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let origin = FaultProxy::start(&registry.addr()).await.unwrap();
     origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
     let edge = start_edge(&origin.url()).await;

@@ -153,20 +153,12 @@ async fn a_tag_announced_before_it_is_readable_still_warms() {
     })
     .await;
     let work = tempfile::tempdir().unwrap();
-    let image = build_image_async(
+    let image = pushed_image(
         ImageSpec::new("preheat-late-tag", vec![MIB, MIB / 2]),
-        work.path().join("img"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    skopeo::push(
-        &image,
+        &work.path().join("img"),
         &format!("{}/demo/late:v1", registry.addr()),
-        &PushOptions::default(),
     )
-    .await
-    .unwrap();
+    .await;
 
     // The event names tag v2, which the registry does not serve yet.
     let announced = tagged_push_envelope(

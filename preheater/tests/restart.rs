@@ -6,11 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 use http::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,20 +19,12 @@ async fn a_job_interrupted_by_sigkill_completes_after_restart() {
         .await
         .expect("registry");
     let work = tempfile::tempdir().unwrap();
-    let image = build_image_async(
+    let image = pushed_image(
         ImageSpec::new("preheat-restart", vec![MIB, MIB / 2]),
-        work.path().join("img"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    skopeo::push(
-        &image,
+        &work.path().join("img"),
         &format!("{}/demo/restart:v1", registry.addr()),
-        &PushOptions::default(),
     )
-    .await
-    .unwrap();
+    .await;
 
     // The edge fetches through a proxy that fails every blob download until told otherwise, so
     // the job is stuck retrying when the preheater is killed.

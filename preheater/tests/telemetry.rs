@@ -10,9 +10,8 @@ use std::time::Duration;
 use axum::routing::post;
 use bytes::Bytes;
 use common::*;
-use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_is_one_trace_from_webhook_to_edge_warms() {
@@ -42,20 +41,12 @@ async fn a_push_is_one_trace_from_webhook_to_edge_warms() {
         .await
         .expect("registry");
     let work = tempfile::tempdir().unwrap();
-    let image = build_image_async(
+    let image = pushed_image(
         ImageSpec::new("preheat-otel", vec![MIB / 2]),
-        work.path().join("i"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    skopeo::push(
-        &image,
+        &work.path().join("i"),
         &format!("{}/demo/otel:v1", registry.addr()),
-        &PushOptions::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let edge = start_edge(&registry.url()).await;
     let mut preheater = Preheater::start(&PreheaterSetup {
         edges: vec![("eu".into(), edge.url())],

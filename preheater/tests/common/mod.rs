@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
+use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
 use damselfly_test_support::net::{free_addr_on, loopback_client};
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::process::ChildGuard;
+use damselfly_test_support::skopeo::{self, PushOptions};
 use serde_json::Value;
 
 pub const WEBHOOK_TOKEN: &str = "registry-webhook-token-1";
@@ -416,6 +418,17 @@ pub fn tagged_push_envelope(
     event["target"]["url"] = format!("http://{registry}/v2/{repo}/manifests/{digest}").into();
     event["request"]["host"] = registry.into();
     serde_json::to_vec_pretty(&envelope).expect("json")
+}
+
+/// Builds an image (tag `v1`, OCI layout in `dir`) and pushes it to `target` (`host/repo:tag`).
+pub async fn pushed_image(spec: ImageSpec, dir: &Path, target: &str) -> BuiltImage {
+    let image = build_image_async(spec, dir.to_path_buf(), "v1".into())
+        .await
+        .expect("build image");
+    skopeo::push(&image, target, &PushOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("push to {target}: {e:#}"));
+    image
 }
 
 /// A blob push envelope, shaped like `distribution_push_blob_event.json`.
