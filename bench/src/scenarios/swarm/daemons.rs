@@ -38,6 +38,27 @@ fn in_namespace(ns: &str, program: &Path) -> Command {
     cmd
 }
 
+/// Where a daemon logs, and how much: its own directory at `warn` normally; with
+/// `--keep-logs DIR`, `DIR/<setup>-<name>.log` at `info` (one line per blob an agent finished,
+/// with its duration), kept after the run.
+#[derive(Clone, Copy)]
+pub struct Logs<'a> {
+    pub keep_in: Option<&'a Path>,
+    pub setup: &'a str,
+}
+
+impl Logs<'_> {
+    /// Sets `cmd`'s log level; the log's name and directory.
+    fn apply(&self, cmd: &mut Command, name: &str, workdir: &Path) -> (String, std::path::PathBuf) {
+        let level = if self.keep_in.is_some() { "info" } else { "warn" };
+        cmd.env("DAMSELFLY_LOG", level);
+        match self.keep_in {
+            Some(dir) => (format!("{}-{name}", self.setup), dir.to_path_buf()),
+            None => (name.to_string(), workdir.to_path_buf()),
+        }
+    }
+}
+
 fn workdir(name: &str) -> Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new()
         .prefix(&format!("damselfly-bench-{name}-"))
@@ -72,7 +93,13 @@ pub async fn registry(host: &Host) -> Result<Daemon> {
 
 /// A cold edge (empty data directory) whose default upstream is `origin` (`ip:port`);
 /// `extra_toml` (whole sections) is appended to its config.
-pub async fn edge(binary: &Path, host: &Host, origin: &str, extra_toml: &str) -> Result<Daemon> {
+pub async fn edge(
+    binary: &Path,
+    host: &Host,
+    origin: &str,
+    extra_toml: &str,
+    logs: Logs<'_>,
+) -> Result<Daemon> {
     let dir = workdir("edge")?;
     let config = format!(
         "listen = \"{}:{EDGE_PORT}\"\ndata_dir = \"{}\"\nupstream = \"http://{origin}\"\nregion = \"bench\"\n\
@@ -84,9 +111,10 @@ pub async fn edge(binary: &Path, host: &Host, origin: &str, extra_toml: &str) ->
     let config_path = dir.path().join("edge.toml");
     std::fs::write(&config_path, config)?;
     let mut cmd = in_namespace(&host.ns, binary);
-    cmd.arg("--config").arg(&config_path).env("DAMSELFLY_LOG", "warn");
+    cmd.arg("--config").arg(&config_path);
+    let (name, log_dir) = logs.apply(&mut cmd, "edge-cache", dir.path());
     let url = format!("http://{}:{EDGE_PORT}", host.ip);
-    let child = spawn_until_ready("edge-cache", cmd, dir.path(), &format!("{url}/readyz")).await?;
+    let child = spawn_until_ready(&name, cmd, &log_dir, &format!("{url}/readyz")).await?;
     Ok(Daemon {
         url,
         _child: child,
@@ -103,6 +131,7 @@ pub struct AgentSetup<'a> {
     pub location: String,
     /// Appended to the generated config (whole sections), for tuning experiments.
     pub extra_toml: &'a str,
+    pub logs: Logs<'a>,
 }
 
 /// An agent with its mirror and upload server on the host's address.
@@ -123,9 +152,10 @@ pub async fn agent(host: &Host, name: &str, setup: &AgentSetup<'_>) -> Result<Da
     let config_path = dir.path().join("agent.toml");
     std::fs::write(&config_path, config)?;
     let mut cmd = in_namespace(&host.ns, setup.binary);
-    cmd.arg("--config").arg(&config_path).env("DAMSELFLY_LOG", "warn");
+    cmd.arg("--config").arg(&config_path);
+    let (log_name, log_dir) = setup.logs.apply(&mut cmd, name, dir.path());
     let url = format!("http://{}:{MIRROR_PORT}", host.ip);
-    let child = spawn_until_ready(name, cmd, dir.path(), &format!("{url}/readyz")).await?;
+    let child = spawn_until_ready(&log_name, cmd, &log_dir, &format!("{url}/readyz")).await?;
     Ok(Daemon {
         url,
         _child: child,

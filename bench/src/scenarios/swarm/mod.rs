@@ -19,7 +19,7 @@ mod report;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
 use damselfly_test_support::skopeo::{self, PushOptions};
@@ -69,6 +69,10 @@ pub struct SwarmArgs {
     /// TOML appended to the edge's config, e.g. "[scheduler]\nmax_parents = 16".
     #[arg(long, default_value = "")]
     edge_toml: String,
+    /// Keep the edge's and agents' logs (at info level: when each agent finished each blob)
+    /// in this directory, as `<setup>-<daemon>.log`.
+    #[arg(long, value_name = "DIR")]
+    keep_logs: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -87,6 +91,9 @@ pub async fn run(bin_dir: &Path, args: SwarmArgs) -> Result<()> {
         args.rack_size >= 1 && args.layers >= 1,
         "--rack-size and --layers must be > 0"
     );
+    if let Some(dir) = &args.keep_logs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let edge_binary = super::binary(bin_dir, "edge-cache")?;
     let agent_binary = super::binary(bin_dir, "peer-agent")?;
     let mut topology = Topology::create(&args.subnet)?;
@@ -163,6 +170,11 @@ async fn scenario(
     let mut outcomes = Vec::new();
     for setup in &args.setups {
         eprintln!("{setup:?}: {} hosts pulling…", hosts.len());
+        let setup_name = format!("{setup:?}").to_lowercase();
+        let logs = daemons::Logs {
+            keep_in: args.keep_logs.as_deref(),
+            setup: &setup_name,
+        };
         let outcome = match setup {
             Setup::Direct => {
                 let round = pull::all(&hosts, &servers, |_| registry.url.clone(), &image).await?;
@@ -177,13 +189,13 @@ async fn scenario(
                 )
             }
             Setup::Edge => {
-                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
+                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, logs).await?;
                 let round = pull::all(&hosts, &servers, |_| edge.url.clone(), &image).await?;
                 let bytes = edge_bytes(&edge).await?;
                 Outcome::new(*setup, round, bytes)
             }
             Setup::Damselfly => {
-                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml).await?;
+                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, logs).await?;
                 let mut agents = Vec::new();
                 for (i, host) in hosts.iter().enumerate() {
                     let setup = AgentSetup {
@@ -192,6 +204,7 @@ async fn scenario(
                         origin: &origin,
                         location: format!("bench/z1/r{}", i / args.rack_size + 1),
                         extra_toml: &args.agent_toml,
+                        logs,
                     };
                     agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);
                 }
