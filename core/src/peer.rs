@@ -13,6 +13,11 @@ pub struct PeerAnnouncement {
     pub upload_url: String,
     pub location: Location,
     pub pieces: Bitfield,
+    /// Pieces it is taking from the edge right now (absent: none). Others wait for those
+    /// instead of asking the edge for them too: a piece queued at a busy edge can take a while,
+    /// and agents joining meanwhile would otherwise fetch it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetching: Option<Bitfield>,
     /// Uploads this agent is serving right now, and how many it allows at once.
     pub uploads_active: u32,
     pub upload_slots: u32,
@@ -37,7 +42,17 @@ pub struct ParentCandidate {
     /// Shared location labels: 3 same rack, 2 same zone, 1 same region.
     pub shared: u8,
     pub pieces: Bitfield,
+    /// Pieces it is taking from the edge right now (see [`PeerAnnouncement::fetching`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetching: Option<Bitfield>,
     pub free_slots: u32,
+}
+
+impl ParentCandidate {
+    /// Whether it is taking piece `index` from the edge now.
+    pub fn fetching(&self, index: u64) -> bool {
+        self.fetching.as_ref().is_some_and(|f| f.get(index))
+    }
 }
 
 /// Orders peers for a requester: peers holding pieces first, by longest shared location prefix,
@@ -54,6 +69,7 @@ pub fn rank_parents(me: &str, location: &Location, peers: &[PeerRecord], max: us
             location: p.announcement.location.clone(),
             shared: location.shared_prefix(&p.announcement.location),
             pieces: p.announcement.pieces.clone(),
+            fetching: p.announcement.fetching.clone(),
             free_slots: p
                 .announcement
                 .upload_slots
@@ -87,6 +103,7 @@ mod tests {
                 upload_url: format!("http://{id}"),
                 location: loc.parse().unwrap(),
                 pieces: bits,
+                fetching: None,
                 uploads_active: active,
                 upload_slots: 4,
             },

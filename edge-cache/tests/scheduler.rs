@@ -53,6 +53,9 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
     let mut held = damselfly_core::Bitfield::new(pieces);
     held.set(0);
     let some = serde_json::to_value(&held).unwrap();
+    // One of them is also taking piece 1 from the edge.
+    let mut taking = damselfly_core::Bitfield::new(pieces);
+    taking.set(1);
 
     // Three peers announce at edge 0: same rack, same zone, other zone.
     for (host, location) in [
@@ -67,7 +70,13 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
                 layer.digest
             ))
             .header("x-damselfly-ticket", &ticket)
-            .json(&announcement(&format!("http://{host}:1"), location, &some))
+            .json(&{
+                let mut a = announcement(&format!("http://{host}:1"), location, &some);
+                if host == "far" {
+                    a["fetching"] = serde_json::to_value(&taking).unwrap();
+                }
+                a
+            })
             .send()
             .await
             .unwrap();
@@ -95,6 +104,17 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
         .map(|p| p["host_id"].as_str().unwrap())
         .collect();
     assert_eq!(order, vec!["same-rack", "same-zone", "far"]);
+    // What a peer is taking from the edge is passed on (others wait for it), and only then.
+    let fetching: Vec<Option<damselfly_core::Bitfield>> = parents["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.get("fetching")
+                .map(|f| serde_json::from_value(f.clone()).unwrap())
+        })
+        .collect();
+    assert_eq!(fetching, vec![None, None, Some(taking.clone())]);
 
     // Agents ask for tables and parents several times a second: those answers are gzipped for
     // clients that accept it. Pieces never are (sealed bytes do not compress).

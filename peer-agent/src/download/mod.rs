@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use damselfly_core::{Digest, Location, ParentCandidate, PeerAnnouncement, TaskKey};
+use damselfly_core::{Bitfield, Digest, Location, ParentCandidate, PeerAnnouncement, TaskKey};
 use http::HeaderValue;
 use tokio::sync::mpsc;
 
@@ -137,11 +137,13 @@ impl Downloader {
         }
     }
 
-    fn announcement(&self, task: &LocalTask) -> PeerAnnouncement {
+    /// This agent's state in the task; `fetching`: pieces it is taking from the edge now.
+    fn announcement(&self, task: &LocalTask, fetching: Option<Bitfield>) -> PeerAnnouncement {
         PeerAnnouncement {
             upload_url: self.upload_url.clone(),
             location: self.location.clone(),
             pieces: task.bitfield(),
+            fetching,
             uploads_active: self.uploads_active.load(Ordering::Relaxed),
             upload_slots: self.upload_slots,
         }
@@ -158,7 +160,7 @@ impl Downloader {
                     &task.digest,
                     &self.host_id,
                     &info.ticket,
-                    &self.announcement(task),
+                    &self.announcement(task, None),
                 )
                 .await;
             tokio::time::sleep(HEARTBEAT_EVERY).await;
@@ -184,7 +186,8 @@ impl Downloader {
         let mut known_since: Vec<Instant> = Vec::new();
         let long_ago = began - Duration::from_secs(3600);
         let (mut last_table, mut last_parents, mut last_announce) = (long_ago, long_ago, long_ago);
-        let mut announced = u64::MAX;
+        // What the last announcement said: pieces held, and pieces being taken from the edge.
+        let mut announced = (u64::MAX, Vec::<u64>::new());
         let mut failovers = 0u32;
         loop {
             let have = task.bitfield();
@@ -196,7 +199,7 @@ impl Downloader {
                         &task.digest,
                         &self.host_id,
                         &info.ticket,
-                        &self.announcement(task),
+                        &self.announcement(task, None),
                     )
                     .await;
                 return Ok(());
@@ -209,22 +212,6 @@ impl Downloader {
                     Err(e @ (AgentError::Refused(_) | AgentError::TransferFailed(_))) => return Err(e),
                     Err(e) => self.fail_over(info, request, &mut failovers, e).await?,
                 }
-            }
-            if now.duration_since(last_announce) >= HEARTBEAT_EVERY
-                || (have.count() != announced && now.duration_since(last_announce) >= ANNOUNCE_EVERY)
-            {
-                last_announce = now;
-                announced = have.count();
-                let _ = self
-                    .edges
-                    .announce(
-                        info.edge,
-                        &task.digest,
-                        &self.host_id,
-                        &info.ticket,
-                        &self.announcement(task),
-                    )
-                    .await;
             }
             if now.duration_since(last_parents) >= PARENTS_EVERY {
                 last_parents = now;
@@ -280,6 +267,36 @@ impl Downloader {
             for (index, source) in picks {
                 in_flight.insert(index, source.clone());
                 self.spawn_fetch(task.clone(), info, index, source, tx.clone());
+            }
+            // After the picks, so pieces just asked of the edge are announced at once: the
+            // others then wait for them rather than ask the edge too.
+            let mut fetching: Vec<u64> = in_flight
+                .iter()
+                .filter(|(_, s)| **s == Source::Edge)
+                .map(|(i, _)| *i)
+                .collect();
+            fetching.sort_unstable();
+            let state = (task.bitfield().count(), fetching);
+            let since = now.duration_since(last_announce);
+            let taking_more = state.1.iter().any(|i| announced.1.binary_search(i).is_err());
+            if since >= HEARTBEAT_EVERY || taking_more || (state != announced && since >= ANNOUNCE_EVERY) {
+                last_announce = now;
+                let bits = (!state.1.is_empty()).then(|| {
+                    let mut bits = Bitfield::new(count);
+                    state.1.iter().for_each(|i| bits.set(*i));
+                    bits
+                });
+                announced = state;
+                let _ = self
+                    .edges
+                    .announce(
+                        info.edge,
+                        &task.digest,
+                        &self.host_id,
+                        &info.ticket,
+                        &self.announcement(task, bits),
+                    )
+                    .await;
             }
             let event = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
             let Ok(Some(outcome)) = event else { continue };

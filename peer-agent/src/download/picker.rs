@@ -155,8 +155,17 @@ pub fn pick(
             .collect();
         members.push(edge.me);
         let mine = |index: u64| owner_rank(index, edge.me, &members) < (edge.owners)(index);
+        // A piece another member is taking from the edge is left to it, unless it is late.
+        let coming = |index: u64| {
+            (edge.owners)(index) == 1
+                && parents
+                    .iter()
+                    .any(|p| p.fetching(index) && skip.trusted(&p.host_id))
+        };
         let mut owned_by_me: Vec<u64> = (0..known.min(have.len()))
-            .filter(|i| !have.get(*i) && !in_flight.contains_key(i) && !held_by_a_peer(*i) && mine(*i))
+            .filter(|i| {
+                !have.get(*i) && !in_flight.contains_key(i) && !held_by_a_peer(*i) && !coming(*i) && mine(*i)
+            })
             .collect();
         owned_by_me.shuffle(&mut rand::thread_rng());
         for index in owned_by_me.into_iter().take(edge_room.min(room)) {
@@ -210,6 +219,7 @@ mod tests {
             location: "r/z/k".parse().unwrap(),
             shared: 3,
             pieces: bits,
+            fetching: None,
             free_slots: 4,
         }
     }
@@ -390,5 +400,42 @@ mod tests {
         );
         assert_eq!(picks.len(), 2);
         assert!(picks.iter().all(|(_, s)| *s == Source::Edge));
+    }
+
+    #[test]
+    fn a_piece_another_member_takes_from_the_edge_is_left_to_it_until_late() {
+        let have = Bitfield::new(8);
+        let hashes = vec![[0u8; 32]; 8];
+        let config = DownloadConfig {
+            concurrent_pieces: 8,
+            ..config()
+        };
+        let edge_picks = |parents: &[ParentCandidate], turn: &EdgeTurn<'_>| {
+            pick(
+                &have,
+                &hashes,
+                &HashMap::new(),
+                parents,
+                &Skip::default(),
+                &config,
+                turn,
+            )
+        };
+        // Another member holding nothing: this agent takes its own share of the pieces.
+        let mine = (0..8).filter(|i| owner(*i, &["a", "me"]) == Some("me")).count();
+        assert!(mine > 0);
+        assert_eq!(edge_picks(&[parent("a", &[])], &turn(8)).len(), mine);
+        // The same member already taking every piece from the edge: nothing to take.
+        let mut taking = parent("a", &[]);
+        taking.fetching = Some(Bitfield::full(8));
+        let picks = edge_picks(std::slice::from_ref(&taking), &turn(8));
+        assert!(picks.is_empty(), "{picks:?}");
+        // Unless they are late (a second owner may take each one): then all are this agent's.
+        let late = EdgeTurn {
+            room: 8,
+            me: "me",
+            owners: &|_| 2,
+        };
+        assert_eq!(edge_picks(&[taking], &late).len(), 8);
     }
 }
