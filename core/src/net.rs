@@ -8,6 +8,8 @@
 //! sharing its link between a hundred connections, each piece taking seconds.
 
 use std::os::fd::AsFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Unsent bytes a piece connection may queue in the kernel. Bytes in flight are not limited
 /// (the congestion window grows as usual); only the backlog behind them is.
@@ -28,9 +30,63 @@ pub fn limit_unsent_on_accept(socket: &mut impl AsFd) {
     let _ = limit_unsent(socket);
 }
 
+/// A rate limit shared by every send of a server, as a virtual clock: each chunk books
+/// `len / rate` seconds after the previous booking, so sends are paced evenly and an idle
+/// server saves up no burst.
+///
+/// Why a server would pace itself below its link's rate: a link kept full queues in the
+/// kernel or the switch, and everything else leaving the host waits behind that queue too:
+/// requests for pieces, TCP acknowledgements of what the host is receiving, scheduler
+/// answers. Measured on 40 Mbit/s links with 100 ms of queue, a swarm's round trips grew from
+/// well under a millisecond to 30-160 ms, and each piece took several of them.
+pub struct Pacer {
+    bytes_per_sec: u64,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    /// `None` for 0 (unlimited).
+    pub fn new(bytes_per_sec: u64) -> Option<Pacer> {
+        (bytes_per_sec > 0).then(|| Pacer {
+            bytes_per_sec,
+            next: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Books `len` bytes; returns how long to wait before sending them.
+    pub fn book(&self, len: u64) -> Duration {
+        let Ok(mut next) = self.next.lock() else {
+            return Duration::ZERO;
+        };
+        let now = Instant::now();
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(len as f64 / self.bytes_per_sec as f64);
+        start - now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pacer_spaces_bookings_by_their_size_and_saves_no_burst() {
+        assert!(Pacer::new(0).is_none());
+        let pacer = Pacer::new(1_000_000).unwrap();
+        assert_eq!(pacer.book(500_000), Duration::ZERO);
+        let second = pacer.book(500_000);
+        assert!(
+            second > Duration::from_millis(450) && second <= Duration::from_millis(500),
+            "{second:?}"
+        );
+        let third = pacer.book(1);
+        assert!(third > Duration::from_millis(950), "{third:?}");
+        // After a pause longer than the backlog, the next booking goes at once.
+        let idle = Pacer::new(1_000_000_000).unwrap();
+        idle.book(1_000);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(idle.book(1_000), Duration::ZERO);
+    }
 
     #[test]
     fn the_limit_is_set_on_a_tcp_socket() {

@@ -193,6 +193,10 @@ pub struct LimitsConfig {
     /// Pieces sent to agents at once; more requests queue in arrival order. A few fast sends
     /// beat many slow ones: each owner gets its piece sooner and passes it on sooner.
     pub piece_sends: usize,
+    /// Bytes per second for all piece sends together, e.g. `4MiB` ("0": unlimited). Set a
+    /// little under the link's rate, it keeps the link's queue short, so scheduler answers and
+    /// the acknowledgements of what the edge is fetching do not wait behind pieces.
+    pub piece_rate_limit: String,
 }
 
 impl Default for Config {
@@ -248,6 +252,7 @@ impl Default for LimitsConfig {
             upstream_resume_attempts: 5,
             shutdown_grace_secs: 20,
             piece_sends: 4,
+            piece_rate_limit: "0".into(),
         }
     }
 }
@@ -302,9 +307,14 @@ impl Config {
         parse_size(&self.cache.quota)
     }
 
+    pub fn piece_rate_bytes(&self) -> Result<u64, ConfigError> {
+        parse_size(&self.limits.piece_rate_limit)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.quota_bytes()?;
+        self.piece_rate_bytes()?;
         let (low, high) = (self.cache.low_watermark, self.cache.high_watermark);
         if !(0.0 < low && low < high && high <= 1.0) {
             return invalid(format!(

@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use damselfly_core::net::Pacer;
 use damselfly_core::{ClusterSecret, TicketSigner, TicketVerifier};
 
 use crate::access::AccessGate;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Permits to send a piece (`limits.piece_sends`), handed out in arrival order.
     pub piece_sends: Arc<tokio::sync::Semaphore>,
+    /// `limits.piece_rate_limit` across all piece sends, if any.
+    pub piece_pacer: Option<Pacer>,
 }
 
 impl AppState {
@@ -78,6 +81,11 @@ impl AppState {
             secret,
             ready: AtomicBool::new(true),
             piece_sends: Arc::new(tokio::sync::Semaphore::new(config.limits.piece_sends)),
+            piece_pacer: Pacer::new(
+                config
+                    .piece_rate_bytes()
+                    .map_err(|e| EdgeError::Internal(e.to_string()))?,
+            ),
             config,
         }))
     }

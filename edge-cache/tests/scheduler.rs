@@ -189,3 +189,50 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// `limits.piece_rate_limit` paces all piece sends together: pieces cannot arrive faster than
+/// it allows (a lower bound only; how much slower a loaded machine is does not matter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piece_sends_keep_to_the_rate_limit() {
+    let origin = Origin::start().await;
+    let rate = 512 * 1024;
+    let mut options = origin.edge_options();
+    options.limits_toml = format!("piece_rate_limit = \"{rate}\"");
+    let edge = origin.edge_with(options).await;
+    let image = origin.push(layers(&[2 * MIB], "paced"), "demo/paced:v1").await;
+    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let client = loopback_client().unwrap();
+    let piece = |index: u64| {
+        let url = format!("{}/pieces/{}/{index}", edge.url(), layer.digest);
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(url)
+                .query(&[("repo", "demo/paced")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap().len() as u64
+        }
+    };
+    // The blob is cached first, so only the pacing can slow the sends down.
+    let r = client
+        .get(format!("{}/v2/demo/paced/blobs/{}", edge.url(), layer.digest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len() as u64, layer.size);
+    let started = std::time::Instant::now();
+    let sent: u64 = futures::future::join_all((0..4).map(piece))
+        .await
+        .into_iter()
+        .sum();
+    let took = started.elapsed().as_secs_f64();
+    // Nothing is saved up beforehand: all but the first chunk wait for their turn.
+    let least = (sent - 16 * 1024) as f64 / rate as f64;
+    assert!(
+        took >= least,
+        "{sent} bytes in {took:.2} s, faster than {rate} B/s"
+    );
+}

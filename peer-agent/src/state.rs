@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use damselfly_core::net::Pacer;
 use damselfly_core::TicketVerifier;
 use tokio::sync::Semaphore;
 
@@ -23,10 +24,8 @@ pub struct AgentState {
     /// The edges' ticket key, fetched at start and refreshed when a ticket fails to verify.
     pub ticket_key: RwLock<Option<TicketVerifier>>,
     pub upload_slots: Arc<Semaphore>,
-    /// Bytes per second across uploads; 0 = unlimited.
-    pub upload_rate: u64,
-    /// When the shared upload rate limit next has room.
-    pub upload_clock: std::sync::Mutex<tokio::time::Instant>,
+    /// `upload.rate_limit` across all uploads, if any.
+    pub upload_pacer: Option<Pacer>,
     pub ready: AtomicBool,
 }
 
@@ -53,8 +52,7 @@ impl AgentState {
         });
         Ok(Arc::new(AgentState {
             upload_slots: Arc::new(Semaphore::new(config.upload.slots as usize)),
-            upload_rate,
-            upload_clock: std::sync::Mutex::new(tokio::time::Instant::now()),
+            upload_pacer: Pacer::new(upload_rate),
             config,
             edges,
             store,

@@ -24,6 +24,8 @@ pub struct EdgeOptions {
     pub warm_token: Option<String>,
     /// Extra top-level keys (`redis = "…"`, `cluster_secret_file = "…"`), placed before any section.
     pub top_toml: String,
+    /// Extra keys of the `[limits]` section (`piece_sends = 2`, …).
+    pub limits_toml: String,
     /// Extra TOML appended to the generated config: whole sections only (`[[upstreams]]`, …),
     /// since it follows the generated ones.
     pub extra_toml: String,
@@ -39,6 +41,7 @@ impl EdgeOptions {
             bind_ip: "127.0.0.1".into(),
             warm_token: None,
             top_toml: String::new(),
+            limits_toml: String::new(),
             extra_toml: String::new(),
             data_dir: None,
         }
@@ -69,11 +72,12 @@ impl Edge {
         let config = format!(
             "listen = \"{addr}\"\ndata_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
              [cache]\nquota = \"{}\"\n\
-             [limits]\nupstream_idle_timeout_secs = 5\nshutdown_grace_secs = 5\n{}\n",
+             [limits]\nupstream_idle_timeout_secs = 5\nshutdown_grace_secs = 5\n{}\n{}\n",
             data_dir.display(),
             options.upstream,
             options.top_toml,
             options.quota,
+            options.limits_toml,
             options.extra_toml
         );
         let config_path = dir.path().join("edge.toml");

@@ -180,13 +180,26 @@ pub async fn piece(
     let sealed = blob.read_sealed(layout, index).await?;
     state.metrics.served("piece", sealed.len() as u64);
     let len = sealed.len();
+    let pacing = state.clone();
     // The permit goes when the last chunk is handed over: with the connection's unsent bytes
     // limited (`core::net`), that is when the piece has nearly left.
     let chunks = futures::stream::iter(
         (0..len)
             .step_by(PIECE_CHUNK)
-            .map(move |at| Ok::<_, std::io::Error>(sealed.slice(at..(at + PIECE_CHUNK).min(len)))),
+            .map(move |at| sealed.slice(at..(at + PIECE_CHUNK).min(len))),
     )
+    .then(move |chunk| {
+        let wait = pacing
+            .piece_pacer
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.book(chunk.len() as u64));
+        async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok::<_, std::io::Error>(chunk)
+        }
+    })
     .chain(futures::stream::once(async move {
         drop(permit);
         Ok(bytes::Bytes::new())

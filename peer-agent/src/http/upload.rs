@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -63,7 +63,6 @@ pub async fn piece(
         }
     };
     let len = sealed.len();
-    let rate = state.upload_rate;
     let limiter = state.clone();
     // The guard lives as long as the body is being sent.
     let chunks = futures::stream::iter(
@@ -74,8 +73,11 @@ pub async fn piece(
     .then(move |chunk| {
         let limiter = limiter.clone();
         async move {
-            if rate > 0 {
-                limiter.pace(chunk.len() as u64, rate).await;
+            if let Some(pacer) = &limiter.upload_pacer {
+                let wait = pacer.book(chunk.len() as u64);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
             }
             limiter.metrics.upload_bytes.inc_by(chunk.len() as u64);
             Ok::<_, std::io::Error>(chunk)
@@ -136,23 +138,4 @@ async fn verify_ticket(state: &AgentState, token: &str, digest: &Digest) -> Agen
         }
     }
     Err(AgentError::Unauthorized("ticket signature is invalid".into()))
-}
-
-impl AgentState {
-    /// Waits for this upload's turn under the shared rate limit (a virtual clock: each chunk
-    /// books `len / rate` seconds after the previous booking).
-    pub async fn pace(&self, len: u64, rate: u64) {
-        let wait = {
-            let Ok(mut next) = self.upload_clock.lock() else {
-                return;
-            };
-            let now = tokio::time::Instant::now();
-            let start = (*next).max(now);
-            *next = start + Duration::from_secs_f64(len as f64 / rate as f64);
-            start - now
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
 }
