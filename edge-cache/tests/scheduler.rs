@@ -151,6 +151,32 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
         "piece 0: plaintext + GCM tag"
     );
 
+    // A refresh names the hashes it holds and gets only the later ones.
+    let task_url = format!("{}/api/v1/tasks/{}", edges[0].url(), layer.digest);
+    let table_after = |known: Option<u64>| {
+        let mut query = vec![("repo", "demo/sched".to_string())];
+        query.extend(known.map(|k| ("known", k.to_string())));
+        let request = client.get(&task_url).query(&query);
+        async move {
+            let t: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            t
+        }
+    };
+    let mut full = table_after(None).await;
+    while full["complete"] != true {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        full = table_after(None).await;
+    }
+    let all = full["pieces"].as_array().unwrap().clone();
+    assert_eq!(all.len() as u64, pieces);
+    assert!(full.get("pieces_from").is_none());
+    let later = table_after(Some(3)).await;
+    assert_eq!(later["pieces_from"], 3);
+    assert_eq!(later["pieces"].as_array().unwrap()[..], all[3..]);
+    let none = table_after(Some(pieces + 10)).await;
+    assert_eq!(none["pieces_from"], pieces);
+    assert!(none["pieces"].as_array().unwrap().is_empty());
+
     // Leaving removes a peer; no ticket, no scheduler.
     let r = client
         .delete(format!(

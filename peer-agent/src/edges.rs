@@ -36,9 +36,33 @@ pub struct TaskInfo {
 struct TaskWire {
     #[serde(flatten)]
     table: PieceTable,
+    /// The index of the first hash in `table.pieces` (the caller already had the ones before);
+    /// 0 from edges that always send the whole table.
+    #[serde(default)]
+    pieces_from: usize,
     complete: bool,
     task_key: String,
     ticket: String,
+}
+
+/// A table whose hashes start at `from`, completed with the first `from` hashes of `known`.
+fn with_known_hashes(
+    mut table: PieceTable,
+    from: usize,
+    known: Option<&PieceTable>,
+) -> AgentResult<PieceTable> {
+    if from == 0 {
+        return Ok(table);
+    }
+    let known = known
+        .filter(|k| k.digest == table.digest && k.layout == table.layout && k.pieces.len() >= from)
+        .ok_or_else(|| {
+            AgentError::Unavailable(format!("the edge sent a table from piece {from} of one not held"))
+        })?;
+    let mut pieces = known.pieces[..from].to_vec();
+    pieces.append(&mut table.pieces);
+    table.pieces = pieces;
+    Ok(table)
 }
 
 pub struct Edges {
@@ -217,13 +241,14 @@ impl Edges {
     /// Asks the edges for a task (for a blob, the edge checks the caller's credentials against
     /// the upstream). A refusal comes back as `Refused`; `Unavailable` means no edge could answer.
     ///
-    /// `follow`: this is a refresh of a table already held; the edge reports a failed transfer
-    /// instead of starting it again.
+    /// `known`: a refresh of the table already held (while the edge is still sealing pieces).
+    /// The edge then sends only the hashes after it, and reports a failed transfer instead of
+    /// starting it again.
     pub async fn task(
         &self,
         task: &BlobRequest,
         after: Option<usize>,
-        follow: bool,
+        known: Option<&PieceTable>,
     ) -> AgentResult<TaskInfo> {
         let mut last = String::from("no edge configured");
         let order: Vec<usize> = match after {
@@ -239,8 +264,9 @@ impl Edges {
                 .chain(expected.iter().map(|d| ("digest", d.to_string())))
                 .collect(),
         };
-        if follow {
+        if let Some(known) = known {
             query.push(("follow", "true".into()));
+            query.push(("known", known.pieces.len().to_string()));
         }
         for edge in order {
             let url = format!("{}/api/v1/tasks/{}", self.urls[edge], task.digest);
@@ -281,8 +307,9 @@ impl Edges {
                 .await
                 .map_err(|e| AgentError::Unavailable(format!("task answer: {e}")))?;
             let key = decode_key(&wire.task_key)?;
+            let table = with_known_hashes(wire.table, wire.pieces_from, known)?;
             return Ok(TaskInfo {
-                table: wire.table,
+                table,
                 complete: wire.complete,
                 key,
                 ticket: wire.ticket,
@@ -409,4 +436,38 @@ fn decode_key(b64: &str) -> AgentResult<TaskKey> {
         .try_into()
         .map_err(|_| AgentError::Unavailable("edge sent a task key of the wrong size".into()))?;
     Ok(TaskKey::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use damselfly_core::PieceLayout;
+
+    fn table(hashes: std::ops::Range<u8>) -> PieceTable {
+        PieceTable {
+            digest: Digest::of(b"blob"),
+            layout: PieceLayout::for_size(8 << 20),
+            pieces: hashes.map(|i| [i; 32]).collect(),
+        }
+    }
+
+    #[test]
+    fn a_partial_table_is_completed_with_the_hashes_already_held() {
+        let known = table(0..3);
+        let merged = with_known_hashes(table(2..6), 2, Some(&known)).unwrap();
+        assert_eq!(merged, table(0..6), "the known prefix, then what the edge sent");
+        // A whole table (an edge that ignores `known`) replaces what was held.
+        assert_eq!(
+            with_known_hashes(table(0..6), 0, Some(&known)).unwrap(),
+            table(0..6)
+        );
+        // A suffix that does not fit what is held is not trusted.
+        assert!(with_known_hashes(table(5..6), 5, Some(&known)).is_err());
+        assert!(with_known_hashes(table(2..6), 2, None).is_err());
+        let other = PieceTable {
+            digest: Digest::of(b"other"),
+            ..table(0..3)
+        };
+        assert!(with_known_hashes(table(2..6), 2, Some(&other)).is_err());
+    }
 }

@@ -42,18 +42,27 @@ pub struct TaskQuery {
     /// restarted.
     #[serde(default)]
     follow: bool,
+    /// Piece hashes the caller already holds (a refresh): only the later ones are sent.
+    known: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct TaskResponse {
     #[serde(flatten)]
     table: PieceTable,
+    /// Index of the first hash in `pieces` (0 unless the caller said it knows some).
+    #[serde(skip_serializing_if = "is_zero")]
+    pieces_from: usize,
     /// True once the blob's digest is verified and every piece is listed.
     complete: bool,
     /// Base64 AES-256-GCM key of this task.
     task_key: String,
     ticket: String,
     ticket_expires_at: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub fn unix_now() -> u64 {
@@ -136,9 +145,14 @@ pub async fn task(
         state.store.open(&digest, source)?
     };
     let layout = blob.layout().await?;
-    let table = blob.piece_table(layout)?;
+    let mut table = blob.piece_table(layout)?;
+    // Agents refresh the table several times a second while a blob arrives: the hashes they
+    // already have would be most of the scheduler's bytes on the edge's link.
+    let pieces_from = query.known.unwrap_or(0).min(table.pieces.len());
+    table.pieces.drain(..pieces_from);
     let expires_at = unix_now() + state.config.access.ticket_ttl_secs;
     let body = TaskResponse {
+        pieces_from,
         complete: blob.progress().state == IngestState::Complete,
         table,
         task_key: base64::engine::general_purpose::STANDARD.encode(blob.key.as_bytes()),

@@ -101,7 +101,7 @@ impl Downloader {
     /// Asks an edge for the task (the caller's access is checked there), then joins or starts
     /// the download. Returns the local task to read and the key to open its pieces.
     pub async fn open(self: &Arc<Self>, request: BlobRequest) -> AgentResult<(Arc<LocalTask>, TaskKey)> {
-        let info = self.edges.task(&request, None, false).await?;
+        let info = self.edges.task(&request, None, None).await?;
         let (task, created) = self.store.get_or_create(&request.digest, info.table.layout)?;
         let key = info.key.clone();
         if created {
@@ -207,7 +207,7 @@ impl Downloader {
             let now = Instant::now();
             if !info.complete && now.duration_since(last_table) >= TABLE_EVERY {
                 last_table = now;
-                match self.edges.task(request, None, true).await {
+                match self.edges.task(request, None, Some(&info.table)).await {
                     Ok(fresh) => *info = fresh,
                     Err(e @ (AgentError::Refused(_) | AgentError::TransferFailed(_))) => return Err(e),
                     Err(e) => self.fail_over(info, request, &mut failovers, e).await?,
@@ -348,7 +348,7 @@ impl Downloader {
             return Err(AgentError::Unavailable(format!("edges keep failing: {cause}")));
         }
         tracing::warn!(digest = %request.digest, edge = self.edges.url(info.edge), error = %cause, "edge failed; failing over");
-        let fresh = self.edges.task(request, Some(info.edge), false).await?;
+        let fresh = self.edges.task(request, Some(info.edge), None).await?;
         *info = fresh;
         Ok(())
     }
