@@ -86,6 +86,7 @@ impl Drop for EdgeFetch {
 /// parents again: these two set how late the swarm learns of it.
 const TABLE_EVERY: Duration = Duration::from_millis(200);
 const PARENTS_EVERY: Duration = Duration::from_millis(100);
+const PARENTS_EVERY_WHEN_FULL: Duration = Duration::from_millis(500);
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Edge failures (all edges tried) after which the download gives up (readers use the origin).
@@ -213,7 +214,14 @@ impl Downloader {
                     Err(e) => self.fail_over(info, request, &mut failovers, e).await?,
                 }
             }
-            if now.duration_since(last_parents) >= PARENTS_EVERY {
+            // New parents only matter to a download that can start a fetch; one with every slot
+            // busy asks less often (each answer costs the edge's link).
+            let parents_every = if in_flight.len() < self.config.concurrent_pieces {
+                PARENTS_EVERY
+            } else {
+                PARENTS_EVERY_WHEN_FULL
+            };
+            if now.duration_since(last_parents) >= parents_every {
                 last_parents = now;
                 if let Ok(p) = self
                     .edges
