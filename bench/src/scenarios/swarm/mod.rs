@@ -40,14 +40,15 @@ pub struct SwarmArgs {
     /// Hosts per rack (agents prefer parents in their own rack).
     #[arg(long, default_value_t = 4)]
     rack_size: usize,
-    /// Every host's link, in Mbit/s, each direction.
-    #[arg(long, default_value_t = 200)]
+    /// Every host's link, in Mbit/s, each direction. The default keeps a 2-core machine below
+    /// saturation with 16 hosts, so the run measures the distribution, not the CPU.
+    #[arg(long, default_value_t = 40)]
     host_mbit: u64,
     /// The registry's and the edge's link, in Mbit/s, each direction [default: --host-mbit].
     #[arg(long)]
     uplink_mbit: Option<u64>,
     /// Image size in MiB, split evenly over the layers.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     image_mib: u64,
     /// Number of layers.
     #[arg(long, default_value_t = 8)]
@@ -63,6 +64,13 @@ pub struct SwarmArgs {
     /// First three octets of the bench subnet (must be unused on this machine).
     #[arg(long, default_value = "10.213.0")]
     subnet: String,
+    /// Each agent's `upload.rate_limit`, as a percentage of its link (0: unlimited). Pacing
+    /// uploads a little under the link's rate keeps its queue short, so the host's piece
+    /// requests and acknowledgements do not wait behind its uploads; it is how an agent is
+    /// meant to be configured (see docs/configuration.md). Set 0 to put an `[upload]` section
+    /// in --agent-toml.
+    #[arg(long, default_value_t = 90)]
+    agent_upload_share: u64,
     /// TOML appended to every agent's config, e.g. "[download]\nconcurrent_pieces = 16".
     #[arg(long, default_value = "")]
     agent_toml: String,
@@ -90,6 +98,10 @@ pub async fn run(bin_dir: &Path, args: SwarmArgs) -> Result<()> {
     anyhow::ensure!(
         args.rack_size >= 1 && args.layers >= 1,
         "--rack-size and --layers must be > 0"
+    );
+    anyhow::ensure!(
+        args.agent_upload_share <= 100,
+        "--agent-upload-share is a percentage"
     );
     if let Some(dir) = &args.keep_logs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -120,6 +132,16 @@ async fn interrupted() {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
+}
+
+/// What every agent's config gets besides its addresses: the upload pacing, then --agent-toml.
+fn agent_toml(args: &SwarmArgs) -> String {
+    let mut toml = String::new();
+    if args.agent_upload_share > 0 {
+        let bytes_per_sec = args.host_mbit * 1_000_000 / 8 * args.agent_upload_share / 100;
+        toml.push_str(&format!("[upload]\nrate_limit = \"{bytes_per_sec}\"\n"));
+    }
+    toml + &args.agent_toml
 }
 
 async fn scenario(
@@ -197,13 +219,14 @@ async fn scenario(
             Setup::Damselfly => {
                 let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, logs).await?;
                 let mut agents = Vec::new();
+                let agent_toml = agent_toml(args);
                 for (i, host) in hosts.iter().enumerate() {
                     let setup = AgentSetup {
                         binary: agent_binary,
                         edge_url: &edge.url,
                         origin: &origin,
                         location: format!("bench/z1/r{}", i / args.rack_size + 1),
-                        extra_toml: &args.agent_toml,
+                        extra_toml: &agent_toml,
                         logs,
                     };
                     agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);
@@ -221,6 +244,7 @@ async fn scenario(
             host_mbit: args.host_mbit,
             uplink_mbit: uplink,
             rack_size: args.rack_size,
+            agent_upload_share: args.agent_upload_share,
         },
         &image,
         &outcomes,

@@ -19,6 +19,8 @@ pub struct Links {
     pub host_mbit: u64,
     pub uplink_mbit: u64,
     pub rack_size: usize,
+    /// Agents' upload rate limit, percent of their link (0: none).
+    pub agent_upload_share: u64,
 }
 
 /// Blob bytes by where they came from.
@@ -105,14 +107,18 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
     table(
         &format!(
             "{} hosts ({} per rack) at {} Mbit/s, registry and edge at {} Mbit/s, {} MiB image in {} blobs; \
-             lower bound {:.1} s",
+             lower bound {:.1} s; agents' uploads paced at {}",
             links.hosts,
             links.rack_size,
             links.host_mbit,
             links.uplink_mbit,
             mib(image.total_blob_bytes),
             image.blobs.len(),
-            bound
+            bound,
+            match links.agent_upload_share {
+                0 => "the link's rate (no limit)".to_string(),
+                share => format!("{share}% of their link"),
+            }
         ),
         &[
             "setup",
@@ -185,6 +191,7 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
         "rack_size": links.rack_size,
         "host_mbit": links.host_mbit,
         "uplink_mbit": links.uplink_mbit,
+        "agent_upload_share": links.agent_upload_share,
         "image_bytes": image.total_blob_bytes,
         "lower_bound_s": (bound * 1000.0).round() / 1000.0,
         "results": results,
