@@ -88,6 +88,9 @@ const TABLE_EVERY: Duration = Duration::from_millis(200);
 const PARENTS_EVERY: Duration = Duration::from_millis(100);
 const PARENTS_EVERY_WHEN_FULL: Duration = Duration::from_millis(500);
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+/// In a swarm, pieces just asked of the edge are announced without waiting for
+/// `ANNOUNCE_EVERY`, but not more often than this (a fast download asks for many).
+const ANNOUNCE_TAKEN_EVERY: Duration = Duration::from_millis(10);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Edge failures (all edges tried) after which the download gives up (readers use the origin).
 const MAX_EDGE_FAILOVERS: u32 = 3;
@@ -286,7 +289,10 @@ impl Downloader {
             fetching.sort_unstable();
             let state = (task.bitfield().count(), fetching);
             let since = now.duration_since(last_announce);
-            let taking_more = state.1.iter().any(|i| announced.1.binary_search(i).is_err());
+            // Only others in the swarm care what this agent takes from the edge.
+            let taking_more = in_swarm(&parents, &skip)
+                && since >= ANNOUNCE_TAKEN_EVERY
+                && state.1.iter().any(|i| announced.1.binary_search(i).is_err());
             if since >= HEARTBEAT_EVERY || taking_more || (state != announced && since >= ANNOUNCE_EVERY) {
                 last_announce = now;
                 let bits = (!state.1.is_empty()).then(|| {
