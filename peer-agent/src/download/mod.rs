@@ -141,32 +141,39 @@ impl Downloader {
         }
     }
 
-    /// This agent's state in the task; `fetching`: pieces it is taking from the edge now.
-    fn announcement(&self, task: &LocalTask, fetching: Option<Bitfield>) -> PeerAnnouncement {
-        PeerAnnouncement {
+    /// Tells the task's edge this agent's state; `fetching`: pieces it is taking from the edge
+    /// now. Best effort: a lost announcement is repeated by the next one.
+    async fn announce(&self, task: &LocalTask, info: &TaskInfo, fetching: &[u64]) {
+        let fetching = (!fetching.is_empty()).then(|| {
+            let mut bits = Bitfield::new(task.layout.count());
+            fetching.iter().for_each(|i| bits.set(*i));
+            bits
+        });
+        let announcement = PeerAnnouncement {
             upload_url: self.upload_url.clone(),
             location: self.location.clone(),
             pieces: task.bitfield(),
             fetching,
             uploads_active: self.uploads_active.load(Ordering::Relaxed),
             upload_slots: self.upload_slots,
-        }
+        };
+        let _ = self
+            .edges
+            .announce(
+                info.edge,
+                &task.digest,
+                &self.host_id,
+                &info.ticket,
+                &announcement,
+            )
+            .await;
     }
 
     /// Keeps announcing a finished task for a while so others can fetch from this agent.
     async fn seed(&self, task: &LocalTask, info: &TaskInfo) {
         let until = Instant::now() + self.seed_for;
         while Instant::now() < until {
-            let _ = self
-                .edges
-                .announce(
-                    info.edge,
-                    &task.digest,
-                    &self.host_id,
-                    &info.ticket,
-                    &self.announcement(task, None),
-                )
-                .await;
+            self.announce(task, info, &[]).await;
             tokio::time::sleep(HEARTBEAT_EVERY).await;
         }
         self.edges
@@ -196,16 +203,7 @@ impl Downloader {
         loop {
             let have = task.bitfield();
             if have.count() == count {
-                let _ = self
-                    .edges
-                    .announce(
-                        info.edge,
-                        &task.digest,
-                        &self.host_id,
-                        &info.ticket,
-                        &self.announcement(task, None),
-                    )
-                    .await;
+                self.announce(task, info, &[]).await;
                 return Ok(());
             }
             let now = Instant::now();
@@ -295,22 +293,8 @@ impl Downloader {
                 && state.1.iter().any(|i| announced.1.binary_search(i).is_err());
             if since >= HEARTBEAT_EVERY || taking_more || (state != announced && since >= ANNOUNCE_EVERY) {
                 last_announce = now;
-                let bits = (!state.1.is_empty()).then(|| {
-                    let mut bits = Bitfield::new(count);
-                    state.1.iter().for_each(|i| bits.set(*i));
-                    bits
-                });
+                self.announce(task, info, &state.1).await;
                 announced = state;
-                let _ = self
-                    .edges
-                    .announce(
-                        info.edge,
-                        &task.digest,
-                        &self.host_id,
-                        &info.ticket,
-                        &self.announcement(task, bits),
-                    )
-                    .await;
             }
             let event = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
             let Ok(Some(outcome)) = event else { continue };
