@@ -1,0 +1,388 @@
+//! Layered configuration, the same for every daemon: built-in defaults, then the TOML file,
+//! then environment variables, then flags.
+//!
+//! - The file is `--config FILE`, or `/etc/damselfly/<daemon>.toml` when that exists.
+//! - Any key can be set from the environment as `<PREFIX>__<SECTION>__<KEY>` (upper case,
+//!   sections separated by double underscores, array elements by their index):
+//!   `DAMSELFLY_EDGE__CACHE__QUOTA=200GiB`, `DAMSELFLY_EDGE__LIMITS__PIECE_SENDS=8`,
+//!   `DAMSELFLY_EDGE__UPSTREAMS__0__URL=https://…`. Values are read as TOML (`8`, `true`,
+//!   `["a", "b"]`) and otherwise taken as text; a key whose default is text is always text.
+//! - Flags (and the environment variables clap reads for them) come last.
+//!
+//! Unknown keys fail loudly wherever they come from: every daemon's config struct denies them.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+use crate::Daemon;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The `[server]` section of every daemon: how its listeners are bounded and drained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// On SIGTERM: how long in-flight requests may finish before the remaining connections
+    /// are closed.
+    pub shutdown_grace_secs: u64,
+    /// A connection must deliver a complete request head within this time of the server
+    /// being ready for one. This bounds slow or partial headers and idle kept-alive
+    /// connections alike.
+    pub header_read_timeout_secs: u64,
+    /// Time to produce a response's headers; a request still waiting gets `503`. Bodies
+    /// stream for as long as they make progress.
+    pub request_timeout_secs: u64,
+    /// Requests handled at once by one listener, across all its routes; more wait (within
+    /// `request_timeout_secs`).
+    pub max_concurrent_requests: usize,
+    /// Connections open at once on one listener. Beyond it a new connection is answered `503`
+    /// with `Retry-After` and closed. Lowered at start to what the open-files limit allows.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_grace_secs: 20,
+            header_read_timeout_secs: 30,
+            request_timeout_secs: 120,
+            max_concurrent_requests: 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("server.header_read_timeout_secs", self.header_read_timeout_secs),
+            ("server.request_timeout_secs", self.request_timeout_secs),
+            (
+                "server.max_concurrent_requests",
+                self.max_concurrent_requests as u64,
+            ),
+            ("server.max_connections", self.max_connections as u64),
+        ];
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(ConfigError::Invalid(format!("{name} must be > 0"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Values given as flags, by their dotted key (`cache.quota`), applied over file and environment.
+#[derive(Debug, Default)]
+pub struct Overrides(Vec<(&'static str, Value)>);
+
+impl Overrides {
+    /// Sets `key` when the flag was given.
+    pub fn set<T: Serialize>(&mut self, key: &'static str, value: Option<&T>) -> &mut Self {
+        if let Some(v) = value.and_then(|v| Value::try_from(v).ok()) {
+            self.0.push((key, v));
+        }
+        self
+    }
+
+    /// Sets `key` to a list when the flag was given at least once.
+    pub fn set_list<T: Serialize>(&mut self, key: &'static str, values: &[T]) -> &mut Self {
+        if !values.is_empty() {
+            self.set(key, Some(&values));
+        }
+        self
+    }
+}
+
+/// The default config file of a daemon, read when no `--config` is given and it exists.
+pub fn default_file(daemon: &Daemon) -> PathBuf {
+    PathBuf::from(format!("/etc/damselfly/{}.toml", daemon.name))
+}
+
+/// Builds the configuration: `C::default()`, the file, the environment, then `flags`.
+pub fn load<C>(daemon: &Daemon, file: Option<&Path>, flags: Overrides) -> Result<C, ConfigError>
+where
+    C: Serialize + DeserializeOwned + Default,
+{
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    load_from(daemon, file, env, flags)
+}
+
+fn load_from<C>(
+    daemon: &Daemon,
+    file: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+    flags: Overrides,
+) -> Result<C, ConfigError>
+where
+    C: Serialize + DeserializeOwned + Default,
+{
+    let mut merged = match Value::try_from(C::default()) {
+        Ok(Value::Table(t)) => t,
+        _ => return Err(ConfigError::Invalid("the defaults are not a table".into())),
+    };
+    let default_path = default_file(daemon);
+    let file = file.or_else(|| default_path.exists().then_some(default_path.as_path()));
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let parse = |source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Parsed as the config itself first: its errors name the line of an unknown key.
+        toml::from_str::<C>(&text).map_err(parse)?;
+        merge(&mut merged, toml::from_str::<Table>(&text).map_err(parse)?);
+    }
+    let prefix = format!("{}__", daemon.env_prefix);
+    let mut env: Vec<(String, String)> = env.filter(|(k, _)| k.starts_with(&prefix)).collect();
+    env.sort();
+    for (var, raw) in env {
+        let key: Vec<String> = var[prefix.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        set(&mut merged, &key, |existing| env_value(&raw, existing)).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
+    }
+    for (key, value) in flags.0 {
+        let path: Vec<String> = key.split('.').map(str::to_string).collect();
+        set(&mut merged, &path, |_| value.clone()).map_err(ConfigError::Invalid)?;
+    }
+    Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))
+}
+
+/// Tables merge key by key; anything else (values, lists, lists of tables) is replaced.
+fn merge(into: &mut Table, from: Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Table(existing)), Value::Table(new)) => merge(existing, new),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets the value at `path` (table keys, or indexes into lists; the index one past the end
+/// appends), creating tables on the way. `value` sees what was there.
+fn set(root: &mut Table, path: &[String], value: impl FnOnce(Option<&Value>) -> Value) -> Result<(), String> {
+    let (first, rest) = path.split_first().ok_or("empty key")?;
+    if path.iter().any(String::is_empty) {
+        return Err("empty key segment".into());
+    }
+    let mut slot = root
+        .entry(first.clone())
+        .or_insert_with(|| Value::Table(Table::new()));
+    for segment in rest {
+        slot = child(slot, segment)?;
+    }
+    let new = value(Some(&*slot).filter(|v| !is_empty_table(v)));
+    *slot = new;
+    Ok(())
+}
+
+fn is_empty_table(v: &Value) -> bool {
+    matches!(v, Value::Table(t) if t.is_empty())
+}
+
+fn child<'a>(parent: &'a mut Value, segment: &str) -> Result<&'a mut Value, String> {
+    match parent {
+        Value::Table(t) => Ok(t
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Table(Table::new()))),
+        Value::Array(items) => {
+            let index: usize = segment
+                .parse()
+                .map_err(|_| format!("{segment:?} is not an index into a list"))?;
+            if index == items.len() {
+                items.push(Value::Table(Table::new()));
+            }
+            let len = items.len();
+            items
+                .get_mut(index)
+                .ok_or_else(|| format!("index {index} is past the list's end ({len} entries)"))
+        }
+        _ => Err(format!("{segment:?} is below a value that is not a section")),
+    }
+}
+
+/// An environment value as TOML when it reads as TOML, else as text; always text where the
+/// default is text (so `REGION=123` stays the region "123").
+fn env_value(raw: &str, existing: Option<&Value>) -> Value {
+    if matches!(existing, Some(Value::String(_))) {
+        return Value::String(raw.to_string());
+    }
+    toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+/// `--check-config`: prints the effective configuration (secrets redacted by their types) and
+/// whether it is valid.
+pub fn print_checked<C: Serialize>(daemon: &Daemon, config: &C) -> std::process::ExitCode {
+    match toml::to_string_pretty(config) {
+        Ok(text) => println!("{text}"),
+        Err(e) => {
+            eprintln!("{}: cannot print the configuration: {e}", daemon.name);
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    eprintln!("{}: configuration is valid", daemon.name);
+    std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        region: String,
+        upstream: Option<String>,
+        port: u16,
+        lists: Vec<Item>,
+        server: ServerConfig,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        url: String,
+        #[serde(default)]
+        user: Option<String>,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Sample {
+                region: "default".into(),
+                upstream: None,
+                port: 1,
+                lists: vec![],
+                server: ServerConfig {
+                    shutdown_grace_secs: 7,
+                    ..ServerConfig::default()
+                },
+            }
+        }
+    }
+
+    const DAEMON: Daemon = Daemon {
+        name: "sample-daemon-that-has-no-default-file",
+        env_prefix: "SAMPLE",
+    };
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_keep_the_daemons_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "region = \"file\"\nport = 2\n[server]\nrequest_timeout_secs = 5\n",
+        )
+        .unwrap();
+        let mut flags = Overrides::default();
+        flags.set("port", Some(&4u16));
+        let c: Sample = load_from(
+            &DAEMON,
+            Some(&path),
+            env(&[
+                ("SAMPLE__PORT", "3"),
+                ("SAMPLE__REGION", "123"),
+                ("SAMPLE__SERVER__MAX_CONNECTIONS", "9"),
+                ("SAMPLE__LISTS__0__URL", "http://a"),
+                ("SAMPLE__UPSTREAM", "http://u:1"),
+                ("OTHER__PORT", "5"),
+            ]),
+            flags,
+        )
+        .unwrap();
+        assert_eq!(c.port, 4, "flags win");
+        assert_eq!(c.region, "123", "environment over file; text stays text");
+        assert_eq!(c.upstream.as_deref(), Some("http://u:1"));
+        assert_eq!(c.server.request_timeout_secs, 5);
+        assert_eq!(c.server.max_connections, 9);
+        assert_eq!(
+            c.server.shutdown_grace_secs, 7,
+            "the daemon's default, not the section's"
+        );
+        assert_eq!(
+            c.lists,
+            vec![Item {
+                url: "http://a".into(),
+                user: None
+            }]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_fail_loudly_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "regoin = \"x\"\n").unwrap();
+        let err = load_from::<Sample>(&DAEMON, Some(&path), env(&[]), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("regoin") && err.contains("line 1"), "{err}");
+        let err = load_from::<Sample>(
+            &DAEMON,
+            None,
+            env(&[("SAMPLE__SERVER__MAX_CONNECTINOS", "1")]),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_connectinos"), "{err}");
+        let err = load_from::<Sample>(
+            &DAEMON,
+            None,
+            env(&[("SAMPLE__PORT__X", "1")]),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SAMPLE__PORT__X"), "{err}");
+    }
+
+    #[test]
+    fn lists_of_tables_are_replaced_not_merged() {
+        let mut base: Table =
+            toml::from_str("[[l]]\nurl = \"a\"\n[[l]]\nurl = \"b\"\n[t]\nx = 1\ny = 2\n").unwrap();
+        merge(
+            &mut base,
+            toml::from_str("[[l]]\nurl = \"c\"\n[t]\ny = 3\n").unwrap(),
+        );
+        assert_eq!(
+            base,
+            toml::from_str::<Table>("[[l]]\nurl = \"c\"\n[t]\nx = 1\ny = 3\n").unwrap()
+        );
+    }
+}
