@@ -25,7 +25,7 @@ async fn start(config: ServerConfig, app: Router) -> Running {
     let readiness = Readiness::new();
     let app = app.merge(damselfly_server::ops::routes(
         readiness.clone(),
-        Arc::new(|| String::new()),
+        Arc::new(String::new),
     ));
     let server = Server::new(&config, readiness.clone(), metrics).listener(Listener::new("test", tcp, app));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -194,7 +194,7 @@ async fn drain_refuses_new_connections_and_lets_the_request_in_flight_finish() {
 
 #[tokio::test]
 async fn a_client_that_stays_connected_past_the_grace_period_does_not_hold_shutdown() {
-    let app = Router::new().route("/hang", get(|| std::future::pending::<&'static str>()));
+    let app = Router::new().route("/hang", get(std::future::pending::<&'static str>));
     let config = ServerConfig {
         shutdown_grace_secs: 1,
         ..ServerConfig::default()
