@@ -24,9 +24,9 @@ pub fn limit_unsent(socket: &impl AsFd) -> std::io::Result<()> {
     socket2::SockRef::from(socket).set_tcp_notsent_lowat(PIECE_UNSENT_LIMIT)
 }
 
-/// [`limit_unsent`] for every accepted connection (`listener.tap_io(limit_unsent_on_accept)`).
+/// [`limit_unsent`] for every accepted connection of a piece server.
 /// A failure is ignored: the connection works, it only queues more (Linux always accepts it).
-pub fn limit_unsent_on_accept(socket: &mut impl AsFd) {
+pub fn limit_unsent_on_accept(socket: &impl AsFd) {
     let _ = limit_unsent(socket);
 }
 

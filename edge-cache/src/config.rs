@@ -4,29 +4,27 @@
 //! (`docs/configuration.md` mirrors it). Unknown keys are rejected so typos fail loudly.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
+use damselfly_server::cli::CommonArgs;
+use damselfly_server::config::{redact, redact_url, ConfigError, Overrides};
+use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+pub const DAEMON: Daemon = Daemon {
+    name: "edge-cache",
+    env_prefix: "DAMSELFLY_EDGE",
+};
 
 /// The edge cache: a pull-through OCI registry cache that stores blobs as sealed pieces
 /// and serves them to runtimes and to the peer agents of its region.
 #[derive(Debug, Parser)]
 #[command(name = "edge-cache", version, about, long_about = None)]
 pub struct Cli {
-    /// TOML configuration file; flags and environment override its values.
-    #[arg(long, env = "DAMSELFLY_EDGE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Address for the registry API, the agent API and the health/metrics endpoints.
     #[arg(long, env = "DAMSELFLY_EDGE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -53,12 +51,21 @@ pub struct Cli {
     /// Redis URL for scheduler state shared by the edges of a region (default: in process).
     #[arg(long, env = "DAMSELFLY_EDGE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "DAMSELFLY_EDGE_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
-    /// Validate the configuration, print it, and exit (non-zero when invalid).
-    #[arg(long)]
-    pub check_config: bool,
+}
+
+impl Cli {
+    /// The flags given, as configuration keys.
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides::default();
+        o.set("listen", self.listen.as_ref())
+            .set("data_dir", self.data_dir.as_ref())
+            .set("upstream", self.upstream.as_ref())
+            .set("region", self.region.as_ref())
+            .set("cache.quota", self.quota.as_ref())
+            .set("warm_token", self.warm_token.as_ref())
+            .set("redis", self.redis.as_ref());
+        o
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,8 +93,13 @@ pub struct Config {
     pub cache: CacheConfig,
     pub access: AccessConfig,
     pub limits: LimitsConfig,
+    /// Listeners: header and request time, connections, concurrency, drain on shutdown.
+    pub server: ServerConfig,
     /// `text` or `json`.
     pub log_format: String,
+    /// OTLP/HTTP collector for traces (`http://collector:4318`); unset: the standard
+    /// `OTEL_EXPORTER_OTLP_*` variables, else no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,18 +190,14 @@ pub struct AccessConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Requests handled at once; more wait (bounded by the request timeout).
-    pub max_concurrent_requests: usize,
-    /// Time to produce response headers (bodies stream as long as they make progress).
-    pub request_timeout_secs: u64,
+    /// Time to an upstream's response headers (bodies stream as long as they make progress).
+    pub upstream_timeout_secs: u64,
     /// Connecting to an upstream.
     pub upstream_connect_timeout_secs: u64,
     /// An upstream body that sends nothing for this long is cut and resumed.
     pub upstream_idle_timeout_secs: u64,
     /// Upstream resume attempts per blob before the ingest fails.
     pub upstream_resume_attempts: u32,
-    /// On SIGTERM: how long in-flight requests may finish.
-    pub shutdown_grace_secs: u64,
     /// Pieces sent to agents at once; more requests queue in arrival order. A few fast sends
     /// beat many slow ones: each owner gets its piece sooner and passes it on sooner.
     pub piece_sends: usize,
@@ -215,7 +223,9 @@ impl Default for Config {
             cache: CacheConfig::default(),
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
+            server: ServerConfig::default(),
             log_format: "text".into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -245,12 +255,10 @@ impl Default for AccessConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_concurrent_requests: 1024,
-            request_timeout_secs: 120,
+            upstream_timeout_secs: 120,
             upstream_connect_timeout_secs: 5,
             upstream_idle_timeout_secs: 30,
             upstream_resume_attempts: 5,
-            shutdown_grace_secs: 20,
             piece_sends: 4,
             piece_rate_limit: "0".into(),
         }
@@ -258,49 +266,9 @@ impl Default for LimitsConfig {
 }
 
 impl Config {
-    /// Defaults → file → environment/flags (clap already merged those two).
+    /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let mut config = match &cli.config {
-            Some(path) => Self::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(v) = cli.listen {
-            config.listen = v;
-        }
-        if let Some(v) = &cli.data_dir {
-            config.data_dir = v.clone();
-        }
-        if let Some(v) = &cli.upstream {
-            config.upstream = Some(v.clone());
-        }
-        if let Some(v) = &cli.region {
-            config.region = v.clone();
-        }
-        if let Some(v) = &cli.quota {
-            config.cache.quota = v.clone();
-        }
-        if let Some(v) = &cli.redis {
-            config.redis = Some(v.clone());
-        }
-        if let Some(v) = &cli.warm_token {
-            config.warm_token = Some(v.clone());
-        }
-        if let Some(v) = &cli.log_format {
-            config.log_format = v.clone();
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides())
     }
 
     pub fn quota_bytes(&self) -> Result<u64, ConfigError> {
@@ -310,8 +278,10 @@ impl Config {
     pub fn piece_rate_bytes(&self) -> Result<u64, ConfigError> {
         parse_size(&self.limits.piece_rate_limit)
     }
+}
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl DaemonConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.quota_bytes()?;
         self.piece_rate_bytes()?;
@@ -343,16 +313,32 @@ impl Config {
         if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("warm_token must be at least 16 characters".into());
         }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return invalid(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            ));
+        damselfly_server::logging::check_format(&self.log_format).map_err(ConfigError::Invalid)?;
+        if let Some(url) = &self.otlp_endpoint {
+            check_url(url)?;
         }
-        if self.limits.max_concurrent_requests == 0 || self.limits.piece_sends == 0 {
-            return invalid("limits.max_concurrent_requests and limits.piece_sends must be > 0".into());
+        if self.limits.piece_sends == 0 {
+            return invalid("limits.piece_sends must be > 0".into());
         }
-        Ok(())
+        self.server.validate()
+    }
+
+    fn log_format(&self) -> &str {
+        &self.log_format
+    }
+
+    fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref()
+    }
+
+    fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        c.warm_token = redact(&c.warm_token);
+        c.redis = c.redis.as_deref().map(redact_url);
+        for u in &mut c.upstreams {
+            u.password = redact(&u.password);
+        }
+        c
     }
 }
 

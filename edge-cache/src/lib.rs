@@ -15,5 +15,5 @@ pub mod store;
 pub mod upstream;
 
 pub use config::{Cli, Config};
-pub use server::serve;
+pub use server::{run, serve};
 pub use state::AppState;

@@ -2,19 +2,13 @@
 //!
 //! Labels are bounded sets (kind, route, status class); never a digest or repository name.
 
+use damselfly_server::ServerMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub route: &'static str,
-    pub method: &'static str,
-    pub status: u16,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -24,7 +18,8 @@ pub struct KindLabels {
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
+    /// Requests, connections and build information, as every daemon exports them.
+    pub server: ServerMetrics,
     pub cache_hits: Family<KindLabels, Counter>,
     pub cache_misses: Family<KindLabels, Counter>,
     pub upstream_bytes: Counter,
@@ -41,7 +36,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("damselfly_edge");
         let m = Metrics {
-            requests: Family::default(),
+            server: ServerMetrics::register(&mut registry),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             upstream_bytes: Counter::default(),
@@ -54,11 +49,6 @@ impl Metrics {
             cache_used_bytes: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route and status",
-            m.requests.clone(),
-        );
         registry.register(
             "cache_hits",
             "Requests answered from the cache",

@@ -1,21 +1,35 @@
-//! Running the edge: serve on a bound listener until `shutdown` resolves, then drain.
+//! Running the edge: bind, serve until `shutdown` resolves, drain, and keep the index's access
+//! times flushed meanwhile.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use damselfly_core::net::limit_unsent_on_accept;
-use tokio::net::TcpListener;
+use damselfly_server::{Listener, Server};
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::config::Config;
 use crate::state::AppState;
 
 /// How often access times are written to the index.
 const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves until `shutdown` resolves; then marks the edge not ready, stops accepting, and lets
-/// in-flight requests finish for up to `limits.shutdown_grace_secs`.
+/// Opens the store (and Redis, when configured), binds `listen`, and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    let listen = config.listen;
+    let state = AppState::new(config)
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let listener = damselfly_server::daemon::bind(listen).await?;
+    tracing::info!(addr = %listen, region = %state.config.region, "edge cache listening");
+    serve(listener, state, shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+/// Serves on a bound listener until `shutdown` resolves; then marks the edge not ready, stops
+/// accepting, and lets in-flight requests finish for up to `server.shutdown_grace_secs`.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -32,30 +46,19 @@ pub async fn serve(
             }
         })
     };
-    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal_state = state.clone();
-    let signal = async move {
-        shutdown.await;
-        signal_state.ready.store(false, Ordering::SeqCst);
-        tracing::info!("shutting down: not ready, draining in-flight requests");
-        let _ = draining_tx.send(());
-    };
-    let app = crate::http::app(state.clone());
-    let server = axum::serve(listener.tap_io(limit_unsent_on_accept), app).with_graceful_shutdown(signal);
-    let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
-    let result = tokio::select! {
-        result = server => result,
-        _ = async {
-            if draining_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
-            Ok(())
-        }
-    };
+    let listener = Listener::new("edge", listener, crate::http::app(state.clone()))
+        .route_of(crate::http::route_of)
+        // Pieces go out in small chunks on a connection whose unsent bytes are bounded, so a
+        // send permit is held until the piece has nearly left.
+        .on_accept(|socket: &TcpStream| limit_unsent_on_accept(socket));
+    let result = Server::new(
+        &state.config.server,
+        state.readiness.clone(),
+        state.metrics.server.clone(),
+    )
+    .listener(listener)
+    .run(shutdown)
+    .await;
     flusher.abort();
     state.store.flush_access_times();
     result

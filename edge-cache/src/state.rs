@@ -1,11 +1,12 @@
 //! Everything a request handler needs, built once at start-up.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use damselfly_core::net::Pacer;
 use damselfly_core::{ClusterSecret, TicketSigner, TicketVerifier};
+use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::Readiness;
 
 use crate::access::AccessGate;
 use crate::config::Config;
@@ -24,11 +25,12 @@ pub struct AppState {
     pub tickets: TicketSigner,
     pub ticket_verifier: TicketVerifier,
     pub secret: ClusterSecret,
-    pub peers: PeerStore,
+    pub peers: Arc<PeerStore>,
     /// Fetches plain files under `[files] allow` (no credentials: they are public by definition).
     pub files_http: reqwest::Client,
-    /// False until the store is open, and again from the moment shutdown starts.
-    pub ready: AtomicBool,
+    /// Ready once serving with the store open (and Redis answering, when configured); not
+    /// ready again from the moment shutdown starts.
+    pub readiness: Readiness,
     /// Permits to send a piece (`limits.piece_sends`), handed out in arrival order.
     pub piece_sends: Arc<tokio::sync::Semaphore>,
     /// `limits.piece_rate_limit` across all piece sends, if any.
@@ -59,7 +61,18 @@ impl AppState {
             Duration::from_secs(config.access.stale_if_error_secs),
         );
         let peer_ttl = Duration::from_secs(config.scheduler.peer_ttl_secs);
-        let peers = PeerStore::connect(config.redis.as_deref(), peer_ttl).await?;
+        let peers = Arc::new(PeerStore::connect(config.redis.as_deref(), peer_ttl).await?);
+        let readiness = Readiness::new();
+        if config.redis.is_some() {
+            let peers = peers.clone();
+            readiness.add_check(
+                "redis",
+                Arc::new(move || {
+                    let peers = peers.clone();
+                    Box::pin(async move { peers.ping().await.map_err(|e| e.to_string()) })
+                }),
+            );
+        }
         let files_http = reqwest::Client::builder()
             // The file's own bytes (digests and Range offsets are over those), never a re-encoding.
             .no_gzip()
@@ -79,7 +92,7 @@ impl AppState {
             ticket_verifier: TicketSigner::new(&secret).verifier(),
             tickets: TicketSigner::new(&secret),
             secret,
-            ready: AtomicBool::new(true),
+            readiness,
             piece_sends: Arc::new(tokio::sync::Semaphore::new(config.limits.piece_sends)),
             piece_pacer: Pacer::new(
                 config

@@ -1,27 +1,28 @@
 //! Agent configuration: defaults, then the TOML file, then environment, then flags.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use damselfly_core::Location;
+use damselfly_server::cli::CommonArgs;
+use damselfly_server::config::{ConfigError, Overrides};
+use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+pub const DAEMON: Daemon = Daemon {
+    name: "peer-agent",
+    env_prefix: "DAMSELFLY_AGENT",
+};
 
 /// The peer agent: a registry mirror for this host's runtime that fetches sealed pieces from
 /// rack neighbours and the region's edges, and serves its pieces to other agents.
 #[derive(Debug, Parser)]
 #[command(name = "peer-agent", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(flatten)]
     pub daemon: DaemonArgs,
     #[command(subcommand)]
@@ -38,9 +39,6 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// TOML configuration file; flags and environment override its values.
-    #[arg(long, env = "DAMSELFLY_AGENT_CONFIG", value_name = "FILE", global = true)]
-    pub config: Option<PathBuf>,
     /// Registry mirror address for the local runtime.
     #[arg(long, env = "DAMSELFLY_AGENT_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -67,9 +65,21 @@ pub struct DaemonArgs {
     /// Directory for sealed pieces.
     #[arg(long, env = "DAMSELFLY_AGENT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Validate the configuration, print it, and exit (non-zero when invalid).
-    #[arg(long)]
-    pub check_config: bool,
+}
+
+impl DaemonArgs {
+    /// The flags given, as configuration keys.
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides::default();
+        o.set("listen", self.listen.as_ref())
+            .set("upload_listen", self.upload_listen.as_ref())
+            .set("advertise_url", self.advertise_url.as_ref())
+            .set_list("edges", &self.edges)
+            .set("upstream", self.upstream.as_ref())
+            .set("location", self.location.as_ref())
+            .set("data_dir", self.data_dir.as_ref());
+        o
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,8 +105,13 @@ pub struct Config {
     pub quota: String,
     pub download: DownloadConfig,
     pub upload: UploadConfig,
+    /// Listeners: header and request time, connections, concurrency, drain on shutdown.
+    pub server: ServerConfig,
     /// `text` or `json`.
     pub log_format: String,
+    /// OTLP/HTTP collector for traces (`http://collector:4318`); unset: the standard
+    /// `OTEL_EXPORTER_OTLP_*` variables, else no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,7 +167,16 @@ impl Default for Config {
             quota: "20GiB".into(),
             download: DownloadConfig::default(),
             upload: UploadConfig::default(),
+            server: ServerConfig {
+                shutdown_grace_secs: 10,
+                // A blob request waits for its first piece, which may still be on its way to
+                // the edge.
+                request_timeout_secs: 300,
+                max_concurrent_requests: 512,
+                ..ServerConfig::default()
+            },
             log_format: "text".into(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -179,76 +203,9 @@ impl Default for UploadConfig {
 }
 
 impl Config {
-    pub fn load(args: &DaemonArgs) -> Result<Config, ConfigError> {
-        let mut c = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(v) = args.listen {
-            c.listen = v;
-        }
-        if let Some(v) = args.upload_listen {
-            c.upload_listen = v;
-        }
-        if let Some(v) = &args.advertise_url {
-            c.advertise_url = Some(v.clone());
-        }
-        if !args.edges.is_empty() {
-            c.edges = args.edges.clone();
-        }
-        if let Some(v) = &args.upstream {
-            c.upstream = Some(v.clone());
-        }
-        if let Some(v) = &args.location {
-            c.location = v.clone();
-        }
-        if let Some(v) = &args.data_dir {
-            c.data_dir = v.clone();
-        }
-        c.validate()?;
-        Ok(c)
-    }
-
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.edges.is_empty() && self.upstream.is_none() {
-            return invalid("give at least one --edge (or an --upstream to pull from directly)".into());
-        }
-        for url in self
-            .edges
-            .iter()
-            .chain(self.upstream.iter())
-            .chain(self.registries.iter().map(|r| &r.url))
-        {
-            match reqwest::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => return invalid(format!("{url:?} is not an http(s) URL")),
-            }
-        }
-        parse_size(&self.quota)?;
-        parse_size(&self.upload.rate_limit)?;
-        if self.download.concurrent_pieces == 0 || self.download.per_parent == 0 || self.download.window == 0
-        {
-            return invalid("download.concurrent_pieces, per_parent and window must be > 0".into());
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return invalid(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            ));
-        }
-        Ok(())
+    /// Defaults → file → environment → flags, validated.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.daemon.overrides())
     }
 
     pub fn advertise(&self) -> String {
@@ -264,6 +221,48 @@ impl Config {
             let host = if host.is_empty() { "host" } else { host };
             format!("{host}-{}", self.upload_listen).replace(['[', ']'], "")
         })
+    }
+}
+
+impl DaemonConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.edges.is_empty() && self.upstream.is_none() {
+            return invalid("give at least one --edge (or an --upstream to pull from directly)".into());
+        }
+        for url in self
+            .edges
+            .iter()
+            .chain(self.upstream.iter())
+            .chain(self.otlp_endpoint.iter())
+            .chain(self.registries.iter().map(|r| &r.url))
+        {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return invalid(format!("{url:?} is not an http(s) URL")),
+            }
+        }
+        parse_size(&self.quota)?;
+        parse_size(&self.upload.rate_limit)?;
+        if self.download.concurrent_pieces == 0 || self.download.per_parent == 0 || self.download.window == 0
+        {
+            return invalid("download.concurrent_pieces, per_parent and window must be > 0".into());
+        }
+        damselfly_server::logging::check_format(&self.log_format).map_err(ConfigError::Invalid)?;
+        self.server.validate()
+    }
+
+    fn log_format(&self) -> &str {
+        &self.log_format
+    }
+
+    fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref()
+    }
+
+    /// Nothing secret: the agent holds no credentials of its own.
+    fn redacted(&self) -> Self {
+        self.clone()
     }
 }
 
@@ -291,13 +290,13 @@ mod tests {
             "--location",
             "us/a/b",
         ]);
-        let c = Config::load(&cli.daemon).unwrap();
+        let c = Config::load(&cli).unwrap();
         assert_eq!(c.location.to_string(), "us/a/b");
         assert_eq!(c.upload.slots, 2);
         assert_eq!(c.edges, vec!["http://e:1".to_string()]);
         std::fs::write(&path, "edgs = []\n").unwrap();
-        assert!(Config::load(&cli.daemon).is_err());
+        assert!(Config::load(&cli).is_err());
         let none = Cli::parse_from(["peer-agent"]);
-        assert!(Config::load(&none.daemon).is_err(), "no edge and no upstream");
+        assert!(Config::load(&none).is_err(), "no edge and no upstream");
     }
 }

@@ -14,20 +14,31 @@ pub mod metrics;
 pub mod state;
 pub mod store;
 
-use std::future::{Future, IntoFuture};
-use std::sync::atomic::Ordering;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use damselfly_core::net::limit_unsent_on_accept;
-use tokio::net::TcpListener;
+use damselfly_server::{Listener, Server};
+use tokio::net::{TcpListener, TcpStream};
 
 pub use config::{Cli, Config};
 pub use state::AgentState;
 
-/// Serves the mirror and the upload server until `shutdown` resolves, then stops accepting,
-/// marks the agent not ready, and gives in-flight requests a grace period.
+/// Opens the piece store, binds the mirror and upload addresses, and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    let (listen, upload_listen) = (config.listen, config.upload_listen);
+    let state = AgentState::new(config).map_err(|e| format!("cannot start: {e}"))?;
+    let mirror = damselfly_server::daemon::bind(listen).await?;
+    let upload = damselfly_server::daemon::bind(upload_listen).await?;
+    tracing::info!(mirror = %listen, upload = %upload_listen, location = %state.config.location, "peer agent listening");
+    serve(mirror, upload, state, shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+/// Serves the mirror and the upload server until `shutdown` resolves, then marks the agent not
+/// ready, stops accepting, and gives in-flight requests `server.shutdown_grace_secs`.
 pub async fn serve(
     mirror: TcpListener,
     upload: TcpListener,
@@ -47,33 +58,20 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signal_state = state.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        signal_state.ready.store(false, Ordering::SeqCst);
-        tracing::info!("shutting down: not ready, draining");
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let mirror_server =
-        axum::serve(mirror, http::mirror_app(state.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let upload_server = axum::serve(
-        upload.tap_io(limit_unsent_on_accept),
-        http::upload_app(state.clone()),
+    let mirror =
+        Listener::new("mirror", mirror, http::mirror_app(state.clone())).route_of(http::mirror_route);
+    let upload = Listener::new("upload", upload, http::upload_app(state.clone()))
+        .route_of(http::upload_route)
+        // Pieces go out in small chunks on a connection whose unsent bytes are bounded, so an
+        // upload slot is held until the piece has nearly left.
+        .on_accept(|socket: &TcpStream| limit_unsent_on_accept(socket));
+    Server::new(
+        &state.config.server,
+        state.readiness.clone(),
+        state.metrics.server.clone(),
     )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grace = async move {
-        stopped(stop_rx).await;
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    };
-    tokio::select! {
-        r = async { tokio::try_join!(mirror_server.into_future(), upload_server.into_future()) } => r.map(|_| ()),
-        _ = grace => {
-            tracing::warn!("grace period over; closing remaining connections");
-            Ok(())
-        }
-    }
+    .listener(mirror)
+    .listener(upload)
+    .run(shutdown)
+    .await
 }

@@ -1,5 +1,6 @@
 //! Every metric the agent exports, defined in one place.
 
+use damselfly_server::ServerMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,12 +14,6 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub route: &'static str,
-    pub status: u16,
-}
-
 pub struct Metrics {
     registry: Registry,
     pub download_bytes: Family<SourceLabels, Counter>,
@@ -26,7 +21,8 @@ pub struct Metrics {
     pub bad_pieces: Family<SourceLabels, Counter>,
     pub piece_failures: Family<SourceLabels, Counter>,
     pub origin_fallbacks: Counter,
-    pub requests: Family<RequestLabels, Counter>,
+    /// Requests, connections and build information, as every daemon exports them.
+    pub server: ServerMetrics,
     pub uploads_active: Gauge,
 }
 
@@ -40,7 +36,7 @@ impl Metrics {
             bad_pieces: Family::default(),
             piece_failures: Family::default(),
             origin_fallbacks: Counter::default(),
-            requests: Family::default(),
+            server: ServerMetrics::register(&mut registry),
             uploads_active: Gauge::default(),
         };
         registry.register(
@@ -67,11 +63,6 @@ impl Metrics {
             "origin_fallbacks",
             "Blob requests served from the origin directly",
             m.origin_fallbacks.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "Requests answered, by route and status",
-            m.requests.clone(),
         );
         registry.register(
             "uploads_active",

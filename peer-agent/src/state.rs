@@ -1,11 +1,12 @@
 //! Everything the agent's handlers share.
 
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use damselfly_core::net::Pacer;
 use damselfly_core::TicketVerifier;
+use damselfly_server::Readiness;
 use tokio::sync::Semaphore;
 
 use crate::config::{parse_size, Config};
@@ -26,12 +27,13 @@ pub struct AgentState {
     pub upload_slots: Arc<Semaphore>,
     /// `upload.rate_limit` across all uploads, if any.
     pub upload_pacer: Option<Pacer>,
-    pub ready: AtomicBool,
+    /// Ready once both listeners serve; not ready again from the moment shutdown starts.
+    pub readiness: Readiness,
 }
 
 impl AgentState {
     pub fn new(config: Config) -> AgentResult<Arc<AgentState>> {
-        let bad = |e: crate::config::ConfigError| AgentError::Internal(e.to_string());
+        let bad = |e: damselfly_server::config::ConfigError| AgentError::Internal(e.to_string());
         let quota = parse_size(&config.quota).map_err(bad)?;
         let upload_rate = parse_size(&config.upload.rate_limit).map_err(bad)?;
         let store = PieceStore::open(&config.data_dir, quota)?;
@@ -59,7 +61,7 @@ impl AgentState {
             downloader,
             metrics,
             ticket_key: RwLock::new(None),
-            ready: AtomicBool::new(true),
+            readiness: Readiness::new(),
         }))
     }
 }

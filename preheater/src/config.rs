@@ -4,29 +4,27 @@
 //! documented, and unknown keys are rejected so a typo fails loudly instead of being ignored.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
+use damselfly_server::cli::CommonArgs;
+use damselfly_server::config::{redact, redact_url, ConfigError, Overrides, REDACTED};
+use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+pub const DAEMON: Daemon = Daemon {
+    name: "preheater",
+    env_prefix: "DAMSELFLY_PREHEATER",
+};
 
 /// The preheater: receives registry and Harbor webhooks and warms the regional edge caches
 /// layer by layer, with durable, observable jobs.
 #[derive(Debug, Parser)]
 #[command(name = "preheater", version, about, long_about = None)]
 pub struct Cli {
-    /// TOML configuration file; flags and environment override its values.
-    #[arg(long, env = "DAMSELFLY_PREHEATER_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Address for the webhooks, the job API and the health/metrics endpoints.
     #[arg(long, env = "DAMSELFLY_PREHEATER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -92,9 +90,6 @@ pub struct Cli {
     /// OTLP/HTTP collector for traces (e.g. http://otel-collector:4318); unset: no export.
     #[arg(long, env = "DAMSELFLY_PREHEATER_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "DAMSELFLY_PREHEATER_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
     /// Token Harbor's P2P provider instance presents as `Authorization: Bearer <token>` on the
     /// provider API (auth mode OAUTH; repeatable; adds to the file's `harbor.provider_tokens`).
     #[arg(
@@ -115,9 +110,6 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub harbor_provider_basic: Vec<String>,
-    /// Validate the configuration, print it, and exit (non-zero when invalid).
-    #[arg(long)]
-    pub check_config: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +148,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Harbor's P2P Preheat driving the preheater as its "Dragonfly" provider.
     pub harbor: HarborConfig,
+    /// Listeners: header and request time, connections, concurrency, drain on shutdown (which
+    /// running jobs get too).
+    pub server: ServerConfig,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -277,13 +272,6 @@ pub struct DedupeConfig {
 pub struct LimitsConfig {
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
-    /// Time to answer a request (webhook senders time out after 1–3 s).
-    pub request_timeout_secs: u64,
-    /// Requests handled at once.
-    pub max_concurrent_requests: usize,
-    /// On SIGTERM: how long running jobs and requests may finish (unfinished jobs resume at
-    /// the next start).
-    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -306,6 +294,13 @@ impl Default for Config {
             dedupe: DedupeConfig::default(),
             limits: LimitsConfig::default(),
             harbor: HarborConfig::default(),
+            server: ServerConfig {
+                shutdown_grace_secs: 10,
+                // Webhook senders time out after 1–3 s: an answer later than this is useless.
+                request_timeout_secs: 10,
+                max_concurrent_requests: 256,
+                ..ServerConfig::default()
+            },
             log_format: "text".into(),
         }
     }
@@ -350,9 +345,6 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_body_bytes: 1024 * 1024,
-            request_timeout_secs: 10,
-            max_concurrent_requests: 256,
-            shutdown_grace_secs: 10,
         }
     }
 }
@@ -367,85 +359,68 @@ fn split_pair<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str), ConfigEr
     }
 }
 
-impl Config {
-    /// Defaults → file → environment/flags (clap already merged those two).
-    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let mut config = match &cli.config {
-            Some(path) => Self::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(v) = cli.listen {
-            config.listen = v;
-        }
-        if let Some(v) = &cli.data_dir {
-            config.data_dir = v.clone();
-        }
-        if !cli.edges.is_empty() {
-            config.edges = cli
-                .edges
-                .iter()
-                .map(|e| {
-                    split_pair("edge", e).map(|(region, url)| EdgeConfig {
-                        region: region.into(),
-                        url: url.into(),
-                    })
+impl Cli {
+    /// The flags given, as configuration keys. `--edge` replaces the file's edges;
+    /// `--registry` (replacing a file entry of the same host), `--harbor-provider-token` and
+    /// `--harbor-provider-basic` add to the file's.
+    pub fn overrides(&self) -> Result<Overrides, ConfigError> {
+        let edges = self
+            .edges
+            .iter()
+            .map(|e| {
+                split_pair("edge", e).map(|(region, url)| EdgeConfig {
+                    region: region.into(),
+                    url: url.into(),
                 })
-                .collect::<Result<_, _>>()?;
-        }
-        for r in &cli.registries {
-            let (host, url) = split_pair("registry", r)?;
-            config.registries.retain(|existing| existing.host != host);
-            config.registries.push(RegistryConfig {
-                host: host.into(),
-                url: url.into(),
-                username: None,
-                password: None,
-                insecure_skip_verify: false,
-                edge_registry: None,
-                edge_default_upstream: false,
-                forward_credentials: false,
-            });
-        }
-        let overrides = [
-            (&cli.edge_token, &mut config.edge_token),
-            (&cli.webhook_token, &mut config.webhook_token),
-            (&cli.harbor_auth, &mut config.harbor_auth),
-            (&cli.api_token, &mut config.api_token),
-            (&cli.redis, &mut config.redis),
-            (&cli.otlp_endpoint, &mut config.otlp_endpoint),
-        ];
-        for (flag, field) in overrides {
-            if let Some(v) = flag {
-                *field = Some(v.clone());
-            }
-        }
-        config
-            .harbor
-            .provider_tokens
-            .extend(cli.harbor_provider_tokens.iter().cloned());
-        config
-            .harbor
-            .provider_basic
-            .extend(cli.harbor_provider_basic.iter().cloned());
-        if let Some(v) = &cli.log_format {
-            config.log_format = v.clone();
-        }
-        config.validate()?;
-        Ok(config)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let registries = self
+            .registries
+            .iter()
+            .map(|r| {
+                split_pair("registry", r).map(|(host, url)| RegistryConfig {
+                    host: host.into(),
+                    url: url.into(),
+                    username: None,
+                    password: None,
+                    insecure_skip_verify: false,
+                    edge_registry: None,
+                    edge_default_upstream: false,
+                    forward_credentials: false,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut o = Overrides::default();
+        o.set("listen", self.listen.as_ref())
+            .set("data_dir", self.data_dir.as_ref())
+            .set_list("edges", &edges)
+            .append("registries", &registries, Some("host"))
+            .set("edge_token", self.edge_token.as_ref())
+            .set("webhook_token", self.webhook_token.as_ref())
+            .set("harbor_auth", self.harbor_auth.as_ref())
+            .set("api_token", self.api_token.as_ref())
+            .set("redis", self.redis.as_ref())
+            .set("otlp_endpoint", self.otlp_endpoint.as_ref())
+            .append("harbor.provider_tokens", &self.harbor_provider_tokens, None)
+            .append("harbor.provider_basic", &self.harbor_provider_basic, None);
+        Ok(o)
+    }
+}
+
+impl Config {
+    /// Defaults → file → environment → flags, validated.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides()?)
     }
 
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+    /// The registry entry for a host as events name it.
+    pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.host == host)
     }
+}
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl DaemonConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut regions = std::collections::HashSet::new();
         for e in &self.edges {
@@ -526,12 +501,7 @@ impl Config {
                 ));
             }
         }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return invalid(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            ));
-        }
+        damselfly_server::logging::check_format(&self.log_format).map_err(ConfigError::Invalid)?;
         let positive = [
             ("jobs.workers", self.jobs.workers as u64),
             ("jobs.resolve_attempts", self.jobs.resolve_attempts.into()),
@@ -544,11 +514,6 @@ impl Config {
             ("warm.poll_initial_ms", self.warm.poll_initial_ms),
             ("warm.request_timeout_secs", self.warm.request_timeout_secs),
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
-            (
-                "limits.max_concurrent_requests",
-                self.limits.max_concurrent_requests as u64,
-            ),
-            ("limits.request_timeout_secs", self.limits.request_timeout_secs),
             ("dedupe.ttl_secs", self.dedupe.ttl_secs),
             ("dedupe.max_entries", self.dedupe.max_entries as u64),
         ];
@@ -562,39 +527,35 @@ impl Config {
         {
             return invalid("warm: *_max_ms must be >= the matching *_initial_ms".into());
         }
-        Ok(())
+        self.server.validate()
     }
 
-    /// A copy safe to print: tokens and passwords replaced.
-    pub fn redacted(&self) -> Config {
-        let hide = |v: &Option<String>| v.as_ref().map(|_| "<redacted>".to_string());
+    fn log_format(&self) -> &str {
+        &self.log_format
+    }
+
+    fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref()
+    }
+
+    fn redacted(&self) -> Config {
         let mut c = self.clone();
-        c.webhook_token = hide(&c.webhook_token);
-        c.harbor_auth = hide(&c.harbor_auth);
-        c.api_token = hide(&c.api_token);
-        c.edge_token = hide(&c.edge_token);
-        c.redis = hide(&c.redis);
-        c.harbor.provider_tokens = c
-            .harbor
-            .provider_tokens
-            .iter()
-            .map(|_| "<redacted>".into())
-            .collect();
+        c.webhook_token = redact(&c.webhook_token);
+        c.harbor_auth = redact(&c.harbor_auth);
+        c.api_token = redact(&c.api_token);
+        c.edge_token = redact(&c.edge_token);
+        c.redis = c.redis.as_deref().map(redact_url);
+        c.harbor.provider_tokens = c.harbor.provider_tokens.iter().map(|_| REDACTED.into()).collect();
         c.harbor.provider_basic = c
             .harbor
             .provider_basic
             .iter()
-            .map(|b| format!("{}:<redacted>", b.split(':').next().unwrap_or("")))
+            .map(|b| format!("{}:{REDACTED}", b.split(':').next().unwrap_or("")))
             .collect();
         for r in &mut c.registries {
-            r.password = hide(&r.password);
+            r.password = redact(&r.password);
         }
         c
-    }
-
-    /// The registry entry for a host as events name it.
-    pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
-        self.registries.iter().find(|r| r.host == host)
     }
 }
 

@@ -78,7 +78,7 @@ impl EdgeClient {
 
     /// Adds the warm token and the current trace context.
     fn authorize(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if let Some(traceparent) = crate::telemetry::current_traceparent() {
+        if let Some(traceparent) = damselfly_server::logging::current_traceparent() {
             request = request.header("traceparent", traceparent);
         }
         match &self.token {

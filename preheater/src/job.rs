@@ -284,7 +284,7 @@ impl Job {
             created_at: now,
             updated_at: now,
             finished_at: None,
-            traceparent: crate::telemetry::current_traceparent(),
+            traceparent: damselfly_server::logging::current_traceparent(),
             authorization: None,
             provider: None,
         }

@@ -16,10 +16,9 @@ pub mod runner;
 pub mod server;
 pub mod state;
 pub mod store;
-pub mod telemetry;
 pub mod warm;
 
 pub use config::{Cli, Config};
 pub use error::{Error, Result};
-pub use server::serve;
+pub use server::{run, serve};
 pub use state::AppState;

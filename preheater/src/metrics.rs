@@ -3,6 +3,7 @@
 //! Labels are bounded sets (source, kind, action, state, configured region); never a digest or a
 //! repository name.
 
+use damselfly_server::ServerMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,6 +60,8 @@ pub struct Metrics {
     pub warm_requests_sent: Family<KindLabels, Counter>,
     pub warm_seconds: Family<KindLabels, Histogram>,
     pub warmed_bytes: Counter,
+    /// Requests, connections and build information, as every daemon exports them.
+    pub server: ServerMetrics,
 }
 
 fn warm_histogram() -> Histogram {
@@ -69,6 +72,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("damselfly_preheater");
         let m = Metrics {
+            server: ServerMetrics::register(&mut registry),
             events_received: Family::default(),
             events_deduplicated: Family::default(),
             events_ignored: Family::default(),

@@ -81,7 +81,7 @@ pub async fn run_job(state: &AppState, id: &str, worker: usize) -> Result<()> {
         return Ok(());
     };
     let span = tracing::info_span!("job", job = %id, worker);
-    crate::telemetry::adopt_parent(&span, job.traceparent.as_deref());
+    damselfly_server::logging::adopt_parent(&span, job.traceparent.as_deref());
     process(state, job).instrument(span).await
 }
 

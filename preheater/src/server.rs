@@ -1,19 +1,34 @@
 //! Running the preheater: the workers, store upkeep and the HTTP server, until `shutdown`.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use damselfly_server::{Listener, Server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::config::Config;
 use crate::runner;
 use crate::state::AppState;
 
+/// Opens the job store (resuming unfinished jobs), binds `listen`, and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    let listen = config.listen;
+    let state = AppState::new(config)
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let listener = damselfly_server::daemon::bind(listen).await?;
+    tracing::info!(addr = %listen, store = state.store.backend(), regions = ?state.warmer.regions(),
+        "preheater listening");
+    serve(listener, state, shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
 /// Serves until `shutdown` resolves; then marks the preheater not ready, stops accepting, stops
-/// claiming jobs, and gives requests and running jobs `limits.shutdown_grace_secs` to finish.
+/// claiming jobs, and gives requests and running jobs `server.shutdown_grace_secs` to finish.
 /// Jobs still running after that stay in the store and resume at the next start.
 pub async fn serve(
     listener: TcpListener,
@@ -37,31 +52,26 @@ pub async fn serve(
             }
         })
     };
-    let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
-    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal_state = state.clone();
-    let signal = async move {
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    let listener = Listener::new("preheater", listener, crate::http::app(state.clone()))
+        .route_of(crate::http::route_of)
+        // The handlers read bodies up to `limits.max_body_bytes` and answer their own 413.
+        .body_limit(None)
+        // INFO, so the request span survives the default filter and parents the jobs it creates.
+        .trace_level(tracing::Level::INFO);
+    let stopping = async move {
         shutdown.await;
-        signal_state.ready.store(false, Ordering::SeqCst);
-        tracing::info!("shutting down: not ready, draining requests and running jobs");
+        // Workers stop claiming jobs at once; running ones get the grace period below.
         let _ = stop_tx.send(true);
-        let _ = draining_tx.send(());
     };
-    let app = crate::http::app(state.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let result = tokio::select! {
-        result = server => result,
-        _ = async {
-            if draining_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
-            Ok(())
-        }
-    };
+    let result = Server::new(
+        &state.config.server,
+        state.readiness.clone(),
+        state.metrics.server.clone(),
+    )
+    .listener(listener)
+    .run(stopping)
+    .await;
     let drained = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
@@ -87,8 +97,5 @@ fn warn_about_open_doors(state: &AppState) {
     }
     if c.edges.is_empty() {
         tracing::warn!("no edges configured: events are received but nothing is warmed");
-    }
-    if let Some(endpoint) = &c.otlp_endpoint {
-        tracing::info!(endpoint = %crate::telemetry::traces_url(endpoint), "exporting traces over OTLP/HTTP");
     }
 }

@@ -1,8 +1,10 @@
 //! Everything a request handler or a worker needs, built once at start-up.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+
+use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::Readiness;
 
 use crate::config::Config;
 use crate::edge::EdgeClient;
@@ -18,8 +20,9 @@ pub struct AppState {
     pub registries: Registries,
     pub warmer: Arc<Warmer>,
     pub metrics: Arc<Metrics>,
-    /// False from the moment shutdown starts, so load balancers stop sending webhooks here.
-    pub ready: AtomicBool,
+    /// Ready once serving with the job store open; not ready again from the moment shutdown
+    /// starts, so load balancers stop sending webhooks here.
+    pub readiness: Readiness,
 }
 
 impl AppState {
@@ -44,7 +47,7 @@ impl AppState {
             registries,
             warmer,
             metrics,
-            ready: AtomicBool::new(true),
+            readiness: Readiness::new(),
         }))
     }
 }

@@ -19,6 +19,26 @@ use toml::{Table, Value};
 
 use crate::Daemon;
 
+/// What `--check-config` prints instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// A secret as `--check-config` shows it: `None` stays `None`, a value becomes [`REDACTED`].
+pub fn redact(secret: &Option<String>) -> Option<String> {
+    secret.as_ref().map(|_| REDACTED.to_string())
+}
+
+/// A URL with its password (if any) replaced, for URLs such as `redis://:pw@host/0`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(REDACTED));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => REDACTED.to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -85,13 +105,21 @@ impl ServerConfig {
 
 /// Values given as flags, by their dotted key (`cache.quota`), applied over file and environment.
 #[derive(Debug, Default)]
-pub struct Overrides(Vec<(&'static str, Value)>);
+pub struct Overrides(Vec<(&'static str, Value, Apply)>);
+
+#[derive(Debug, Clone, Copy)]
+enum Apply {
+    Replace,
+    /// Appended to the list already there; an entry whose field `.0` equals a new entry's is
+    /// dropped first (a flag naming the same registry replaces the file's entry).
+    Append(Option<&'static str>),
+}
 
 impl Overrides {
     /// Sets `key` when the flag was given.
     pub fn set<T: Serialize>(&mut self, key: &'static str, value: Option<&T>) -> &mut Self {
         if let Some(v) = value.and_then(|v| Value::try_from(v).ok()) {
-            self.0.push((key, v));
+            self.0.push((key, v, Apply::Replace));
         }
         self
     }
@@ -103,6 +131,34 @@ impl Overrides {
         }
         self
     }
+
+    /// Adds `values` to the list at `key`; with `unique_by`, entries already there whose field
+    /// of that name equals a new entry's are replaced.
+    pub fn append<T: Serialize>(
+        &mut self,
+        key: &'static str,
+        values: &[T],
+        unique_by: Option<&'static str>,
+    ) -> &mut Self {
+        if let (false, Ok(v)) = (values.is_empty(), Value::try_from(values)) {
+            self.0.push((key, v, Apply::Append(unique_by)));
+        }
+        self
+    }
+}
+
+fn appended(existing: Option<&Value>, new: Value, unique_by: Option<&str>) -> Value {
+    let (Some(Value::Array(old)), Value::Array(new)) = (existing, &new) else {
+        return new;
+    };
+    let field = |v: &Value| unique_by.and_then(|f| v.get(f)).cloned();
+    let mut list: Vec<Value> = old
+        .iter()
+        .filter(|o| field(o).is_none() || !new.iter().any(|n| field(n) == field(o)))
+        .cloned()
+        .collect();
+    list.extend(new.iter().cloned());
+    Value::Array(list)
 }
 
 /// The default config file of a daemon, read when no `--config` is given and it exists.
@@ -160,9 +216,13 @@ where
             message,
         })?;
     }
-    for (key, value) in flags.0 {
+    for (key, value, apply) in flags.0 {
         let path: Vec<String> = key.split('.').map(str::to_string).collect();
-        set(&mut merged, &path, |_| value.clone()).map_err(ConfigError::Invalid)?;
+        set(&mut merged, &path, |existing| match apply {
+            Apply::Replace => value,
+            Apply::Append(unique_by) => appended(existing, value, unique_by),
+        })
+        .map_err(ConfigError::Invalid)?;
     }
     Value::Table(merged)
         .try_into()
@@ -236,8 +296,8 @@ fn env_value(raw: &str, existing: Option<&Value>) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_string()))
 }
 
-/// `--check-config`: prints the effective configuration (secrets redacted by their types) and
-/// whether it is valid.
+/// `--check-config`: prints the effective configuration (already redacted) and whether it is
+/// valid.
 pub fn print_checked<C: Serialize>(daemon: &Daemon, config: &C) -> std::process::ExitCode {
     match toml::to_string_pretty(config) {
         Ok(text) => println!("{text}"),
@@ -344,6 +404,33 @@ mod tests {
     }
 
     #[test]
+    fn flags_can_add_to_a_list_replacing_entries_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "[[lists]]\nurl = \"a\"\nuser = \"file\"\n[[lists]]\nurl = \"b\"\n",
+        )
+        .unwrap();
+        let mut flags = Overrides::default();
+        flags.append(
+            "lists",
+            &[Item {
+                url: "a".into(),
+                user: Some("flag".into()),
+            }],
+            Some("url"),
+        );
+        let c: Sample = load_from(&DAEMON, Some(&path), env(&[]), flags).unwrap();
+        let urls: Vec<(&str, Option<&str>)> = c
+            .lists
+            .iter()
+            .map(|i| (i.url.as_str(), i.user.as_deref()))
+            .collect();
+        assert_eq!(urls, [("b", None), ("a", Some("flag"))]);
+    }
+
+    #[test]
     fn unknown_keys_fail_loudly_from_file_and_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
@@ -370,6 +457,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("SAMPLE__PORT__X"), "{err}");
+    }
+
+    #[test]
+    fn urls_lose_only_their_password() {
+        assert_eq!(
+            redact_url("redis://:pw@r:6379/0"),
+            "redis://:%3Credacted%3E@r:6379/0"
+        );
+        assert_eq!(redact_url("redis://r:6379"), "redis://r:6379");
+        assert_eq!(redact_url("not a url with pw"), REDACTED);
+        assert_eq!(redact(&Some("t".into())).as_deref(), Some(REDACTED));
     }
 
     #[test]

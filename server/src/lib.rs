@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod config;
 mod connection;
+pub mod daemon;
 pub mod logging;
 pub mod metrics;
 pub mod ops;

@@ -72,7 +72,8 @@ impl Edge {
         let config = format!(
             "listen = \"{addr}\"\ndata_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
              [cache]\nquota = \"{}\"\n\
-             [limits]\nupstream_idle_timeout_secs = 5\nshutdown_grace_secs = 5\n{}\n{}\n",
+             [server]\nshutdown_grace_secs = 5\n\
+             [limits]\nupstream_idle_timeout_secs = 5\n{}\n{}\n",
             data_dir.display(),
             options.upstream,
             options.top_toml,

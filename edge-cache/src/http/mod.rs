@@ -4,34 +4,22 @@
 mod agent_api;
 mod blobs;
 pub(crate) mod manifests;
-mod ops;
 mod range;
 mod registry;
 mod scheduler_api;
 mod warm;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use tower::limit::ConcurrencyLimitLayer;
 use tower_http::compression::CompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
-use crate::metrics::RequestLabels;
 use crate::state::AppState;
 
-/// The edge takes no uploads: request bodies beyond this are refused.
-const MAX_REQUEST_BODY: usize = 64 * 1024;
-
+/// Every route; the listener adds the request bounds and metrics (`damselfly_server`).
 pub fn app(state: Arc<AppState>) -> Router {
-    let limits = &state.config.limits;
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/v2/", get(registry::ping))
         .route("/v2", get(registry::ping))
@@ -45,21 +33,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/warm", axum::routing::post(warm::warm))
         .route("/api/v1/warm/{digest}", get(warm::status))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
+        .with_state(state.clone())
+        .merge(damselfly_server::ops::routes(
+            state.readiness.clone(),
+            Arc::new(move || metrics.encode()),
         ))
-        .layer(TraceLayer::new_for_http())
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(limits.request_timeout_secs),
-        ))
-        .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
-        .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY))
-        .with_state(state)
 }
 
 /// Piece tables and parent lists, gzip-compressed for agents that accept it: every download
@@ -73,7 +51,7 @@ fn scheduler_json() -> Router<Arc<AppState>> {
 }
 
 /// A bounded route label for metrics (never the repository or digest).
-fn route_of(path: &str) -> &'static str {
+pub(crate) fn route_of(path: &str) -> &'static str {
     if path == "/v2/" || path == "/v2" {
         "ping"
     } else if path.starts_with("/v2/") && path.contains("/blobs/") {
@@ -88,26 +66,9 @@ fn route_of(path: &str) -> &'static str {
         "task"
     } else if path.starts_with("/pieces/") {
         "piece"
-    } else if matches!(path, "/healthz" | "/readyz" | "/metrics") {
-        "ops"
+    } else if damselfly_server::ops::is_ops_path(path) {
+        damselfly_server::ops::ROUTE
     } else {
         "other"
     }
-}
-
-async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = route_of(request.uri().path());
-    let method = match *request.method() {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        _ => "other",
-    };
-    let response = next.run(request).await;
-    let labels = RequestLabels {
-        route,
-        method,
-        status: response.status().as_u16(),
-    };
-    state.metrics.requests.get_or_create(&labels).inc();
-    response
 }

@@ -29,6 +29,14 @@ impl PeerStore {
         }
     }
 
+    /// Whether the shared state answers (always, in process).
+    pub async fn ping(&self) -> EdgeResult<()> {
+        match self {
+            PeerStore::Memory(_) => Ok(()),
+            PeerStore::Redis(r) => r.ping().await,
+        }
+    }
+
     /// Records (or refreshes) a peer's state in a task.
     pub async fn announce(&self, task: &Digest, record: PeerRecord) -> EdgeResult<()> {
         match self {

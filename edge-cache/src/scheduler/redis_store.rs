@@ -19,6 +19,9 @@ pub struct RedisPeers {
     connection: ConnectionManager,
 }
 
+/// Longest wait for Redis to answer a readiness probe.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn key(task: &Digest) -> String {
     format!("damselfly:peers:{}", task.hex())
 }
@@ -28,6 +31,17 @@ impl RedisPeers {
         let client = redis::Client::open(url).map_err(scheduler_err)?;
         let connection = ConnectionManager::new(client).await.map_err(scheduler_err)?;
         Ok(RedisPeers { ttl, connection })
+    }
+
+    /// A `PING`, bounded in time: readiness must not hang on a Redis that stopped answering.
+    pub async fn ping(&self) -> EdgeResult<()> {
+        let mut c = self.connection.clone();
+        let pong = tokio::time::timeout(PING_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut c)).await;
+        match pong {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(scheduler_err(e)),
+            Err(_) => Err(scheduler_err(format!("no answer within {PING_TIMEOUT:?}"))),
+        }
     }
 
     pub async fn announce(&self, task: &Digest, record: PeerRecord) -> EdgeResult<()> {

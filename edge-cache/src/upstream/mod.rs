@@ -30,7 +30,7 @@ fn canonical_registry(name: &str) -> &str {
 impl Upstreams {
     pub fn from_config(config: &Config) -> EdgeResult<Self> {
         let connect_timeout = Duration::from_secs(config.limits.upstream_connect_timeout_secs);
-        let request_timeout = Duration::from_secs(config.limits.request_timeout_secs);
+        let request_timeout = Duration::from_secs(config.limits.upstream_timeout_secs);
         let mut by_registry = HashMap::new();
         for u in &config.upstreams {
             let upstream = Upstream::new(u, connect_timeout, request_timeout)?;

@@ -6,83 +6,40 @@ mod files;
 mod mirror;
 mod upload;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tower::limit::ConcurrencyLimitLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
-use crate::metrics::RequestLabels;
 use crate::state::AgentState;
 
-/// Neither face takes uploads of any size.
-const MAX_REQUEST_BODY: usize = 64 * 1024;
-
+/// The mirror for the local runtime, with `/healthz`, `/readyz` and `/metrics`; the listener
+/// adds the request bounds and metrics (`damselfly_server`).
 pub fn mirror_app(state: Arc<AgentState>) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/v2/", get(mirror::ping))
         .route("/v2", get(mirror::ping))
         .route("/v2/{*path}", axum::routing::any(mirror::dispatch))
         .route("/api/v1/files", get(files::get))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
+        .with_state(state.clone())
+        .merge(damselfly_server::ops::routes(
+            state.readiness.clone(),
+            Arc::new(move || metrics.encode()),
         ))
-        .layer(TraceLayer::new_for_http())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(300),
-        ))
-        .layer(ConcurrencyLimitLayer::new(512))
-        .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY))
-        .with_state(state)
 }
 
+/// Pieces for other agents.
 pub fn upload_app(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/pieces/{digest}/{index}", get(upload::piece))
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY))
         .with_state(state)
 }
 
-async fn readyz(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
-}
-
-async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-}
-
-async fn count_requests(State(state): State<Arc<AgentState>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let route = if path.contains("/blobs/") {
+/// A bounded route label for the mirror's metrics (never the repository or digest).
+pub(crate) fn mirror_route(path: &str) -> &'static str {
+    if path.contains("/blobs/") {
         "blob"
     } else if path.contains("/manifests/") {
         "manifest"
@@ -91,16 +48,14 @@ async fn count_requests(State(state): State<Arc<AgentState>>, request: Request, 
     } else if path.starts_with("/v2") {
         "ping"
     } else {
-        "ops"
-    };
-    let response = next.run(request).await;
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
+        damselfly_server::ops::ROUTE
+    }
+}
+
+pub(crate) fn upload_route(path: &str) -> &'static str {
+    if path.starts_with("/pieces/") {
+        "upload"
+    } else {
+        damselfly_server::ops::ROUTE
+    }
 }

@@ -3,11 +3,9 @@
 //! (`/healthz`, `/readyz`, `/metrics`).
 
 mod jobs;
-mod ops;
 mod webhooks;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
@@ -15,15 +13,14 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use tower::limit::ConcurrencyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
+/// Every route; the listener adds the request bounds and metrics (`damselfly_server`).
 pub fn app(state: Arc<AppState>) -> Router {
-    let limits = state.config.limits.clone();
+    let max_body = state.config.limits.max_body_bytes;
+    let metrics = state.metrics.clone();
     // Harbor's P2P Preheat ("Dragonfly" provider): /healthy, /oapi/v1/jobs, /_ping, /preheats.
     let provider = crate::provider::routes(state.clone());
     Router::new()
@@ -31,19 +28,32 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/webhooks/harbor", post(webhooks::harbor))
         .route("/api/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::get))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(provider)
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        // INFO, so the request span survives the default filter and parents the jobs it creates.
-        .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)))
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(limits.request_timeout_secs),
+        .merge(damselfly_server::ops::routes(
+            state.readiness.clone(),
+            Arc::new(move || metrics.encode()),
         ))
-        .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+        .layer(DefaultBodyLimit::max(max_body))
+}
+
+/// A bounded route label for metrics (never a job id).
+pub(crate) fn route_of(path: &str) -> &'static str {
+    if path.starts_with("/webhooks/") {
+        "webhook"
+    } else if path.starts_with("/api/v1/jobs") {
+        "jobs"
+    } else if path.starts_with("/oapi/")
+        || path.starts_with("/preheats")
+        || path == "/healthy"
+        || path == "/_ping"
+    {
+        "provider"
+    } else if damselfly_server::ops::is_ops_path(path) {
+        damselfly_server::ops::ROUTE
+    } else {
+        "other"
+    }
 }
 
 /// The request body, or the error that explains why there is none (413 beyond the limit).

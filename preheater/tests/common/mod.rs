@@ -123,7 +123,7 @@ impl Preheater {
             setup.warm
         ));
         text.push_str(&format!(
-            "[jobs]\n{}\n[limits]\nshutdown_grace_secs = 2\n",
+            "[jobs]\n{}\n[server]\nshutdown_grace_secs = 2\n",
             setup.jobs
         ));
         let config_path = dir.path().join("preheater.toml");

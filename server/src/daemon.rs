@@ -1,0 +1,82 @@
+//! The steps every daemon's `main` takes before and after serving, so each `main.rs` only
+//! wires: flags → configuration (or `--check-config`'s answer) → logging → run → exit status.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::cli::CommonArgs;
+use crate::config::{ConfigError, Overrides};
+use crate::logging::Telemetry;
+use crate::Daemon;
+
+/// A daemon's whole configuration.
+pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
+    /// Checks what the types cannot: ranges, URLs, combinations.
+    fn validate(&self) -> Result<(), ConfigError>;
+    /// `text` or `json`.
+    fn log_format(&self) -> &str;
+    /// The OTLP/HTTP collector for traces, when configured.
+    fn otlp_endpoint(&self) -> Option<&str> {
+        None
+    }
+    /// A copy safe to print: every token, password and credential-bearing URL replaced.
+    fn redacted(&self) -> Self;
+}
+
+/// The configuration from every layer (see [`crate::config`]), validated. `flags` are the
+/// daemon's own flags; the common ones are added here.
+pub fn load<C: DaemonConfig>(
+    daemon: &Daemon,
+    common: &CommonArgs,
+    mut flags: Overrides,
+) -> Result<C, ConfigError> {
+    flags.set("log_format", common.log_format.as_ref());
+    let config: C = crate::config::load(daemon, common.config.as_deref(), flags)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Loads the configuration and starts logging. `Err` carries the exit status when the process
+/// should stop here: an invalid configuration (2), or `--check-config` done.
+pub fn start<C: DaemonConfig>(
+    daemon: &Daemon,
+    common: &CommonArgs,
+    flags: Overrides,
+) -> Result<(C, Telemetry), ExitCode> {
+    let config: C = load(daemon, common, flags).map_err(|e| {
+        eprintln!("{}: {e}", daemon.name);
+        ExitCode::from(2)
+    })?;
+    if common.check_config {
+        return Err(crate::config::print_checked(daemon, &config.redacted()));
+    }
+    let telemetry =
+        crate::logging::init(daemon, config.log_format(), config.otlp_endpoint()).map_err(|e| {
+            eprintln!("{}: {e}", daemon.name);
+            ExitCode::FAILURE
+        })?;
+    Ok((config, telemetry))
+}
+
+/// Binds a listener, with an error that names the address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// The exit status for how a daemon ended; a failure is logged.
+pub fn exit<E: Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
