@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -16,9 +18,12 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::{ListenerLabels, ServerMetrics};
+use crate::tls::{PeerIdentity, ServerTls};
 
 pub(crate) struct ConnectionLimits {
     pub name: &'static str,
+    /// TLS for every connection (the handshake bounded by the header-read timeout).
+    pub tls: Option<Arc<ServerTls>>,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub on_accept: Option<fn(&TcpStream)>,
@@ -128,11 +133,37 @@ pub(crate) async fn accept_loop(
             on_accept(&stream);
         }
         let guard = Open::new(&open, &gauge);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let drain = drain.clone();
         let header_read_timeout = limits.header_read_timeout;
+        let tls = limits.tls.clone();
         connections.spawn(async move {
             let _open = guard;
+            let Some(tls) = tls else {
+                let service = WithIdentity::new(app, None);
+                return serve_connection(TokioIo::new(stream), service, header_read_timeout, drain).await;
+            };
+            // A client that does not finish its handshake in time is treated like one that does
+            // not finish its request head.
+            let stream = match tokio::time::timeout(header_read_timeout, tls.acceptor().accept(stream)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(PeerIdentity::of);
+            let service = WithIdentity::new(app, identity);
             serve_connection(TokioIo::new(stream), service, header_read_timeout, drain).await;
         });
     }
@@ -146,9 +177,40 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
+/// The app, with the connection's verified client identity (if any) on every request.
+#[derive(Clone)]
+struct WithIdentity {
+    app: TowerToHyperService<Router>,
+    identity: Option<PeerIdentity>,
+}
+
+impl WithIdentity {
+    fn new(app: Router, identity: Option<PeerIdentity>) -> Self {
+        WithIdentity {
+            app: TowerToHyperService::new(app),
+            identity,
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for WithIdentity {
+    type Response = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Response;
+    type Error = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Error;
+    type Future = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        // Set here, never taken from the request: a client cannot claim an identity.
+        request.extensions_mut().remove::<PeerIdentity>();
+        if let Some(identity) = &self.identity {
+            request.extensions_mut().insert(identity.clone());
+        }
+        self.app.call(request)
+    }
+}
+
 async fn serve_connection<I>(
     io: TokioIo<I>,
-    service: TowerToHyperService<Router>,
+    service: WithIdentity,
     header_read_timeout: Duration,
     mut drain: watch::Receiver<bool>,
 ) where

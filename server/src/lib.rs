@@ -8,6 +8,7 @@
 //! ([`config::load`]), starts logging ([`logging::init`]), binds its listeners and hands them,
 //! with its routers, to a [`Server`].
 
+pub mod certs;
 pub mod cli;
 pub mod config;
 mod connection;
@@ -19,6 +20,7 @@ pub mod readiness;
 mod request;
 mod serve;
 pub mod shutdown;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use metrics::ServerMetrics;

@@ -20,6 +20,7 @@ use crate::connection::{accept_loop, ConnectionLimits};
 use crate::metrics::ServerMetrics;
 use crate::readiness::Readiness;
 use crate::request::{wrap, RequestLimits};
+use crate::tls::ServerTls;
 
 /// Request bodies refused beyond this unless a listener says otherwise: the daemons take no
 /// uploads, only small JSON.
@@ -34,6 +35,7 @@ pub struct Listener {
     body_limit: Option<usize>,
     trace_level: tracing::Level,
     on_accept: Option<fn(&TcpStream)>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Listener {
@@ -47,6 +49,7 @@ impl Listener {
             body_limit: Some(DEFAULT_BODY_LIMIT),
             trace_level: tracing::Level::DEBUG,
             on_accept: None,
+            tls: None,
         }
     }
 
@@ -71,6 +74,13 @@ impl Listener {
     /// Runs on every accepted socket before it is served (socket options of piece senders).
     pub fn on_accept(mut self, f: fn(&TcpStream)) -> Self {
         self.on_accept = Some(f);
+        self
+    }
+
+    /// Serves TLS only (with `None`, plain HTTP). A verified client certificate gives each
+    /// request a [`crate::tls::PeerIdentity`] extension.
+    pub fn tls(mut self, tls: Option<Arc<ServerTls>>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -109,7 +119,11 @@ impl Server {
         let (drain_tx, drain_rx) = watch::channel(false);
         let connections = TaskTracker::new();
         let mut accepting = tokio::task::JoinSet::new();
+        let mut reloading = tokio::task::JoinSet::new();
         for listener in self.listeners {
+            if let Some(tls) = &listener.tls {
+                reloading.spawn(tls.clone().watch());
+            }
             let limits = RequestLimits {
                 max_concurrent: self.config.max_concurrent_requests,
                 timeout: Duration::from_secs(self.config.request_timeout_secs),
@@ -119,6 +133,7 @@ impl Server {
             let app = wrap(listener.app, &limits, self.metrics.clone(), listener.route_of);
             let conn_limits = Arc::new(ConnectionLimits {
                 name: listener.name,
+                tls: listener.tls,
                 max_connections,
                 header_read_timeout: Duration::from_secs(self.config.header_read_timeout_secs),
                 on_accept: listener.on_accept,
@@ -143,6 +158,7 @@ impl Server {
         self.readiness.set_draining();
         tracing::info!("shutting down: not ready, draining in-flight requests");
         let _ = drain_tx.send(true);
+        reloading.abort_all();
         while accepting.join_next().await.is_some() {}
         connections.close();
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
