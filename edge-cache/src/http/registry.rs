@@ -7,12 +7,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use damselfly_core::RepositoryName;
+use damselfly_registry::Request;
 use serde::Deserialize;
 
 use super::{blobs, manifests};
 use crate::error::{EdgeError, EdgeResult, UpstreamReply};
 use crate::state::AppState;
-use crate::upstream::UpstreamRequest;
 
 pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
@@ -31,9 +31,9 @@ pub async fn ping(
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
     let upstream = state.upstreams.select(query.ns.as_deref())?;
-    let request = UpstreamRequest {
+    let request = Request {
         authorization: headers.get("authorization"),
-        ..UpstreamRequest::get("/v2/".into())
+        ..Request::get("/v2/".into())
     };
     match upstream.send(request).await {
         Ok(r) if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::FORBIDDEN => {
