@@ -12,7 +12,6 @@ use bytes::Bytes;
 use damselfly_core::{Digest, Reference, RepositoryName};
 use damselfly_registry::Request;
 
-use super::registry::API_VERSION;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult, UpstreamReply};
 use crate::state::AppState;
@@ -252,7 +251,6 @@ fn respond(manifest: CachedManifest, head: bool) -> Response {
         h.insert(http::header::ETAG, v);
     }
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
     response
 }
 
