@@ -4,11 +4,12 @@
 use std::collections::HashSet;
 
 use damselfly_core::{Digest, Reference, RepositoryName};
+use damselfly_registry::Manifest;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::job::{Item, ItemKind};
-use crate::registry::{Manifest, RegistryClient};
+use crate::registry::Registry;
 
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -97,12 +98,12 @@ impl PlatformFilter {
 
 /// What an image reference resolved to.
 #[derive(Debug, Clone)]
-pub struct Resolution {
-    pub digest: Digest,
-    pub media_type: String,
+pub(crate) struct Resolution {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
     /// Blobs first, then platform manifests by digest, then the top manifest (by tag when the
     /// reference was a tag).
-    pub items: Vec<Item>,
+    pub(crate) items: Vec<Item>,
 }
 
 fn parse_doc(m: &Manifest) -> Result<ManifestDoc> {
@@ -131,8 +132,8 @@ fn add_blobs(doc: &ManifestDoc, blobs: &mut Vec<Item>, seen: &mut HashSet<Digest
     Ok(())
 }
 
-pub async fn resolve(
-    client: &RegistryClient,
+pub(crate) async fn resolve(
+    client: &Registry,
     repository: &RepositoryName,
     reference: &Reference,
     pinned: Option<Digest>,
