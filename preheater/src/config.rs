@@ -482,7 +482,7 @@ impl Config {
             }
         }
         for p in &self.platforms {
-            crate::resolve::PlatformFilter::parse_one(p).map_err(ConfigError::Invalid)?;
+            crate::platform::PlatformFilter::parse_one(p).map_err(ConfigError::Invalid)?;
         }
         if let Some(url) = &self.redis {
             check_url(url, &["redis", "rediss", "unix", "redis+unix"])?;
