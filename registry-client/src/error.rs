@@ -34,8 +34,8 @@ pub enum Error {
     /// The registry answered something other than success for an object this client reads itself.
     #[error("{message}")]
     Status { status: StatusCode, message: String },
-    #[error("{what} larger than {limit} bytes")]
-    TooLarge { what: &'static str, limit: u64 },
+    #[error("manifest larger than {limit} bytes")]
+    TooLarge { limit: u64 },
     #[error("manifest {reference} hashes to {actual}, not {expected}")]
     DigestMismatch {
         reference: String,
@@ -86,11 +86,7 @@ mod tests {
             status: StatusCode::UNAUTHORIZED
         }
         .is_retryable());
-        assert!(!Error::TooLarge {
-            what: "manifest",
-            limit: 1
-        }
-        .is_retryable());
+        assert!(!Error::TooLarge { limit: 1 }.is_retryable());
         assert!(!Error::Invalid("bad url".into()).is_retryable());
     }
 }

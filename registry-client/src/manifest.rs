@@ -93,20 +93,16 @@ fn is_manifest_type(media_type: &str) -> bool {
     MANIFEST_ACCEPT.contains(&media_type)
 }
 
-/// The whole body, refused once it passes `limit` bytes (announced or streamed): a registry
-/// should not make us buffer what it likes.
+/// A manifest's whole body (or the error answer sent in its place), refused once it passes
+/// `limit` bytes, announced or streamed: a registry should not make us buffer what it likes.
 pub async fn read_bounded(mut response: reqwest::Response, limit: u64) -> Result<Bytes> {
-    let too_large = Error::TooLarge {
-        what: "manifest",
-        limit,
-    };
     if response.content_length().is_some_and(|n| n > limit) {
-        return Err(too_large);
+        return Err(Error::TooLarge { limit });
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = response.chunk().await.map_err(Error::BodyCut)? {
         if (body.len() + chunk.len()) as u64 > limit {
-            return Err(too_large);
+            return Err(Error::TooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }
@@ -195,11 +191,11 @@ mod tests {
         );
         assert!(matches!(
             read_bounded(announced(b"{ }"), 2).await,
-            Err(Error::TooLarge { limit: 2, .. })
+            Err(Error::TooLarge { limit: 2 })
         ));
         assert!(matches!(
             read_bounded(streamed(&[b"{", b" }"]), 2).await,
-            Err(Error::TooLarge { limit: 2, .. })
+            Err(Error::TooLarge { limit: 2 })
         ));
     }
 }
