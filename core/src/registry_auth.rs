@@ -1,6 +1,6 @@
 //! Registry authentication, the pure part: `WWW-Authenticate` challenges (RFC 7235) as
-//! registries send them, the token endpoint they point to, and its answer. The edge and the
-//! preheater do the HTTP themselves.
+//! registries send them, the token endpoint they point to, and its answer. `damselfly-registry`
+//! does the HTTP for the edge and the preheater.
 
 use std::collections::HashMap;
 use std::time::Duration;

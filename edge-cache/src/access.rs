@@ -14,14 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use bytes::Bytes;
 use damselfly_core::{Digest, RepositoryName};
+use damselfly_registry::{Request, MANIFEST_ACCEPT};
 use http::{HeaderValue, StatusCode};
 
 use crate::error::{EdgeError, EdgeResult, UpstreamReply};
-use crate::upstream::{Upstream, UpstreamRequest, MANIFEST_ACCEPT};
+use crate::upstream::Upstream;
 
 /// What is being read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Object {
+pub(crate) enum Object {
     Blob(Digest),
     Manifest(Digest),
 }
@@ -43,8 +44,8 @@ struct Grant {
 
 /// The upstream said yes; for blobs, with the size it reported.
 #[derive(Clone, Copy, Debug)]
-pub struct Allowed {
-    pub size: Option<u64>,
+pub(crate) struct Allowed {
+    pub(crate) size: Option<u64>,
 }
 
 pub struct AccessGate {
@@ -56,7 +57,7 @@ pub struct AccessGate {
 const MAX_GRANTS: usize = 100_000;
 
 impl AccessGate {
-    pub fn new(ttl: Duration, stale_if_error: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration, stale_if_error: Duration) -> Self {
         AccessGate {
             ttl,
             stale_if_error,
@@ -82,7 +83,7 @@ impl AccessGate {
     }
 
     /// Checks that `auth` may read `object` in `repo` upstream.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         upstream: &Upstream,
         repo: &RepositoryName,
@@ -105,11 +106,11 @@ impl AccessGate {
                     .collect(),
             ),
         };
-        let request = UpstreamRequest {
+        let request = Request {
             scope: Some(format!("repository:{repo}:pull")),
             accept,
             authorization: auth,
-            ..UpstreamRequest::head(path)
+            ..Request::head(path)
         };
         let outcome = upstream.send(request).await;
         let unavailable = match &outcome {
@@ -140,7 +141,7 @@ impl AccessGate {
     }
 
     /// Records a grant learned from a successful upstream GET (no extra HEAD needed then).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         upstream: &Upstream,
         repo: &RepositoryName,

@@ -126,6 +126,19 @@ impl EdgeError {
     }
 }
 
+impl From<damselfly_registry::Error> for EdgeError {
+    fn from(e: damselfly_registry::Error) -> Self {
+        use damselfly_registry::Error as Registry;
+        match e {
+            Registry::Invalid(_) => EdgeError::Internal(e.to_string()),
+            // The token endpoint refused the edge's own credentials: no client credential can
+            // change that, and the operator must.
+            Registry::TokenDenied { .. } => EdgeError::Denied(e.to_string()),
+            _ => EdgeError::UpstreamUnavailable(e.to_string()),
+        }
+    }
+}
+
 /// Marks an answer about a failed upstream transfer (as opposed to a failing edge).
 pub const TRANSFER_FAILED_HEADER: &str = "x-damselfly-transfer-failed";
 

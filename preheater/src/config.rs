@@ -457,7 +457,7 @@ impl DaemonConfig for Config {
             }
         }
         for p in &self.platforms {
-            crate::resolve::PlatformFilter::parse_one(p).map_err(ConfigError::Invalid)?;
+            crate::platform::PlatformFilter::parse_one(p).map_err(ConfigError::Invalid)?;
         }
         if let Some(url) = &self.redis {
             check_url(url, &["redis", "rediss", "unix", "redis+unix"])?;

@@ -77,6 +77,16 @@ impl Error {
     }
 }
 
+impl From<damselfly_registry::Error> for Error {
+    fn from(e: damselfly_registry::Error) -> Self {
+        match e {
+            damselfly_registry::Error::Invalid(_) => Error::Internal(e.to_string()),
+            e if e.is_retryable() => Error::RegistryUnavailable(e.to_string()),
+            e => Error::RegistryRefused(e.to_string()),
+        }
+    }
+}
+
 impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Self {
         Error::Store(e.to_string())
@@ -133,6 +143,18 @@ mod tests {
         }
         .is_retryable());
         assert!(!Error::BadRequest("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn registry_errors_keep_their_retryability() {
+        let status = |status| damselfly_registry::Error::Status {
+            status,
+            message: String::new(),
+        };
+        let busy = Error::from(status(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(matches!(busy, Error::RegistryUnavailable(_)) && busy.is_retryable());
+        let missing = Error::from(status(StatusCode::NOT_FOUND));
+        assert!(matches!(missing, Error::RegistryRefused(_)) && !missing.is_retryable());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod events;
 pub mod http;
 pub mod job;
 pub mod metrics;
+mod platform;
 pub mod provider;
 pub mod registry;
 pub mod resolve;

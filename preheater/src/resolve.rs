@@ -4,11 +4,13 @@
 use std::collections::HashSet;
 
 use damselfly_core::{Digest, Reference, RepositoryName};
+use damselfly_registry::Manifest;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::job::{Item, ItemKind};
-use crate::registry::{Manifest, RegistryClient};
+use crate::platform::{Platform, PlatformFilter};
+use crate::registry::Registry;
 
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -30,14 +32,6 @@ struct Descriptor {
     platform: Option<Platform>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
 #[derive(Debug, Deserialize)]
 struct ManifestDoc {
     #[serde(default)]
@@ -48,61 +42,14 @@ struct ManifestDoc {
     layers: Vec<Descriptor>,
 }
 
-/// Which platforms of an index to warm. Empty: all of them. Entries without a platform or with
-/// `unknown/unknown` (attestations) are never warmed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlatformFilter(Vec<Platform>);
-
-impl PlatformFilter {
-    /// `linux/amd64`, `linux/arm64/v8`.
-    pub fn parse_one(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts[..] {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: os.into(),
-                architecture: arch.into(),
-                variant: None,
-            }),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-                Ok(Platform {
-                    os: os.into(),
-                    architecture: arch.into(),
-                    variant: Some(variant.into()),
-                })
-            }
-            _ => Err(format!("platform {s:?} must be os/arch or os/arch/variant")),
-        }
-    }
-
-    pub fn parse(list: &[String]) -> Result<Self, String> {
-        list.iter()
-            .map(|s| Self::parse_one(s))
-            .collect::<Result<_, _>>()
-            .map(PlatformFilter)
-    }
-
-    pub fn admits(&self, p: Option<&Platform>) -> bool {
-        let Some(p) = p else { return false };
-        if p.os == "unknown" || p.architecture == "unknown" {
-            return false;
-        }
-        self.0.is_empty()
-            || self.0.iter().any(|want| {
-                want.os == p.os
-                    && want.architecture == p.architecture
-                    && (want.variant.is_none() || want.variant == p.variant)
-            })
-    }
-}
-
 /// What an image reference resolved to.
 #[derive(Debug, Clone)]
-pub struct Resolution {
-    pub digest: Digest,
-    pub media_type: String,
+pub(crate) struct Resolution {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
     /// Blobs first, then platform manifests by digest, then the top manifest (by tag when the
     /// reference was a tag).
-    pub items: Vec<Item>,
+    pub(crate) items: Vec<Item>,
 }
 
 fn parse_doc(m: &Manifest) -> Result<ManifestDoc> {
@@ -131,8 +78,8 @@ fn add_blobs(doc: &ManifestDoc, blobs: &mut Vec<Item>, seen: &mut HashSet<Digest
     Ok(())
 }
 
-pub async fn resolve(
-    client: &RegistryClient,
+pub(crate) async fn resolve(
+    client: &Registry,
     repository: &RepositoryName,
     reference: &Reference,
     pinned: Option<Digest>,
@@ -163,11 +110,7 @@ pub async fn resolve(
             return Err(Error::RegistryRefused(format!(
                 "no platform of index {repository}@{} matches the filter {:?}",
                 top.digest,
-                filter
-                    .0
-                    .iter()
-                    .map(|p| format!("{}/{}", p.os, p.architecture))
-                    .collect::<Vec<_>>()
+                filter.names()
             )));
         }
         for d in chosen {
@@ -216,29 +159,6 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(os: &str, arch: &str, variant: Option<&str>) -> Platform {
-        Platform {
-            os: os.into(),
-            architecture: arch.into(),
-            variant: variant.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn filter_skips_attestations_and_honours_variants() {
-        let all = PlatformFilter::default();
-        assert!(all.admits(Some(&p("linux", "amd64", None))));
-        assert!(!all.admits(Some(&p("unknown", "unknown", None))));
-        assert!(!all.admits(None));
-        let arm = PlatformFilter::parse(&["linux/arm64".into()]).unwrap();
-        assert!(arm.admits(Some(&p("linux", "arm64", Some("v8")))));
-        assert!(!arm.admits(Some(&p("linux", "amd64", None))));
-        let v7 = PlatformFilter::parse(&["linux/arm/v7".into()]).unwrap();
-        assert!(!v7.admits(Some(&p("linux", "arm", Some("v6")))));
-        assert!(PlatformFilter::parse(&["linux".into()]).is_err());
-        assert!(PlatformFilter::parse(&["linux//v7".into()]).is_err());
-    }
 
     #[test]
     fn blobs_are_listed_once_in_order() {

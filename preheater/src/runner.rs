@@ -12,7 +12,8 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::job::{now_millis, Item, ItemKind, Job, RegionState, Target, WarmState};
 use crate::metrics::StateLabels;
-use crate::resolve::{resolve, PlatformFilter};
+use crate::platform::PlatformFilter;
+use crate::resolve::resolve;
 use crate::state::AppState;
 use crate::warm::{backoff, WarmTask};
 

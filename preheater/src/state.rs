@@ -39,7 +39,7 @@ impl AppState {
             .map(|e| EdgeClient::new(&e.region, &e.url, config.edge_token.clone(), timeout))
             .collect::<Result<Vec<_>>>()?;
         let warmer = Arc::new(Warmer::new(edges, config.warm.clone(), metrics.clone()));
-        let registries = Registries::new(&config)?;
+        let registries = Registries::new(&config.registries, timeout)?;
         let store = Store::open(&config).await?;
         Ok(Arc::new(AppState {
             config,

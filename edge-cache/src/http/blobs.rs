@@ -7,7 +7,6 @@ use damselfly_core::{Digest, PieceLayout, RepositoryName};
 use futures::{Stream, StreamExt};
 
 use super::range;
-use super::registry::API_VERSION;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
@@ -74,7 +73,6 @@ fn blob_response(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
     if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
         h.insert("docker-content-digest", v.clone());
         if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {

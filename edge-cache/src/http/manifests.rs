@@ -10,15 +10,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use damselfly_core::{Digest, Reference, RepositoryName};
-use futures::StreamExt;
+use damselfly_registry::Request;
 
-use super::registry::API_VERSION;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult, UpstreamReply};
 use crate::state::AppState;
 use crate::store::index::TagEntry;
 use crate::store::CachedManifest;
-use crate::upstream::{Upstream, UpstreamRequest};
+use crate::upstream::Upstream;
 
 pub async fn serve(
     state: &AppState,
@@ -104,11 +103,11 @@ async fn by_tag(
         return Ok(cached);
     }
     // Stale: ask whether the tag still points where it did.
-    let request = UpstreamRequest {
+    let request = Request {
         scope: Some(format!("repository:{repo}:pull")),
         accept: accept.to_vec(),
         authorization: auth,
-        ..UpstreamRequest::head(format!("/v2/{repo}/manifests/{tag}"))
+        ..Request::head(format!("/v2/{repo}/manifests/{tag}"))
     };
     match upstream.send(request).await {
         Ok(r) if r.status().is_success() => {
@@ -176,17 +175,16 @@ async fn fetch(
     accept: &[HeaderValue],
     auth: Option<&HeaderValue>,
 ) -> EdgeResult<CachedManifest> {
-    let request = UpstreamRequest {
+    let request = Request {
         scope: Some(format!("repository:{repo}:pull")),
         accept: accept.to_vec(),
         authorization: auth,
-        ..UpstreamRequest::get(format!("/v2/{repo}/manifests/{reference}"))
+        ..Request::get(format!("/v2/{repo}/manifests/{reference}"))
     };
     let response = upstream.send(request).await?;
     let status = response.status();
     let upstream_headers = response.headers().clone();
-    let limit = state.config.cache.max_manifest_bytes as usize;
-    let body = read_bounded(response, limit).await?;
+    let body = damselfly_registry::read_bounded(response, state.config.cache.max_manifest_bytes).await?;
     if !status.is_success() {
         return Err(EdgeError::from(UpstreamReply::new(
             status,
@@ -205,12 +203,8 @@ async fn fetch(
             )));
         }
     }
-    let media_type = upstream_headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
-        .filter(|v| !v.is_empty())
-        .or_else(|| media_type_in_body(&body))
+    let media_type = damselfly_registry::content_type(&upstream_headers)
+        .or_else(|| damselfly_registry::media_type_in_body(&body))
         .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
     let manifest = CachedManifest {
         digest,
@@ -226,31 +220,6 @@ async fn fetch(
         Some(manifest.body.len() as u64),
     );
     Ok(manifest)
-}
-
-async fn read_bounded(response: reqwest::Response, limit: usize) -> EdgeResult<Bytes> {
-    if response.content_length().is_some_and(|n| n as usize > limit) {
-        return Err(EdgeError::UpstreamUnavailable(format!(
-            "manifest larger than {limit} bytes"
-        )));
-    }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| EdgeError::UpstreamUnavailable(format!("manifest body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(EdgeError::UpstreamUnavailable(format!(
-                "manifest larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(body))
-}
-
-fn media_type_in_body(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    Some(value.get("mediaType")?.as_str()?.to_string())
 }
 
 /// Whether a client's Accept lines admit `media_type` (no Accept at all admits anything).
@@ -282,7 +251,6 @@ fn respond(manifest: CachedManifest, head: bool) -> Response {
         h.insert(http::header::ETAG, v);
     }
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
     response
 }
 

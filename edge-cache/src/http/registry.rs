@@ -7,14 +7,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use damselfly_core::RepositoryName;
+use damselfly_registry::Request;
 use serde::Deserialize;
 
 use super::{blobs, manifests};
 use crate::error::{EdgeError, EdgeResult, UpstreamReply};
 use crate::state::AppState;
-use crate::upstream::UpstreamRequest;
 
-pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
 /// Query parameters registry clients send; containerd names the registry in `ns`.
 #[derive(Debug, Default, Deserialize)]
@@ -31,9 +31,9 @@ pub async fn ping(
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
     let upstream = state.upstreams.select(query.ns.as_deref())?;
-    let request = UpstreamRequest {
+    let request = Request {
         authorization: headers.get("authorization"),
-        ..UpstreamRequest::get("/v2/".into())
+        ..Request::get("/v2/".into())
     };
     match upstream.send(request).await {
         Ok(r) if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::FORBIDDEN => {
@@ -84,7 +84,7 @@ pub async fn dispatch(
     let target = parse_target(&path).ok_or_else(|| EdgeError::Unsupported("unknown registry endpoint"))?;
     let upstream = state.upstreams.select(query.ns.as_deref())?;
     let head = method == Method::HEAD;
-    match target {
+    let mut response = match target {
         Target::Manifest { name, reference } => {
             let repo: RepositoryName = name
                 .parse()
@@ -92,7 +92,7 @@ pub async fn dispatch(
             let reference = reference
                 .parse()
                 .map_err(|_| EdgeError::ManifestUnknown(format!("invalid reference {reference}")))?;
-            manifests::serve(&state, &upstream, &repo, &reference, &headers, head).await
+            manifests::serve(&state, &upstream, &repo, &reference, &headers, head).await?
         }
         Target::Blob { name, digest } => {
             let repo: RepositoryName = name
@@ -101,9 +101,14 @@ pub async fn dispatch(
             let digest = digest
                 .parse()
                 .map_err(|_| EdgeError::DigestInvalid(digest.to_string()))?;
-            blobs::serve(&state, &upstream, &repo, &digest, &headers, head).await
+            blobs::serve(&state, &upstream, &repo, &digest, &headers, head).await?
         }
-    }
+    };
+    // Set here, not in the handlers, so they need nothing from the router that calls them.
+    response
+        .headers_mut()
+        .insert(API_VERSION.0, http::HeaderValue::from_static(API_VERSION.1));
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use damselfly_core::{Digest, PieceLayout, PieceTable, RepositoryName, Sha256Stream, TaskKey, TAG_LEN};
+use damselfly_registry::Request;
 use futures::StreamExt;
 use http::{HeaderValue, StatusCode};
 use rand::Rng;
@@ -26,7 +27,7 @@ use super::blob::{IngestState, Progress};
 use super::usage::{now_millis, Entry};
 use super::BlobStore;
 use crate::error::{EdgeError, EdgeResult};
-use crate::upstream::{Upstream, UpstreamRequest};
+use crate::upstream::Upstream;
 
 /// Where a transfer fetches its bytes.
 pub enum BlobSource {
@@ -57,15 +58,13 @@ impl BlobSource {
                 repo,
                 authorization,
             } => {
-                let mut request = UpstreamRequest {
+                let request = Request {
                     scope: Some(format!("repository:{repo}:pull")),
                     authorization: authorization.as_ref(),
+                    range,
                     streaming: true,
-                    ..UpstreamRequest::get(format!("/v2/{repo}/blobs/{task}"))
+                    ..Request::get(format!("/v2/{repo}/blobs/{task}"))
                 };
-                if let Some(v) = range {
-                    request.extra_headers.insert(http::header::RANGE, v);
-                }
                 upstream.send(request).await
             }
             BlobSource::File { http, url, .. } => {

@@ -2,18 +2,68 @@
 //!
 //! A request names its registry with containerd's `?ns=`; without it, the default upstream
 //! answers. Only configured registries are reachable, so the edge is never an open proxy.
-
-mod client;
+//!
+//! The edge is a pass-through proxy: a client's own `Authorization` goes upstream untouched (its
+//! token was minted by the upstream's realm for the upstream) and the upstream's challenges come
+//! back to the client. Only when a client sends none and the operator configured credentials
+//! does the edge authenticate itself (`damselfly_registry` does the token dance).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{Upstream, UpstreamRequest, MANIFEST_ACCEPT};
+use damselfly_registry::{OwnAuth, RegistryClient, Request};
 
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{EdgeError, EdgeResult};
 
+pub(crate) use damselfly_registry::MANIFEST_ACCEPT;
+
+/// One upstream registry, by the name clients use for it.
+pub struct Upstream {
+    registry: String,
+    client: RegistryClient,
+}
+
+impl Upstream {
+    fn new(
+        config: &UpstreamConfig,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> EdgeResult<Self> {
+        let http = damselfly_registry::http_builder()
+            .connect_timeout(connect_timeout)
+            .danger_accept_invalid_certs(config.insecure_skip_verify)
+            .user_agent(concat!("damselfly-edge/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| EdgeError::Internal(format!("http client: {e}")))?;
+        let own = match (&config.username, &config.password) {
+            (Some(username), Some(password)) => OwnAuth::Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            // Without credentials of its own the edge hands challenges to its clients.
+            _ => OwnAuth::None,
+        };
+        Ok(Upstream {
+            registry: config.registry.clone(),
+            client: RegistryClient::new(&config.url, own, http, request_timeout)?,
+        })
+    }
+
+    /// The registry name clients use for this upstream (the `ns` value, a cache-key prefix).
+    pub(crate) fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// Sends a request; the response is returned whatever its status, for the caller to interpret.
+    pub(crate) async fn send(&self, request: Request<'_>) -> EdgeResult<reqwest::Response> {
+        Ok(self.client.send(request).await?)
+    }
+}
+
+/// Every configured upstream, by registry name, and the default one.
 pub struct Upstreams {
     default: Option<Arc<Upstream>>,
     by_registry: HashMap<String, Arc<Upstream>>,
@@ -28,7 +78,7 @@ fn canonical_registry(name: &str) -> &str {
 }
 
 impl Upstreams {
-    pub fn from_config(config: &Config) -> EdgeResult<Self> {
+    pub(crate) fn from_config(config: &Config) -> EdgeResult<Self> {
         let connect_timeout = Duration::from_secs(config.limits.upstream_connect_timeout_secs);
         let request_timeout = Duration::from_secs(config.limits.upstream_timeout_secs);
         let mut by_registry = HashMap::new();
@@ -62,7 +112,7 @@ impl Upstreams {
     }
 
     /// The upstream for a request's `ns` parameter, or the default one.
-    pub fn select(&self, ns: Option<&str>) -> EdgeResult<Arc<Upstream>> {
+    pub(crate) fn select(&self, ns: Option<&str>) -> EdgeResult<Arc<Upstream>> {
         match ns {
             Some(ns) if !ns.is_empty() => self
                 .by_registry

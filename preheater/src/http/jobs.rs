@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::events::Intent;
 use crate::job::{now_millis, Job, JobSpec};
 use crate::metrics::SourceLabels;
-use crate::resolve::PlatformFilter;
+use crate::platform::PlatformFilter;
 use crate::state::AppState;
 
 const MAX_LIST: usize = 1000;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, Mutex};
 
-use super::Admission;
+use super::admission::Admission;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::job::{now_millis, Job};

@@ -5,6 +5,7 @@
 //! same promises: admitting an event's jobs and remembering its key is one atomic step, every job
 //! change is stored before it is acted upon, and a job whose worker vanished is picked up again.
 
+mod admission;
 pub mod embedded;
 pub mod redis;
 
@@ -14,16 +15,9 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::job::Job;
 
+pub use self::admission::Admission;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::RedisStore;
-
-/// Whether an event's jobs were created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Created,
-    /// The event was seen before (within the dedupe TTL): nothing was created.
-    Duplicate,
-}
 
 pub enum Store {
     Embedded(EmbeddedStore),

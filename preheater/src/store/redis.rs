@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Direction, ExistenceCheck, SetExpiry, SetOptions};
 
-use super::Admission;
+use super::admission::Admission;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::job::Job;
