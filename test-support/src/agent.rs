@@ -1,13 +1,12 @@
 //! The peer agent as a real process, on its own loopback address (127.0.0.N stands for a host).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Result;
 
-use crate::edge::{scrape, spawn_until_ready, Metrics};
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::metrics::Metrics;
 use crate::net::free_addr_on;
-use crate::process::ChildGuard;
 
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -24,12 +23,9 @@ pub struct AgentOptions {
 }
 
 pub struct Agent {
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
     mirror: String,
     upload: String,
-    child: Option<ChildGuard>,
+    daemon: Daemon,
 }
 
 impl Agent {
@@ -48,28 +44,18 @@ impl Agent {
             dir.path().join("data").display(),
             options.extra_toml,
         );
-        let config_path = dir.path().join("agent.toml");
-        std::fs::write(&config_path, config)?;
-        let mut agent = Agent {
+        let spec = DaemonSpec {
+            name: "peer-agent".into(),
             binary: binary.to_path_buf(),
-            dir,
-            config_path,
+            log_filter: "info,damselfly_agent=debug".into(),
+            url: format!("http://{mirror}"),
+        };
+        let daemon = Daemon::start(spec, dir, &config).await?;
+        Ok(Agent {
             mirror,
             upload,
-            child: None,
-        };
-        agent.launch().await?;
-        Ok(agent)
-    }
-
-    async fn launch(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .env("DAMSELFLY_LOG", "info,damselfly_agent=debug");
-        let ready = format!("{}/readyz", self.url());
-        self.child = Some(spawn_until_ready("peer-agent", cmd, self.dir.path(), &ready).await?);
-        Ok(())
+            daemon,
+        })
     }
 
     /// The mirror's `host:port`, as a runtime names it.
@@ -78,7 +64,7 @@ impl Agent {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.mirror)
+        self.daemon.url().to_string()
     }
 
     pub fn upload_url(&self) -> String {
@@ -86,22 +72,19 @@ impl Agent {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.daemon.dir().join("data")
     }
 
     pub fn log_tail(&self) -> String {
-        self.child.as_ref().map(|c| c.log_tail()).unwrap_or_default()
+        self.daemon.log_tail()
     }
 
     /// SIGKILL, as a host dying would.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-        }
-        Ok(())
+        self.daemon.kill()
     }
 
     pub async fn metrics(&self) -> Result<Metrics> {
-        scrape(&format!("{}/metrics", self.url())).await
+        self.daemon.metrics().await
     }
 }

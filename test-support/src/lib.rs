@@ -13,6 +13,8 @@
 //! - [`agent`]: the peer agent binary as a process on its own loopback address.
 //! - [`file_server`]: a plain HTTP file server that counts what it sends.
 //! - [`edge`]: the edge cache binary as a process, restarted on its data, scraped for metrics.
+//! - [`daemon`], [`metrics`]: what every Damselfly daemon shares (a config file in a directory
+//!   of its own, readiness on `/readyz`, kill, restart, SIGTERM) and its scraped `/metrics`.
 //! - [`proxy`]: a fault-injecting reverse proxy that counts blob traffic and truncates,
 //!   corrupts or fails blob downloads on demand.
 //! - [`process`], [`net`], [`poll`], [`htpasswd`]: the plumbing (child processes killed on
@@ -24,10 +26,12 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod daemon;
 pub mod edge;
 pub mod file_server;
 pub mod htpasswd;
 pub mod image;
+pub mod metrics;
 pub mod net;
 pub mod poll;
 pub mod process;
