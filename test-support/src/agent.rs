@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::metrics::Metrics;
 use crate::net::free_addr_on;
+use crate::registry::Registry;
 
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -20,6 +21,25 @@ pub struct AgentOptions {
     pub location: String,
     /// Extra TOML (whole sections) appended to the generated config.
     pub extra_toml: String,
+}
+
+impl AgentOptions {
+    /// Host `index` of a region on one machine: at 127.0.0.`index + 2` (127.0.0.1 holds the
+    /// registry and the edge), in `location`, pulling through `edge_url`, with `registry` as its
+    /// origin.
+    pub fn host(index: usize, location: &str, edge_url: String, registry: &Registry) -> Self {
+        AgentOptions {
+            ip: format!("127.0.0.{}", index + 2),
+            edges: vec![edge_url],
+            upstream: registry.url(),
+            location: location.to_string(),
+            extra_toml: format!(
+                "[[registries]]\nregistry = \"{}\"\nurl = \"{}\"\n",
+                registry.addr(),
+                registry.url()
+            ),
+        }
+    }
 }
 
 pub struct Agent {

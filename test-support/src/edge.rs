@@ -46,6 +46,15 @@ impl EdgeOptions {
             data_dir: None,
         }
     }
+
+    /// An edge for `registry` (`host:port`), reached at `url` (the registry's own, or a counting
+    /// proxy's in front of it): its default upstream, and listed under `[[upstreams]]` so that
+    /// containerd, which names the registry in `?ns=`, reaches the same place.
+    pub fn for_registry(registry: &str, url: &str) -> Self {
+        let mut options = EdgeOptions::new(url);
+        options.extra_toml = format!("[[upstreams]]\nregistry = \"{registry}\"\nurl = \"{url}\"\n");
+        options
+    }
 }
 
 pub struct Edge {

@@ -17,6 +17,8 @@
 //!   of its own, readiness on `/readyz`, kill, restart, SIGTERM) and its scraped `/metrics`.
 //! - [`proxy`]: a fault-injecting reverse proxy that counts blob traffic and truncates,
 //!   corrupts or fails blob downloads on demand.
+//! - [`plaintext`]: scans of data directories for unsealed layer bytes.
+//! - [`shape`]: what we send checked against the contract fixtures of a peer (Harbor).
 //! - [`process`], [`net`], [`poll`], [`htpasswd`]: the plumbing (child processes killed on
 //!   drop, free ports, readiness polling, credentials files).
 //!
@@ -33,23 +35,20 @@ pub mod htpasswd;
 pub mod image;
 pub mod metrics;
 pub mod net;
+pub mod plaintext;
 pub mod poll;
 pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod registry;
+pub mod shape;
 pub mod skopeo;
 
 pub use containerd::{Containerd, CtrPullOptions};
 pub use image::{build_image, build_image_async, BlobInfo, BuiltImage, ImageSpec};
 pub use net::{free_addr_on, free_port, wait_http_ready};
+pub use plaintext::contains_subslice;
 pub use process::ChildGuard;
 pub use proxy::{FaultProxy, RequestRecord};
 pub use registry::{Registry, RegistryOptions};
 pub use skopeo::{PullOptions, PulledImage, PushOptions};
-
-/// Whether `needle` occurs in `haystack` (compiled optimised with this crate, so tests can scan
-/// whole data directories for leaked plaintext quickly).
-pub fn contains_subslice(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
