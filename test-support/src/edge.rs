@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-pub use crate::daemon::spawn_until_ready;
 use crate::daemon::{Daemon, DaemonSpec};
-pub use crate::metrics::{scrape, Metrics};
+use crate::metrics::Metrics;
 use crate::net::free_addr_on;
 
 #[derive(Clone, Debug)]

@@ -47,7 +47,6 @@ pub mod skopeo;
 pub use containerd::{Containerd, CtrPullOptions};
 pub use image::{build_image, build_image_async, BlobInfo, BuiltImage, ImageSpec};
 pub use net::{free_addr_on, free_port, wait_http_ready};
-pub use plaintext::contains_subslice;
 pub use process::ChildGuard;
 pub use proxy::{FaultProxy, RequestRecord};
 pub use registry::{Registry, RegistryOptions};
