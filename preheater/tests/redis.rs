@@ -11,9 +11,7 @@ use damselfly_preheater::job::{Job, JobSpec, Target};
 use damselfly_preheater::store::{Admission, RedisStore};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::poll::{poll_until, Probe};
-use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::redis::Redis;
-use http::StatusCode;
 
 fn job(n: u64) -> Job {
     Job::new(
@@ -89,9 +87,7 @@ async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
         "demo/shared:v1",
     )
     .await;
-    let origin = FaultProxy::start(&registry.addr()).await.unwrap();
-    origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
-    let edge = start_edge(&origin.url()).await;
+    let (origin, edge) = edge_behind_failing_origin(&registry).await;
     let setup = PreheaterSetup {
         redis: Some(redis.url()),
         warm: "max_attempts = 1000".into(),

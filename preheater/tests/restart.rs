@@ -8,8 +8,6 @@ use std::time::Duration;
 use common::*;
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::poll::{poll_until, Probe};
-use damselfly_test_support::proxy::FaultProxy;
-use http::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_interrupted_by_sigkill_completes_after_restart() {
@@ -22,9 +20,7 @@ async fn a_job_interrupted_by_sigkill_completes_after_restart() {
 
     // The edge fetches through a proxy that fails every blob download until told otherwise, so
     // the job is stuck retrying when the preheater is killed.
-    let origin = FaultProxy::start(&registry.addr()).await.unwrap();
-    origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
-    let edge = start_edge(&origin.url()).await;
+    let (origin, edge) = edge_behind_failing_origin(&registry).await;
     let mut preheater = Preheater::start(&PreheaterSetup {
         warm: "max_attempts = 1000".into(),
         ..PreheaterSetup::new(&registry, &[("eu", edge.url())])

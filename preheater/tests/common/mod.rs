@@ -16,7 +16,9 @@ use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::net::{free_addr_on, loopback_client};
 use damselfly_test_support::poll::{poll_until, Probe};
+use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
+use http::StatusCode;
 use serde_json::Value;
 
 pub const WEBHOOK_TOKEN: &str = "registry-webhook-token-1";
@@ -69,6 +71,15 @@ pub async fn start_edge(upstream_url: &str) -> Edge {
     let mut options = EdgeOptions::new(upstream_url);
     options.warm_token = Some(EDGE_TOKEN.into());
     Edge::start(&edge_binary(), options).await.expect("edge starts")
+}
+
+/// An edge whose way to `registry` fails every blob download until the returned proxy's
+/// faults are cleared: a job warming it is stuck retrying.
+pub async fn edge_behind_failing_origin(registry: &Registry) -> (FaultProxy, Edge) {
+    let origin = FaultProxy::start(&registry.addr()).await.unwrap();
+    origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
+    let edge = start_edge(&origin.url()).await;
+    (origin, edge)
 }
 
 /// What the generated preheater config contains.
@@ -187,25 +198,24 @@ impl Preheater {
     }
 
     pub async fn job(&self, id: &str) -> Value {
-        let r = loopback_client()
-            .unwrap()
-            .get(format!("{}/api/v1/jobs/{id}", self.url()))
-            .send()
-            .await
-            .expect("GET job");
+        let r = self.get(&format!("/api/v1/jobs/{id}")).await;
         assert_eq!(r.status(), 200, "GET job {id}");
         r.json().await.expect("job JSON")
     }
 
     pub async fn jobs(&self) -> Vec<Value> {
-        let r = loopback_client()
-            .unwrap()
-            .get(format!("{}/api/v1/jobs?limit=1000", self.url()))
-            .send()
-            .await
-            .expect("GET jobs");
+        let r = self.get("/api/v1/jobs?limit=1000").await;
         let body: Value = r.json().await.expect("jobs JSON");
         body["jobs"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        loopback_client()
+            .unwrap()
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// `POST /api/v1/jobs {"image": ...}`; returns the job id.
