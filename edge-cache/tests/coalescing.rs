@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fetch, layers, sha256, Origin, MIB};
+use common::{fetch_at_once, layers, sha256, Origin, MIB};
 use damselfly_test_support::net::loopback_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,19 +11,13 @@ async fn twenty_concurrent_cold_pulls_fetch_upstream_once() {
     let origin = Origin::start().await;
     let edge = origin.edge().await;
     let image = origin.push(layers(&[64 * MIB], "coalesce"), "demo/big:v1").await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    let layer = image.largest_blob();
     origin.proxy.reset_counters();
 
     let client = loopback_client().unwrap();
     let url = format!("{}/v2/demo/big/blobs/{}", edge.url(), layer.digest);
-    let pulls = (0..20).map(|_| {
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(async move { fetch(&client, &url).await })
-    });
-    for pull in futures::future::join_all(pulls).await {
-        let body = pull
-            .unwrap()
-            .unwrap_or_else(|e| panic!("pull failed: {e}\n{}", edge.log_tail()));
+    for pull in fetch_at_once(&client, &url, 20).await {
+        let body = pull.unwrap_or_else(|e| panic!("pull failed: {e}\n{}", edge.log_tail()));
         assert_eq!(body.len() as u64, layer.size);
         assert_eq!(sha256(&body), layer.digest);
     }

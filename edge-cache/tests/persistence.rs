@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{fetch, layers, sha256, Origin, MIB};
 use damselfly_test_support::edge::EdgeOptions;
 use damselfly_test_support::net::loopback_client;
+use damselfly_test_support::plaintext;
 use damselfly_test_support::skopeo::{self, PullOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,28 +21,21 @@ async fn a_restarted_edge_serves_its_cache_without_upstream_traffic() {
     let registry = origin.registry.addr();
     let reference = format!("{registry}/demo/restart:v1");
     let out = tempfile::tempdir().unwrap();
-    let pulled = skopeo::pull_via_mirror(
-        &registry,
-        &edge.addr(),
-        &reference,
-        &out.path().join("a"),
-        &PullOptions::default(),
-    )
-    .await
-    .unwrap();
+    let pull = |edge: String, into: &str| {
+        let out = out.path().join(into);
+        let (registry, reference) = (registry.clone(), reference.clone());
+        async move {
+            skopeo::pull_via_mirror(&registry, &edge, &reference, &out, &PullOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+    let pulled = pull(edge.addr(), "a").await;
     assert_eq!(pulled.manifest_digest, image.top_digest);
 
     edge.restart().await.unwrap();
     origin.proxy.reset_counters();
-    let pulled = skopeo::pull_via_mirror(
-        &registry,
-        &edge.addr(),
-        &reference,
-        &out.path().join("b"),
-        &PullOptions::default(),
-    )
-    .await
-    .unwrap();
+    let pulled = pull(edge.addr(), "b").await;
     assert_eq!(pulled.manifest_digest, image.top_digest);
     assert_eq!(
         origin.proxy.blob_bytes(),
@@ -97,7 +91,7 @@ async fn no_layer_plaintext_is_written_to_disk() {
     let image = origin
         .push(layers(&[3 * MIB], "plaintext"), "demo/plain:v1")
         .await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    let layer = image.largest_blob();
     let client = loopback_client().unwrap();
     let body = fetch(
         &client,
@@ -107,30 +101,16 @@ async fn no_layer_plaintext_is_written_to_disk() {
     .unwrap();
     assert_eq!(sha256(&body), layer.digest);
     // Samples of the layer at several offsets must appear in no file of the data directory.
-    // (inside the layer's random payload: the tar and gzip framing at the ends is mostly zeros)
-    let samples: Vec<&[u8]> = [4096usize, body.len() / 2, body.len() * 3 / 4]
-        .iter()
-        .map(|&o| &body[o..o + 64])
-        .collect();
+    let samples = plaintext::layer_samples(&body);
     for sample in &samples {
         assert!(
             sample.iter().any(|b| *b != sample[0]),
             "sample is not random payload"
         );
     }
-    let mut files = 0;
-    for path in walk(edge.data_dir()) {
-        let bytes = std::fs::read(&path).unwrap();
-        files += 1;
-        for sample in &samples {
-            assert!(
-                !bytes.windows(sample.len()).any(|w| w == *sample),
-                "plaintext found in {}",
-                path.display()
-            );
-        }
-    }
-    assert!(files >= 2, "the sealed blob and its table were scanned");
+    let scan = plaintext::scan(&[edge.data_dir()], &samples).unwrap();
+    assert!(scan.leaks.is_empty(), "plaintext found in {:?}", scan.leaks);
+    assert!(scan.files >= 2, "the sealed blob and its table were scanned");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,21 +126,9 @@ async fn sigterm_turns_not_ready_and_exits() {
         .is_err());
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 fn dir_size(dir: &std::path::Path) -> u64 {
-    walk(dir)
+    plaintext::files_under(dir)
+        .unwrap()
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum()

@@ -8,10 +8,9 @@ use aes_gcm::aead::{Aead, KeyInit};
 use base64::Engine;
 use common::{edge_binary, layers, sha256, MIB};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
-use damselfly_test_support::image::build_image;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PullOptions, PushOptions};
+use damselfly_test_support::skopeo::{self, PullOptions};
 use reqwest::StatusCode;
 
 const USER: &str = "alice";
@@ -32,20 +31,15 @@ async fn private_content_needs_credentials_at_every_endpoint() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let image = build_image(&layers(&[3 * MIB], "private"), &dir.path().join("layout"), "v1").unwrap();
-    let creds = Some((USER.to_string(), PASSWORD.to_string()));
-    let push = PushOptions {
-        creds: creds.clone(),
-        ..PushOptions::default()
-    };
-    skopeo::push(&image, &format!("{}/secret/app:v1", registry.addr()), &push)
+    let image = registry
+        .push_image(layers(&[3 * MIB], "private"), "secret/app:v1")
         .await
         .unwrap();
+    let creds = Some((USER.to_string(), PASSWORD.to_string()));
     let edge = Edge::start(edge_binary(), EdgeOptions::new(registry.url()))
         .await
         .unwrap();
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    let layer = image.largest_blob();
     let client = loopback_client().unwrap();
     let e = edge.url();
 
@@ -160,21 +154,16 @@ async fn private_content_needs_credentials_at_every_endpoint() {
 
     // A ticket opens only its own task, and a forged one nothing.
     let config = image.blobs.iter().min_by_key(|b| b.size).unwrap();
-    let r = client
-        .get(format!("{e}/pieces/{}/0", config.digest))
-        .header("x-damselfly-ticket", ticket)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let forged = format!("{}A", ticket);
-    let r = client
-        .get(format!("{e}/pieces/{}/0", layer.digest))
-        .header("x-damselfly-ticket", forged)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for (digest, ticket) in [(&config.digest, ticket), (&layer.digest, forged.as_str())] {
+        let r = client
+            .get(format!("{e}/pieces/{digest}/0"))
+            .header("x-damselfly-ticket", ticket)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{digest} with {ticket}");
+    }
 
     // skopeo without credentials fails through the mirror and at the origin alike.
     let denied = skopeo::pull_via_mirror(

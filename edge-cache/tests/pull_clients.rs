@@ -67,7 +67,7 @@ async fn skopeo_pulls_oci_index_and_schema2_through_the_edge() {
         }
         // skopeo silently falls back to the origin: prove the edge served this pull.
         let after = edge.metrics().await.unwrap();
-        let served = |m: &damselfly_test_support::edge::Metrics| {
+        let served = |m: &damselfly_test_support::metrics::Metrics| {
             m.sum(
                 "damselfly_edge_http_requests_total",
                 &["route=\"manifest\"", "status=\"200\""],

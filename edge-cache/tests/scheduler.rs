@@ -31,7 +31,7 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
         edges.push(Edge::start(common::edge_binary(), options).await.unwrap());
     }
     let image = origin.push(layers(&[2 * MIB], "sched"), "demo/sched:v1").await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let layer = image.largest_blob();
     let client = loopback_client().unwrap();
     let task: serde_json::Value = client
         .get(format!(
@@ -82,21 +82,20 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
             .unwrap();
         assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
     }
+    // The parents an edge names to a peer in rack eu/z1/r1.
+    let parents_at = |edge: &Edge| {
+        let request = client
+            .get(format!("{}/api/v1/tasks/{}/parents", edge.url(), layer.digest))
+            .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
+            .header("x-damselfly-ticket", &ticket)
+            .send();
+        async move {
+            let parents: serde_json::Value = request.await.unwrap().json().await.unwrap();
+            parents
+        }
+    };
     // Edge 1 (same Redis, same cluster secret: it accepts edge 0's ticket) sees them, ranked.
-    let parents: serde_json::Value = client
-        .get(format!(
-            "{}/api/v1/tasks/{}/parents",
-            edges[1].url(),
-            layer.digest
-        ))
-        .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
-        .header("x-damselfly-ticket", &ticket)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let parents = parents_at(&edges[1]).await;
     let order: Vec<&str> = parents["parents"]
         .as_array()
         .unwrap()
@@ -189,20 +188,7 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let parents: serde_json::Value = client
-        .get(format!(
-            "{}/api/v1/tasks/{}/parents",
-            edges[0].url(),
-            layer.digest
-        ))
-        .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
-        .header("x-damselfly-ticket", &ticket)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let parents = parents_at(&edges[0]).await;
     assert_eq!(parents["parents"].as_array().unwrap().len(), 2);
     let r = client
         .get(format!(
@@ -226,7 +212,7 @@ async fn piece_sends_keep_to_the_rate_limit() {
     options.limits_toml = format!("piece_rate_limit = \"{rate}\"");
     let edge = origin.edge_with(options).await;
     let image = origin.push(layers(&[2 * MIB], "paced"), "demo/paced:v1").await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let layer = image.largest_blob();
     let client = loopback_client().unwrap();
     let piece = |index: u64| {
         let url = format!("{}/pieces/{}/{index}", edge.url(), layer.digest);

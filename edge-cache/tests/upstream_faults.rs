@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fetch, layers, sha256, Origin, MIB};
+use common::{fetch, fetch_at_once, layers, sha256, Origin, MIB};
 use damselfly_test_support::net::loopback_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,7 +11,7 @@ async fn a_cut_upstream_transfer_resumes_and_completes() {
     let origin = Origin::start().await;
     let edge = origin.edge().await;
     let image = origin.push(layers(&[16 * MIB], "cut"), "demo/cut:v1").await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    let layer = image.largest_blob();
     origin.proxy.reset_counters();
     origin.proxy.cut_blob_after(5 * MIB + 123);
 
@@ -33,7 +33,7 @@ async fn upstream_errors_are_retried() {
     let origin = Origin::start().await;
     let edge = origin.edge().await;
     let image = origin.push(layers(&[2 * MIB], "retry"), "demo/retry:v1").await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    let layer = image.largest_blob();
     // The access check (HEAD) passes; the transfer's first two GETs fail.
     origin
         .proxy
@@ -58,20 +58,14 @@ async fn corrupt_upstream_bytes_never_reach_a_client_as_a_blob_and_are_not_cache
     for layer in image.blobs.iter().filter(|b| b.size > 50 * 1024) {
         origin.proxy.corrupt_blob_at(layer.size / 2);
         let url = format!("{}/v2/demo/corrupt/blobs/{}", edge.url(), layer.digest);
-        let pulls = (0..3).map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { fetch(&client, &url).await })
-        });
-        for pull in futures::future::join_all(pulls).await {
-            // A client may fail, or (arriving after the failed transfer) succeed from a new,
-            // clean transfer; it must never succeed with wrong bytes.
-            if let Ok(body) = pull.unwrap() {
-                assert_eq!(
-                    sha256(&body),
-                    layer.digest,
-                    "a wrong blob was delivered as a success"
-                );
-            }
+        // A client may fail, or (arriving after the failed transfer) succeed from a new, clean
+        // transfer; it must never succeed with wrong bytes.
+        for body in fetch_at_once(&client, &url, 3).await.into_iter().flatten() {
+            assert_eq!(
+                sha256(&body),
+                layer.digest,
+                "a wrong blob was delivered as a success"
+            );
         }
         // Not poisoned: the next pull fetches again and is right.
         let body = fetch(&client, &url)

@@ -84,30 +84,34 @@ pub async fn register(
     client: &HarborClient,
     r: &Registration,
 ) -> Result<(Vec<Outcome>, Output), HarborError> {
-    let mut out = Output::new();
+    let mut harbor = Session {
+        client,
+        dry_run: r.dry_run,
+        out: Output::new(),
+    };
     let mut outcomes = Vec::new();
     let preheater = r.preheater.trim_end_matches('/').to_string();
     let project_path = format!("projects/{}", segment(&r.project));
     let project: Project = client.get(&project_path).await?;
     if let Some(spec) = &r.webhook {
-        outcomes.push(webhook(client, r, &project, &preheater, spec, &mut out).await?);
+        outcomes.push(webhook(&mut harbor, &r.project, &project, &preheater, spec).await?);
     }
     if let Some((provider_spec, policy_spec)) = &r.preheat {
-        let (outcome, provider_id) = provider(client, r, &preheater, provider_spec, &mut out).await?;
+        let (outcome, provider_id) = provider(&mut harbor, &preheater, provider_spec).await?;
         outcomes.push(outcome);
         outcomes.push(
             policy(
-                client,
-                r,
+                &mut harbor,
+                &r.project,
                 &project,
                 provider_id,
                 &provider_spec.name,
                 policy_spec,
-                &mut out,
             )
             .await?,
         );
     }
+    let mut out = harbor.out;
     for o in &outcomes {
         let verb = match (o.change, r.dry_run) {
             (Change::Created, true) => "would be created",
@@ -131,25 +135,36 @@ fn segment(s: &str) -> String {
         .collect()
 }
 
-/// Sends a write, or prints it (secrets masked) in dry-run mode.
-async fn write<T: Serialize>(
-    client: &HarborClient,
-    r: &Registration,
-    method: &str,
-    path: &str,
-    body: &T,
-    out: &mut Output,
-) -> Result<(), HarborError> {
-    if r.dry_run {
+/// One run against Harbor: reads always go out; writes are sent, or in a dry run printed
+/// (secrets masked) instead.
+struct Session<'a> {
+    client: &'a HarborClient,
+    dry_run: bool,
+    out: Output,
+}
+
+impl Session<'_> {
+    async fn create<T: Serialize>(&mut self, path: &str, body: &T) -> Result<(), HarborError> {
+        if self.dry_run {
+            return self.show("POST", path, body);
+        }
+        self.client.post(path, body).await
+    }
+
+    async fn update<T: Serialize>(&mut self, path: &str, body: &T) -> Result<(), HarborError> {
+        if self.dry_run {
+            return self.show("PUT", path, body);
+        }
+        self.client.put(path, body).await
+    }
+
+    fn show<T: Serialize>(&mut self, method: &str, path: &str, body: &T) -> Result<(), HarborError> {
         let mut shown = serde_json::to_value(body).unwrap_or(Value::Null);
         mask_secrets(&mut shown);
-        out.push(format!("{method} {}", client.url(path)?));
-        out.push(serde_json::to_string_pretty(&shown).unwrap_or_default());
-        return Ok(());
-    }
-    match method {
-        "POST" => client.post(path, body).await,
-        _ => client.put(path, body).await,
+        self.out.push(format!("{method} {}", self.client.url(path)?));
+        self.out
+            .push(serde_json::to_string_pretty(&shown).unwrap_or_default());
+        Ok(())
     }
 }
 
@@ -176,14 +191,13 @@ fn mask_secrets(v: &mut Value) {
 }
 
 async fn webhook(
-    client: &HarborClient,
-    r: &Registration,
+    harbor: &mut Session<'_>,
+    project_name: &str,
     project: &Project,
     preheater: &str,
     spec: &WebhookSpec,
-    out: &mut Output,
 ) -> Result<Outcome, HarborError> {
-    let path = format!("projects/{}/webhook/policies", segment(&r.project));
+    let path = format!("projects/{}/webhook/policies", segment(project_name));
     let desired = WebhookPolicy {
         id: None,
         name: spec.name.clone(),
@@ -199,14 +213,14 @@ async fn webhook(
             payload_format: Some(spec.payload_format.clone()),
         }],
     };
-    let existing: Vec<WebhookPolicy> = client.list(&path).await?;
+    let existing: Vec<WebhookPolicy> = harbor.client.list(&path).await?;
     let outcome = |change| Outcome {
         kind: "webhook policy",
         name: spec.name.clone(),
         change,
     };
     let Some(current) = existing.into_iter().find(|p| p.name == spec.name) else {
-        write(client, r, "POST", &path, &desired, out).await?;
+        harbor.create(&path, &desired).await?;
         return Ok(outcome(Change::Created));
     };
     if webhook_matches(&current, &desired) {
@@ -219,7 +233,7 @@ async fn webhook(
         id: Some(id),
         ..desired
     };
-    write(client, r, "PUT", &format!("{path}/{id}"), &update, out).await?;
+    harbor.update(&format!("{path}/{id}"), &update).await?;
     Ok(outcome(Change::Updated))
 }
 
@@ -241,11 +255,9 @@ fn webhook_matches(current: &WebhookPolicy, desired: &WebhookPolicy) -> bool {
 }
 
 async fn provider(
-    client: &HarborClient,
-    r: &Registration,
+    harbor: &mut Session<'_>,
     preheater: &str,
     spec: &ProviderSpec,
-    out: &mut Output,
 ) -> Result<(Outcome, Option<i64>), HarborError> {
     let path = "p2p/preheat/instances";
     let desired = Instance {
@@ -266,13 +278,13 @@ async fn provider(
         change,
     };
     let find = |list: Vec<Instance>| list.into_iter().find(|i| i.name == spec.name);
-    let Some(current) = find(client.list(path).await?) else {
-        write(client, r, "POST", path, &desired, out).await?;
+    let Some(current) = find(harbor.client.list(path).await?) else {
+        harbor.create(path, &desired).await?;
         // The policy needs the new instance's id; Harbor answers 201 without a body.
-        let id = if r.dry_run {
+        let id = if harbor.dry_run {
             None
         } else {
-            find(client.list(path).await?).and_then(|i| i.id)
+            find(harbor.client.list(path).await?).and_then(|i| i.id)
         };
         return Ok((outcome(Change::Created), id));
     };
@@ -283,15 +295,9 @@ async fn provider(
         id: current.id,
         ..desired
     };
-    write(
-        client,
-        r,
-        "PUT",
-        &format!("{path}/{}", segment(&spec.name)),
-        &update,
-        out,
-    )
-    .await?;
+    harbor
+        .update(&format!("{path}/{}", segment(&spec.name)), &update)
+        .await?;
     Ok((outcome(Change::Updated), current.id))
 }
 
@@ -316,15 +322,14 @@ fn instance_matches(current: &Instance, desired: &Instance) -> bool {
 }
 
 async fn policy(
-    client: &HarborClient,
-    r: &Registration,
+    harbor: &mut Session<'_>,
+    project_name: &str,
     project: &Project,
     provider_id: Option<i64>,
     provider_name: &str,
     spec: &PolicySpec,
-    out: &mut Output,
 ) -> Result<Outcome, HarborError> {
-    let path = format!("projects/{}/preheat/policies", segment(&r.project));
+    let path = format!("projects/{}/preheat/policies", segment(project_name));
     let filters = json!([
         {"type": "repository", "value": spec.repositories},
         {"type": "tag", "value": spec.tags},
@@ -365,9 +370,9 @@ async fn policy(
         name: spec.name.clone(),
         change,
     };
-    let existing: Vec<PreheatPolicy> = client.list(&path).await?;
+    let existing: Vec<PreheatPolicy> = harbor.client.list(&path).await?;
     let Some(current) = existing.into_iter().find(|p| p.name == spec.name) else {
-        write(client, r, "POST", &path, &desired, out).await?;
+        harbor.create(&path, &desired).await?;
         return Ok(outcome(Change::Created));
     };
     if policy_matches(&current, &desired) {
@@ -377,15 +382,9 @@ async fn policy(
         id: current.id,
         ..desired
     };
-    write(
-        client,
-        r,
-        "PUT",
-        &format!("{path}/{}", segment(&spec.name)),
-        &update,
-        out,
-    )
-    .await?;
+    harbor
+        .update(&format!("{path}/{}", segment(&spec.name)), &update)
+        .await?;
     Ok(outcome(Change::Updated))
 }
 

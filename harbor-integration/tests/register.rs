@@ -136,7 +136,72 @@ async fn project(State(s): State<Shared>, method: Method, uri: Uri, headers: Hea
     }
 }
 
-async fn webhooks(
+/// The objects `register` manages, each a list in the stand-in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Webhook,
+    Instance,
+    Policy,
+}
+
+impl Kind {
+    fn of(path: &str) -> Kind {
+        if path.contains("/webhook/policies") {
+            Kind::Webhook
+        } else if path.contains("/p2p/preheat/instances") {
+            Kind::Instance
+        } else {
+            Kind::Policy
+        }
+    }
+
+    fn list(self, h: &mut Harbor) -> &mut Vec<Value> {
+        match self {
+            Kind::Webhook => &mut h.webhooks,
+            Kind::Instance => &mut h.instances,
+            Kind::Policy => &mut h.policies,
+        }
+    }
+
+    /// What Harbor checks before it creates one.
+    fn validate(self, h: &Harbor, body: &Value) -> Result<(), Refusal> {
+        match self {
+            Kind::Webhook => validate_webhook(body),
+            Kind::Instance => validate_instance(body),
+            Kind::Policy => validate_policy(h, body),
+        }
+    }
+
+    /// What Harbor adds on creation.
+    fn server_fields(self) -> Value {
+        match self {
+            Kind::Webhook => {
+                json!({"project_id": PROJECT_ID, "creator": "admin", "creation_time": "2024-03-01T10:00:00.000Z"})
+            }
+            Kind::Instance => json!({"status": "Healthy", "setup_timestamp": 1709287200}),
+            Kind::Policy => json!({"creation_time": "2024-03-01T10:00:00.000Z"}),
+        }
+    }
+
+    /// Whether `item` is the one the last segment of an update's path names: webhook policies
+    /// by id, the others by name.
+    fn is_named(self, item: &Value, key: &str) -> bool {
+        match self {
+            Kind::Webhook => key.parse::<i64>().is_ok_and(|id| item["id"] == id),
+            Kind::Instance | Kind::Policy => item["name"] == key,
+        }
+    }
+
+    fn not_found(self) -> &'static str {
+        match self {
+            Kind::Instance => "instance not found",
+            Kind::Webhook | Kind::Policy => "policy not found",
+        }
+    }
+}
+
+/// `GET` lists a page of the path's kind of object, `POST` creates one.
+async fn list_or_create(
     State(s): State<Shared>,
     method: Method,
     uri: Uri,
@@ -149,31 +214,28 @@ async fn webhooks(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    let kind = Kind::of(uri.path());
     if method == Method::GET {
-        return Json(page(&h.webhooks, &q)).into_response();
+        return Json(page(kind.list(&mut h), &q)).into_response();
     }
-    if let Err(r) = require(&body, &["name", "event_types", "targets"]) {
+    if let Err(r) = kind.validate(&h, &body) {
         return r.into_response();
-    }
-    if !["http", "slack"].contains(&body["targets"][0]["type"].as_str().unwrap_or("")) {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "unsupported target type").into_response();
     }
     h.next_id += 1;
     let id = h.next_id;
-    let extra =
-        json!({"project_id": PROJECT_ID, "creator": "admin", "creation_time": "2024-03-01T10:00:00.000Z"});
-    match store(&mut h.webhooks, "name", body, id, extra) {
+    match store(kind.list(&mut h), "name", body, id, kind.server_fields()) {
         Ok(()) => StatusCode::CREATED.into_response(),
         Err(r) => r.into_response(),
     }
 }
 
-async fn webhook_update(
+/// `PUT` replaces an object, keeping its id (Harbor validates only a preheat policy again).
+async fn update(
     State(s): State<Shared>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Path((_, id)): Path<(String, i64)>,
+    Path(params): Path<Vec<(String, String)>>,
     body: Bytes,
 ) -> Response {
     let mut h = s.lock().unwrap();
@@ -181,105 +243,48 @@ async fn webhook_update(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let Some(slot) = h.webhooks.iter_mut().find(|w| w["id"] == id) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "policy not found").into_response();
+    let kind = Kind::of(uri.path());
+    if kind == Kind::Policy {
+        if let Err(r) = validate_policy(&h, &body) {
+            return r.into_response();
+        }
+    }
+    let key = params.last().map_or("", |(_, value)| value.as_str());
+    let Some(slot) = kind.list(&mut h).iter_mut().find(|i| kind.is_named(i, key)) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", kind.not_found()).into_response();
     };
-    body["id"] = json!(id);
-    body["project_id"] = json!(PROJECT_ID);
+    body["id"] = slot["id"].clone();
+    if kind == Kind::Webhook {
+        body["project_id"] = json!(PROJECT_ID);
+    }
     *slot = body;
     StatusCode::OK.into_response()
 }
 
-async fn instances(
-    State(s): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    let mut h = s.lock().unwrap();
-    let body = match admit(&mut h, &method, &uri, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    if method == Method::GET {
-        return Json(page(&h.instances, &q)).into_response();
+fn validate_webhook(body: &Value) -> Result<(), Refusal> {
+    require(body, &["name", "event_types", "targets"])?;
+    if !["http", "slack"].contains(&body["targets"][0]["type"].as_str().unwrap_or("")) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "unsupported target type",
+        ));
     }
-    if let Err(r) = require(&body, &["name", "vendor", "endpoint", "auth_mode"]) {
-        return r.into_response();
-    }
+    Ok(())
+}
+
+fn validate_instance(body: &Value) -> Result<(), Refusal> {
+    require(body, &["name", "vendor", "endpoint", "auth_mode"])?;
     if !["dragonfly", "kraken"].contains(&body["vendor"].as_str().unwrap_or(""))
         || !["NONE", "BASIC", "OAUTH", "CUSTOM"].contains(&body["auth_mode"].as_str().unwrap_or(""))
     {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "bad vendor or auth_mode").into_response();
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "bad vendor or auth_mode",
+        ));
     }
-    h.next_id += 1;
-    let id = h.next_id;
-    match store(
-        &mut h.instances,
-        "name",
-        body,
-        id,
-        json!({"status": "Healthy", "setup_timestamp": 1709287200}),
-    ) {
-        Ok(()) => StatusCode::CREATED.into_response(),
-        Err(r) => r.into_response(),
-    }
-}
-
-async fn instance_update(
-    State(s): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let mut h = s.lock().unwrap();
-    let mut body = match admit(&mut h, &method, &uri, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let Some(slot) = h.instances.iter_mut().find(|i| i["name"] == name.as_str()) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "instance not found").into_response();
-    };
-    body["id"] = slot["id"].clone();
-    *slot = body;
-    StatusCode::OK.into_response()
-}
-
-async fn policies(
-    State(s): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    let mut h = s.lock().unwrap();
-    let body = match admit(&mut h, &method, &uri, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    if method == Method::GET {
-        return Json(page(&h.policies, &q)).into_response();
-    }
-    if let Err(r) = validate_policy(&h, &body) {
-        return r.into_response();
-    }
-    h.next_id += 1;
-    let id = h.next_id;
-    match store(
-        &mut h.policies,
-        "name",
-        body,
-        id,
-        json!({"creation_time": "2024-03-01T10:00:00.000Z"}),
-    ) {
-        Ok(()) => StatusCode::CREATED.into_response(),
-        Err(r) => r.into_response(),
-    }
+    Ok(())
 }
 
 fn validate_policy(h: &Harbor, body: &Value) -> Result<(), Refusal> {
@@ -303,51 +308,27 @@ fn validate_policy(h: &Harbor, body: &Value) -> Result<(), Refusal> {
     Ok(())
 }
 
-async fn policy_update(
-    State(s): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path((_, name)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
-    let mut h = s.lock().unwrap();
-    let mut body = match admit(&mut h, &method, &uri, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    if let Err(r) = validate_policy(&h, &body) {
-        return r.into_response();
-    }
-    let Some(slot) = h.policies.iter_mut().find(|p| p["name"] == name.as_str()) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "policy not found").into_response();
-    };
-    body["id"] = slot["id"].clone();
-    *slot = body;
-    StatusCode::OK.into_response()
-}
-
 async fn start_harbor() -> (SocketAddr, Shared) {
     let shared: Shared = Arc::default();
     let app = Router::new()
         .route("/api/v2.0/projects/{project}", get(project))
         .route(
             "/api/v2.0/projects/{project}/webhook/policies",
-            get(webhooks).post(webhooks),
+            get(list_or_create).post(list_or_create),
         )
+        .route("/api/v2.0/projects/{project}/webhook/policies/{id}", put(update))
         .route(
-            "/api/v2.0/projects/{project}/webhook/policies/{id}",
-            put(webhook_update),
+            "/api/v2.0/p2p/preheat/instances",
+            get(list_or_create).post(list_or_create),
         )
-        .route("/api/v2.0/p2p/preheat/instances", get(instances).post(instances))
-        .route("/api/v2.0/p2p/preheat/instances/{name}", put(instance_update))
+        .route("/api/v2.0/p2p/preheat/instances/{name}", put(update))
         .route(
             "/api/v2.0/projects/{project}/preheat/policies",
-            get(policies).post(policies),
+            get(list_or_create).post(list_or_create),
         )
         .route(
             "/api/v2.0/projects/{project}/preheat/policies/{name}",
-            put(policy_update),
+            put(update),
         )
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,36 +3,13 @@
 
 use damselfly_harbor::provider::{legacy, oapi, Api, Origin, Progress, ProviderJob, RegionOutcome};
 use damselfly_harbor::Scope;
+use damselfly_test_support::shape::assert_shape;
 use serde_json::Value;
 
 const JWT_PREFIX: &str = "Bearer eyJhbGciOiJSUzI1NiIs";
 
 fn fixture(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
-}
-
-/// Every field we send exists in the fixture at the same place, with the same JSON type.
-fn assert_shape(ours: &Value, theirs: &Value, at: &str) {
-    match (ours, theirs) {
-        (Value::Object(o), Value::Object(t)) => {
-            for (k, v) in o {
-                let t = t
-                    .get(k)
-                    .unwrap_or_else(|| panic!("{at}.{k} is not in the fixture"));
-                assert_shape(v, t, &format!("{at}.{k}"));
-            }
-        }
-        (Value::Array(o), Value::Array(t)) => {
-            if let Some(first) = t.first() {
-                o.iter().for_each(|v| assert_shape(v, first, &format!("{at}[]")));
-            }
-        }
-        (o, t) => assert_eq!(
-            std::mem::discriminant(o),
-            std::mem::discriminant(t),
-            "{at}: {o} vs the fixture's {t}"
-        ),
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{agent_binary, sha256, sum, Region, MIB};
+use common::{agent_binary, downloaded_from, sha256, Region, MIB};
 use damselfly_test_support::file_server::FileServer;
 use damselfly_test_support::registry::RegistryOptions;
 
@@ -84,16 +84,8 @@ async fn a_file_is_sent_once_by_its_server_and_shared_between_agents() {
     assert!(std::fs::read(&a).unwrap() == data && std::fs::read(&b).unwrap() == data);
     assert_eq!(files.gets(), 1, "every host shares one task");
     let metrics = region.agent_metrics().await;
-    let peer = sum(
-        &metrics,
-        "damselfly_agent_download_bytes_total",
-        &["source=\"peer\""],
-    );
-    let origin = sum(
-        &metrics,
-        "damselfly_agent_download_bytes_total",
-        &["source=\"origin\""],
-    );
+    let peer = downloaded_from(&metrics, "peer");
+    let origin = downloaded_from(&metrics, "origin");
     assert!(peer > 0.0, "no bytes travelled between peers\n{}", region.logs());
     assert_eq!(origin, 0.0);
     // The agent names the file by its content on success.
@@ -137,16 +129,13 @@ async fn wrong_digests_and_unlisted_urls_keep_nothing_and_say_why() {
     assert!(!out.path().join("m").exists());
 
     // With the edge gone, the agent fetches the file from its server itself.
-    let from_origin = |m: &[damselfly_test_support::edge::Metrics]| {
-        sum(m, "damselfly_agent_download_bytes_total", &["source=\"origin\""])
-    };
-    let before = from_origin(&region.agent_metrics().await);
+    let before = downloaded_from(&region.agent_metrics().await, "origin");
     region.edge.kill().unwrap();
     let fresh = files.put("fresh.bin", &data).unwrap();
     let target = out.path().join("fresh.bin");
     let output = get(&agent, &fresh, &target, Some(&sha256(&data))).await;
     assert_ok(&output, "get with the edge down", &region);
     assert!(std::fs::read(&target).unwrap() == data);
-    let after = from_origin(&region.agent_metrics().await);
+    let after = downloaded_from(&region.agent_metrics().await, "origin");
     assert_eq!(after - before, data.len() as f64);
 }

@@ -19,11 +19,7 @@ async fn credentials_are_checked_through_every_agent() {
     };
     let region = Region::start(options, &["eu/z1/r1", "eu/z1/r1", "eu/z1/r2"]).await;
     let image = region
-        .push(
-            ImageSpec::new("private", vec![3 * MIB]),
-            "secret/app:v1",
-            Some(creds.clone()),
-        )
+        .push(ImageSpec::new("private", vec![3 * MIB]), "secret/app:v1")
         .await;
     // Agent 0 pulls with credentials: its pieces are now on its disk and announced.
     let digest = region
@@ -31,7 +27,7 @@ async fn credentials_are_checked_through_every_agent() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", region.logs()));
     assert_eq!(digest, image.top_digest);
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let layer = image.largest_blob();
     let config = image.blobs.iter().min_by_key(|b| b.size).unwrap();
     let client = loopback_client().unwrap();
 
@@ -52,66 +48,41 @@ async fn credentials_are_checked_through_every_agent() {
 
     // Pieces on agent 0's upload port: no ticket, a forged one, one for another task: refused.
     let piece_url = format!("{}/pieces/{}/0", region.agents[0].upload_url(), layer.digest);
-    assert_eq!(
-        client.get(&piece_url).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let forged = format!("v1.{}.9999999999.AAAA", &layer.digest["sha256:".len()..]);
-    let r = client
-        .get(&piece_url)
-        .header("x-damselfly-ticket", forged)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let piece_with = |ticket: Option<String>| {
+        let mut request = client.get(&piece_url);
+        if let Some(ticket) = ticket {
+            request = request.header("x-damselfly-ticket", ticket);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    // The edge issues a ticket for a task to whoever may read the blob.
     let basic = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("bob:builder")
     );
-    let task: serde_json::Value = client
-        .get(format!(
-            "{}/api/v1/tasks/{}?repo=secret/app",
-            region.edge.url(),
-            config.digest
-        ))
-        .header("authorization", &basic)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let other_ticket = task["ticket"].as_str().unwrap();
-    let r = client
-        .get(&piece_url)
-        .header("x-damselfly-ticket", other_ticket)
-        .send()
-        .await
-        .unwrap();
+    let ticket_for = |digest: &str| {
+        let request = client
+            .get(format!(
+                "{}/api/v1/tasks/{digest}?repo=secret/app",
+                region.edge.url()
+            ))
+            .header("authorization", &basic)
+            .send();
+        async move {
+            let task: serde_json::Value = request.await.unwrap().json().await.unwrap();
+            task["ticket"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(piece_with(None).await, StatusCode::UNAUTHORIZED);
+    let forged = format!("v1.{}.9999999999.AAAA", &layer.digest["sha256:".len()..]);
+    assert_eq!(piece_with(Some(forged)).await, StatusCode::UNAUTHORIZED);
+    let other_ticket = ticket_for(&config.digest).await;
     assert_eq!(
-        r.status(),
+        piece_with(Some(other_ticket)).await,
         StatusCode::UNAUTHORIZED,
         "a ticket opens only its own task"
     );
     // The right ticket works: the control that shows the refusals above mean something.
-    let task: serde_json::Value = client
-        .get(format!(
-            "{}/api/v1/tasks/{}?repo=secret/app",
-            region.edge.url(),
-            layer.digest
-        ))
-        .header("authorization", &basic)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = client
-        .get(&piece_url)
-        .header("x-damselfly-ticket", task["ticket"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let ticket = ticket_for(&layer.digest).await;
+    assert_eq!(piece_with(Some(ticket)).await, StatusCode::OK);
 }

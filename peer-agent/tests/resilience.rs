@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sum, Region, MIB};
-use damselfly_test_support::contains_subslice;
+use common::{downloaded_from, sum, Region, MIB};
 use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::plaintext;
 use damselfly_test_support::registry::RegistryOptions;
 
 const FOUR: [&str; 4] = ["eu/z1/r1", "eu/z1/r1", "eu/z1/r2", "eu/z1/r2"];
@@ -29,30 +29,13 @@ async fn until<F: std::future::Future<Output = bool>>(secs: u64, mut probe: impl
 async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
     let mut region = Region::start(RegistryOptions::default(), &FOUR).await;
     let image = region
-        .push(ImageSpec::new("kill", vec![48 * MIB]), "demo/kill:v1", None)
+        .push(ImageSpec::new("kill", vec![48 * MIB]), "demo/kill:v1")
         .await;
     // Agent 1 dies as soon as its download has started, while it is also a parent to others.
-    let victim_metrics = format!("{}/metrics", region.agents[1].url());
-    let pulls: Vec<_> = (0..4)
-        .map(|i| {
-            let (registry, mirror) = (region.registry.addr(), region.agents[i].addr().to_string());
-            let out = tempfile::tempdir().unwrap().keep().join("img");
-            tokio::spawn(async move {
-                let reference = format!("{registry}/demo/kill:v1");
-                damselfly_test_support::skopeo::pull_via_mirror(
-                    &registry,
-                    &mirror,
-                    &reference,
-                    &out,
-                    &Default::default(),
-                )
-                .await
-                .map(|p| p.manifest_digest)
-            })
-        })
-        .collect();
+    let pulls: Vec<_> = (0..4).map(|i| region.spawn_pull(i, "demo/kill:v1")).collect();
     until(30, || async {
-        damselfly_test_support::edge::scrape(&victim_metrics)
+        region.agents[1]
+            .metrics()
             .await
             .map(|m| m.get("damselfly_agent_download_bytes_total") > 0.0)
             .unwrap_or(false)
@@ -76,7 +59,6 @@ async fn a_tampered_neighbour_is_caught_and_nobody_gets_a_wrong_byte() {
         .push(
             ImageSpec::new("tamper", vec![16 * MIB, 2 * MIB]),
             "demo/tamper:v1",
-            None,
         )
         .await;
     assert_eq!(
@@ -119,30 +101,13 @@ async fn the_edge_killed_mid_pull_leaves_peers_and_origin() {
         .push(
             ImageSpec::new("edge-down", vec![32 * MIB, 16 * MIB, MIB]),
             "demo/edgedown:v1",
-            None,
         )
         .await;
-    let pulls: Vec<_> = (0..3)
-        .map(|i| {
-            let (registry, mirror) = (region.registry.addr(), region.agents[i].addr().to_string());
-            let out = tempfile::tempdir().unwrap().keep().join("img");
-            tokio::spawn(async move {
-                let reference = format!("{registry}/demo/edgedown:v1");
-                damselfly_test_support::skopeo::pull_via_mirror(
-                    &registry,
-                    &mirror,
-                    &reference,
-                    &out,
-                    &Default::default(),
-                )
-                .await
-                .map(|p| p.manifest_digest)
-            })
-        })
-        .collect();
-    let edge_metrics = format!("{}/metrics", region.edge.url());
+    let pulls: Vec<_> = (0..3).map(|i| region.spawn_pull(i, "demo/edgedown:v1")).collect();
     until(30, || async {
-        damselfly_test_support::edge::scrape(&edge_metrics)
+        region
+            .edge
+            .metrics()
             .await
             .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
             .unwrap_or(false)
@@ -162,9 +127,9 @@ async fn the_edge_killed_mid_pull_leaves_peers_and_origin() {
 async fn corrupt_bytes_reaching_the_edge_send_agents_to_the_origin() {
     let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
     let image = region
-        .push(ImageSpec::new("corrupt", vec![8 * MIB]), "demo/corrupt:v1", None)
+        .push(ImageSpec::new("corrupt", vec![8 * MIB]), "demo/corrupt:v1")
         .await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    let layer = image.largest_blob();
     // The edge's one upstream transfer of the layer has a flipped byte: it must not be served
     // as the blob by anyone, and the agents must turn to the origin rather than wait.
     region.proxy.corrupt_blob_at(layer.size / 2);
@@ -186,13 +151,7 @@ async fn corrupt_bytes_reaching_the_edge_send_agents_to_the_origin() {
         );
     }
     let agents = region.agent_metrics().await;
-    assert!(
-        sum(
-            &agents,
-            "damselfly_agent_download_bytes_total",
-            &["source=\"origin\""]
-        ) > 0.0
-    );
+    assert!(downloaded_from(&agents, "origin") > 0.0);
     // Refreshing agents never restart a failed transfer (only a new request may, and each
     // agent made one).
     let gets = region.proxy.blob_gets();
@@ -203,7 +162,7 @@ async fn corrupt_bytes_reaching_the_edge_send_agents_to_the_origin() {
 async fn no_layer_plaintext_in_any_data_directory() {
     let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
     let image = region
-        .push(ImageSpec::new("plain", vec![4 * MIB]), "demo/plain:v1", None)
+        .push(ImageSpec::new("plain", vec![4 * MIB]), "demo/plain:v1")
         .await;
     for i in 0..2 {
         assert_eq!(
@@ -211,43 +170,17 @@ async fn no_layer_plaintext_in_any_data_directory() {
             image.top_digest
         );
     }
-    let layer = image.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let layer = image.largest_blob();
     let bytes = std::fs::read(image.blob_path(&layer.digest)).unwrap();
-    let samples: Vec<&[u8]> = [4096usize, bytes.len() / 2, bytes.len() * 3 / 4]
-        .iter()
-        .map(|&o| &bytes[o..o + 64])
-        .collect();
-    let mut dirs = vec![region.edge.data_dir().to_path_buf()];
-    dirs.extend(region.agents.iter().map(|a| a.data_dir()));
-    let mut scanned = 0;
-    for dir in dirs {
-        for file in walk(&dir) {
-            let content = std::fs::read(&file).unwrap();
-            scanned += content.len();
-            for sample in &samples {
-                assert!(
-                    !contains_subslice(&content, sample),
-                    "plaintext in {}",
-                    file.display()
-                );
-            }
-        }
-    }
+    let samples = plaintext::layer_samples(&bytes);
+    let agent_dirs: Vec<_> = region.agents.iter().map(|a| a.data_dir()).collect();
+    let mut dirs = vec![region.edge.data_dir()];
+    dirs.extend(agent_dirs.iter().map(|d| d.as_path()));
+    let scan = plaintext::scan(&dirs, &samples).unwrap();
+    assert!(scan.leaks.is_empty(), "plaintext in {:?}", scan.leaks);
     assert!(
-        scanned as u64 > 3 * layer.size,
-        "the sealed copies were scanned ({scanned} bytes)"
+        scan.bytes > 3 * layer.size,
+        "the sealed copies were scanned ({} bytes)",
+        scan.bytes
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{sum, Region, MIB};
+use common::{downloaded_from, sum, Region, MIB};
 use damselfly_test_support::containerd::{Containerd, CtrPullOptions};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::registry::RegistryOptions;
@@ -19,7 +19,6 @@ async fn eight_agents_in_two_racks_pull_one_image_together() {
         .push(
             ImageSpec::new("swarm", vec![24 * MIB, 12 * MIB, 4 * MIB]),
             "demo/swarm:v1",
-            None,
         )
         .await;
     region.proxy.reset_counters();
@@ -46,21 +45,9 @@ async fn eight_agents_in_two_racks_pull_one_image_together() {
     let agents = region.agent_metrics().await;
     let edge = region.edge.metrics().await.unwrap();
     let image_bytes = image.total_blob_bytes as f64;
-    let peer = sum(
-        &agents,
-        "damselfly_agent_download_bytes_total",
-        &["source=\"peer\""],
-    );
-    let from_edge = sum(
-        &agents,
-        "damselfly_agent_download_bytes_total",
-        &["source=\"edge\""],
-    );
-    let from_origin = sum(
-        &agents,
-        "damselfly_agent_download_bytes_total",
-        &["source=\"origin\""],
-    );
+    let peer = downloaded_from(&agents, "peer");
+    let from_edge = downloaded_from(&agents, "edge");
+    let from_origin = downloaded_from(&agents, "origin");
     let edge_pieces = edge.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]);
     let edge_blobs = edge.sum("damselfly_edge_served_bytes_total", &["kind=\"blob\""]);
     eprintln!(

@@ -10,10 +10,8 @@ use damselfly_preheater::config::{Config, EdgeConfig, JobsConfig, RegistryConfig
 use damselfly_preheater::AppState;
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::net::loopback_client;
-use damselfly_test_support::registry::{Registry, RegistryOptions};
-use serde_json::{json, Value};
-
-const DIST: &str = "application/vnd.docker.distribution.events.v1+json";
+use damselfly_test_support::registry::Registry;
+use serde_json::json;
 
 struct InProcess {
     url: String,
@@ -67,25 +65,6 @@ async fn start(registry: &Registry, edge_url: &str) -> InProcess {
     }
 }
 
-async fn post(
-    url: &str,
-    content_type: &str,
-    auth: Option<&str>,
-    body: impl Into<reqwest::Body>,
-) -> (u16, Value) {
-    let mut request = loopback_client()
-        .unwrap()
-        .post(url)
-        .header("content-type", content_type)
-        .body(body);
-    if let Some(a) = auth {
-        request = request.header("authorization", a);
-    }
-    let r = request.send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Sends a `len`-byte body by hand (the server may answer and close before it is all sent, which
 /// a regular client reports as a write error) and returns the start of the answer.
 async fn raw_post_status(authority: &str, path: &str, auth: &str, len: usize, chunked: bool) -> String {
@@ -98,7 +77,7 @@ async fn raw_post_status(authority: &str, path: &str, auth: &str, len: usize, ch
         format!("Content-Length: {len}")
     };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {DIST}\r\nAuthorization: {auth}\r\n{framing}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {DISTRIBUTION_EVENTS}\r\nAuthorization: {auth}\r\n{framing}\r\n\r\n"
     );
     let writer = tokio::spawn(async move {
         write.write_all(head.as_bytes()).await?;
@@ -136,42 +115,10 @@ async fn raw_post_status(authority: &str, path: &str, auth: &str, len: usize, ch
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-async fn wait_finished(base: &str, id: &str) -> Value {
-    let client = loopback_client().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let job: Value = client
-            .get(format!("{base}/api/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["state"] == "succeeded" || job["state"] == "failed" {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job never finished: {job:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_input_gets_a_clear_answer() {
     init_logging();
-    let registry = Registry::start(RegistryOptions::default())
-        .await
-        .expect("registry");
-    let work = tempfile::tempdir().unwrap();
-    let image = pushed_image(
-        ImageSpec::new("preheat-bad", vec![MIB / 2]),
-        &work.path().join("i"),
-        &format!("{}/demo/app:v1", registry.addr()),
-    )
-    .await;
+    let (registry, image) = registry_with(ImageSpec::new("preheat-bad", vec![MIB / 2]), "demo/app:v1").await;
     let edge = start_edge(&registry.url()).await;
     let p = start(&registry, &edge.url()).await;
     let hook = format!("{}/webhooks/distribution", p.url);
@@ -188,7 +135,11 @@ async fn every_kind_of_bad_input_gets_a_clear_answer() {
 
     // Authorization: missing, wrong, or for the other webhook.
     for a in [None, Some("Bearer nope"), Some(HARBOR_AUTH)] {
-        assert_eq!(post(&hook, DIST, a, event.clone()).await.0, 401, "{a:?}");
+        assert_eq!(
+            post(&hook, DISTRIBUTION_EVENTS, a, event.clone()).await.0,
+            401,
+            "{a:?}"
+        );
     }
     // Content types: wrong → 415; v1, v2 (distribution 3.x) and plain JSON are accepted.
     let (status, body) = post(&hook, "text/plain", Some(&auth), event.clone()).await;
@@ -196,14 +147,19 @@ async fn every_kind_of_bad_input_gets_a_clear_answer() {
         (status, body["error"]["code"].as_str()),
         (415, Some("UNSUPPORTED_MEDIA_TYPE"))
     );
-    assert_eq!(post(&harbor, DIST, Some(HARBOR_AUTH), "{}").await.0, 415);
+    assert_eq!(
+        post(&harbor, DISTRIBUTION_EVENTS, Some(HARBOR_AUTH), "{}")
+            .await
+            .0,
+        415
+    );
     // Truncated JSON, an envelope without events, an event without id → 400.
     for bad in [
         &event[..event.len() / 2],
         br#"{"evts":[]}"#,
         br#"{"events":[{"action":"push","target":{}}]}"#,
     ] {
-        let (status, body) = post(&hook, DIST, Some(&auth), bad.to_vec()).await;
+        let (status, body) = post(&hook, DISTRIBUTION_EVENTS, Some(&auth), bad.to_vec()).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (400, Some("BAD_REQUEST")),
@@ -294,15 +250,20 @@ async fn every_kind_of_bad_input_gets_a_clear_answer() {
     )
     .await;
     assert_eq!(status, 201);
-    let (_, accepted) = post(&hook, DIST, Some(&auth), event).await;
-    let nope = wait_finished(&p.url, nope["id"].as_str().unwrap()).await;
+    let (_, accepted) = post(&hook, DISTRIBUTION_EVENTS, Some(&auth), event).await;
+    let within = Duration::from_secs(30);
+    let nope = wait_job_at(&p.url, nope["id"].as_str().unwrap(), within)
+        .await
+        .unwrap();
     assert_eq!(nope["state"], "failed");
     let error = nope["error"].as_str().unwrap();
     assert!(
         error.contains("404") && error.contains("demo/app:nope"),
         "{error}"
     );
-    let good = wait_finished(&p.url, accepted["jobs"][0].as_str().unwrap()).await;
+    let good = wait_job_at(&p.url, accepted["jobs"][0].as_str().unwrap(), within)
+        .await
+        .unwrap();
     assert_eq!(good["state"], "succeeded", "{good:#?}");
 
     let health = loopback_client()

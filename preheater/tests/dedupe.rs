@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::metrics::scrape;
 use damselfly_test_support::proxy::FaultProxy;
-use damselfly_test_support::registry::{Registry, RegistryOptions};
-
-const DIST: &str = "application/vnd.docker.distribution.events.v1+json";
 
 fn warm_posts(proxy: &FaultProxy) -> usize {
     proxy
@@ -23,14 +21,9 @@ fn warm_posts(proxy: &FaultProxy) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_five_times_warms_each_blob_once_per_region() {
     init_logging();
-    let registry = Registry::start(RegistryOptions::default())
-        .await
-        .expect("registry");
-    let work = tempfile::tempdir().unwrap();
-    let image = pushed_image(
+    let (registry, image) = registry_with(
         ImageSpec::new("preheat-dedupe", vec![MIB, MIB, MIB / 4]),
-        &work.path().join("img"),
-        &format!("{}/demo/dedupe:v1", registry.addr()),
+        "demo/dedupe:v1",
     )
     .await;
 
@@ -39,13 +32,11 @@ async fn the_same_event_five_times_warms_each_blob_once_per_region() {
     let us = start_edge(&registry.url()).await;
     let eu_proxy = FaultProxy::start(&eu.addr()).await.unwrap();
     let us_proxy = FaultProxy::start(&us.addr()).await.unwrap();
-    let preheater = Preheater::start(&PreheaterSetup {
-        edges: vec![("eu".into(), eu_proxy.url()), ("us".into(), us_proxy.url())],
-        registries: vec![(registry.addr(), registry.url())],
-        ..PreheaterSetup::default()
-    })
+    let preheater = Preheater::start(&PreheaterSetup::new(
+        &registry,
+        &[("eu", eu_proxy.url()), ("us", us_proxy.url())],
+    ))
     .await;
-    let auth = format!("Bearer {WEBHOOK_TOKEN}");
 
     // Each blob's push event, twice, then the tagged manifest push five times at once.
     for (i, blob) in image.blobs.iter().enumerate() {
@@ -57,9 +48,7 @@ async fn the_same_event_five_times_warms_each_blob_once_per_region() {
             blob.size,
         );
         for _ in 0..2 {
-            let (status, _) = preheater
-                .post("/webhooks/distribution", DIST, Some(&auth), body.clone())
-                .await;
+            let (status, _) = preheater.notify(body.clone()).await;
             assert_eq!(status, 202);
         }
     }
@@ -71,8 +60,7 @@ async fn the_same_event_five_times_warms_each_blob_once_per_region() {
         &image.top_digest,
         &image.top_media_type,
     );
-    let deliveries =
-        (0..5).map(|_| preheater.post("/webhooks/distribution", DIST, Some(&auth), tagged.clone()));
+    let deliveries = (0..5).map(|_| preheater.notify(tagged.clone()));
     let receipts = futures::future::join_all(deliveries).await;
     let accepted: u64 = receipts
         .iter()
@@ -126,15 +114,11 @@ async fn the_same_event_five_times_warms_each_blob_once_per_region() {
     );
 
     // A late redelivery after the work is done changes nothing.
-    let (status, receipt) = preheater
-        .post("/webhooks/distribution", DIST, Some(&auth), tagged)
-        .await;
+    let (status, receipt) = preheater.notify(tagged).await;
     assert_eq!((status, receipt["duplicates"].as_u64()), (202, Some(1)));
     assert_eq!(warm_posts(&eu_proxy), expected);
 
-    let metrics = damselfly_test_support::edge::scrape(&format!("{}/metrics", preheater.url()))
-        .await
-        .unwrap();
+    let metrics = scrape(&format!("{}/metrics", preheater.url())).await.unwrap();
     // Each blob event once more, the tagged one four times plus the late one.
     let expected_duplicates = (image.blobs.len() + 5) as f64;
     assert_eq!(

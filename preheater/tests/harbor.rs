@@ -7,9 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 
 /// The fixture, retargeted: same structure and field order, our registry and artifact.
 fn retarget(fixture: &str, registry: &str, tag: &str, digest: &str) -> Vec<u8> {
@@ -24,41 +23,23 @@ fn retarget(fixture: &str, registry: &str, tag: &str, digest: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-async fn image(seed: &str, dir: &std::path::Path) -> BuiltImage {
-    build_image_async(
-        ImageSpec::new(seed, vec![MIB, MIB / 2]),
-        dir.join(seed),
-        "v".into(),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_and_cloudevents_pushes_warm_the_artifact() {
     init_logging();
     let registry = Registry::start(RegistryOptions::default())
         .await
         .expect("registry");
-    let work = tempfile::tempdir().unwrap();
-    let v1 = image("harbor-v1", work.path()).await;
-    let v2 = image("harbor-v2", work.path()).await;
-    for (img, tag) in [(&v1, "v1"), (&v2, "v2")] {
-        skopeo::push(
-            img,
-            &format!("{}/demo/nginx:{tag}", registry.addr()),
-            &PushOptions::default(),
-        )
+    let image = |seed: &str| ImageSpec::new(seed, vec![MIB, MIB / 2]);
+    let v1 = registry
+        .push_image(image("harbor-v1"), "demo/nginx:v1")
         .await
         .unwrap();
-    }
+    let v2 = registry
+        .push_image(image("harbor-v2"), "demo/nginx:v2")
+        .await
+        .unwrap();
     let edge = start_edge(&registry.url()).await;
-    let preheater = Preheater::start(&PreheaterSetup {
-        edges: vec![("eu".into(), edge.url())],
-        registries: vec![(registry.addr(), registry.url())],
-        ..PreheaterSetup::default()
-    })
-    .await;
+    let preheater = Preheater::start(&PreheaterSetup::new(&registry, &[("eu", edge.url())])).await;
 
     let default = retarget(
         include_str!("fixtures/harbor_push_artifact.json"),
@@ -87,14 +68,15 @@ async fn default_and_cloudevents_pushes_warm_the_artifact() {
         ("application/json", &default),
         ("application/cloudevents+json", &cloudevent),
     ] {
-        let (status, receipt) = preheater
-            .post(
+        let deliver = || {
+            preheater.post(
                 "/webhooks/harbor",
                 content_type,
                 Some(HARBOR_AUTH),
                 payload.clone(),
             )
-            .await;
+        };
+        let (status, receipt) = deliver().await;
         assert_eq!(
             (status, receipt["accepted"].as_u64()),
             (202, Some(1)),
@@ -102,14 +84,7 @@ async fn default_and_cloudevents_pushes_warm_the_artifact() {
         );
         jobs.push(receipt["jobs"][0].as_str().unwrap().to_string());
         // Harbor retries a delivery it thinks failed: the copy is recognised.
-        let (status, receipt) = preheater
-            .post(
-                "/webhooks/harbor",
-                content_type,
-                Some(HARBOR_AUTH),
-                payload.clone(),
-            )
-            .await;
+        let (status, receipt) = deliver().await;
         assert_eq!(
             (status, receipt["duplicates"].as_u64()),
             (202, Some(1)),

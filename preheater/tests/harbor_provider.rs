@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::*;
-use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
+use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
+use damselfly_test_support::shape::assert_shape;
 use serde_json::Value;
 
 const PROVIDER_TOKEN: &str = "df-pat-0123456789abcdef";
@@ -47,16 +47,6 @@ fn harbor_request(fixture: &str, manifest_url: &str, authorization: &str) -> Vec
 fn basic(user: &str, password: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {b64}")
-}
-
-async fn image(seed: &str, dir: &std::path::Path) -> BuiltImage {
-    build_image_async(
-        ImageSpec::new(seed, vec![MIB, MIB / 3]),
-        dir.join(seed),
-        "v".into(),
-    )
-    .await
-    .unwrap()
 }
 
 /// Sends what Harbor's provider client sends: `Accept` always, `Content-Type` on POST.
@@ -102,39 +92,11 @@ fn assert_harbor_decodes(job: &Value) {
     );
 }
 
-/// Every field we send exists in the fixture at the same place, with the same JSON type.
-fn assert_shape(ours: &Value, theirs: &Value, at: &str) {
-    match (ours, theirs) {
-        (Value::Object(o), Value::Object(t)) => {
-            for (k, v) in o {
-                let t = t
-                    .get(k)
-                    .unwrap_or_else(|| panic!("{at}.{k} is not in the fixture"));
-                assert_shape(v, t, &format!("{at}.{k}"));
-            }
-        }
-        (Value::Array(o), Value::Array(t)) => {
-            if let Some(first) = t.first() {
-                for v in o {
-                    assert_shape(v, first, &format!("{at}[]"));
-                }
-            }
-        }
-        (Value::Null, Value::Null) => {}
-        (o, t) => assert_eq!(
-            std::mem::discriminant(o),
-            std::mem::discriminant(t),
-            "{at}: {o} has another type than the fixture's {t}"
-        ),
-    }
-}
-
 struct Setup {
     registry: Registry,
     eu: damselfly_test_support::edge::Edge,
     us: damselfly_test_support::edge::Edge,
     preheater: Preheater,
-    _work: tempfile::TempDir,
     images: Vec<BuiltImage>,
 }
 
@@ -152,34 +114,27 @@ impl Setup {
         })
         .await
         .expect("registry");
-        let work = tempfile::tempdir().unwrap();
         let mut images = Vec::new();
         for seed in seeds {
-            let img = image(seed, work.path()).await;
-            skopeo::push(
-                &img,
-                &format!("{}/demo/{seed}:v1", registry.addr()),
-                &PushOptions {
-                    creds: Some((USER.into(), PASSWORD.into())),
-                    ..PushOptions::default()
-                },
-            )
-            .await
-            .unwrap();
-            images.push(img);
+            let spec = ImageSpec::new(*seed, vec![MIB, MIB / 3]);
+            images.push(
+                registry
+                    .push_image(spec, &format!("demo/{seed}:v1"))
+                    .await
+                    .unwrap(),
+            );
         }
         let eu = start_edge(&registry.url()).await;
         let us = start_edge(&registry.url()).await;
+        // Listed us first: Harbor's cluster ids come from [[harbor.clusters]], not list order.
+        let edges = [("us", us.url()), ("eu", eu.url())];
         let preheater = Preheater::start(&PreheaterSetup {
-            // Listed us first: Harbor's cluster ids come from [[harbor.clusters]], not list order.
-            edges: vec![("us".into(), us.url()), ("eu".into(), eu.url())],
-            registries: vec![(registry.addr(), registry.url())],
             extra_top: format!(
                 "[harbor]\nprovider_tokens = [\"{PROVIDER_TOKEN}\"]\nprovider_basic = [\"harbor:basic-pw\"]\n\
                  [[harbor.clusters]]\nid = 1\nregion = \"eu\"\n[[harbor.clusters]]\nid = 2\nregion = \"us\"\n"
             ),
             warm: warm.into(),
-            ..PreheaterSetup::default()
+            ..PreheaterSetup::new(&registry, &edges)
         })
         .await;
         Setup {
@@ -187,7 +142,6 @@ impl Setup {
             eu,
             us,
             preheater,
-            _work: work,
             images,
         }
     }
@@ -392,7 +346,7 @@ async fn harbor_2_11_preheats_and_failures_are_reported() {
 
     // A layer the registry cannot serve: the job ends FAILURE and says which and why.
     let broken = &s.images[1];
-    let layer = broken.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let layer = broken.largest_blob();
     let hex = layer.digest.trim_start_matches("sha256:");
     let data = s.registry.data_dir().join(format!(
         "docker/registry/v2/blobs/sha256/{}/{hex}/data",

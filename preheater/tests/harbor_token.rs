@@ -239,11 +239,9 @@ async fn harbor_registry_tokens_are_used_as_harbor_mints_them() {
 
     let edge = start_edge(&registry.url()).await;
     let preheater = Preheater::start(&PreheaterSetup {
-        edges: vec![("eu".into(), edge.url())],
-        registries: vec![(registry.addr(), registry.url())],
         extra_top: format!("[harbor]\nprovider_tokens = [\"{PROVIDER_TOKEN}\"]\n"),
         warm: "max_attempts = 2\n".into(),
-        ..PreheaterSetup::default()
+        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
     })
     .await;
 

@@ -11,10 +11,7 @@ use damselfly_preheater::job::{Job, JobSpec, Target};
 use damselfly_preheater::store::{Admission, RedisStore};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::poll::{poll_until, Probe};
-use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::redis::Redis;
-use damselfly_test_support::registry::{Registry, RegistryOptions};
-use http::StatusCode;
 
 fn job(n: u64) -> Job {
     Job::new(
@@ -85,26 +82,17 @@ async fn the_store_dedupes_queues_and_requeues_abandoned_claims() {
 async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
     init_logging();
     let redis = Redis::start().await.expect("redis-server");
-    let registry = Registry::start(RegistryOptions::default())
-        .await
-        .expect("registry");
-    let work = tempfile::tempdir().unwrap();
-    let image = pushed_image(
+    let (registry, image) = registry_with(
         ImageSpec::new("preheat-redis", vec![MIB, MIB / 2]),
-        &work.path().join("img"),
-        &format!("{}/demo/shared:v1", registry.addr()),
+        "demo/shared:v1",
     )
     .await;
-    let origin = FaultProxy::start(&registry.addr()).await.unwrap();
-    origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
-    let edge = start_edge(&origin.url()).await;
+    let (origin, edge) = edge_behind_failing_origin(&registry).await;
     let setup = PreheaterSetup {
-        edges: vec![("eu".into(), edge.url())],
-        registries: vec![(registry.addr(), registry.url())],
         redis: Some(redis.url()),
         warm: "max_attempts = 1000".into(),
         jobs: "lease_secs = 2".into(),
-        ..PreheaterSetup::default()
+        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
     };
 
     // A takes the job and gets stuck on the failing origin...
@@ -136,12 +124,8 @@ async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
         &image.top_digest,
         &image.top_media_type,
     );
-    let dist = "application/vnd.docker.distribution.events.v1+json";
-    let auth = format!("Bearer {WEBHOOK_TOKEN}");
-    let (_, first) = a
-        .post("/webhooks/distribution", dist, Some(&auth), event.clone())
-        .await;
-    let (_, second) = b.post("/webhooks/distribution", dist, Some(&auth), event).await;
+    let (_, first) = a.notify(event.clone()).await;
+    let (_, second) = b.notify(event).await;
     assert_eq!(
         (first["accepted"].as_u64(), second["duplicates"].as_u64()),
         (Some(1), Some(1))

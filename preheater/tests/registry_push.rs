@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
 use damselfly_test_support::skopeo::{self, PushOptions};
 
@@ -28,46 +28,27 @@ async fn pushes_warm_every_layer_at_two_regions_and_edges_serve_without_the_orig
     let us = start_edge(&registry.url()).await;
     let preheater = Preheater::start_on(
         preheater_addr,
-        &PreheaterSetup {
-            edges: vec![("eu".into(), eu.url()), ("us".into(), us.url())],
-            registries: vec![(registry.addr(), registry.url())],
-            ..PreheaterSetup::default()
-        },
+        &PreheaterSetup::new(&registry, &[("eu", eu.url()), ("us", us.url())]),
         "preheater",
     )
     .await;
 
-    let work = tempfile::tempdir().unwrap();
-    let single = build_image_async(
-        ImageSpec::new("preheat-single", vec![MIB, 2 * MIB, MIB / 2]),
-        work.path().join("single"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    let multi = build_image_async(
-        ImageSpec::new("preheat-multi", vec![MIB, MIB / 2])
-            .with_platforms([("amd64", None), ("arm64", Some("v8"))]),
-        work.path().join("multi"),
-        "v1".into(),
-    )
-    .await
-    .unwrap();
-    assert!(multi.is_index());
-    skopeo::push(
-        &single,
-        &format!("{}/demo/app:v1", registry.addr()),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
-    let all = PushOptions {
-        all: true,
-        ..PushOptions::default()
-    };
-    skopeo::push(&multi, &format!("{}/demo/multi:v1", registry.addr()), &all)
+    let single = registry
+        .push_image(
+            ImageSpec::new("preheat-single", vec![MIB, 2 * MIB, MIB / 2]),
+            "demo/app:v1",
+        )
         .await
         .unwrap();
+    let multi = registry
+        .push_image(
+            ImageSpec::new("preheat-multi", vec![MIB, MIB / 2])
+                .with_platforms([("amd64", None), ("arm64", Some("v8"))]),
+            "demo/multi:v1",
+        )
+        .await
+        .unwrap();
+    assert!(multi.is_index());
 
     // Nobody pulls: every blob of both images becomes cached at both edges.
     for edge in [&eu, &us] {
@@ -146,19 +127,17 @@ async fn a_tag_announced_before_it_is_readable_still_warms() {
         .expect("registry");
     let edge = start_edge(&registry.url()).await;
     let preheater = Preheater::start(&PreheaterSetup {
-        edges: vec![("eu".into(), edge.url())],
-        registries: vec![(registry.addr(), registry.url())],
         warm: "max_attempts = 40".into(),
-        ..PreheaterSetup::default()
+        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
     })
     .await;
-    let work = tempfile::tempdir().unwrap();
-    let image = pushed_image(
-        ImageSpec::new("preheat-late-tag", vec![MIB, MIB / 2]),
-        &work.path().join("img"),
-        &format!("{}/demo/late:v1", registry.addr()),
-    )
-    .await;
+    let image = registry
+        .push_image(
+            ImageSpec::new("preheat-late-tag", vec![MIB, MIB / 2]),
+            "demo/late:v1",
+        )
+        .await
+        .unwrap();
 
     // The event names tag v2, which the registry does not serve yet.
     let announced = tagged_push_envelope(
@@ -169,15 +148,7 @@ async fn a_tag_announced_before_it_is_readable_still_warms() {
         &image.top_digest,
         &image.top_media_type,
     );
-    let auth = format!("Bearer {WEBHOOK_TOKEN}");
-    let (status, receipt) = preheater
-        .post(
-            "/webhooks/distribution",
-            "application/vnd.docker.distribution.events.v1+json",
-            Some(&auth),
-            announced,
-        )
-        .await;
+    let (status, receipt) = preheater.notify(announced).await;
     assert_eq!(status, 202, "{receipt}");
     let id = receipt["jobs"][0].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -8,34 +8,22 @@ use std::time::Duration;
 use common::*;
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::poll::{poll_until, Probe};
-use damselfly_test_support::proxy::FaultProxy;
-use damselfly_test_support::registry::{Registry, RegistryOptions};
-use http::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_interrupted_by_sigkill_completes_after_restart() {
     init_logging();
-    let registry = Registry::start(RegistryOptions::default())
-        .await
-        .expect("registry");
-    let work = tempfile::tempdir().unwrap();
-    let image = pushed_image(
+    let (registry, image) = registry_with(
         ImageSpec::new("preheat-restart", vec![MIB, MIB / 2]),
-        &work.path().join("img"),
-        &format!("{}/demo/restart:v1", registry.addr()),
+        "demo/restart:v1",
     )
     .await;
 
     // The edge fetches through a proxy that fails every blob download until told otherwise, so
     // the job is stuck retrying when the preheater is killed.
-    let origin = FaultProxy::start(&registry.addr()).await.unwrap();
-    origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
-    let edge = start_edge(&origin.url()).await;
+    let (origin, edge) = edge_behind_failing_origin(&registry).await;
     let mut preheater = Preheater::start(&PreheaterSetup {
-        edges: vec![("eu".into(), edge.url())],
-        registries: vec![(registry.addr(), registry.url())],
         warm: "max_attempts = 1000".into(),
-        ..PreheaterSetup::default()
+        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
     })
     .await;
     let id = preheater

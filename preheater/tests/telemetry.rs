@@ -11,7 +11,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use common::*;
 use damselfly_test_support::image::ImageSpec;
-use damselfly_test_support::registry::{Registry, RegistryOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_is_one_trace_from_webhook_to_edge_warms() {
@@ -37,22 +36,12 @@ async fn a_push_is_one_trace_from_webhook_to_edge_warms() {
     let collector_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
-    let registry = Registry::start(RegistryOptions::default())
-        .await
-        .expect("registry");
-    let work = tempfile::tempdir().unwrap();
-    let image = pushed_image(
-        ImageSpec::new("preheat-otel", vec![MIB / 2]),
-        &work.path().join("i"),
-        &format!("{}/demo/otel:v1", registry.addr()),
-    )
-    .await;
+    let (registry, image) =
+        registry_with(ImageSpec::new("preheat-otel", vec![MIB / 2]), "demo/otel:v1").await;
     let edge = start_edge(&registry.url()).await;
     let mut preheater = Preheater::start(&PreheaterSetup {
-        edges: vec![("eu".into(), edge.url())],
-        registries: vec![(registry.addr(), registry.url())],
         extra_top: format!("otlp_endpoint = \"{collector_url}\"\n"),
-        ..PreheaterSetup::default()
+        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
     })
     .await;
 
@@ -64,14 +53,7 @@ async fn a_push_is_one_trace_from_webhook_to_edge_warms() {
         &image.top_digest,
         &image.top_media_type,
     );
-    let (status, receipt) = preheater
-        .post(
-            "/webhooks/distribution",
-            "application/vnd.docker.distribution.events.v1+json",
-            Some(&format!("Bearer {WEBHOOK_TOKEN}")),
-            event,
-        )
-        .await;
+    let (status, receipt) = preheater.notify(event).await;
     assert_eq!(status, 202);
     let id = receipt["jobs"][0].as_str().unwrap().to_string();
     let job = preheater.wait_job(&id, Duration::from_secs(30)).await;

@@ -1,13 +1,13 @@
 //! The peer agent as a real process, on its own loopback address (127.0.0.N stands for a host).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Result;
 
-use crate::edge::{scrape, spawn_until_ready, Metrics};
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::metrics::Metrics;
 use crate::net::free_addr_on;
-use crate::process::ChildGuard;
+use crate::registry::Registry;
 
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -23,13 +23,29 @@ pub struct AgentOptions {
     pub extra_toml: String,
 }
 
+impl AgentOptions {
+    /// Host `index` of a region on one machine: at 127.0.0.`index + 2` (127.0.0.1 holds the
+    /// registry and the edge), in `location`, pulling through `edge_url`, with `registry` as its
+    /// origin.
+    pub fn host(index: usize, location: &str, edge_url: String, registry: &Registry) -> Self {
+        AgentOptions {
+            ip: format!("127.0.0.{}", index + 2),
+            edges: vec![edge_url],
+            upstream: registry.url(),
+            location: location.to_string(),
+            extra_toml: format!(
+                "[[registries]]\nregistry = \"{}\"\nurl = \"{}\"\n",
+                registry.addr(),
+                registry.url()
+            ),
+        }
+    }
+}
+
 pub struct Agent {
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
     mirror: String,
     upload: String,
-    child: Option<ChildGuard>,
+    daemon: Daemon,
 }
 
 impl Agent {
@@ -48,28 +64,18 @@ impl Agent {
             dir.path().join("data").display(),
             options.extra_toml,
         );
-        let config_path = dir.path().join("agent.toml");
-        std::fs::write(&config_path, config)?;
-        let mut agent = Agent {
+        let spec = DaemonSpec {
+            name: "peer-agent".into(),
             binary: binary.to_path_buf(),
-            dir,
-            config_path,
+            log_filter: "info,damselfly_agent=debug".into(),
+            url: format!("http://{mirror}"),
+        };
+        let daemon = Daemon::start(spec, dir, &config).await?;
+        Ok(Agent {
             mirror,
             upload,
-            child: None,
-        };
-        agent.launch().await?;
-        Ok(agent)
-    }
-
-    async fn launch(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .env("DAMSELFLY_LOG", "info,damselfly_agent=debug");
-        let ready = format!("{}/readyz", self.url());
-        self.child = Some(spawn_until_ready("peer-agent", cmd, self.dir.path(), &ready).await?);
-        Ok(())
+            daemon,
+        })
     }
 
     /// The mirror's `host:port`, as a runtime names it.
@@ -78,7 +84,7 @@ impl Agent {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.mirror)
+        self.daemon.url().to_string()
     }
 
     pub fn upload_url(&self) -> String {
@@ -86,22 +92,19 @@ impl Agent {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.daemon.dir().join("data")
     }
 
     pub fn log_tail(&self) -> String {
-        self.child.as_ref().map(|c| c.log_tail()).unwrap_or_default()
+        self.daemon.log_tail()
     }
 
     /// SIGKILL, as a host dying would.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-        }
-        Ok(())
+        self.daemon.kill()
     }
 
     pub async fn metrics(&self) -> Result<Metrics> {
-        scrape(&format!("{}/metrics", self.url())).await
+        self.daemon.metrics().await
     }
 }

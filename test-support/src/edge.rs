@@ -1,16 +1,15 @@
 //! The edge cache as a real process: started from its binary with a generated config file on a
 //! free port, restarted on the same data directory, scraped for metrics.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use crate::net::{free_addr_on, loopback_client};
-use crate::process::ChildGuard;
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::metrics::Metrics;
+use crate::net::free_addr_on;
 
 #[derive(Clone, Debug)]
 pub struct EdgeOptions {
@@ -46,15 +45,21 @@ impl EdgeOptions {
             data_dir: None,
         }
     }
+
+    /// An edge for `registry` (`host:port`), reached at `url` (the registry's own, or a counting
+    /// proxy's in front of it): its default upstream, and listed under `[[upstreams]]` so that
+    /// containerd, which names the registry in `?ns=`, reaches the same place.
+    pub fn for_registry(registry: &str, url: &str) -> Self {
+        let mut options = EdgeOptions::new(url);
+        options.extra_toml = format!("[[upstreams]]\nregistry = \"{registry}\"\nurl = \"{url}\"\n");
+        options
+    }
 }
 
 pub struct Edge {
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
-    data_dir: PathBuf,
     addr: SocketAddr,
-    child: Option<ChildGuard>,
+    data_dir: PathBuf,
+    daemon: Daemon,
 }
 
 impl Edge {
@@ -81,28 +86,18 @@ impl Edge {
             options.limits_toml,
             options.extra_toml
         );
-        let config_path = dir.path().join("edge.toml");
-        std::fs::write(&config_path, config)?;
-        let mut edge = Edge {
+        let spec = DaemonSpec {
+            name: "edge-cache".into(),
             binary: binary.to_path_buf(),
-            dir,
-            config_path,
-            data_dir,
-            addr,
-            child: None,
+            log_filter: "info,damselfly_edge=debug,tower_http=debug".into(),
+            url: format!("http://{addr}"),
         };
-        edge.launch().await?;
-        Ok(edge)
-    }
-
-    async fn launch(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .env("DAMSELFLY_LOG", "info,damselfly_edge=debug,tower_http=debug");
-        let ready = format!("{}/readyz", self.url());
-        self.child = Some(spawn_until_ready("edge-cache", cmd, self.dir.path(), &ready).await?);
-        Ok(())
+        let daemon = Daemon::start(spec, dir, &config).await?;
+        Ok(Edge {
+            addr,
+            data_dir,
+            daemon,
+        })
     }
 
     /// `host:port`, as registry clients name a mirror.
@@ -111,7 +106,7 @@ impl Edge {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.daemon.url().to_string()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -119,115 +114,25 @@ impl Edge {
     }
 
     pub fn log_tail(&self) -> String {
-        self.child.as_ref().map(|c| c.log_tail()).unwrap_or_default()
+        self.daemon.log_tail()
     }
 
     /// Kills the process (SIGKILL: no chance to tidy up) and starts it again on the same port,
     /// configuration and data.
     pub async fn restart(&mut self) -> Result<()> {
-        self.kill()?;
-        self.launch().await
+        self.daemon.start_again().await
     }
 
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-        }
-        Ok(())
+        self.daemon.kill()
     }
 
     /// SIGTERM, then waits for the process to exit on its own.
     pub async fn terminate(&mut self, within: Duration) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            bail!("edge is not running")
-        };
-        let pid = child.pid().context("edge has no pid")?;
-        let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status()?;
-        if !status.success() {
-            bail!("kill -TERM {pid} failed");
-        }
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if !child.is_running() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("edge did not exit within {within:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.daemon.terminate(within).await
     }
 
     pub async fn metrics(&self) -> Result<Metrics> {
-        scrape(&format!("{}/metrics", self.url())).await
+        self.daemon.metrics().await
     }
-}
-
-/// Spawns a Damselfly daemon and waits until `ready_url` answers 2xx (failing at once, with
-/// its log, if it exits first).
-pub async fn spawn_until_ready(
-    name: &str,
-    cmd: Command,
-    log_dir: &Path,
-    ready_url: &str,
-) -> Result<ChildGuard> {
-    let mut child = ChildGuard::spawn_logged(name, cmd, log_dir)?;
-    let client = loopback_client()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        child.ensure_running()?;
-        if let Ok(r) = client.get(ready_url).send().await {
-            if r.status().is_success() {
-                return Ok(child);
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{name} did not become ready; log:\n{}", child.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A scraped Prometheus/OpenMetrics text page.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics(HashMap<String, f64>);
-
-impl Metrics {
-    /// The sum of every series of `name` whose labels contain all of `labels` (`key="value"`).
-    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
-        self.0
-            .iter()
-            .filter(|(series, _)| {
-                let (series_name, series_labels) = series.split_once('{').unwrap_or((series.as_str(), ""));
-                series_name == name && labels.iter().all(|l| series_labels.contains(l))
-            })
-            .map(|(_, v)| v)
-            .sum()
-    }
-
-    pub fn get(&self, name: &str) -> f64 {
-        self.sum(name, &[])
-    }
-}
-
-pub async fn scrape(url: &str) -> Result<Metrics> {
-    let text = loopback_client()?
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let mut series = HashMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        if let Some((name, value)) = line.rsplit_once(' ') {
-            if let Ok(v) = value.parse::<f64>() {
-                series.insert(name.to_string(), v);
-            }
-        }
-    }
-    Ok(Metrics(series))
 }

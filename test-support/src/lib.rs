@@ -13,8 +13,12 @@
 //! - [`agent`]: the peer agent binary as a process on its own loopback address.
 //! - [`file_server`]: a plain HTTP file server that counts what it sends.
 //! - [`edge`]: the edge cache binary as a process, restarted on its data, scraped for metrics.
+//! - [`daemon`], [`metrics`]: what every Damselfly daemon shares (a config file in a directory
+//!   of its own, readiness on `/readyz`, kill, restart, SIGTERM) and its scraped `/metrics`.
 //! - [`proxy`]: a fault-injecting reverse proxy that counts blob traffic and truncates,
 //!   corrupts or fails blob downloads on demand.
+//! - [`plaintext`]: scans of data directories for unsealed layer bytes.
+//! - [`shape`]: what we send checked against the contract fixtures of a peer (Harbor).
 //! - [`process`], [`net`], [`poll`], [`htpasswd`]: the plumbing (child processes killed on
 //!   drop, free ports, readiness polling, credentials files).
 //!
@@ -24,16 +28,20 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod daemon;
 pub mod edge;
 pub mod file_server;
 pub mod htpasswd;
 pub mod image;
+pub mod metrics;
 pub mod net;
+pub mod plaintext;
 pub mod poll;
 pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod registry;
+pub mod shape;
 pub mod skopeo;
 
 pub use containerd::{Containerd, CtrPullOptions};
@@ -43,9 +51,3 @@ pub use process::ChildGuard;
 pub use proxy::{FaultProxy, RequestRecord};
 pub use registry::{Registry, RegistryOptions};
 pub use skopeo::{PullOptions, PulledImage, PushOptions};
-
-/// Whether `needle` occurs in `haystack` (compiled optimised with this crate, so tests can scan
-/// whole data directories for leaked plaintext quickly).
-pub fn contains_subslice(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}

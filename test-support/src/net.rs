@@ -35,6 +35,14 @@ pub fn free_addr_on(ip: &str) -> Result<SocketAddr> {
 /// not followed (tests want to observe them) and no compression is negotiated (byte counts must
 /// match what is on the wire).
 pub fn loopback_client() -> Result<reqwest::Client> {
+    verbatim_client_builder()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .context("building HTTP client")
+}
+
+/// The settings of [`loopback_client`], for clients that add their own (the fault proxy's).
+pub(crate) fn verbatim_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -42,9 +50,6 @@ pub fn loopback_client() -> Result<reqwest::Client> {
         .no_brotli()
         .no_deflate()
         .no_zstd()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .context("building HTTP client")
 }
 
 /// Polls `url` every 20 ms until it answers with a status below 500.

@@ -42,25 +42,22 @@ async fn build_images() -> Result<Images> {
 /// Pushes both images (and Docker-format copies) and checks what the registry stored.
 async fn push_all(registry: &Registry, images: &Images) -> Result<()> {
     let reg = registry.addr();
-    let digest = skopeo::push(
-        &images.single,
-        &format!("{reg}/harness/single:v1"),
-        &PushOptions::default(),
-    )
-    .await?;
-    ensure!(
-        digest == images.single.top_digest,
-        "single-arch digest changed on push: {digest}"
-    );
     let all = PushOptions {
         all: true,
         ..PushOptions::default()
     };
-    let digest = skopeo::push(&images.multi, &format!("{reg}/harness/multi:v1"), &all).await?;
-    ensure!(
-        digest == images.multi.top_digest,
-        "index digest changed on push: {digest}"
-    );
+    for (image, repo, options, what) in [
+        (
+            &images.single,
+            "single",
+            PushOptions::default(),
+            "single-arch digest",
+        ),
+        (&images.multi, "multi", all, "index digest"),
+    ] {
+        let digest = skopeo::push(image, &format!("{reg}/harness/{repo}:v1"), &options).await?;
+        ensure!(digest == image.top_digest, "{what} changed on push: {digest}");
+    }
 
     let v2s2 = PushOptions {
         format_v2s2: true,
@@ -71,25 +68,26 @@ async fn push_all(registry: &Registry, images: &Images) -> Result<()> {
         converted != images.single.top_digest,
         "v2s2 conversion must produce a new manifest"
     );
-    let raw = skopeo::inspect_raw(&format!("docker://{reg}/harness/single-v2s2:v1")).await?;
-    let manifest: serde_json::Value = serde_json::from_slice(&raw)?;
-    assert_eq!(
-        manifest["mediaType"],
-        "application/vnd.docker.distribution.manifest.v2+json"
-    );
-
     let list = PushOptions {
         all: true,
         format_v2s2: true,
         creds: None,
     };
     skopeo::push(&images.multi, &format!("{reg}/harness/multi-v2s2:v1"), &list).await?;
-    let raw = skopeo::inspect_raw(&format!("docker://{reg}/harness/multi-v2s2:v1")).await?;
-    let manifest: serde_json::Value = serde_json::from_slice(&raw)?;
-    assert_eq!(
-        manifest["mediaType"],
-        "application/vnd.docker.distribution.manifest.list.v2+json"
-    );
+    for (repo, media_type) in [
+        (
+            "single-v2s2",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ),
+        (
+            "multi-v2s2",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        ),
+    ] {
+        let raw = skopeo::inspect_raw(&format!("docker://{reg}/harness/{repo}:v1")).await?;
+        let manifest: serde_json::Value = serde_json::from_slice(&raw)?;
+        assert_eq!(manifest["mediaType"], media_type, "{repo}");
+    }
     Ok(())
 }
 

@@ -1,40 +1,44 @@
 //! Generated OCI layouts must be accepted by an independent implementation (skopeo).
 
+use std::path::Path;
+
 use anyhow::{ensure, Result};
 use damselfly_test_support::image::{
-    build_image, digest_of, ImageSpec, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+    build_image, digest_of, BuiltImage, ImageSpec, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use damselfly_test_support::skopeo;
+use serde_json::Value;
+
+/// Builds `spec` and reads its top-level object back with skopeo, which must see the digest the
+/// builder computed (`what`: a manifest or an index).
+async fn build_and_inspect(
+    spec: ImageSpec,
+    layout: &Path,
+    tag: &str,
+    what: &str,
+) -> Result<(BuiltImage, Value)> {
+    let image = build_image(&spec, layout, tag)?;
+    let raw = skopeo::inspect_raw(&image.oci_reference()).await?;
+    ensure!(
+        digest_of(&raw) == image.top_digest,
+        "skopeo saw a different {what}"
+    );
+    let top = serde_json::from_slice(&raw)?;
+    Ok((image, top))
+}
 
 #[tokio::test]
 async fn skopeo_reads_single_and_multi_platform_layouts() -> Result<()> {
     let dir = tempfile::tempdir()?;
 
-    let single = build_image(
-        &ImageSpec::new("inspect", vec![10_000, 20_000, 30_000]),
-        &dir.path().join("one"),
-        "v1",
-    )?;
-    let raw = skopeo::inspect_raw(&single.oci_reference()).await?;
-    ensure!(
-        digest_of(&raw) == single.top_digest,
-        "skopeo saw a different manifest"
-    );
-    let manifest: serde_json::Value = serde_json::from_slice(&raw)?;
+    let spec = ImageSpec::new("inspect", vec![10_000, 20_000, 30_000]);
+    let (_, manifest) = build_and_inspect(spec, &dir.path().join("one"), "v1", "manifest").await?;
     assert_eq!(manifest["mediaType"], MEDIA_TYPE_MANIFEST);
     assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(3));
 
-    let multi = build_image(
-        &ImageSpec::new("inspect", vec![5_000]).with_platforms([("amd64", None), ("arm64", Some("v8"))]),
-        &dir.path().join("multi"),
-        "v2",
-    )?;
-    let raw = skopeo::inspect_raw(&multi.oci_reference()).await?;
-    ensure!(
-        digest_of(&raw) == multi.top_digest,
-        "skopeo saw a different index"
-    );
-    let index: serde_json::Value = serde_json::from_slice(&raw)?;
+    let spec =
+        ImageSpec::new("inspect", vec![5_000]).with_platforms([("amd64", None), ("arm64", Some("v8"))]);
+    let (multi, index) = build_and_inspect(spec, &dir.path().join("multi"), "v2", "index").await?;
     assert_eq!(index["mediaType"], MEDIA_TYPE_INDEX);
 
     // Full inspection also reads the config blob of the host platform's image.

@@ -75,11 +75,33 @@ async fn start_upstream() -> Result<(String, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
+/// The minimal upstream with a proxy in front, and a client to call the proxy.
+struct Proxied {
+    proxy: FaultProxy,
+    client: reqwest::Client,
+    _upstream: JoinHandle<()>,
+}
+
+impl Proxied {
+    async fn start() -> Result<Proxied> {
+        let (upstream, task) = start_upstream().await?;
+        Ok(Proxied {
+            proxy: FaultProxy::start(&upstream).await?,
+            client: loopback_client()?,
+            _upstream: task,
+        })
+    }
+
+    /// The upstream's 1 MiB blob, through the proxy.
+    fn blob_url(&self) -> String {
+        format!("{}/v2/repo/blobs/sha256:abc", self.proxy.url())
+    }
+}
+
 #[tokio::test]
 async fn forwards_repeated_headers_and_challenges() -> Result<()> {
-    let (upstream, _server) = start_upstream().await?;
-    let proxy = FaultProxy::start(&upstream).await?;
-    let client = loopback_client()?;
+    let proxied = Proxied::start().await?;
+    let (proxy, client) = (&proxied.proxy, &proxied.client);
 
     let mut headers = HeaderMap::new();
     headers.append(
@@ -136,10 +158,8 @@ async fn forwards_repeated_headers_and_challenges() -> Result<()> {
 
 #[tokio::test]
 async fn counts_blob_bytes_and_logs_requests() -> Result<()> {
-    let (upstream, _server) = start_upstream().await?;
-    let proxy = FaultProxy::start(&upstream).await?;
-    let client = loopback_client()?;
-    let url = format!("{}/v2/repo/blobs/sha256:abc", proxy.url());
+    let proxied = Proxied::start().await?;
+    let (proxy, client, url) = (&proxied.proxy, &proxied.client, proxied.blob_url());
 
     let head = client.head(&url).send().await?;
     assert_eq!(
@@ -174,10 +194,8 @@ async fn counts_blob_bytes_and_logs_requests() -> Result<()> {
 
 #[tokio::test]
 async fn cut_corrupt_and_fail_are_one_shot() -> Result<()> {
-    let (upstream, _server) = start_upstream().await?;
-    let proxy = FaultProxy::start(&upstream).await?;
-    let client = loopback_client()?;
-    let url = format!("{}/v2/repo/blobs/sha256:abc", proxy.url());
+    let proxied = Proxied::start().await?;
+    let (proxy, client, url) = (&proxied.proxy, &proxied.client, proxied.blob_url());
     let expected = blob_content();
 
     proxy.cut_blob_after(100_000);
@@ -227,10 +245,12 @@ async fn cut_corrupt_and_fail_are_one_shot() -> Result<()> {
 
 #[tokio::test]
 async fn dropping_the_proxy_closes_its_port() -> Result<()> {
-    let (upstream, _server) = start_upstream().await?;
-    let proxy = FaultProxy::start(&upstream).await?;
+    let Proxied {
+        proxy,
+        client,
+        _upstream,
+    } = Proxied::start().await?;
     let url = format!("{}/echo", proxy.url());
-    let client = loopback_client()?;
     client.get(&url).send().await?.error_for_status()?;
     drop(proxy);
     // Abort is asynchronous; give the runtime a moment to tear the listener down.

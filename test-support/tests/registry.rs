@@ -62,14 +62,10 @@ async fn htpasswd_registry_requires_credentials() -> Result<()> {
 async fn stop_and_start_again_keep_address_and_content() -> Result<()> {
     let mut registry = Registry::start(RegistryOptions::default()).await?;
     let addr = registry.addr();
-    let dir = tempfile::tempdir()?;
-    let image = build_image(
-        &ImageSpec::new("restart", vec![2048]),
-        &dir.path().join("oci"),
-        "v1",
-    )?;
+    let image = registry
+        .push_image(ImageSpec::new("restart", vec![2048]), "restart/img:v1")
+        .await?;
     let reference = format!("{addr}/restart/img:v1");
-    skopeo::push(&image, &reference, &PushOptions::default()).await?;
 
     registry.stop()?;
     assert!(!registry.is_running());
@@ -98,18 +94,9 @@ async fn shared_data_dir_and_loopback_alias() -> Result<()> {
         ..RegistryOptions::default()
     })
     .await?;
-    let dir = tempfile::tempdir()?;
-    let image = build_image(
-        &ImageSpec::new("shared", vec![1024]),
-        &dir.path().join("oci"),
-        "v1",
-    )?;
-    skopeo::push(
-        &image,
-        &format!("{}/shared/img:v1", first.addr()),
-        &PushOptions::default(),
-    )
-    .await?;
+    let image = first
+        .push_image(ImageSpec::new("shared", vec![1024]), "shared/img:v1")
+        .await?;
 
     let second = Registry::start(RegistryOptions {
         bind_ip: "127.0.0.2".to_owned(),
@@ -151,18 +138,9 @@ async fn push_notifications_arrive_with_authorization() -> Result<()> {
         ..RegistryOptions::default()
     })
     .await?;
-    let dir = tempfile::tempdir()?;
-    let image = build_image(
-        &ImageSpec::new("notify", vec![1024]),
-        &dir.path().join("oci"),
-        "v1",
-    )?;
-    skopeo::push(
-        &image,
-        &format!("{}/notify/img:v1", registry.addr()),
-        &PushOptions::default(),
-    )
-    .await?;
+    let image = registry
+        .push_image(ImageSpec::new("notify", vec![1024]), "notify/img:v1")
+        .await?;
 
     let top = image.top_digest.clone();
     poll_until("manifest push notification", Duration::from_secs(20), || {

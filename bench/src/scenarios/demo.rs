@@ -8,12 +8,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::containerd::{Containerd, CtrPullOptions};
-use damselfly_test_support::edge::{Edge, EdgeOptions, Metrics};
-use damselfly_test_support::image::{build_image, BuiltImage, ImageSpec};
+use damselfly_test_support::edge::{Edge, EdgeOptions};
+use damselfly_test_support::image::{BuiltImage, ImageSpec};
+use damselfly_test_support::metrics::Metrics;
 use damselfly_test_support::process::program_on_path;
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PullOptions, PushOptions};
+use damselfly_test_support::skopeo::{self, PullOptions};
 use serde_json::json;
 
 use crate::report::{json_line, secs, table, MIB};
@@ -42,12 +43,7 @@ pub async fn run(edge_binary: &Path, agent_binary: &Path) -> Result<()> {
     let registry = Registry::start(RegistryOptions::default()).await?;
     // A pass-through counter between edge and registry: what the origin really sent the edge.
     let origin_counter = FaultProxy::start(&registry.addr()).await?;
-    let mut options = EdgeOptions::new(origin_counter.url());
-    options.extra_toml = format!(
-        "[[upstreams]]\nregistry = \"{}\"\nurl = \"{}\"\n",
-        registry.addr(),
-        origin_counter.url()
-    );
+    let options = EdgeOptions::for_registry(&registry.addr(), &origin_counter.url());
     let edge = Edge::start(edge_binary, options).await?;
     println!("registry (origin)  http://{}", registry.addr());
     println!(
@@ -57,17 +53,7 @@ pub async fn run(edge_binary: &Path, agent_binary: &Path) -> Result<()> {
     );
     let mut agents = Vec::new();
     for (i, rack) in RACKS.iter().enumerate() {
-        let options = AgentOptions {
-            ip: format!("127.0.0.{}", i + 2),
-            edges: vec![edge.url()],
-            upstream: registry.url(),
-            location: rack.to_string(),
-            extra_toml: format!(
-                "[[registries]]\nregistry = \"{}\"\nurl = \"{}\"\n",
-                registry.addr(),
-                registry.url()
-            ),
-        };
+        let options = AgentOptions::host(i, rack, edge.url(), &registry);
         let agent = Agent::start(agent_binary, options)
             .await
             .with_context(|| format!("starting agent {}", i + 1))?;
@@ -90,9 +76,8 @@ pub async fn run(edge_binary: &Path, agent_binary: &Path) -> Result<()> {
     };
 
     let spec = ImageSpec::new("demo", vec![24 * MIB, 8 * MIB, 2 * MIB]);
-    let image = build_image(&spec, &demo.work.path().join("layout"), "v1")?;
+    let image = demo.registry.push_image(spec, "demo/app:v1").await?;
     let reference = format!("{}/demo/app:v1", demo.registry.addr());
-    skopeo::push(&image, &reference, &PushOptions::default()).await?;
     println!(
         "pushed {reference}: {} blobs, {:.1} MiB, manifest {}",
         image.blobs.len(),

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use damselfly_test_support::edge::{Edge, EdgeOptions};
-use damselfly_test_support::image::{build_image, BuiltImage, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PullOptions, PushOptions};
+use damselfly_test_support::skopeo::{self, PullOptions};
 use serde_json::json;
 
 use crate::report::{json_line, median, ratio, secs, table, MIB};
@@ -42,14 +42,12 @@ pub async fn run(edge_binary: &Path, args: EdgeArgs) -> Result<()> {
     let origin = registry.addr();
 
     eprintln!("building and pushing a {} MiB image…", args.image_mib);
-    let big = push(
-        &registry,
-        work.path(),
-        quarter_layers(args.image_mib, 4),
-        "bench",
-        "bench/big:v1",
-    )
-    .await?;
+    let big = registry
+        .push_image(
+            ImageSpec::new("bench", quarter_layers(args.image_mib, 4)),
+            "bench/big:v1",
+        )
+        .await?;
     let big_ref = format!("{origin}/bench/big:v1");
 
     let mut direct = Vec::new();
@@ -62,35 +60,14 @@ pub async fn run(edge_binary: &Path, args: EdgeArgs) -> Result<()> {
             round + 1,
             args.repeat
         );
-        direct.push(
-            timed(pull_direct(
-                &origin,
-                &big_ref,
-                &work.path().join(format!("d{round}")),
-            ))
-            .await?,
-        );
+        let into = |step: &str| work.path().join(format!("{step}{round}"));
+        direct.push(timed(pull(&origin, None, &big_ref, &into("d"))).await?);
         let edge = Edge::start(edge_binary, EdgeOptions::new(proxy.url())).await?;
         proxy.reset_counters();
-        cold.push(
-            timed(pull_mirror(
-                &origin,
-                &edge,
-                &big_ref,
-                &work.path().join(format!("c{round}")),
-            ))
-            .await?,
-        );
+        let mirror = Some(edge.addr());
+        cold.push(timed(pull(&origin, mirror.as_deref(), &big_ref, &into("c"))).await?);
         cold_upstream.push(proxy.blob_bytes());
-        warm.push(
-            timed(pull_mirror(
-                &origin,
-                &edge,
-                &big_ref,
-                &work.path().join(format!("w{round}")),
-            ))
-            .await?,
-        );
+        warm.push(timed(pull(&origin, mirror.as_deref(), &big_ref, &into("w"))).await?);
         clear(work.path())?;
     }
     let (direct, cold, warm) = (median(direct), median(cold), median(warm));
@@ -100,18 +77,16 @@ pub async fn run(edge_binary: &Path, args: EdgeArgs) -> Result<()> {
         "swarm: {} clients, {} MiB image…",
         args.clients, args.swarm_image_mib
     );
-    let swarm_image = push(
-        &registry,
-        work.path(),
-        quarter_layers(args.swarm_image_mib, 2),
-        "swarm",
-        "bench/swarm:v1",
-    )
-    .await?;
+    let swarm_image = registry
+        .push_image(
+            ImageSpec::new("swarm", quarter_layers(args.swarm_image_mib, 2)),
+            "bench/swarm:v1",
+        )
+        .await?;
     let swarm_ref = format!("{origin}/bench/swarm:v1");
     let swarm_direct = timed(swarm(args.clients, work.path(), "sd", |out| {
         let (origin, reference) = (origin.clone(), swarm_ref.clone());
-        async move { pull_direct(&origin, &reference, &out).await }
+        async move { pull(&origin, None, &reference, &out).await }
     }))
     .await?;
     clear(work.path())?;
@@ -120,7 +95,7 @@ pub async fn run(edge_binary: &Path, args: EdgeArgs) -> Result<()> {
     let edge_addr = edge.addr();
     let swarm_edge = timed(swarm(args.clients, work.path(), "se", |out| {
         let (origin, reference, mirror) = (origin.clone(), swarm_ref.clone(), edge_addr.clone());
-        async move { pull_mirror_addr(&origin, &mirror, &reference, &out).await }
+        async move { pull(&origin, Some(&mirror), &reference, &out).await }
     }))
     .await?;
     let swarm_upstream = proxy.blob_bytes();
@@ -211,47 +186,20 @@ fn quarter_layers(total_mib: u64, layers: u64) -> Vec<u64> {
     (0..layers).map(|_| total_mib * MIB / layers).collect()
 }
 
-async fn push(
-    registry: &Registry,
-    work: &Path,
-    layer_sizes: Vec<u64>,
-    seed: &str,
-    repo_tag: &str,
-) -> Result<BuiltImage> {
-    let image = build_image(
-        &ImageSpec::new(seed, layer_sizes),
-        &work.join(format!("layout-{seed}")),
-        "v1",
-    )?;
-    skopeo::push(
-        &image,
-        &format!("{}/{repo_tag}", registry.addr()),
-        &PushOptions::default(),
-    )
-    .await?;
-    Ok(image)
-}
-
 async fn timed<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<Duration> {
     let start = Instant::now();
     f.await?;
     Ok(start.elapsed())
 }
 
-async fn pull_direct(origin: &str, reference: &str, out: &Path) -> Result<()> {
-    skopeo::pull_direct(origin, reference, out, &PullOptions::default())
-        .await
-        .map(|_| ())
-}
-
-async fn pull_mirror(origin: &str, edge: &Edge, reference: &str, out: &Path) -> Result<()> {
-    pull_mirror_addr(origin, &edge.addr(), reference, out).await
-}
-
-async fn pull_mirror_addr(origin: &str, mirror: &str, reference: &str, out: &Path) -> Result<()> {
-    skopeo::pull_via_mirror(origin, mirror, reference, out, &PullOptions::default())
-        .await
-        .map(|_| ())
+/// One skopeo pull into `out`: straight from `origin`, or through `mirror`.
+async fn pull(origin: &str, mirror: Option<&str>, reference: &str, out: &Path) -> Result<()> {
+    let options = PullOptions::default();
+    match mirror {
+        Some(mirror) => skopeo::pull_via_mirror(origin, mirror, reference, out, &options).await?,
+        None => skopeo::pull_direct(origin, reference, out, &options).await?,
+    };
+    Ok(())
 }
 
 /// Runs `clients` pulls at once, each into its own directory; done when the last one is.
@@ -269,12 +217,10 @@ where
     Ok(())
 }
 
-/// Removes pulled copies between rounds (keeps the image layouts).
+/// Removes pulled copies between rounds (the image layouts live with the registry).
 fn clear(work: &Path) -> Result<()> {
     for entry in std::fs::read_dir(work)?.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("layout-") {
-            std::fs::remove_dir_all(entry.path())?;
-        }
+        std::fs::remove_dir_all(entry.path())?;
     }
     Ok(())
 }

@@ -5,10 +5,9 @@
 use std::path::Path;
 
 use damselfly_test_support::edge::{Edge, EdgeOptions};
-use damselfly_test_support::image::{build_image, BuiltImage, ImageSpec};
+use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 use sha2::{Digest as _, Sha256};
 
 pub const MIB: u64 = 1024 * 1024;
@@ -40,16 +39,9 @@ impl Origin {
         self.edge_with(self.edge_options()).await
     }
 
-    /// The registry is the default upstream, reached through the counting proxy; containerd
-    /// names it in `?ns=` by its own address, which maps to the same place.
+    /// The registry, reached through the counting proxy.
     pub fn edge_options(&self) -> EdgeOptions {
-        let mut options = EdgeOptions::new(self.proxy.url());
-        options.extra_toml = format!(
-            "[[upstreams]]\nregistry = \"{}\"\nurl = \"{}\"\n",
-            self.registry.addr(),
-            self.proxy.url()
-        );
-        options
+        EdgeOptions::for_registry(&self.registry.addr(), &self.proxy.url())
     }
 
     pub async fn edge_with(&self, options: EdgeOptions) -> Edge {
@@ -58,16 +50,7 @@ impl Origin {
 
     /// Builds `spec` offline and pushes it to `repo:tag` on the registry directly.
     pub async fn push(&self, spec: ImageSpec, repo_tag: &str) -> BuiltImage {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let tag = repo_tag.rsplit_once(':').map_or("latest", |(_, t)| t);
-        let image = build_image(&spec, &dir.join("layout"), tag).expect("build image");
-        let dest = format!("{}/{repo_tag}", self.registry.addr());
-        let options = PushOptions {
-            all: image.manifests.len() > 1,
-            ..PushOptions::default()
-        };
-        skopeo::push(&image, &dest, &options).await.expect("push");
-        image
+        self.registry.push_image(spec, repo_tag).await.expect("push")
     }
 }
 
@@ -86,4 +69,21 @@ pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, 
         return Err(format!("status {}", response.status()));
     }
     response.bytes().await.map_err(|e| e.to_string())
+}
+
+/// [`fetch`] by `clients` clients at once; their results in order.
+pub async fn fetch_at_once(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+) -> Vec<Result<bytes::Bytes, String>> {
+    let pulls = (0..clients).map(|_| {
+        let (client, url) = (client.clone(), url.to_string());
+        tokio::spawn(async move { fetch(&client, &url).await })
+    });
+    futures::future::join_all(pulls)
+        .await
+        .into_iter()
+        .map(|pull| pull.expect("fetch task"))
+        .collect()
 }

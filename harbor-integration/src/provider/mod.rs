@@ -138,10 +138,7 @@ async fn create_oapi<B: PreheatBackend>(
     headers: HeaderMap,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ProviderError> {
-    authorize(&shared, &headers)?;
-    let payload = body(&shared, payload)?;
-    let request = oapi::parse(&payload).map_err(ProviderError::BadRequest)?;
-    let job = shared.backend.create(request).await?;
+    let job = create(&shared, &headers, payload, oapi::parse).await?;
     tracing::info!(job = job.id, url = %job.origin.url, scope = job.origin.scope.as_str(), "Harbor preheat queued");
     Ok(Json(oapi::JobResponse::from(&job)))
 }
@@ -151,12 +148,8 @@ async fn get_oapi<B: PreheatBackend>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ProviderError> {
-    authorize(&shared, &headers)?;
-    let id = job_id(&id)?;
-    match shared.backend.job(id).await? {
-        Some(job) => Ok(Json(oapi::JobResponse::from(&job))),
-        None => Err(ProviderError::NotFound(format!("job {id}"))),
-    }
+    let job = find(&shared, &headers, &id).await?;
+    Ok(Json(oapi::JobResponse::from(&job)))
 }
 
 async fn create_legacy<B: PreheatBackend>(
@@ -164,10 +157,7 @@ async fn create_legacy<B: PreheatBackend>(
     headers: HeaderMap,
     payload: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ProviderError> {
-    authorize(&shared, &headers)?;
-    let payload = body(&shared, payload)?;
-    let request = legacy::parse(&payload).map_err(ProviderError::BadRequest)?;
-    let job = shared.backend.create(request).await?;
+    let job = create(&shared, &headers, payload, legacy::parse).await?;
     tracing::info!(job = job.id, url = %job.origin.url, "Harbor (Dragonfly 1.x API) preheat queued");
     Ok(Json(legacy::Created::from(&job)))
 }
@@ -177,10 +167,34 @@ async fn get_legacy<B: PreheatBackend>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ProviderError> {
-    authorize(&shared, &headers)?;
-    let id = job_id(&id)?;
-    match shared.backend.job(id).await? {
-        Some(job) => Ok(Json(legacy::Status::from(&job))),
-        None => Err(ProviderError::NotFound(format!("job {id}"))),
-    }
+    let job = find(&shared, &headers, &id).await?;
+    Ok(Json(legacy::Status::from(&job)))
+}
+
+/// Authorises the caller, reads the request with the API's `parse` and queues the preheat.
+async fn create<B: PreheatBackend>(
+    shared: &Shared<B>,
+    headers: &HeaderMap,
+    payload: Result<Bytes, BytesRejection>,
+    parse: fn(&[u8]) -> Result<PreheatRequest, String>,
+) -> Result<ProviderJob, ProviderError> {
+    authorize(shared, headers)?;
+    let payload = body(shared, payload)?;
+    let request = parse(&payload).map_err(ProviderError::BadRequest)?;
+    shared.backend.create(request).await
+}
+
+/// Authorises the caller and finds the job `raw` names.
+async fn find<B: PreheatBackend>(
+    shared: &Shared<B>,
+    headers: &HeaderMap,
+    raw: &str,
+) -> Result<ProviderJob, ProviderError> {
+    authorize(shared, headers)?;
+    let id = job_id(raw)?;
+    shared
+        .backend
+        .job(id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("job {id}")))
 }

@@ -2,14 +2,17 @@
 //! distinct loopback addresses standing for hosts in racks.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use damselfly_test_support::agent::{Agent, AgentOptions};
-use damselfly_test_support::edge::{Edge, EdgeOptions, Metrics};
-use damselfly_test_support::image::{build_image, BuiltImage, ImageSpec};
+use damselfly_test_support::edge::{Edge, EdgeOptions};
+use damselfly_test_support::image::{BuiltImage, ImageSpec};
+use damselfly_test_support::metrics::Metrics;
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PullOptions, PushOptions};
+use damselfly_test_support::skopeo::{self, PullOptions};
+use tokio::task::JoinHandle;
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -49,26 +52,12 @@ impl Region {
     ) -> Region {
         let registry = Registry::start(registry_options).await.expect("registry");
         let proxy = FaultProxy::start(&registry.addr()).await.expect("proxy");
-        let mut options = EdgeOptions::new(proxy.url());
-        options.extra_toml = format!(
-            "[[upstreams]]\nregistry = \"{}\"\nurl = \"{}\"\n{edge_toml}\n",
-            registry.addr(),
-            proxy.url()
-        );
+        let mut options = EdgeOptions::for_registry(&registry.addr(), &proxy.url());
+        options.extra_toml.push_str(edge_toml);
         let edge = Edge::start(&edge_binary(), options).await.expect("edge");
         let mut agents = Vec::new();
         for (i, rack) in racks.iter().enumerate() {
-            let options = AgentOptions {
-                ip: format!("127.0.0.{}", i + 2),
-                edges: vec![edge.url()],
-                upstream: registry.url(),
-                location: rack.to_string(),
-                extra_toml: format!(
-                    "[[registries]]\nregistry = \"{}\"\nurl = \"{}\"\n",
-                    registry.addr(),
-                    registry.url()
-                ),
-            };
+            let options = AgentOptions::host(i, rack, edge.url(), &registry);
             agents.push(Agent::start(agent_binary(), options).await.expect("agent"));
         }
         Region {
@@ -80,46 +69,39 @@ impl Region {
         }
     }
 
-    pub async fn push(&self, spec: ImageSpec, repo_tag: &str, creds: Option<(String, String)>) -> BuiltImage {
-        let layout = self.work.path().join(repo_tag.replace(['/', ':'], "_"));
-        let tag = repo_tag.rsplit_once(':').map_or("latest", |(_, t)| t);
-        let image = build_image(&spec, &layout, tag).expect("build image");
-        let options = PushOptions {
-            all: image.manifests.len() > 1,
-            creds,
-            ..PushOptions::default()
-        };
-        skopeo::push(&image, &format!("{}/{repo_tag}", self.registry.addr()), &options)
-            .await
-            .expect("push");
-        image
+    /// Builds `spec` and pushes it to `repo_tag` (with the registry's credentials, if any).
+    pub async fn push(&self, spec: ImageSpec, repo_tag: &str) -> BuiltImage {
+        self.registry.push_image(spec, repo_tag).await.expect("push")
+    }
+
+    /// [`Region::pull_via`] without credentials, on a task of its own: it goes on while the
+    /// test kills an agent or the edge.
+    pub fn spawn_pull(&self, i: usize, repo_tag: &str) -> JoinHandle<anyhow::Result<String>> {
+        tokio::spawn(self.pull_via(i, repo_tag, None))
     }
 
     /// skopeo pull of `repo_tag` with agent `i` as the mirror; returns the manifest digest.
-    pub async fn pull_via(
+    pub fn pull_via(
         &self,
         i: usize,
         repo_tag: &str,
         creds: Option<(String, String)>,
-    ) -> anyhow::Result<String> {
+    ) -> impl Future<Output = anyhow::Result<String>> + Send + 'static {
         let out = self
             .work
             .path()
             .join(format!("pull-{i}-{}", repo_tag.replace(['/', ':'], "_")));
-        let reference = format!("{}/{repo_tag}", self.registry.addr());
+        let registry = self.registry.addr();
+        let reference = format!("{registry}/{repo_tag}");
+        let mirror = self.agents[i].addr().to_string();
         let options = PullOptions {
             creds,
             ..PullOptions::default()
         };
-        let pulled = skopeo::pull_via_mirror(
-            &self.registry.addr(),
-            self.agents[i].addr(),
-            &reference,
-            &out,
-            &options,
-        )
-        .await?;
-        Ok(pulled.manifest_digest)
+        async move {
+            let pulled = skopeo::pull_via_mirror(&registry, &mirror, &reference, &out, &options).await?;
+            Ok(pulled.manifest_digest)
+        }
     }
 
     pub async fn agent_metrics(&self) -> Vec<Metrics> {
@@ -141,4 +123,10 @@ impl Region {
 
 pub fn sum(metrics: &[Metrics], name: &str, labels: &[&str]) -> f64 {
     metrics.iter().map(|m| m.sum(name, labels)).sum()
+}
+
+/// Bytes the agents downloaded from `source` (`peer`, `edge` or `origin`).
+pub fn downloaded_from(metrics: &[Metrics], source: &str) -> f64 {
+    let label = format!("source=\"{source}\"");
+    sum(metrics, "damselfly_agent_download_bytes_total", &[&label])
 }

@@ -8,22 +8,25 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use damselfly_test_support::daemon::{Daemon, DaemonSpec};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
-use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
+use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::net::{free_addr_on, loopback_client};
 use damselfly_test_support::poll::{poll_until, Probe};
-use damselfly_test_support::process::ChildGuard;
-use damselfly_test_support::skopeo::{self, PushOptions};
+use damselfly_test_support::proxy::FaultProxy;
+use damselfly_test_support::registry::{Registry, RegistryOptions};
+use http::StatusCode;
 use serde_json::Value;
 
 pub const WEBHOOK_TOKEN: &str = "registry-webhook-token-1";
 pub const EDGE_TOKEN: &str = "edge-warm-token-0123456789";
 pub const HARBOR_AUTH: &str = "Bearer wh-7f3c9a1e2b";
 pub const MIB: u64 = 1024 * 1024;
+/// The content type of Distribution's notifications.
+pub const DISTRIBUTION_EVENTS: &str = "application/vnd.docker.distribution.events.v1+json";
 
 /// Every modern manifest type, for pulling through an edge.
 pub const MANIFEST_ACCEPT: [&str; 4] = [
@@ -54,11 +57,29 @@ pub fn edge_binary() -> PathBuf {
     path
 }
 
+/// A registry holding one image, pushed to `repo_tag`.
+pub async fn registry_with(spec: ImageSpec, repo_tag: &str) -> (Registry, BuiltImage) {
+    let registry = Registry::start(RegistryOptions::default())
+        .await
+        .expect("registry");
+    let image = registry.push_image(spec, repo_tag).await.expect("push");
+    (registry, image)
+}
+
 /// An edge with the warm API enabled, fetching from `upstream_url`.
 pub async fn start_edge(upstream_url: &str) -> Edge {
     let mut options = EdgeOptions::new(upstream_url);
     options.warm_token = Some(EDGE_TOKEN.into());
     Edge::start(&edge_binary(), options).await.expect("edge starts")
+}
+
+/// An edge whose way to `registry` fails every blob download until the returned proxy's
+/// faults are cleared: a job warming it is stuck retrying.
+pub async fn edge_behind_failing_origin(registry: &Registry) -> (FaultProxy, Edge) {
+    let origin = FaultProxy::start(&registry.addr()).await.unwrap();
+    origin.fail_blobs(1_000_000, StatusCode::SERVICE_UNAVAILABLE);
+    let edge = start_edge(&origin.url()).await;
+    (origin, edge)
 }
 
 /// What the generated preheater config contains.
@@ -77,13 +98,24 @@ pub struct PreheaterSetup {
     pub jobs: String,
 }
 
+impl PreheaterSetup {
+    /// Pushes to `registry` warm `edges` (`(region, url)`).
+    pub fn new(registry: &Registry, edges: &[(&str, String)]) -> PreheaterSetup {
+        PreheaterSetup {
+            edges: edges
+                .iter()
+                .map(|(region, url)| (region.to_string(), url.clone()))
+                .collect(),
+            registries: vec![(registry.addr(), registry.url())],
+            ..PreheaterSetup::default()
+        }
+    }
+}
+
 /// The preheater binary on a fixed address and data directory (so it can be restarted).
 pub struct Preheater {
     pub addr: SocketAddr,
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
-    child: Option<ChildGuard>,
-    name: String,
+    daemon: Daemon,
 }
 
 impl Preheater {
@@ -126,118 +158,64 @@ impl Preheater {
             "[jobs]\n{}\n[server]\nshutdown_grace_secs = 2\n",
             setup.jobs
         ));
-        let config_path = dir.path().join("preheater.toml");
-        std::fs::write(&config_path, text).expect("write config");
-        let mut p = Preheater {
-            addr,
-            dir,
-            config_path,
-            child: None,
+        let spec = DaemonSpec {
             name: name.into(),
+            binary: env!("CARGO_BIN_EXE_preheater").into(),
+            log_filter: "info,damselfly_preheater=debug".into(),
+            url: format!("http://{addr}"),
         };
-        p.launch().await.expect("preheater starts");
-        p
-    }
-
-    async fn launch(&mut self) -> Result<()> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_preheater"));
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .env("DAMSELFLY_LOG", "info,damselfly_preheater=debug");
-        let mut child = ChildGuard::spawn_logged(&self.name, cmd, self.dir.path())?;
-        let client = loopback_client()?;
-        let url = format!("{}/readyz", self.url());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            child.ensure_running()?;
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("preheater did not become ready; log:\n{}", child.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.child = Some(child);
-        Ok(())
+        let daemon = Daemon::start(spec, dir, &text).await.expect("preheater starts");
+        Preheater { addr, daemon }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.daemon.url().to_string()
     }
 
     pub fn log_tail(&self) -> String {
-        self.child.as_ref().map(|c| c.log_tail()).unwrap_or_default()
+        self.daemon.log_tail()
     }
 
     /// SIGKILL: no chance to tidy up.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill preheater");
-        }
+        self.daemon.kill().expect("kill preheater");
     }
 
     /// SIGTERM, then waits for a clean exit.
     pub async fn terminate(&mut self, within: Duration) {
-        let mut child = self.child.take().expect("preheater running");
-        let pid = child.pid().expect("pid");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        poll_until("preheater exit after SIGTERM", within, || {
-            let running = child.is_running();
-            async move {
-                Ok(if running {
-                    Probe::NotYet("still running".into())
-                } else {
-                    Probe::Ready(())
-                })
-            }
-        })
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}
-log:
-{}",
-                child.log_tail()
-            )
-        });
-        let log = child.log_tail();
+        self.daemon
+            .terminate(within)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", self.log_tail()));
+        let log = self.log_tail();
         assert!(log.contains("shutting down"), "{log}");
         assert!(!log.contains("panicked"), "{log}");
     }
 
     /// Starts the killed process again on the same address, config and data.
     pub async fn start_again(&mut self) {
-        self.launch().await.expect("preheater restarts");
+        self.daemon.start_again().await.expect("preheater restarts");
     }
 
     pub async fn job(&self, id: &str) -> Value {
-        let r = loopback_client()
-            .unwrap()
-            .get(format!("{}/api/v1/jobs/{id}", self.url()))
-            .send()
-            .await
-            .expect("GET job");
+        let r = self.get(&format!("/api/v1/jobs/{id}")).await;
         assert_eq!(r.status(), 200, "GET job {id}");
         r.json().await.expect("job JSON")
     }
 
     pub async fn jobs(&self) -> Vec<Value> {
-        let r = loopback_client()
-            .unwrap()
-            .get(format!("{}/api/v1/jobs?limit=1000", self.url()))
-            .send()
-            .await
-            .expect("GET jobs");
+        let r = self.get("/api/v1/jobs?limit=1000").await;
         let body: Value = r.json().await.expect("jobs JSON");
         body["jobs"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        loopback_client()
+            .unwrap()
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// `POST /api/v1/jobs {"image": ...}`; returns the job id.
@@ -256,23 +234,9 @@ log:
 
     /// Polls until the job is finished; returns it.
     pub async fn wait_job(&self, id: &str, timeout: Duration) -> Value {
-        let url = format!("{}/api/v1/jobs/{id}", self.url());
-        let client = loopback_client().unwrap();
-        poll_until(&format!("job {id}"), timeout, || {
-            let request = client.get(&url).send();
-            async move {
-                let job: Value = match request.await {
-                    Ok(r) => r.json().await.unwrap_or(Value::Null),
-                    Err(e) => return Ok(Probe::NotYet(e.to_string())),
-                };
-                Ok(match job["state"].as_str() {
-                    Some("succeeded" | "failed") => Probe::Ready(job),
-                    other => Probe::NotYet(format!("state {other:?}")),
-                })
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\npreheater log:\n{}", self.log_tail()))
+        wait_job_at(&self.url(), id, timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\npreheater log:\n{}", self.log_tail()))
     }
 
     pub async fn post(
@@ -282,18 +246,60 @@ log:
         auth: Option<&str>,
         body: Vec<u8>,
     ) -> (u16, Value) {
-        let mut request = loopback_client()
-            .unwrap()
-            .post(format!("{}{path}", self.url()))
-            .header("content-type", content_type)
-            .body(body);
-        if let Some(auth) = auth {
-            request = request.header("authorization", auth);
-        }
-        let r = request.send().await.expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        post(&format!("{}{path}", self.url()), content_type, auth, body).await
     }
+
+    /// Delivers a Distribution notification, as the registry does.
+    pub async fn notify(&self, envelope: Vec<u8>) -> (u16, Value) {
+        let auth = format!("Bearer {WEBHOOK_TOKEN}");
+        self.post(
+            "/webhooks/distribution",
+            DISTRIBUTION_EVENTS,
+            Some(&auth),
+            envelope,
+        )
+        .await
+    }
+}
+
+/// POSTs `body` to `url`; the status and the JSON answer (`null` if there is none).
+pub async fn post(
+    url: &str,
+    content_type: &str,
+    auth: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let mut request = loopback_client()
+        .unwrap()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let r = request.send().await.expect("POST");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the preheater at `base_url` until job `id` is finished; returns it.
+pub async fn wait_job_at(base_url: &str, id: &str, timeout: Duration) -> Result<Value> {
+    let url = format!("{base_url}/api/v1/jobs/{id}");
+    let client = loopback_client()?;
+    poll_until(&format!("job {id}"), timeout, || {
+        let request = client.get(&url).send();
+        async move {
+            let job: Value = match request.await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(e) => return Ok(Probe::NotYet(e.to_string())),
+            };
+            Ok(match job["state"].as_str() {
+                Some("succeeded" | "failed") => Probe::Ready(job),
+                other => Probe::NotYet(format!("state {other:?}")),
+            })
+        }
+    })
+    .await
 }
 
 /// Polls until `digest` is cached at the edge.
@@ -407,41 +413,32 @@ pub fn tagged_push_envelope(
     media_type: &str,
 ) -> Vec<u8> {
     let template = include_str!("../fixtures/distribution_push_event.json");
-    let original: Value = serde_json::from_str(template).expect("fixture");
-    let mut envelope = original.clone();
-    let event = &mut envelope["events"][0];
-    event["id"] = id.into();
-    event["target"]["mediaType"] = media_type.into();
-    event["target"]["digest"] = digest.into();
-    event["target"]["repository"] = repo.into();
-    event["target"]["tag"] = tag.into();
-    event["target"]["url"] = format!("http://{registry}/v2/{repo}/manifests/{digest}").into();
-    event["request"]["host"] = registry.into();
+    let mut envelope = retargeted(template, id, registry, repo, "manifests", digest);
+    let target = &mut envelope["events"][0]["target"];
+    target["mediaType"] = media_type.into();
+    target["tag"] = tag.into();
     serde_json::to_vec_pretty(&envelope).expect("json")
-}
-
-/// Builds an image (tag `v1`, OCI layout in `dir`) and pushes it to `target` (`host/repo:tag`).
-pub async fn pushed_image(spec: ImageSpec, dir: &Path, target: &str) -> BuiltImage {
-    let image = build_image_async(spec, dir.to_path_buf(), "v1".into())
-        .await
-        .expect("build image");
-    skopeo::push(&image, target, &PushOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("push to {target}: {e:#}"));
-    image
 }
 
 /// A blob push envelope, shaped like `distribution_push_blob_event.json`.
 pub fn blob_push_envelope(id: &str, registry: &str, repo: &str, digest: &str, size: u64) -> Vec<u8> {
     let template = include_str!("../fixtures/distribution_push_blob_event.json");
+    let mut envelope = retargeted(template, id, registry, repo, "blobs", digest);
+    let target = &mut envelope["events"][0]["target"];
+    target["size"] = size.into();
+    target["length"] = size.into();
+    serde_json::to_vec_pretty(&envelope).expect("json")
+}
+
+/// A captured envelope whose one event is `id`, about `digest` (one of the repository's
+/// `objects`: `manifests` or `blobs`) in `registry`'s `repo`.
+fn retargeted(template: &str, id: &str, registry: &str, repo: &str, objects: &str, digest: &str) -> Value {
     let mut envelope: Value = serde_json::from_str(template).expect("fixture");
     let event = &mut envelope["events"][0];
     event["id"] = id.into();
     event["target"]["digest"] = digest.into();
-    event["target"]["size"] = size.into();
-    event["target"]["length"] = size.into();
     event["target"]["repository"] = repo.into();
-    event["target"]["url"] = format!("http://{registry}/v2/{repo}/blobs/{digest}").into();
+    event["target"]["url"] = format!("http://{registry}/v2/{repo}/{objects}/{digest}").into();
     event["request"]["host"] = registry.into();
-    serde_json::to_vec_pretty(&envelope).expect("json")
+    envelope
 }

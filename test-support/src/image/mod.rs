@@ -115,6 +115,14 @@ impl BuiltImage {
             .join(digest.trim_start_matches("sha256:"))
     }
 
+    /// The largest blob: the big layer a test is about.
+    pub fn largest_blob(&self) -> &BlobInfo {
+        self.blobs
+            .iter()
+            .max_by_key(|b| b.size)
+            .expect("an image has at least its config blob")
+    }
+
     /// Whether the top object is an image index.
     pub fn is_index(&self) -> bool {
         self.top_media_type == MEDIA_TYPE_INDEX

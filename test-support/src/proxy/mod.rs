@@ -25,6 +25,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use self::forward::Forwarder;
 pub use self::state::RequestRecord;
 use self::state::Shared;
+use crate::net::verbatim_client_builder;
 
 /// A running proxy; shut down, including open connections, on drop.
 #[derive(Debug)]
@@ -47,13 +48,7 @@ impl FaultProxy {
             .await
             .with_context(|| format!("binding fault proxy on {bind_ip}"))?;
         let addr = listener.local_addr().context("reading proxy address")?;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_gzip()
-            .no_brotli()
-            .no_deflate()
-            .no_zstd()
+        let client = verbatim_client_builder()
             .http1_only()
             .connect_timeout(Duration::from_secs(5))
             .build()

@@ -17,9 +17,11 @@ use tempfile::TempDir;
 use self::config::{render, ConfigInputs};
 pub use self::config::{NotificationTarget, AUTH_REALM};
 use crate::htpasswd::write_htpasswd;
+use crate::image::{build_image_async, BuiltImage, ImageSpec};
 use crate::net::{free_addr_on, loopback_client};
 use crate::poll::{poll_until, Probe};
 use crate::process::ChildGuard;
+use crate::skopeo::{self, PushOptions};
 
 /// Debian ships Distribution as `docker-registry`; upstream calls the binary `registry`.
 pub const REGISTRY_BINARY: &str = "docker-registry";
@@ -168,6 +170,27 @@ impl Registry {
     /// Last few KiB of the log, for assertion messages.
     pub fn log_tail(&self) -> String {
         crate::process::read_log_tail(&self.log_path(), crate::process::LOG_TAIL_BYTES)
+    }
+
+    /// Builds `spec` offline and pushes it to `repo:tag` here, every platform of it, with this
+    /// registry's credentials. The image layout is kept as long as the registry.
+    pub async fn push_image(&self, spec: ImageSpec, repo_tag: &str) -> Result<BuiltImage> {
+        let layouts = self.dir.path().join("layouts");
+        std::fs::create_dir_all(&layouts).with_context(|| format!("creating {}", layouts.display()))?;
+        let layout = tempfile::Builder::new()
+            .prefix("layout-")
+            .tempdir_in(&layouts)
+            .context("creating an image layout directory")?
+            .keep();
+        let tag = repo_tag.rsplit_once(':').map_or("latest", |(_, t)| t);
+        let image = build_image_async(spec, layout, tag.to_owned()).await?;
+        let options = PushOptions {
+            all: image.manifests.len() > 1,
+            creds: self.credentials(),
+            ..PushOptions::default()
+        };
+        skopeo::push(&image, &format!("{}/{repo_tag}", self.addr()), &options).await?;
+        Ok(image)
     }
 
     /// Whether the process is currently alive.

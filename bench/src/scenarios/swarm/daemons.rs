@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
-use damselfly_test_support::edge::{scrape, spawn_until_ready, Metrics};
+use damselfly_test_support::daemon::spawn_until_ready;
+use damselfly_test_support::metrics::{scrape, Metrics};
 use damselfly_test_support::process::ChildGuard;
 
 use crate::netns::Host;
@@ -108,18 +109,8 @@ pub async fn edge(
         host.ip,
         dir.path().join("data").display(),
     );
-    let config_path = dir.path().join("edge.toml");
-    std::fs::write(&config_path, config)?;
-    let mut cmd = in_namespace(&host.ns, binary);
-    cmd.arg("--config").arg(&config_path);
-    let (name, log_dir) = logs.apply(&mut cmd, "edge-cache", dir.path());
     let url = format!("http://{}:{EDGE_PORT}", host.ip);
-    let child = spawn_until_ready(&name, cmd, &log_dir, &format!("{url}/readyz")).await?;
-    Ok(Daemon {
-        url,
-        _child: child,
-        _dir: dir,
-    })
+    start_damselfly(host, binary, "edge-cache", dir, &config, logs, url).await
 }
 
 /// What an agent needs to know besides its host.
@@ -149,12 +140,26 @@ pub async fn agent(host: &Host, name: &str, setup: &AgentSetup<'_>) -> Result<Da
         data = dir.path().join("data").display(),
         extra = setup.extra_toml,
     );
-    let config_path = dir.path().join("agent.toml");
-    std::fs::write(&config_path, config)?;
-    let mut cmd = in_namespace(&host.ns, setup.binary);
-    cmd.arg("--config").arg(&config_path);
-    let (log_name, log_dir) = setup.logs.apply(&mut cmd, name, dir.path());
     let url = format!("http://{}:{MIRROR_PORT}", host.ip);
+    start_damselfly(host, setup.binary, name, dir, &config, setup.logs, url).await
+}
+
+/// Writes `config` to `<dir>/<name>.toml` and runs the Damselfly daemon `binary` on it in
+/// `host`'s namespace, until it answers on `url`'s `/readyz`.
+async fn start_damselfly(
+    host: &Host,
+    binary: &Path,
+    name: &str,
+    dir: tempfile::TempDir,
+    config: &str,
+    logs: Logs<'_>,
+    url: String,
+) -> Result<Daemon> {
+    let config_path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&config_path, config)?;
+    let mut cmd = in_namespace(&host.ns, binary);
+    cmd.arg("--config").arg(&config_path);
+    let (log_name, log_dir) = logs.apply(&mut cmd, name, dir.path());
     let child = spawn_until_ready(&log_name, cmd, &log_dir, &format!("{url}/readyz")).await?;
     Ok(Daemon {
         url,

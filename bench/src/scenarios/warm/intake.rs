@@ -49,7 +49,7 @@ pub async fn run(
         .flat_map(|k| std::iter::repeat_n(k, args.duplicates))
         .collect();
     let client = loopback_client()?;
-    let url = format!("{}/webhooks/distribution", preheater.url);
+    let url = format!("{}/webhooks/distribution", preheater.url());
     let auth = format!("Bearer {WEBHOOK_TOKEN}");
     eprintln!(
         "intake: {} events × {} deliveries, {} at a time…",
@@ -174,7 +174,7 @@ pub async fn run(
 async fn wait_jobs_finished(
     preheater: &Preheater,
     events: usize,
-) -> Result<damselfly_test_support::edge::Metrics> {
+) -> Result<damselfly_test_support::metrics::Metrics> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let m = preheater.metrics().await?;

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use damselfly_test_support::edge::{spawn_until_ready, Edge, EdgeOptions, Metrics};
+use damselfly_test_support::daemon::{Daemon, DaemonSpec};
+use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
+use damselfly_test_support::metrics::Metrics;
 use damselfly_test_support::net::{free_addr_on, loopback_client};
-use damselfly_test_support::process::ChildGuard;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
 use damselfly_test_support::skopeo::{self, PushOptions};
 use serde_json::json;
@@ -206,9 +207,7 @@ async fn warm_state(client: &reqwest::Client, edge: &str, digest: &str) -> Resul
 
 /// The preheater binary with its production defaults, except the addresses and tokens.
 pub struct Preheater {
-    url: String,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
+    daemon: Daemon,
 }
 
 impl Preheater {
@@ -229,20 +228,21 @@ impl Preheater {
             registry.addr(),
             registry.url()
         ));
-        let path = dir.path().join("preheater.toml");
-        std::fs::write(&path, config)?;
-        let mut cmd = std::process::Command::new(binary);
-        cmd.arg("--config").arg(&path).env("DAMSELFLY_LOG", "warn");
-        let url = format!("http://{addr}");
-        let child = spawn_until_ready("preheater", cmd, dir.path(), &format!("{url}/readyz")).await?;
-        Ok(Preheater {
-            url,
-            _child: child,
-            _dir: dir,
-        })
+        let spec = DaemonSpec {
+            name: "preheater".into(),
+            binary: binary.to_path_buf(),
+            log_filter: "warn".into(),
+            url: format!("http://{addr}"),
+        };
+        let daemon = Daemon::start(spec, dir, &config).await?;
+        Ok(Preheater { daemon })
+    }
+
+    fn url(&self) -> &str {
+        self.daemon.url()
     }
 
     async fn metrics(&self) -> Result<Metrics> {
-        damselfly_test_support::edge::scrape(&format!("{}/metrics", self.url)).await
+        self.daemon.metrics().await
     }
 }

@@ -1,0 +1,145 @@
+//! A Damselfly daemon (edge cache, peer agent, preheater) as a real process: started from its
+//! binary on a generated config file in a directory of its own, ready once `/readyz` answers,
+//! killed and started again on the same config and data, or stopped with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tempfile::TempDir;
+
+use crate::metrics::{scrape, Metrics};
+use crate::net::loopback_client;
+use crate::poll::{poll_until, Probe};
+use crate::process::{read_log_tail, ChildGuard, LOG_TAIL_BYTES};
+
+/// How long a daemon may take to answer `/readyz` after spawning.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DaemonSpec {
+    /// Names the process in messages, and its config file and log in its directory.
+    pub name: String,
+    pub binary: PathBuf,
+    /// `DAMSELFLY_LOG`, e.g. `info,damselfly_edge=debug`.
+    pub log_filter: String,
+    /// Where it serves `/readyz` and `/metrics` (`http://ip:port`).
+    pub url: String,
+}
+
+pub struct Daemon {
+    spec: DaemonSpec,
+    config_path: PathBuf,
+    child: Option<ChildGuard>,
+    // Declared last so the process is gone before its directory is removed.
+    dir: TempDir,
+}
+
+impl Daemon {
+    /// Writes `config` into `dir` (which the config may name, say as its data directory) and
+    /// starts the daemon on it.
+    pub async fn start(spec: DaemonSpec, dir: TempDir, config: &str) -> Result<Daemon> {
+        let config_path = dir.path().join(format!("{}.toml", spec.name));
+        std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
+        let mut daemon = Daemon {
+            spec,
+            config_path,
+            child: None,
+            dir,
+        };
+        daemon.start_again().await?;
+        Ok(daemon)
+    }
+
+    /// Starts the process again on the same config and data (killing it first if it runs).
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.kill()?;
+        let mut cmd = Command::new(&self.spec.binary);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .env("DAMSELFLY_LOG", &self.spec.log_filter);
+        let ready = format!("{}/readyz", self.spec.url);
+        self.child = Some(spawn_until_ready(&self.spec.name, cmd, self.dir.path(), &ready).await?);
+        Ok(())
+    }
+
+    pub fn url(&self) -> &str {
+        &self.spec.url
+    }
+
+    /// The daemon's own directory (config, log, and whatever the config puts there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The end of its log, over every start so far.
+    pub fn log_tail(&self) -> String {
+        read_log_tail(
+            &self.dir.path().join(format!("{}.log", self.spec.name)),
+            LOG_TAIL_BYTES,
+        )
+    }
+
+    /// SIGKILL: no chance to tidy up, as a host dying would.
+    pub fn kill(&mut self) -> Result<()> {
+        match self.child.take() {
+            Some(mut child) => child.kill(),
+            None => Ok(()),
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit on its own.
+    pub async fn terminate(&mut self, within: Duration) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} is not running", self.spec.name)
+        };
+        let pid = child.pid().context("no pid")?;
+        let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let what = format!("{} to exit after SIGTERM", self.spec.name);
+        poll_until(&what, within, || {
+            let running = child.is_running();
+            async move {
+                Ok(if running {
+                    Probe::NotYet("still running".into())
+                } else {
+                    Probe::Ready(())
+                })
+            }
+        })
+        .await
+    }
+
+    pub async fn metrics(&self) -> Result<Metrics> {
+        scrape(&format!("{}/metrics", self.spec.url)).await
+    }
+}
+
+/// Spawns a Damselfly daemon and waits until `ready_url` answers 2xx (failing at once, with
+/// its log, if it exits first).
+pub async fn spawn_until_ready(
+    name: &str,
+    cmd: Command,
+    log_dir: &Path,
+    ready_url: &str,
+) -> Result<ChildGuard> {
+    let mut child = ChildGuard::spawn_logged(name, cmd, log_dir)?;
+    let client = loopback_client()?;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        child.ensure_running()?;
+        if let Ok(r) = client.get(ready_url).send().await {
+            if r.status().is_success() {
+                return Ok(child);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{name} did not become ready; log:\n{}", child.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
