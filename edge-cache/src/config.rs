@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{redact, redact_url, ConfigError, Overrides};
+use damselfly_server::config::{LogConfig, redact, redact_url, ConfigError, Overrides};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -95,11 +95,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Listeners: header and request time, connections, concurrency, drain on shutdown.
     pub server: ServerConfig,
-    /// `text` or `json`.
-    pub log_format: String,
-    /// OTLP/HTTP collector for traces (`http://collector:4318`); unset: the standard
-    /// `OTEL_EXPORTER_OTLP_*` variables, else no export.
-    pub otlp_endpoint: Option<String>,
+    /// Logs and traces.
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,8 +221,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
-            log_format: "text".into(),
-            otlp_endpoint: None,
+            log: LogConfig::default(),
         }
     }
 }
@@ -313,22 +309,18 @@ impl DaemonConfig for Config {
         if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("warm_token must be at least 16 characters".into());
         }
-        damselfly_server::logging::check_format(&self.log_format).map_err(ConfigError::Invalid)?;
-        if let Some(url) = &self.otlp_endpoint {
-            check_url(url)?;
-        }
         if self.limits.piece_sends == 0 {
             return invalid("limits.piece_sends must be > 0".into());
         }
-        self.server.validate()
+        Ok(())
     }
 
-    fn log_format(&self) -> &str {
-        &self.log_format
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
-    fn otlp_endpoint(&self) -> Option<&str> {
-        self.otlp_endpoint.as_deref()
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
 
     fn redacted(&self) -> Self {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use damselfly_core::Location;
 use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{ConfigError, Overrides};
+use damselfly_server::config::{LogConfig, ConfigError, Overrides};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -107,11 +107,8 @@ pub struct Config {
     pub upload: UploadConfig,
     /// Listeners: header and request time, connections, concurrency, drain on shutdown.
     pub server: ServerConfig,
-    /// `text` or `json`.
-    pub log_format: String,
-    /// OTLP/HTTP collector for traces (`http://collector:4318`); unset: the standard
-    /// `OTEL_EXPORTER_OTLP_*` variables, else no export.
-    pub otlp_endpoint: Option<String>,
+    /// Logs and traces.
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,8 +172,7 @@ impl Default for Config {
                 max_concurrent_requests: 512,
                 ..ServerConfig::default()
             },
-            log_format: "text".into(),
-            otlp_endpoint: None,
+            log: LogConfig::default(),
         }
     }
 }
@@ -234,7 +230,6 @@ impl DaemonConfig for Config {
             .edges
             .iter()
             .chain(self.upstream.iter())
-            .chain(self.otlp_endpoint.iter())
             .chain(self.registries.iter().map(|r| &r.url))
         {
             match reqwest::Url::parse(url) {
@@ -248,16 +243,15 @@ impl DaemonConfig for Config {
         {
             return invalid("download.concurrent_pieces, per_parent and window must be > 0".into());
         }
-        damselfly_server::logging::check_format(&self.log_format).map_err(ConfigError::Invalid)?;
-        self.server.validate()
+        Ok(())
     }
 
-    fn log_format(&self) -> &str {
-        &self.log_format
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
-    fn otlp_endpoint(&self) -> Option<&str> {
-        self.otlp_endpoint.as_deref()
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
 
     /// Nothing secret: the agent holds no credentials of its own.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{redact, redact_url, ConfigError, Overrides, REDACTED};
+use damselfly_server::config::{LogConfig, redact, redact_url, ConfigError, Overrides, REDACTED};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -87,9 +87,6 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub redis: Option<String>,
-    /// OTLP/HTTP collector for traces (e.g. http://otel-collector:4318); unset: no export.
-    #[arg(long, env = "DAMSELFLY_PREHEATER_OTLP_ENDPOINT", value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
     /// Token Harbor's P2P provider instance presents as `Authorization: Bearer <token>` on the
     /// provider API (auth mode OAUTH; repeatable; adds to the file's `harbor.provider_tokens`).
     #[arg(
@@ -139,9 +136,6 @@ pub struct Config {
     pub redis: Option<String>,
     /// Key prefix in Redis, so several preheater clusters can share one Redis.
     pub redis_prefix: String,
-    /// OTLP/HTTP collector for traces (`http://collector:4318`; `/v1/traces` is appended when
-    /// the URL has no path). Unset: spans only shape the logs.
-    pub otlp_endpoint: Option<String>,
     pub jobs: JobsConfig,
     pub warm: WarmConfig,
     pub dedupe: DedupeConfig,
@@ -151,8 +145,8 @@ pub struct Config {
     /// Listeners: header and request time, connections, concurrency, drain on shutdown (which
     /// running jobs get too).
     pub server: ServerConfig,
-    /// `text` or `json`.
-    pub log_format: String,
+    /// Logs and traces.
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,7 +282,6 @@ impl Default for Config {
             platforms: Vec::new(),
             redis: None,
             redis_prefix: "damselfly:preheater:".into(),
-            otlp_endpoint: None,
             jobs: JobsConfig::default(),
             warm: WarmConfig::default(),
             dedupe: DedupeConfig::default(),
@@ -301,7 +294,7 @@ impl Default for Config {
                 max_concurrent_requests: 256,
                 ..ServerConfig::default()
             },
-            log_format: "text".into(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -400,7 +393,6 @@ impl Cli {
             .set("harbor_auth", self.harbor_auth.as_ref())
             .set("api_token", self.api_token.as_ref())
             .set("redis", self.redis.as_ref())
-            .set("otlp_endpoint", self.otlp_endpoint.as_ref())
             .append("harbor.provider_tokens", &self.harbor_provider_tokens, None)
             .append("harbor.provider_basic", &self.harbor_provider_basic, None);
         Ok(o)
@@ -462,9 +454,6 @@ impl DaemonConfig for Config {
         if let Some(url) = &self.redis {
             check_url(url, &["redis", "rediss", "unix", "redis+unix"])?;
         }
-        if let Some(url) = &self.otlp_endpoint {
-            check_url(url, &["http", "https"])?;
-        }
         for (name, token) in [
             ("webhook_token", &self.webhook_token),
             ("edge_token", &self.edge_token),
@@ -501,7 +490,6 @@ impl DaemonConfig for Config {
                 ));
             }
         }
-        damselfly_server::logging::check_format(&self.log_format).map_err(ConfigError::Invalid)?;
         let positive = [
             ("jobs.workers", self.jobs.workers as u64),
             ("jobs.resolve_attempts", self.jobs.resolve_attempts.into()),
@@ -527,15 +515,15 @@ impl DaemonConfig for Config {
         {
             return invalid("warm: *_max_ms must be >= the matching *_initial_ms".into());
         }
-        self.server.validate()
+        Ok(())
     }
 
-    fn log_format(&self) -> &str {
-        &self.log_format
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
-    fn otlp_endpoint(&self) -> Option<&str> {
-        self.otlp_endpoint.as_deref()
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
 
     fn redacted(&self) -> Config {

@@ -40,7 +40,7 @@ async fn a_push_is_one_trace_from_webhook_to_edge_warms() {
         registry_with(ImageSpec::new("preheat-otel", vec![MIB / 2]), "demo/otel:v1").await;
     let edge = start_edge(&registry.url()).await;
     let mut preheater = Preheater::start(&PreheaterSetup {
-        extra_top: format!("otlp_endpoint = \"{collector_url}\"\n"),
+        extra_top: format!("log.otlp_endpoint = \"{collector_url}\"\n"),
         ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
     })
     .await;

@@ -1,4 +1,4 @@
-//! Flags every daemon has: `--config`, `--log-format`, `--check-config`.
+//! Flags every daemon has: `--config`, `--log-format`, `--otlp-endpoint`, `--check-config`.
 
 use std::path::PathBuf;
 
@@ -15,6 +15,9 @@ pub struct CommonArgs {
     /// Log format: `text` or `json`.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// OTLP/HTTP collector for traces (e.g. http://otel-collector:4318).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Validate the configuration, print it with every secret redacted, and exit (non-zero when
     /// invalid).
     #[arg(long)]
@@ -30,6 +33,7 @@ pub fn parse<T: Parser>(daemon: &Daemon) -> T {
     let matches = T::command()
         .mut_arg("config", |a| a.env(env("CONFIG")))
         .mut_arg("log_format", |a| a.env(env("LOG_FORMAT")))
+        .mut_arg("otlp_endpoint", |a| a.env(env("OTLP_ENDPOINT")))
         .get_matches();
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

@@ -103,6 +103,44 @@ impl ServerConfig {
     }
 }
 
+/// The `[log]` section of every daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`, on stderr. The level comes from `DAMSELFLY_LOG`, else `RUST_LOG`.
+    pub format: String,
+    /// OTLP/HTTP collector for traces (`http://collector:4318`; `/v1/traces` is appended when
+    /// the URL has no path). Unset: the standard `OTEL_EXPORTER_OTLP_*` variables, else no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log.format must be text or json, not {:?}",
+                self.format
+            )));
+        }
+        match self.otlp_endpoint.as_deref().map(reqwest::Url::parse) {
+            Some(Ok(u)) if !matches!(u.scheme(), "http" | "https") => Err(ConfigError::Invalid(format!(
+                "log.otlp_endpoint {u} is not an http(s) URL"
+            ))),
+            Some(Err(e)) => Err(ConfigError::Invalid(format!("log.otlp_endpoint: {e}"))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Values given as flags, by their dotted key (`cache.quota`), applied over file and environment.
 #[derive(Debug, Default)]
 pub struct Overrides(Vec<(&'static str, Value, Apply)>);

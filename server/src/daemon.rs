@@ -10,20 +10,20 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::cli::CommonArgs;
-use crate::config::{ConfigError, Overrides};
+use crate::config::{ConfigError, LogConfig, Overrides};
+use crate::ServerConfig;
 use crate::logging::Telemetry;
 use crate::Daemon;
 
-/// A daemon's whole configuration.
+/// A daemon's whole configuration: the sections every daemon has, and its own.
 pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
-    /// Checks what the types cannot: ranges, URLs, combinations.
+    /// `[server]`.
+    fn server(&self) -> &ServerConfig;
+    /// `[log]`.
+    fn log(&self) -> &LogConfig;
+    /// Checks what the types cannot in the daemon's own keys: ranges, URLs, combinations (the
+    /// common sections are checked by [`load`]).
     fn validate(&self) -> Result<(), ConfigError>;
-    /// `text` or `json`.
-    fn log_format(&self) -> &str;
-    /// The OTLP/HTTP collector for traces, when configured.
-    fn otlp_endpoint(&self) -> Option<&str> {
-        None
-    }
     /// A copy safe to print: every token, password and credential-bearing URL replaced.
     fn redacted(&self) -> Self;
 }
@@ -35,8 +35,12 @@ pub fn load<C: DaemonConfig>(
     common: &CommonArgs,
     mut flags: Overrides,
 ) -> Result<C, ConfigError> {
-    flags.set("log_format", common.log_format.as_ref());
+    flags
+        .set("log.format", common.log_format.as_ref())
+        .set("log.otlp_endpoint", common.otlp_endpoint.as_ref());
     let config: C = crate::config::load(daemon, common.config.as_deref(), flags)?;
+    config.server().validate()?;
+    config.log().validate()?;
     config.validate()?;
     Ok(config)
 }
@@ -55,11 +59,10 @@ pub fn start<C: DaemonConfig>(
     if common.check_config {
         return Err(crate::config::print_checked(daemon, &config.redacted()));
     }
-    let telemetry =
-        crate::logging::init(daemon, config.log_format(), config.otlp_endpoint()).map_err(|e| {
-            eprintln!("{}: {e}", daemon.name);
-            ExitCode::FAILURE
-        })?;
+    let telemetry = crate::logging::init(daemon, config.log()).map_err(|e| {
+        eprintln!("{}: {e}", daemon.name);
+        ExitCode::FAILURE
+    })?;
     Ok((config, telemetry))
 }
 

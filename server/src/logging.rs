@@ -21,6 +21,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::config::LogConfig;
 use crate::Daemon;
 
 /// Flushes buffered spans when dropped: hold it until the daemon exits.
@@ -36,14 +37,6 @@ impl Drop for Telemetry {
                 eprintln!("{}: flushing traces failed: {e}", self.daemon);
             }
         }
-    }
-}
-
-/// Checks a `log_format` value (for the daemons' config validation).
-pub fn check_format(format: &str) -> Result<(), String> {
-    match format {
-        "text" | "json" => Ok(()),
-        other => Err(format!("log_format must be text or json, not {other:?}")),
     }
 }
 
@@ -67,8 +60,9 @@ fn otlp_from_environment() -> bool {
 }
 
 /// Installs the global subscriber: the filter, text or JSON logs on stderr, and the OTLP/HTTP
-/// exporter when an endpoint is configured (`otlp_endpoint`) or given by the environment.
-pub fn init(daemon: &Daemon, format: &str, otlp_endpoint: Option<&str>) -> Result<Telemetry, String> {
+/// exporter when an endpoint is configured (`log.otlp_endpoint`) or given by the environment.
+pub fn init(daemon: &Daemon, config: &LogConfig) -> Result<Telemetry, String> {
+    let (format, otlp_endpoint) = (config.format.as_str(), config.otlp_endpoint.as_deref());
     let filter = EnvFilter::try_from_env("DAMSELFLY_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
