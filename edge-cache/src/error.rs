@@ -7,6 +7,7 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use damselfly_core::api::TRANSFER_FAILED_HEADER;
 use serde_json::json;
 
 /// An upstream's answer that the client must see as it is (auth challenges, 404s).
@@ -125,9 +126,6 @@ impl EdgeError {
         }
     }
 }
-
-/// Marks an answer about a failed upstream transfer (as opposed to a failing edge).
-pub const TRANSFER_FAILED_HEADER: &str = "x-damselfly-transfer-failed";
 
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {

@@ -3,11 +3,11 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use damselfly_core::api::registry::API_VERSION;
 use damselfly_core::{Digest, PieceLayout, RepositoryName};
 use futures::{Stream, StreamExt};
 
 use super::range;
-use super::registry::API_VERSION;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
@@ -18,7 +18,7 @@ use crate::upstream::Upstream;
 /// Pieces read and decrypted ahead of the one being sent.
 const READ_AHEAD: usize = 2;
 
-pub async fn serve(
+pub(crate) async fn serve(
     state: &AppState,
     upstream: &std::sync::Arc<Upstream>,
     repo: &RepositoryName,
@@ -91,7 +91,7 @@ fn blob_response(
 
 /// The plaintext of `[start, end)`, piece by piece. An error mid-stream aborts the response,
 /// which the client sees as a short body: never as a complete blob.
-pub fn plaintext(
+fn plaintext(
     blob: Blob,
     layout: PieceLayout,
     start: u64,

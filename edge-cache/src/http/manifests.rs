@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use damselfly_core::api::registry::API_VERSION;
 use damselfly_core::{Digest, Reference, RepositoryName};
 use futures::StreamExt;
 
-use super::registry::API_VERSION;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult, UpstreamReply};
 use crate::state::AppState;
@@ -20,7 +20,7 @@ use crate::store::index::TagEntry;
 use crate::store::CachedManifest;
 use crate::upstream::{Upstream, UpstreamRequest};
 
-pub async fn serve(
+pub(crate) async fn serve(
     state: &AppState,
     upstream: &Upstream,
     repo: &RepositoryName,
