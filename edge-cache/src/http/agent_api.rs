@@ -143,7 +143,10 @@ pub(crate) async fn piece(
     let blob = authorised_blob(&state, &digest, &query, &headers).await?;
     let layout = blob.layout().await?;
     if index >= layout.count() {
-        return Err(EdgeError::RangeNotSatisfiable { size: layout.count() });
+        return Err(EdgeError::PieceUnknown {
+            index,
+            count: layout.count(),
+        });
     }
     // A piece still arriving holds no send permit while it is awaited.
     blob.wait_piece(index).await?;
