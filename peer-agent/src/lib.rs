@@ -3,14 +3,15 @@
 //! against the edge's table, streams the blob in order while later pieces are in flight, and
 //! serves its own pieces to other agents. See ARCHITECTURE.md for the data flow.
 
+mod client;
 pub mod config;
 pub mod configure;
 pub mod download;
-pub mod edges;
 pub mod error;
 pub mod get;
 pub mod http;
 pub mod metrics;
+mod request;
 pub mod state;
 pub mod store;
 
@@ -34,19 +35,7 @@ pub async fn serve(
     state: Arc<AgentState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Fetch the edges' ticket key early; uploads also fetch it on demand.
-    let key_state = state.clone();
-    tokio::spawn(async move {
-        for _ in 0..30 {
-            if let Ok(key) = key_state.edges.ticket_key().await {
-                if let Ok(mut k) = key_state.ticket_key.write() {
-                    *k = Some(key);
-                }
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    state.ticket_keys.prefetch();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal_state = state.clone();
     tokio::spawn(async move {

@@ -10,37 +10,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use damselfly_core::{Bitfield, Digest, Location, ParentCandidate, PeerAnnouncement, TaskKey};
-use http::HeaderValue;
+use damselfly_core::api::{ParentCandidate, PeerAnnouncement};
+use damselfly_core::{Bitfield, Digest, Location, TaskKey};
 use tokio::sync::mpsc;
 
+use crate::client::{EdgeClient, PieceClient, TaskInfo};
 use crate::config::DownloadConfig;
-use crate::edges::{Edges, TaskInfo};
 use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
+use crate::request::BlobRequest;
 use crate::store::{LocalTask, PieceStore};
 use picker::{in_swarm, pick, EdgeTurn, Skip, Source};
 
-/// What a caller asked for, kept to re-ask the edges (table refresh, edge failover) and to
-/// reach the origin when the P2P path fails.
-#[derive(Clone)]
-pub struct BlobRequest {
-    /// The task: a blob's digest, or a file's task id.
-    pub digest: Digest,
-    pub origin: TaskOrigin,
-    pub authorization: Option<HeaderValue>,
-}
-
-#[derive(Clone)]
-pub enum TaskOrigin {
-    /// A registry blob in `repo` of the registry `ns` (the default upstream when `None`).
-    Registry { repo: String, ns: Option<String> },
-    /// A plain file (URL normalised), with the sha256 it must have when the caller knows it.
-    File { url: String, expected: Option<Digest> },
-}
-
 pub struct Downloader {
-    pub edges: Arc<Edges>,
+    pub(crate) edges: Arc<EdgeClient>,
+    pub(crate) pieces: Arc<PieceClient>,
     pub store: Arc<PieceStore>,
     pub metrics: Arc<Metrics>,
     pub host_id: String,
@@ -104,7 +88,10 @@ struct Outcome {
 impl Downloader {
     /// Asks an edge for the task (the caller's access is checked there), then joins or starts
     /// the download. Returns the local task to read and the key to open its pieces.
-    pub async fn open(self: &Arc<Self>, request: BlobRequest) -> AgentResult<(Arc<LocalTask>, TaskKey)> {
+    pub(crate) async fn open(
+        self: &Arc<Self>,
+        request: BlobRequest,
+    ) -> AgentResult<(Arc<LocalTask>, TaskKey)> {
         let info = self.edges.task(&request, None, None).await?;
         let (task, created) = self.store.get_or_create(&request.digest, info.table.layout)?;
         let key = info.key.clone();
@@ -359,19 +346,19 @@ impl Downloader {
         source: Source,
         tx: mpsc::Sender<Outcome>,
     ) {
-        let edges = self.edges.clone();
+        let pieces = self.pieces.clone();
         let metrics = self.metrics.clone();
         let ticket = info.ticket.clone();
         let expected = info.table.pieces.get(index as usize).copied();
         let base = match &source {
             Source::Peer { url, .. } => url.clone(),
-            Source::Edge => edges.url(info.edge).to_string(),
+            Source::Edge => self.edges.url(info.edge).to_string(),
         };
         let edge_fetch = (source == Source::Edge).then(|| EdgeFetch::start(&self.edge_in_flight));
         tokio::spawn(async move {
             let result = async {
                 let expected = expected.ok_or_else(|| AgentError::Internal("piece hash unknown".into()))?;
-                let sealed: Bytes = edges.piece(&base, &task.digest, index, &ticket).await?;
+                let sealed: Bytes = pieces.fetch(&base, &task.digest, index, &ticket).await?;
                 let len = sealed.len() as u64;
                 let verified = tokio::task::spawn_blocking(move || -> AgentResult<()> {
                     // Hashed once, as received; stored sealed; decrypted only when streamed.
