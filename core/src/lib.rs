@@ -19,7 +19,6 @@ pub mod seal;
 pub mod size;
 pub mod ticket;
 
-pub use api::{ParentCandidate, PeerAnnouncement, PeerRecord};
 pub use bitfield::Bitfield;
 pub use ct::constant_time_eq;
 pub use digest::{Digest, DigestError, Sha256Stream};

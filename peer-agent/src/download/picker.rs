@@ -16,7 +16,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use damselfly_core::{Bitfield, ParentCandidate};
+use damselfly_core::api::ParentCandidate;
+use damselfly_core::Bitfield;
 use rand::seq::SliceRandom;
 
 use crate::config::DownloadConfig;
