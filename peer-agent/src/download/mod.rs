@@ -198,7 +198,8 @@ impl Downloader {
                 last_table = now;
                 match self.edges.task(request, None, Some(&info.table)).await {
                     Ok(fresh) => *info = fresh,
-                    Err(e @ (AgentError::Refused(_) | AgentError::TransferFailed(_))) => return Err(e),
+                    // Refused, or the edge's own transfer failed: only the origin can do better.
+                    Err(e) if !e.is_retryable() => return Err(e),
                     Err(e) => self.fail_over(info, request, &mut failovers, e).await?,
                 }
             }
@@ -306,11 +307,12 @@ impl Downloader {
                         }
                         tracing::debug!(digest = %task.digest, index = outcome.index, parent = %host_id, error = %e, "piece failed; trying elsewhere");
                     }
+                    // The edge's transfer failed, or this agent cannot store pieces: only the
+                    // origin can do better.
+                    Source::Edge if !e.is_retryable() => return Err(e),
+                    // Down: the next edge. Busy, or one bad piece: the same edge again later.
                     Source::Edge => {
-                        if let AgentError::TransferFailed(_) = e {
-                            return Err(e);
-                        }
-                        if !matches!(e, AgentError::Busy(_) | AgentError::BadRequest(_)) {
+                        if let AgentError::Unavailable(_) = e {
                             self.fail_over(info, request, &mut failovers, e).await?;
                         }
                     }
@@ -363,7 +365,7 @@ impl Downloader {
                 let verified = tokio::task::spawn_blocking(move || -> AgentResult<()> {
                     // Hashed once, as received; stored sealed; decrypted only when streamed.
                     if *Digest::of(&sealed).as_bytes() != expected {
-                        return Err(AgentError::BadRequest(format!(
+                        return Err(AgentError::BadPiece(format!(
                             "piece {index} does not match the table"
                         )));
                     }
@@ -372,7 +374,7 @@ impl Downloader {
                 .await
                 .map_err(|e| AgentError::Internal(e.to_string()))?;
                 if let Err(e) = &verified {
-                    if matches!(e, AgentError::BadRequest(_)) {
+                    if let AgentError::BadPiece(_) = e {
                         metrics
                             .bad_pieces
                             .get_or_create(&crate::metrics::SourceLabels {

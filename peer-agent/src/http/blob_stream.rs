@@ -41,8 +41,7 @@ pub(crate) async fn serve(
     };
     let size = task.layout.size;
     let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
-    let span =
-        parse_range(requested, size).map_err(|_| AgentError::BadRequest("range not satisfiable".into()))?;
+    let span = parse_range(requested, size).map_err(|e| AgentError::RangeNotSatisfiable { size: e.size })?;
     let (start, end) = span.unwrap_or((0, size));
     let cursor = Cursor {
         state: state.clone(),
