@@ -2,6 +2,7 @@
 //! inside a window ahead of the stream), the edge as the parent of last resort, each piece
 //! verified against the edge's table before it is stored, progress announced to the scheduler.
 
+mod fetch;
 mod picker;
 
 use std::collections::HashMap;
@@ -9,9 +10,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use damselfly_core::api::{ParentCandidate, PeerAnnouncement};
-use damselfly_core::{Bitfield, Digest, Location, TaskKey};
+use damselfly_core::{Bitfield, Location, TaskKey};
 use tokio::sync::mpsc;
 
 use crate::client::{EdgeClient, PieceClient, TaskInfo};
@@ -20,6 +20,7 @@ use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
 use crate::request::BlobRequest;
 use crate::store::{LocalTask, PieceStore};
+use fetch::PieceFetch;
 use picker::{in_swarm, pick, EdgeTurn, Skip, Source};
 
 pub struct Downloader {
@@ -288,12 +289,6 @@ impl Downloader {
             let Ok(Some(outcome)) = event else { continue };
             in_flight.remove(&outcome.index);
             if let Err(e) = outcome.result {
-                self.metrics
-                    .piece_failures
-                    .get_or_create(&crate::metrics::SourceLabels {
-                        source: outcome.source.kind(),
-                    })
-                    .inc();
                 match &outcome.source {
                     Source::Peer { host_id, .. } => {
                         // A busy parent is asked again soon (its pieces wait for it); a
@@ -348,47 +343,21 @@ impl Downloader {
         source: Source,
         tx: mpsc::Sender<Outcome>,
     ) {
-        let pieces = self.pieces.clone();
-        let metrics = self.metrics.clone();
-        let ticket = info.ticket.clone();
-        let expected = info.table.pieces.get(index as usize).copied();
-        let base = match &source {
-            Source::Peer { url, .. } => url.clone(),
-            Source::Edge => self.edges.url(info.edge).to_string(),
+        let fetch = PieceFetch {
+            expected: info.table.pieces.get(index as usize).copied(),
+            base: match &source {
+                Source::Peer { url, .. } => url.clone(),
+                Source::Edge => self.edges.url(info.edge).to_string(),
+            },
+            ticket: info.ticket.clone(),
+            source: source.kind(),
+            task,
+            index,
         };
+        let (pieces, metrics) = (self.pieces.clone(), self.metrics.clone());
         let edge_fetch = (source == Source::Edge).then(|| EdgeFetch::start(&self.edge_in_flight));
         tokio::spawn(async move {
-            let result = async {
-                let expected = expected.ok_or_else(|| AgentError::Internal("piece hash unknown".into()))?;
-                let sealed: Bytes = pieces.fetch(&base, &task.digest, index, &ticket).await?;
-                let len = sealed.len() as u64;
-                let verified = tokio::task::spawn_blocking(move || -> AgentResult<()> {
-                    // Hashed once, as received; stored sealed; decrypted only when streamed.
-                    if *Digest::of(&sealed).as_bytes() != expected {
-                        return Err(AgentError::BadPiece(format!(
-                            "piece {index} does not match the table"
-                        )));
-                    }
-                    task.write_piece(index, &sealed)
-                })
-                .await
-                .map_err(|e| AgentError::Internal(e.to_string()))?;
-                if let Err(e) = &verified {
-                    if let AgentError::BadPiece(_) = e {
-                        metrics
-                            .bad_pieces
-                            .get_or_create(&crate::metrics::SourceLabels {
-                                source: source.kind(),
-                            })
-                            .inc();
-                        tracing::warn!(index, source = %base, "piece failed verification; discarded");
-                    }
-                } else {
-                    metrics.downloaded(source.kind(), len);
-                }
-                verified
-            }
-            .await;
+            let result = fetch.run(&pieces, &metrics).await;
             // Released before the outcome is seen, so the next pick already has the room.
             drop(edge_fetch);
             let _ = tx
