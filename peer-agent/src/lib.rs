@@ -6,7 +6,7 @@
 mod client;
 pub mod config;
 pub mod configure;
-pub mod download;
+mod download;
 pub mod error;
 pub mod get;
 pub mod http;

@@ -18,7 +18,7 @@ pub struct AgentState {
     pub config: Config,
     pub(crate) relay: Arc<RegistryRelay>,
     pub store: Arc<PieceStore>,
-    pub downloader: Arc<Downloader>,
+    pub(crate) downloader: Arc<Downloader>,
     pub metrics: Arc<Metrics>,
     pub(crate) ticket_keys: Arc<TicketKeys>,
     pub upload_slots: Arc<Semaphore>,

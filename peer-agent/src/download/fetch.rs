@@ -2,6 +2,7 @@
 //! received and checked against the edge's table, stored sealed. It is decrypted only when
 //! streamed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use damselfly_core::Digest;
@@ -66,5 +67,21 @@ impl PieceFetch {
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))??;
         Ok(len)
+    }
+}
+
+/// Counts an edge fetch in flight for as long as it lives.
+pub(crate) struct EdgeFetch(Arc<AtomicUsize>);
+
+impl EdgeFetch {
+    pub(crate) fn start(counter: &Arc<AtomicUsize>) -> EdgeFetch {
+        counter.fetch_add(1, Ordering::SeqCst);
+        EdgeFetch(counter.clone())
+    }
+}
+
+impl Drop for EdgeFetch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

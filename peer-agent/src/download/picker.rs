@@ -14,7 +14,7 @@
 //! to the next candidate owner as well, one more each period.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use damselfly_core::api::ParentCandidate;
 use damselfly_core::Bitfield;
