@@ -42,8 +42,8 @@ pub struct TaskQuery {
     /// The sha256 a plain file must have, when the caller knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    /// Set by a caller refreshing a table it already has: a failed transfer is reported (with
-    /// [`TRANSFER_FAILED_HEADER`](super::TRANSFER_FAILED_HEADER)), not restarted.
+    /// Set by a caller refreshing a table it already has: a failed transfer is reported (an
+    /// error answer with `X-Damselfly-Transfer-Failed`), not restarted.
     #[serde(default, skip_serializing_if = "is_false")]
     pub follow: bool,
     /// Piece hashes the caller already holds (a refresh): only the later ones are sent.
