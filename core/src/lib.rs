@@ -3,13 +3,14 @@
 //! Nothing here does I/O or knows about HTTP frameworks or storage engines: the edge, the agents
 //! and the preheater all build on these types, so they stay small and dependency-light.
 
+pub mod api;
 pub mod bitfield;
 pub mod ct;
 pub mod digest;
 pub mod file_task;
 pub mod location;
 pub mod net;
-pub mod peer;
+pub mod parents;
 pub mod piece;
 pub mod range;
 pub mod reference;
@@ -23,7 +24,7 @@ pub use ct::constant_time_eq;
 pub use digest::{Digest, DigestError, Sha256Stream};
 pub use file_task::{file_task_id, normalise_url, FileUrlError};
 pub use location::Location;
-pub use peer::{rank_parents, ParentCandidate, PeerAnnouncement, PeerRecord};
+pub use parents::rank_parents;
 pub use piece::{PieceLayout, PieceTable};
 pub use range::{parse_range, RangeNotSatisfiable};
 pub use reference::{Reference, RepositoryName};

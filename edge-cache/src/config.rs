@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{LogConfig, redact, redact_url, ConfigError, Overrides};
+use damselfly_server::config::{redact, redact_url, ConfigError, LogConfig, Overrides};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};

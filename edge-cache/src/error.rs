@@ -7,6 +7,7 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use damselfly_core::api::TRANSFER_FAILED_HEADER;
 use serde_json::json;
 
 /// An upstream's answer that the client must see as it is (auth challenges, 404s).
@@ -62,8 +63,11 @@ pub enum EdgeError {
     Unauthorized(String),
     #[error("access denied")]
     Denied(String),
+    /// `size`: the whole body's length in bytes (answered as `Content-Range: bytes */<size>`).
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { size: u64 },
+    #[error("piece {index} does not exist: the task has {count} pieces")]
+    PieceUnknown { index: u64, count: u64 },
     #[error("no upstream registry is configured for {0:?}")]
     UnknownNamespace(String),
     #[error("upstream answered {}", .0.status)]
@@ -98,6 +102,7 @@ impl EdgeError {
             EdgeError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             EdgeError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
             EdgeError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
+            EdgeError::PieceUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
             EdgeError::UnknownNamespace(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             EdgeError::Upstream(r) => (r.status, "UPSTREAM"),
             EdgeError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
@@ -121,6 +126,7 @@ impl EdgeError {
             | EdgeError::Internal(d) => json!(d),
             EdgeError::Unsupported(d) | EdgeError::Busy(d) => json!(d),
             EdgeError::RangeNotSatisfiable { size } => json!({ "size": size }),
+            EdgeError::PieceUnknown { index, count } => json!({ "index": index, "count": count }),
             EdgeError::Upstream(_) => serde_json::Value::Null,
         }
     }
@@ -138,9 +144,6 @@ impl From<damselfly_registry::Error> for EdgeError {
         }
     }
 }
-
-/// Marks an answer about a failed upstream transfer (as opposed to a failing edge).
-pub const TRANSFER_FAILED_HEADER: &str = "x-damselfly-transfer-failed";
 
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
@@ -183,3 +186,34 @@ impl IntoResponse for EdgeError {
 }
 
 pub type EdgeResult<T> = Result<T, EdgeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(error: EdgeError) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = error.into_response();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 64 * 1024).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&body).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_piece_past_the_end_is_unknown_not_a_range_error() {
+        let (status, headers, body) = answer(EdgeError::PieceUnknown { index: 9, count: 4 }).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(headers.get("content-range").is_none());
+        assert_eq!(body["errors"][0]["code"], "BLOB_UNKNOWN");
+        assert_eq!(
+            body["errors"][0]["message"],
+            "piece 9 does not exist: the task has 4 pieces"
+        );
+        let (status, headers, _) = answer(EdgeError::RangeNotSatisfiable { size: 1000 }).await;
+        assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(headers["content-range"], "bytes */1000");
+    }
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use damselfly_core::Location;
 use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{LogConfig, ConfigError, Overrides};
+use damselfly_server::config::{ConfigError, LogConfig, Overrides};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};

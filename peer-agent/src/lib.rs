@@ -3,20 +3,20 @@
 //! against the edge's table, streams the blob in order while later pieces are in flight, and
 //! serves its own pieces to other agents. See ARCHITECTURE.md for the data flow.
 
+mod client;
 pub mod config;
 pub mod configure;
-pub mod download;
-pub mod edges;
+mod download;
 pub mod error;
 pub mod get;
 pub mod http;
 pub mod metrics;
+mod request;
 pub mod state;
 pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use damselfly_core::net::limit_unsent_on_accept;
 use damselfly_server::{Listener, Server};
@@ -45,19 +45,7 @@ pub async fn serve(
     state: Arc<AgentState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Fetch the edges' ticket key early; uploads also fetch it on demand.
-    let key_state = state.clone();
-    tokio::spawn(async move {
-        for _ in 0..30 {
-            if let Ok(key) = key_state.edges.ticket_key().await {
-                if let Ok(mut k) = key_state.ticket_key.write() {
-                    *k = Some(key);
-                }
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    state.ticket_keys.prefetch();
     let mirror =
         Listener::new("mirror", mirror, http::mirror_app(state.clone())).route_of(http::mirror_route);
     let upload = Listener::new("upload", upload, http::upload_app(state.clone()))

@@ -1,29 +1,27 @@
 //! Everything the agent's handlers share.
 
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use damselfly_core::net::Pacer;
-use damselfly_core::TicketVerifier;
 use damselfly_server::Readiness;
 use tokio::sync::Semaphore;
 
+use crate::client::{Clients, RegistryRelay, TicketKeys};
 use crate::config::{parse_size, Config};
 use crate::download::Downloader;
-use crate::edges::Edges;
 use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
 use crate::store::PieceStore;
 
 pub struct AgentState {
     pub config: Config,
-    pub edges: Arc<Edges>,
+    pub(crate) relay: Arc<RegistryRelay>,
     pub store: Arc<PieceStore>,
-    pub downloader: Arc<Downloader>,
+    pub(crate) downloader: Arc<Downloader>,
     pub metrics: Arc<Metrics>,
-    /// The edges' ticket key, fetched at start and refreshed when a ticket fails to verify.
-    pub ticket_key: RwLock<Option<TicketVerifier>>,
+    pub(crate) ticket_keys: Arc<TicketKeys>,
     pub upload_slots: Arc<Semaphore>,
     /// `upload.rate_limit` across all uploads, if any.
     pub upload_pacer: Option<Pacer>,
@@ -37,10 +35,11 @@ impl AgentState {
         let quota = parse_size(&config.quota).map_err(bad)?;
         let upload_rate = parse_size(&config.upload.rate_limit).map_err(bad)?;
         let store = PieceStore::open(&config.data_dir, quota)?;
-        let edges = Arc::new(Edges::new(&config)?);
+        let clients = Clients::new(&config)?;
         let metrics = Arc::new(Metrics::new());
         let downloader = Arc::new(Downloader {
-            edges: edges.clone(),
+            edges: clients.edges,
+            pieces: clients.pieces,
             store: store.clone(),
             metrics: metrics.clone(),
             host_id: config.host_id(),
@@ -56,11 +55,11 @@ impl AgentState {
             upload_slots: Arc::new(Semaphore::new(config.upload.slots as usize)),
             upload_pacer: Pacer::new(upload_rate),
             config,
-            edges,
+            relay: clients.relay,
             store,
             downloader,
             metrics,
-            ticket_key: RwLock::new(None),
+            ticket_keys: clients.ticket_keys,
             readiness: Readiness::new(),
         }))
     }

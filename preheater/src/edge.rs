@@ -1,44 +1,14 @@
-//! The client side of an edge's warm API.
-//!
-//! - `POST /api/v1/warm` `{registry, repository, kind, digest, tag, authorization}`: a blob is
-//!   answered at once (`202 {"state":"cached"|"ingesting","size"}`) and ingested in the
-//!   background like a pull; a manifest is fetched and cached before the answer
-//!   (`200 {"state":"cached","digest","media_type"}`).
-//! - `GET /api/v1/warm/<digest>`: `{"state":"cached"|"ingesting"|"absent"|"failed","error"}`.
-//!
-//! Errors are OCI error JSON; 5xx, 408 and 429 may pass with time, other 4xx will not.
+//! The client side of an edge's warm API (`core::api::warm` describes it). Errors are OCI error
+//! JSON; 5xx, 408 and 429 may pass with time, other 4xx will not.
 
 use std::time::Duration;
 
+use damselfly_core::api::warm::{warm_status_path, WARM_PATH};
+use damselfly_core::api::{WarmAnswer, WarmRequest};
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct WarmRequest {
-    pub registry: Option<String>,
-    pub repository: String,
-    /// `blob` or `manifest`.
-    pub kind: &'static str,
-    pub digest: Option<String>,
-    pub tag: Option<String>,
-    pub authorization: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct WarmAnswer {
-    /// `cached`, `ingesting`, `absent` or `failed`.
-    pub state: String,
-    #[serde(default)]
-    pub size: Option<u64>,
-    #[serde(default)]
-    pub digest: Option<String>,
-    #[serde(default)]
-    pub media_type: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-}
 
 pub struct EdgeClient {
     region: String,
@@ -70,9 +40,10 @@ impl EdgeClient {
         &self.region
     }
 
+    /// `path` (absolute in the API) under the edge's base URL, which may carry a path prefix.
     fn url(&self, path: &str) -> Result<reqwest::Url> {
         self.base
-            .join(path)
+            .join(path.trim_start_matches('/'))
             .map_err(|e| Error::Internal(format!("bad edge path {path}: {e}")))
     }
 
@@ -89,7 +60,7 @@ impl EdgeClient {
 
     pub async fn warm(&self, request: &WarmRequest) -> Result<WarmAnswer> {
         let http_request = self
-            .authorize(self.http.post(self.url("api/v1/warm")?))
+            .authorize(self.http.post(self.url(WARM_PATH)?))
             .timeout(self.timeout)
             .json(request);
         self.answer(http_request.send().await).await
@@ -97,7 +68,7 @@ impl EdgeClient {
 
     pub async fn status(&self, digest: &str) -> Result<WarmAnswer> {
         let http_request = self
-            .authorize(self.http.get(self.url(&format!("api/v1/warm/{digest}"))?))
+            .authorize(self.http.get(self.url(&warm_status_path(digest))?))
             .timeout(self.timeout);
         self.answer(http_request.send().await).await
     }
@@ -167,22 +138,6 @@ fn oci_error_message(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn warm_requests_serialise_as_the_contract_says() {
-        let r = WarmRequest {
-            registry: None,
-            repository: "demo/app".into(),
-            kind: "manifest",
-            digest: None,
-            tag: Some("v1".into()),
-            authorization: None,
-        };
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"registry":null,"repository":"demo/app","kind":"manifest","digest":null,"tag":"v1","authorization":null}"#
-        );
-    }
 
     #[test]
     fn oci_errors_are_summarised() {

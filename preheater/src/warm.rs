@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use damselfly_core::api::{WarmAnswer, WarmKind, WarmRequest, WarmState};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::WarmConfig;
-use crate::edge::{EdgeClient, WarmAnswer, WarmRequest};
+use crate::edge::EdgeClient;
 use crate::error::{Error, Result};
 use crate::job::ItemKind;
 use crate::metrics::{KindLabels, Metrics, WarmLabels};
@@ -228,10 +229,10 @@ impl Warmer {
             .inc();
     }
 
-    fn request(&self, task: &WarmTask, kind: &'static str) -> WarmRequest {
+    fn request(&self, task: &WarmTask, kind: WarmKind) -> WarmRequest {
         self.metrics
             .warm_requests_sent
-            .get_or_create(&KindLabels { kind })
+            .get_or_create(&KindLabels { kind: kind.as_str() })
             .inc();
         WarmRequest {
             registry: task.registry.clone(),
@@ -246,7 +247,7 @@ impl Warmer {
     /// The manifest warm is synchronous at the edge. By tag, the digest is not sent: the edge
     /// resolves the tag itself and records the mapping.
     async fn warm_manifest(&self, edge: &EdgeClient, task: &WarmTask) -> Result<bool> {
-        let mut request = self.request(task, "manifest");
+        let mut request = self.request(task, WarmKind::Manifest);
         if request.tag.is_some() {
             request.digest = None;
         }
@@ -265,7 +266,7 @@ impl Warmer {
             }
             other => other?,
         };
-        if answer.state != "cached" {
+        if answer.state != WarmState::Cached {
             return Err(unexpected(edge, &answer));
         }
         if let (Some(want), Some(got), Some(tag)) = (&task.digest, &answer.digest, &task.tag) {
@@ -284,15 +285,15 @@ impl Warmer {
             .as_deref()
             .ok_or_else(|| Error::Internal("blob warm without digest".into()))?;
         let status = edge.status(digest).await?;
-        let fresh = match status.state.as_str() {
-            "cached" => return Ok(false),
-            "ingesting" => false,
-            _ => {
-                let answer = edge.warm(&self.request(task, "blob")).await?;
-                match answer.state.as_str() {
-                    "cached" => return Ok(true),
-                    "ingesting" => true,
-                    _ => return Err(unexpected(edge, &answer)),
+        let fresh = match status.state {
+            WarmState::Cached => return Ok(false),
+            WarmState::Ingesting => false,
+            WarmState::Absent | WarmState::Failed => {
+                let answer = edge.warm(&self.request(task, WarmKind::Blob)).await?;
+                match answer.state {
+                    WarmState::Cached => return Ok(true),
+                    WarmState::Ingesting => true,
+                    WarmState::Absent | WarmState::Failed => return Err(unexpected(edge, &answer)),
                 }
             }
         };
@@ -308,10 +309,10 @@ impl Warmer {
         loop {
             tokio::time::sleep(interval).await;
             let status = edge.status(digest).await?;
-            match status.state.as_str() {
-                "cached" => return Ok(()),
-                "ingesting" => {}
-                "failed" => {
+            match status.state {
+                WarmState::Cached => return Ok(()),
+                WarmState::Ingesting => {}
+                WarmState::Failed => {
                     return Err(Error::EdgeUnavailable {
                         region: edge.region().to_string(),
                         message: format!(
@@ -320,7 +321,7 @@ impl Warmer {
                         ),
                     })
                 }
-                _ => {
+                WarmState::Absent => {
                     return Err(Error::EdgeUnavailable {
                         region: edge.region().to_string(),
                         message: format!("ingest of {digest} stopped without caching it"),

@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::cli::CommonArgs;
 use crate::config::{ConfigError, LogConfig, Overrides};
-use crate::ServerConfig;
 use crate::logging::Telemetry;
 use crate::Daemon;
+use crate::ServerConfig;
 
 /// A daemon's whole configuration: the sections every daemon has, and its own.
 pub trait DaemonConfig: Serialize + DeserializeOwned + Default {

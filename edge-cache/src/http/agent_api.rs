@@ -17,55 +17,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
+use damselfly_core::api::{TaskAnswer, TaskQuery, TicketKeyAnswer, TICKET_HEADER};
 use damselfly_core::net::PIECE_CHUNK;
-use damselfly_core::{Digest, PieceTable, RepositoryName};
+use damselfly_core::{Digest, RepositoryName};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::state::AppState;
 use crate::store::{Blob, BlobSource, IngestState};
 
-pub const TICKET_HEADER: &str = "x-damselfly-ticket";
-
-#[derive(Debug, Deserialize)]
-pub struct TaskQuery {
-    repo: Option<String>,
-    ns: Option<String>,
-    /// A plain file's URL (instead of `repo`).
-    url: Option<String>,
-    /// The sha256 a plain file must have, when the caller knows it.
-    digest: Option<String>,
-    /// Set by a caller refreshing a table it already has: a failed transfer is reported, not
-    /// restarted.
-    #[serde(default)]
-    follow: bool,
-    /// Piece hashes the caller already holds (a refresh): only the later ones are sent.
-    known: Option<usize>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TaskResponse {
-    #[serde(flatten)]
-    table: PieceTable,
-    /// Index of the first hash in `pieces` (0 unless the caller said it knows some).
-    #[serde(skip_serializing_if = "is_zero")]
-    pieces_from: usize,
-    /// True once the blob's digest is verified and every piece is listed.
-    complete: bool,
-    /// Base64 AES-256-GCM key of this task.
-    task_key: String,
-    ticket: String,
-    ticket_expires_at: u64,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -128,7 +90,7 @@ fn file_source(state: &AppState, task: &Digest, url: &str, digest: Option<&str>)
     })
 }
 
-pub async fn task(
+pub(crate) async fn task(
     State(state): State<Arc<AppState>>,
     Path(digest): Path<String>,
     Query(query): Query<TaskQuery>,
@@ -151,11 +113,11 @@ pub async fn task(
     let pieces_from = query.known.unwrap_or(0).min(table.pieces.len());
     table.pieces.drain(..pieces_from);
     let expires_at = unix_now() + state.config.access.ticket_ttl_secs;
-    let body = TaskResponse {
+    let body = TaskAnswer {
         pieces_from,
         complete: blob.progress().state == IngestState::Complete,
         table,
-        task_key: base64::engine::general_purpose::STANDARD.encode(blob.key.as_bytes()),
+        task_key: blob.key.clone(),
         ticket: state.tickets.issue(&digest, expires_at),
         ticket_expires_at: expires_at,
     };
@@ -167,12 +129,11 @@ pub async fn task(
 }
 
 /// The public key agents use to check tickets (they cannot mint them).
-pub async fn ticket_key(State(state): State<Arc<AppState>>) -> Response {
-    Json(serde_json::json!({"algorithm": "ed25519", "public_key": state.ticket_verifier.to_base64()}))
-        .into_response()
+pub(crate) async fn ticket_key(State(state): State<Arc<AppState>>) -> Response {
+    Json(TicketKeyAnswer::ed25519(state.ticket_verifier.to_base64())).into_response()
 }
 
-pub async fn piece(
+pub(crate) async fn piece(
     State(state): State<Arc<AppState>>,
     Path((digest, index)): Path<(String, u64)>,
     Query(query): Query<TaskQuery>,
@@ -182,7 +143,10 @@ pub async fn piece(
     let blob = authorised_blob(&state, &digest, &query, &headers).await?;
     let layout = blob.layout().await?;
     if index >= layout.count() {
-        return Err(EdgeError::RangeNotSatisfiable { size: layout.count() });
+        return Err(EdgeError::PieceUnknown {
+            index,
+            count: layout.count(),
+        });
     }
     // A piece still arriving holds no send permit while it is awaited.
     blob.wait_piece(index).await?;

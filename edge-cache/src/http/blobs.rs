@@ -17,7 +17,7 @@ use crate::upstream::Upstream;
 /// Pieces read and decrypted ahead of the one being sent.
 const READ_AHEAD: usize = 2;
 
-pub async fn serve(
+pub(crate) async fn serve(
     state: &AppState,
     upstream: &std::sync::Arc<Upstream>,
     repo: &RepositoryName,
@@ -89,7 +89,7 @@ fn blob_response(
 
 /// The plaintext of `[start, end)`, piece by piece. An error mid-stream aborts the response,
 /// which the client sees as a short body: never as a complete blob.
-pub fn plaintext(
+fn plaintext(
     blob: Blob,
     layout: PieceLayout,
     start: u64,

@@ -19,7 +19,7 @@ use crate::store::index::TagEntry;
 use crate::store::CachedManifest;
 use crate::upstream::Upstream;
 
-pub async fn serve(
+pub(crate) async fn serve(
     state: &AppState,
     upstream: &Upstream,
     repo: &RepositoryName,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use damselfly_core::api::registry::API_VERSION;
+use damselfly_core::api::RegistryTarget;
 use damselfly_core::RepositoryName;
 use damselfly_registry::Request;
 use serde::Deserialize;
@@ -14,18 +16,16 @@ use super::{blobs, manifests};
 use crate::error::{EdgeError, EdgeResult, UpstreamReply};
 use crate::state::AppState;
 
-const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
-
 /// Query parameters registry clients send; containerd names the registry in `ns`.
 #[derive(Debug, Default, Deserialize)]
-pub struct RegistryQuery {
-    pub ns: Option<String>,
+pub(crate) struct RegistryQuery {
+    pub(crate) ns: Option<String>,
 }
 
 /// `GET /v2/`: asks the upstream, so clients receive its auth challenge and authenticate the
 /// way the upstream wants (containers/image only sends credentials after a challenge here).
 /// With the upstream down, answers 200 so cached content stays pullable.
-pub async fn ping(
+pub(crate) async fn ping(
     State(state): State<Arc<AppState>>,
     Query(query): Query<RegistryQuery>,
     headers: HeaderMap,
@@ -49,29 +49,7 @@ pub async fn ping(
     }
 }
 
-/// What a `/v2/<path>` names.
-#[derive(Debug, PartialEq, Eq)]
-enum Target<'a> {
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-}
-
-/// Splits at the last `/manifests/` or `/blobs/`: names may themselves contain those words as
-/// components (`a/blobs/b` is a valid repository), the reference never contains a slash.
-fn parse_target(path: &str) -> Option<Target<'_>> {
-    let (head, last) = path.rsplit_once('/')?;
-    let (name, kind) = head.rsplit_once('/')?;
-    match kind {
-        "manifests" => Some(Target::Manifest {
-            name,
-            reference: last,
-        }),
-        "blobs" => Some(Target::Blob { name, digest: last }),
-        _ => None,
-    }
-}
-
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     State(state): State<Arc<AppState>>,
     Path(path): Path<String>,
     Query(query): Query<RegistryQuery>,
@@ -81,11 +59,12 @@ pub async fn dispatch(
     if method != Method::GET && method != Method::HEAD {
         return Err(EdgeError::Unsupported("only pulls (GET and HEAD) are served"));
     }
-    let target = parse_target(&path).ok_or_else(|| EdgeError::Unsupported("unknown registry endpoint"))?;
+    let target =
+        RegistryTarget::parse(&path).ok_or_else(|| EdgeError::Unsupported("unknown registry endpoint"))?;
     let upstream = state.upstreams.select(query.ns.as_deref())?;
     let head = method == Method::HEAD;
     let mut response = match target {
-        Target::Manifest { name, reference } => {
+        RegistryTarget::Manifest { name, reference } => {
             let repo: RepositoryName = name
                 .parse()
                 .map_err(|_| EdgeError::NameInvalid(name.to_string()))?;
@@ -94,7 +73,7 @@ pub async fn dispatch(
                 .map_err(|_| EdgeError::ManifestUnknown(format!("invalid reference {reference}")))?;
             manifests::serve(&state, &upstream, &repo, &reference, &headers, head).await?
         }
-        Target::Blob { name, digest } => {
+        RegistryTarget::Blob { name, digest } => {
             let repo: RepositoryName = name
                 .parse()
                 .map_err(|_| EdgeError::NameInvalid(name.to_string()))?;
@@ -109,29 +88,4 @@ pub async fn dispatch(
         .headers_mut()
         .insert(API_VERSION.0, http::HeaderValue::from_static(API_VERSION.1));
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_split_at_the_last_kind() {
-        assert_eq!(
-            parse_target("library/nginx/manifests/1.25"),
-            Some(Target::Manifest {
-                name: "library/nginx",
-                reference: "1.25"
-            })
-        );
-        assert_eq!(
-            parse_target("a/blobs/b/blobs/sha256:x"),
-            Some(Target::Blob {
-                name: "a/blobs/b",
-                digest: "sha256:x"
-            })
-        );
-        assert_eq!(parse_target("a/tags/list"), None);
-        assert_eq!(parse_target("manifests/x"), None);
-    }
 }

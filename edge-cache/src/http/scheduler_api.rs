@@ -10,11 +10,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use damselfly_core::{rank_parents, Digest, Location, PeerAnnouncement, PeerRecord};
-use serde::Deserialize;
-use serde_json::json;
+use damselfly_core::api::{ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord, TICKET_HEADER};
+use damselfly_core::{rank_parents, Digest, Location};
 
-use super::agent_api::{unix_now, TICKET_HEADER};
+use super::agent_api::unix_now;
 use crate::error::{EdgeError, EdgeResult};
 use crate::state::AppState;
 use crate::store::now_millis;
@@ -47,7 +46,7 @@ fn check_host_id(host_id: &str) -> EdgeResult<()> {
     }
 }
 
-pub async fn announce(
+pub(crate) async fn announce(
     State(state): State<Arc<AppState>>,
     Path((digest, host_id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -64,7 +63,7 @@ pub async fn announce(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn leave(
+pub(crate) async fn leave(
     State(state): State<Arc<AppState>>,
     Path((digest, host_id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -74,13 +73,7 @@ pub async fn leave(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ParentsQuery {
-    host_id: String,
-    location: String,
-}
-
-pub async fn parents(
+pub(crate) async fn parents(
     State(state): State<Arc<AppState>>,
     Path(digest): Path<String>,
     Query(query): Query<ParentsQuery>,
@@ -98,5 +91,5 @@ pub async fn parents(
         &peers,
         state.config.scheduler.max_parents,
     );
-    Ok(Json(json!({ "parents": ranked })).into_response())
+    Ok(Json(ParentsAnswer { parents: ranked }).into_response())
 }

@@ -13,9 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use damselfly_core::api::{WarmAnswer, WarmKind, WarmRequest, WarmState};
 use damselfly_core::{constant_time_eq, Digest, Reference, RepositoryName};
-use serde::Deserialize;
-use serde_json::json;
 
 use super::manifests;
 use crate::access::Object;
@@ -23,28 +22,6 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::state::AppState;
 use crate::store::{BlobSource, BlobState};
 use crate::upstream::MANIFEST_ACCEPT;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WarmKind {
-    Blob,
-    Manifest,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WarmRequest {
-    /// Registry as clients name it (`?ns=`); absent means the default upstream.
-    registry: Option<String>,
-    repository: String,
-    kind: WarmKind,
-    digest: Option<String>,
-    /// Manifests only: warm the tag→digest mapping too.
-    tag: Option<String>,
-    /// Credential to present upstream (`Basic …`, `Bearer …`); absent means anonymous or the
-    /// edge's own credentials for that upstream.
-    authorization: Option<String>,
-}
 
 fn check_token(state: &AppState, headers: &HeaderMap) -> EdgeResult<()> {
     let Some(expected) = &state.config.warm_token else {
@@ -64,7 +41,7 @@ fn check_token(state: &AppState, headers: &HeaderMap) -> EdgeResult<()> {
     }
 }
 
-pub async fn warm(
+pub(crate) async fn warm(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Json(request): Json<WarmRequest>,
@@ -92,7 +69,7 @@ pub async fn warm(
                 .check(&upstream, &repo, Object::Blob(digest), auth.as_ref())
                 .await?;
             let status = if state.store.contains(&digest) {
-                "cached"
+                WarmState::Cached
             } else {
                 let source = BlobSource::Registry {
                     upstream: upstream.clone(),
@@ -101,14 +78,14 @@ pub async fn warm(
                 };
                 // The handle is dropped at once: the transfer runs on without a reader.
                 state.store.open(&digest, source)?;
-                "ingesting"
+                WarmState::Ingesting
             };
-            tracing::info!(%repo, %digest, status, "warm requested");
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"state": status, "size": allowed.size})),
-            )
-                .into_response())
+            tracing::info!(%repo, %digest, ?status, "warm requested");
+            let answer = WarmAnswer {
+                size: allowed.size,
+                ..WarmAnswer::new(status)
+            };
+            Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
         }
         WarmKind::Manifest => {
             let reference = match (&request.tag, digest) {
@@ -139,17 +116,17 @@ pub async fn warm(
                     .map(String::from)
             };
             tracing::info!(%repo, %reference, "manifest warmed");
-            let body = json!({
-                "state": "cached",
-                "digest": header("docker-content-digest"),
-                "media_type": header("content-type"),
-            });
-            Ok(Json(body).into_response())
+            let answer = WarmAnswer {
+                digest: header("docker-content-digest"),
+                media_type: header("content-type"),
+                ..WarmAnswer::new(WarmState::Cached)
+            };
+            Ok(Json(answer).into_response())
         }
     }
 }
 
-pub async fn status(
+pub(crate) async fn status(
     State(state): State<Arc<AppState>>,
     Path(digest): Path<String>,
     headers: HeaderMap,
@@ -158,11 +135,14 @@ pub async fn status(
     let digest: Digest = digest
         .parse()
         .map_err(|_| EdgeError::DigestInvalid(digest.clone()))?;
-    let (status, error) = match state.store.state(&digest) {
-        BlobState::Cached => ("cached", None),
-        BlobState::Ingesting => ("ingesting", None),
-        BlobState::Failed(reason) => ("failed", Some(reason)),
-        BlobState::Absent => ("absent", None),
+    let answer = match state.store.state(&digest) {
+        BlobState::Cached => WarmAnswer::new(WarmState::Cached),
+        BlobState::Ingesting => WarmAnswer::new(WarmState::Ingesting),
+        BlobState::Failed(reason) => WarmAnswer {
+            error: Some(reason),
+            ..WarmAnswer::new(WarmState::Failed)
+        },
+        BlobState::Absent => WarmAnswer::new(WarmState::Absent),
     };
-    Ok(Json(json!({"state": status, "error": error})).into_response())
+    Ok(Json(answer).into_response())
 }

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use damselfly_core::{Digest, PeerRecord};
+use damselfly_core::api::PeerRecord;
+use damselfly_core::Digest;
 
 use super::scheduler_err;
 use crate::error::EdgeResult;

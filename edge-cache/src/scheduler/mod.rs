@@ -9,7 +9,8 @@ mod redis_store;
 
 use std::time::Duration;
 
-use damselfly_core::{Digest, PeerRecord};
+use damselfly_core::api::PeerRecord;
+use damselfly_core::Digest;
 
 use crate::error::{EdgeError, EdgeResult};
 

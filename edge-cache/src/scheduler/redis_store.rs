@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use damselfly_core::{Digest, PeerRecord};
+use damselfly_core::api::PeerRecord;
+use damselfly_core::Digest;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 

@@ -14,21 +14,22 @@
 //! to the next candidate owner as well, one more each period.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
-use damselfly_core::{Bitfield, ParentCandidate};
+use damselfly_core::api::ParentCandidate;
+use damselfly_core::Bitfield;
 use rand::seq::SliceRandom;
 
 use crate::config::DownloadConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Peer { host_id: String, url: String },
     Edge,
 }
 
 impl Source {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Source::Peer { .. } => "peer",
             Source::Edge => "edge",
@@ -38,16 +39,16 @@ impl Source {
 
 /// Parents to leave alone for a while.
 #[derive(Default)]
-pub struct Skip {
+pub(crate) struct Skip {
     /// Failed, timed out or sent a piece not matching the table: not trusted to hold anything.
-    pub failed: HashMap<String, Instant>,
+    pub(crate) failed: HashMap<String, Instant>,
     /// Answered "busy": still holds its pieces (they wait for it rather than go to the edge),
     /// but is not asked for a moment.
-    pub busy: HashMap<String, Instant>,
+    pub(crate) busy: HashMap<String, Instant>,
 }
 
 impl Skip {
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         self.failed.retain(|_, until| *until > now);
         self.busy.retain(|_, until| *until > now);
     }
@@ -63,21 +64,21 @@ impl Skip {
 
 /// Whether usable peers share the task (even ones holding nothing yet): then the edge's
 /// pieces are to be shared, not fetched by everyone.
-pub fn in_swarm(parents: &[ParentCandidate], skip: &Skip) -> bool {
+pub(crate) fn in_swarm(parents: &[ParentCandidate], skip: &Skip) -> bool {
     parents.iter().any(|p| skip.trusted(&p.host_id))
 }
 
 /// How this download may use the edge now.
-pub struct EdgeTurn<'a> {
+pub(crate) struct EdgeTurn<'a> {
     /// Pieces it may still take from the edge.
-    pub room: usize,
+    pub(crate) room: usize,
     /// This agent's host id: in a swarm, each piece nobody holds has one owner among the
     /// members (rendezvous hashing), who takes it from the edge; the others wait for it.
-    pub me: &'a str,
+    pub(crate) me: &'a str,
     /// How many of a piece's candidate owners may take it: 1 normally, more the longer it
     /// stays unclaimed (its first owner is slow or gone), so a late piece is fetched twice
     /// rather than by everyone.
-    pub owners: &'a dyn Fn(u64) -> usize,
+    pub(crate) owners: &'a dyn Fn(u64) -> usize,
 }
 
 fn score(member: &str, index: u64) -> u64 {
@@ -109,7 +110,7 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-pub fn pick(
+pub(crate) fn pick(
     have: &Bitfield,
     hashes: &[[u8; 32]],
     in_flight: &HashMap<u64, Source>,

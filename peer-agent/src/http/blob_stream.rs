@@ -14,17 +14,17 @@ use damselfly_core::{parse_range, TaskKey};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::mirror::relayed;
-use crate::download::{BlobRequest, TaskOrigin};
-use crate::edges::Relay;
+use super::relayed::relayed;
+use crate::client::Relay;
 use crate::error::{AgentError, AgentResult};
+use crate::request::{BlobRequest, TaskOrigin};
 use crate::state::AgentState;
 use crate::store::LocalTask;
 
 /// Longest wait for the next piece before the stream switches to the origin.
 const STALL: Duration = Duration::from_secs(30);
 
-pub async fn serve(
+pub(crate) async fn serve(
     state: &Arc<AgentState>,
     request: BlobRequest,
     headers: &HeaderMap,
@@ -41,8 +41,7 @@ pub async fn serve(
     };
     let size = task.layout.size;
     let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
-    let span =
-        parse_range(requested, size).map_err(|_| AgentError::BadRequest("range not satisfiable".into()))?;
+    let span = parse_range(requested, size).map_err(|e| AgentError::RangeNotSatisfiable { size: e.size })?;
     let (start, end) = span.unwrap_or((0, size));
     let cursor = Cursor {
         state: state.clone(),
@@ -187,9 +186,9 @@ async fn from_origin(
                 ns: ns.as_deref(),
                 headers: &headers,
             };
-            state.edges.relay_to_origin(&relay).await
+            state.relay.to_origin(&relay).await
         }
-        TaskOrigin::File { url, .. } => state.edges.file_from_origin(url, range).await,
+        TaskOrigin::File { url, .. } => state.relay.file_from_origin(url, range).await,
     }
 }
 

@@ -14,17 +14,17 @@ use damselfly_core::{file_task_id, normalise_url, Digest};
 use serde::Deserialize;
 
 use super::blob_stream;
-use crate::download::{BlobRequest, TaskOrigin};
 use crate::error::{AgentError, AgentResult};
+use crate::request::{BlobRequest, TaskOrigin};
 use crate::state::AgentState;
 
 #[derive(Debug, Deserialize)]
-pub struct FileQuery {
+pub(crate) struct FileQuery {
     url: String,
     digest: Option<String>,
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<Arc<AgentState>>,
     Query(query): Query<FileQuery>,
     headers: HeaderMap,

@@ -4,60 +4,26 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
+use damselfly_core::api::RegistryTarget;
 use damselfly_core::{Digest, RepositoryName};
-use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::blob_stream;
-use crate::download::{BlobRequest, TaskOrigin};
-use crate::edges::Relay;
+use super::relayed::relayed;
+use crate::client::Relay;
 use crate::error::{AgentError, AgentResult};
+use crate::request::{BlobRequest, TaskOrigin};
 use crate::state::AgentState;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct MirrorQuery {
-    pub ns: Option<String>,
+pub(crate) struct MirrorQuery {
+    ns: Option<String>,
 }
 
-/// Response headers relayed to the runtime.
-const RELAYED: [&str; 9] = [
-    "content-type",
-    "content-length",
-    "content-range",
-    "accept-ranges",
-    "docker-content-digest",
-    "docker-distribution-api-version",
-    "www-authenticate",
-    "etag",
-    "location",
-];
-
-/// Turns a relayed response into ours, body streamed (and counted when it is a blob).
-pub fn relayed(
-    response: reqwest::Response,
-    count: Option<(Arc<crate::metrics::Metrics>, &'static str)>,
-) -> Response {
-    let mut builder = Response::builder().status(response.status());
-    for name in RELAYED {
-        for v in response.headers().get_all(name) {
-            builder = builder.header(name, v.clone());
-        }
-    }
-    let stream = response.bytes_stream().inspect_ok(move |chunk| {
-        if let Some((metrics, source)) = &count {
-            metrics.downloaded(source, chunk.len() as u64);
-        }
-    });
-    builder
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
-}
-
-pub async fn ping(
+pub(crate) async fn ping(
     State(state): State<Arc<AgentState>>,
     Query(query): Query<MirrorQuery>,
     headers: HeaderMap,
@@ -68,11 +34,11 @@ pub async fn ping(
         ns: query.ns.as_deref(),
         headers: &headers,
     };
-    let (response, _) = state.edges.relay(&relay).await?;
+    let (response, _) = state.relay.relay(&relay).await?;
     Ok(relayed(response, None))
 }
 
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     State(state): State<Arc<AgentState>>,
     Path(path): Path<String>,
     Query(query): Query<MirrorQuery>,
@@ -82,27 +48,17 @@ pub async fn dispatch(
     if method != Method::GET && method != Method::HEAD {
         return Err(AgentError::Unsupported);
     }
-    let full_path = format!("/v2/{path}");
-    let (head, last) = path
-        .rsplit_once('/')
-        .ok_or_else(|| AgentError::BadRequest("unknown endpoint".into()))?;
-    let (name, kind) = head
-        .rsplit_once('/')
-        .ok_or_else(|| AgentError::BadRequest("unknown endpoint".into()))?;
+    let target =
+        RegistryTarget::parse(&path).ok_or_else(|| AgentError::BadRequest("unknown endpoint".into()))?;
+    let name = target.name();
     let repo: RepositoryName = name
         .parse()
         .map_err(|_| AgentError::BadRequest(format!("invalid name {name}")))?;
-    let relay = Relay {
-        method: method.clone(),
-        path: &full_path,
-        ns: query.ns.as_deref(),
-        headers: &headers,
-    };
-    match (kind, method) {
-        ("blobs", Method::GET) => {
-            let digest: Digest = last
+    match target {
+        RegistryTarget::Blob { digest, .. } if method == Method::GET => {
+            let digest: Digest = digest
                 .parse()
-                .map_err(|_| AgentError::BadRequest(format!("invalid digest {last}")))?;
+                .map_err(|_| AgentError::BadRequest(format!("invalid digest {digest}")))?;
             let request = BlobRequest {
                 digest,
                 origin: TaskOrigin::Registry {
@@ -113,10 +69,16 @@ pub async fn dispatch(
             };
             blob_stream::serve(&state, request, &headers).await
         }
-        ("blobs", _) | ("manifests", _) => {
-            let (response, _) = state.edges.relay(&relay).await?;
+        RegistryTarget::Blob { .. } | RegistryTarget::Manifest { .. } => {
+            let full_path = format!("/v2/{path}");
+            let relay = Relay {
+                method,
+                path: &full_path,
+                ns: query.ns.as_deref(),
+                headers: &headers,
+            };
+            let (response, _) = state.relay.relay(&relay).await?;
             Ok(relayed(response, None))
         }
-        _ => Err(AgentError::BadRequest("unknown endpoint".into())),
     }
 }

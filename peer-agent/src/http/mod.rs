@@ -4,6 +4,7 @@
 mod blob_stream;
 mod files;
 mod mirror;
+mod relayed;
 mod upload;
 
 use std::sync::Arc;

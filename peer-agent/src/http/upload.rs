@@ -5,22 +5,20 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use damselfly_core::{Digest, TicketError};
+use damselfly_core::api::TICKET_HEADER;
+use damselfly_core::net::PIECE_CHUNK as CHUNK;
+use damselfly_core::Digest;
 use futures::StreamExt;
 
-use crate::edges::TICKET_HEADER;
 use crate::error::{AgentError, AgentResult};
 use crate::state::AgentState;
 
-use damselfly_core::net::PIECE_CHUNK as CHUNK;
-
-pub async fn piece(
+pub(crate) async fn piece(
     State(state): State<Arc<AgentState>>,
     Path((digest, index)): Path<(String, u64)>,
     headers: HeaderMap,
@@ -32,7 +30,7 @@ pub async fn piece(
         .get(TICKET_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AgentError::Unauthorized("a ticket is required".into()))?;
-    verify_ticket(&state, token, &digest).await?;
+    state.ticket_keys.verify(token, &digest).await?;
     let task = state
         .store
         .get(&digest)
@@ -107,35 +105,4 @@ impl Drop for UploadGuard {
             .fetch_sub(1, Ordering::Relaxed);
         self.state.metrics.uploads_active.dec();
     }
-}
-
-async fn verify_ticket(state: &AgentState, token: &str, digest: &Digest) -> AgentResult<()> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    for attempt in 0..2 {
-        let verifier = state.ticket_key.read().ok().and_then(|k| k.clone());
-        let verifier = match verifier {
-            Some(v) => v,
-            None => {
-                let fetched = state.edges.ticket_key().await?;
-                if let Ok(mut k) = state.ticket_key.write() {
-                    *k = Some(fetched.clone());
-                }
-                fetched
-            }
-        };
-        match verifier.verify(token, digest, now) {
-            Ok(_) => return Ok(()),
-            // The cluster's key may have been rotated: fetch it again once.
-            Err(TicketError::BadSignature) if attempt == 0 => {
-                if let Ok(mut k) = state.ticket_key.write() {
-                    *k = None;
-                }
-            }
-            Err(e) => return Err(AgentError::Unauthorized(e.to_string())),
-        }
-    }
-    Err(AgentError::Unauthorized("ticket signature is invalid".into()))
 }

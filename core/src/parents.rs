@@ -1,59 +1,7 @@
-//! The scheduler's wire types: what an agent announces about itself, and the parents the edge
-//! proposes to it.
+//! Which peers the scheduler proposes to an agent as parents, best first.
 
-use serde::{Deserialize, Serialize};
-
-use crate::bitfield::Bitfield;
+use crate::api::{ParentCandidate, PeerRecord};
 use crate::location::Location;
-
-/// An agent's state in one task, sent on join and on every announcement (also a heartbeat).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerAnnouncement {
-    /// Base URL of the agent's upload server (`http://10.0.0.7:5091`).
-    pub upload_url: String,
-    pub location: Location,
-    pub pieces: Bitfield,
-    /// Pieces it is taking from the edge right now (absent: none). Others wait for those
-    /// instead of asking the edge for them too: a piece queued at a busy edge can take a while,
-    /// and agents joining meanwhile would otherwise fetch it again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fetching: Option<Bitfield>,
-    /// Uploads this agent is serving right now, and how many it allows at once.
-    pub uploads_active: u32,
-    pub upload_slots: u32,
-}
-
-/// A peer as the scheduler stores it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerRecord {
-    pub host_id: String,
-    #[serde(flatten)]
-    pub announcement: PeerAnnouncement,
-    /// When the scheduler last heard from it (unix milliseconds).
-    pub seen_at: u64,
-}
-
-/// A proposed parent, best first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ParentCandidate {
-    pub host_id: String,
-    pub upload_url: String,
-    pub location: Location,
-    /// Shared location labels: 3 same rack, 2 same zone, 1 same region.
-    pub shared: u8,
-    pub pieces: Bitfield,
-    /// Pieces it is taking from the edge right now (see [`PeerAnnouncement::fetching`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fetching: Option<Bitfield>,
-    pub free_slots: u32,
-}
-
-impl ParentCandidate {
-    /// Whether it is taking piece `index` from the edge now.
-    pub fn fetching(&self, index: u64) -> bool {
-        self.fetching.as_ref().is_some_and(|f| f.get(index))
-    }
-}
 
 /// Orders peers for a requester: peers holding pieces first, by longest shared location prefix,
 /// then free upload slots, then finished pieces; then peers holding nothing yet (they offer no
@@ -91,6 +39,8 @@ pub fn rank_parents(me: &str, location: &Location, peers: &[PeerRecord], max: us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PeerAnnouncement;
+    use crate::bitfield::Bitfield;
 
     fn peer(id: &str, loc: &str, pieces: u64, active: u32) -> PeerRecord {
         let mut bits = Bitfield::new(10);

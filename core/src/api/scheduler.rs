@@ -1,0 +1,160 @@
+//! The scheduler, for agents holding a task's ticket:
+//!
+//! - `PUT /api/v1/tasks/<task>/peers/<host_id>` with a [`PeerAnnouncement`]: join or announce
+//!   (also the heartbeat); `DELETE` the same path: leave.
+//! - `GET /api/v1/tasks/<task>/parents?`[`ParentsQuery`] → [`ParentsAnswer`]: ranked parents.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bitfield::Bitfield;
+use crate::digest::Digest;
+use crate::location::Location;
+
+/// `/api/v1/tasks/<task>/peers/<host_id>`.
+pub fn peer_path(task: &Digest, host_id: &str) -> String {
+    format!("/api/v1/tasks/{task}/peers/{host_id}")
+}
+
+/// `/api/v1/tasks/<task>/parents`.
+pub fn parents_path(task: &Digest) -> String {
+    format!("/api/v1/tasks/{task}/parents")
+}
+
+/// An agent's state in one task, sent on join and on every announcement (also a heartbeat).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAnnouncement {
+    /// Base URL of the agent's upload server (`http://10.0.0.7:5091`).
+    pub upload_url: String,
+    pub location: Location,
+    pub pieces: Bitfield,
+    /// Pieces it is taking from the edge right now (absent: none). Others wait for those
+    /// instead of asking the edge for them too: a piece queued at a busy edge can take a while,
+    /// and agents joining meanwhile would otherwise fetch it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetching: Option<Bitfield>,
+    /// Uploads this agent is serving right now, and how many it allows at once.
+    pub uploads_active: u32,
+    pub upload_slots: u32,
+}
+
+/// A peer as the scheduler stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub host_id: String,
+    #[serde(flatten)]
+    pub announcement: PeerAnnouncement,
+    /// When the scheduler last heard from it (unix milliseconds).
+    pub seen_at: u64,
+}
+
+/// Who asks for parents. The location travels as text (`region/zone/rack`) so that the edge
+/// can answer a malformed one with its own error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentsQuery {
+    pub host_id: String,
+    pub location: String,
+}
+
+impl ParentsQuery {
+    pub fn new(host_id: &str, location: &Location) -> Self {
+        ParentsQuery {
+            host_id: host_id.to_string(),
+            location: location.to_string(),
+        }
+    }
+}
+
+/// The parents proposed to an agent, best first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentsAnswer {
+    pub parents: Vec<ParentCandidate>,
+}
+
+/// A proposed parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentCandidate {
+    pub host_id: String,
+    pub upload_url: String,
+    pub location: Location,
+    /// Shared location labels: 3 same rack, 2 same zone, 1 same region.
+    pub shared: u8,
+    pub pieces: Bitfield,
+    /// Pieces it is taking from the edge right now (see [`PeerAnnouncement::fetching`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetching: Option<Bitfield>,
+    pub free_slots: u32,
+}
+
+impl ParentCandidate {
+    /// Whether it is taking piece `index` from the edge now.
+    pub fn fetching(&self, index: u64) -> bool {
+        self.fetching.as_ref().is_some_and(|f| f.get(index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announcement(fetching: Option<Bitfield>) -> PeerAnnouncement {
+        let mut pieces = Bitfield::new(10);
+        pieces.set(3);
+        PeerAnnouncement {
+            upload_url: "http://10.0.0.7:5091".into(),
+            location: "eu/z1/r1".parse().unwrap(),
+            pieces,
+            fetching,
+            uploads_active: 1,
+            upload_slots: 4,
+        }
+    }
+
+    #[test]
+    fn records_keep_the_announcement_at_the_top_level() {
+        let record = PeerRecord {
+            host_id: "h1".into(),
+            announcement: announcement(None),
+            seen_at: 42,
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["upload_url"], "http://10.0.0.7:5091");
+        assert_eq!(json["location"], "eu/z1/r1");
+        assert!(json.get("fetching").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<PeerRecord>(json).unwrap(), record);
+    }
+
+    #[test]
+    fn pieces_being_fetched_round_trip_and_may_be_absent() {
+        let mut fetching = Bitfield::new(10);
+        fetching.set(5);
+        let sent = announcement(Some(fetching));
+        let read: PeerAnnouncement = serde_json::from_str(&serde_json::to_string(&sent).unwrap()).unwrap();
+        assert_eq!(read, sent);
+        let answer = ParentsAnswer {
+            parents: vec![ParentCandidate {
+                host_id: "h1".into(),
+                upload_url: sent.upload_url.clone(),
+                location: sent.location.clone(),
+                shared: 3,
+                pieces: sent.pieces.clone(),
+                fetching: sent.fetching.clone(),
+                free_slots: 3,
+            }],
+        };
+        let read: ParentsAnswer = serde_json::from_str(&serde_json::to_string(&answer).unwrap()).unwrap();
+        assert_eq!(read, answer);
+        assert!(read.parents[0].fetching(5) && !read.parents[0].fetching(3));
+    }
+
+    #[test]
+    fn paths_and_queries() {
+        let d = Digest::of(b"blob");
+        assert_eq!(peer_path(&d, "h1"), format!("/api/v1/tasks/{d}/peers/h1"));
+        assert_eq!(parents_path(&d), format!("/api/v1/tasks/{d}/parents"));
+        let query = ParentsQuery::new("h1", &"eu/z1/r1".parse().unwrap());
+        assert_eq!(
+            serde_json::to_value(&query).unwrap(),
+            serde_json::json!({"host_id": "h1", "location": "eu/z1/r1"})
+        );
+    }
+}

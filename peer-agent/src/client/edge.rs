@@ -1,0 +1,290 @@
+//! The region's edges, nearest first: tasks (piece table, key, ticket) and the scheduler
+//! (announcements, parents), failing over to the next edge when one is down.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use damselfly_core::api::scheduler::{parents_path, peer_path};
+use damselfly_core::api::task::{task_path, TICKET_KEY_PATH};
+use damselfly_core::api::{
+    ParentCandidate, ParentsAnswer, ParentsQuery, PeerAnnouncement, TaskAnswer, TicketKeyAnswer,
+    TICKET_HEADER, TRANSFER_FAILED_HEADER,
+};
+use damselfly_core::{Digest, Location, PieceTable, TaskKey, TicketVerifier};
+
+use crate::error::{AgentError, AgentResult, PassedReply};
+use crate::request::BlobRequest;
+
+/// An edge that failed is skipped for this long.
+const DEAD_FOR: Duration = Duration::from_secs(10);
+
+/// What an edge answered for a task.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskInfo {
+    pub(crate) table: PieceTable,
+    pub(crate) complete: bool,
+    pub(crate) key: TaskKey,
+    pub(crate) ticket: String,
+    /// Which edge answered (index into the configured edges).
+    pub(crate) edge: usize,
+}
+
+pub(crate) struct EdgeClient {
+    urls: Vec<String>,
+    dead_until: Vec<Mutex<Option<Instant>>>,
+    /// Announcements, leaving, the ticket key: small, sent as they are.
+    http: reqwest::Client,
+    /// Tasks and parents: gzip-compressed by the edge.
+    control_http: reqwest::Client,
+}
+
+impl EdgeClient {
+    pub(crate) fn new(urls: &[String], http: reqwest::Client, control_http: reqwest::Client) -> Self {
+        EdgeClient {
+            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            dead_until: urls.iter().map(|_| Mutex::new(None)).collect(),
+            http,
+            control_http,
+        }
+    }
+
+    pub(crate) fn url(&self, edge: usize) -> &str {
+        &self.urls[edge]
+    }
+
+    pub(crate) fn mark_dead(&self, edge: usize) {
+        if let Some(slot) = self.dead_until.get(edge) {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(Instant::now() + DEAD_FOR);
+            }
+        }
+    }
+
+    /// Edges worth trying now, nearest first (all of them if every one is marked dead).
+    pub(crate) fn live(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let live: Vec<usize> = (0..self.urls.len())
+            .filter(|i| {
+                self.dead_until[*i]
+                    .lock()
+                    .map(|d| d.is_none_or(|t| t <= now))
+                    .unwrap_or(true)
+            })
+            .collect();
+        if live.is_empty() {
+            (0..self.urls.len()).collect()
+        } else {
+            live
+        }
+    }
+
+    /// Asks the edges for a task (for a blob, the edge checks the caller's credentials against
+    /// the upstream). A refusal comes back as `Refused`; `Unavailable` means no edge could answer.
+    ///
+    /// `after`: failing over from that edge (the others are asked first). `known`: a refresh of
+    /// the table already held (while the edge is still sealing pieces); the edge then sends only
+    /// the hashes after it, and reports a failed transfer instead of starting it again.
+    pub(crate) async fn task(
+        &self,
+        task: &BlobRequest,
+        after: Option<usize>,
+        known: Option<&PieceTable>,
+    ) -> AgentResult<TaskInfo> {
+        let mut last = String::from("no edge configured");
+        let order: Vec<usize> = match after {
+            // Failing over: the edges after the one that failed, then the rest.
+            Some(failed) => self.live().into_iter().filter(|e| *e != failed).collect(),
+            None => self.live(),
+        };
+        let query = task.task_query(known.map(|k| k.pieces.len()));
+        for edge in order {
+            let url = format!("{}{}", self.urls[edge], task_path(&task.digest));
+            let mut request = self
+                .control_http
+                .get(url)
+                .query(&query)
+                .timeout(Duration::from_secs(120));
+            if let Some(a) = &task.authorization {
+                request = request.header(http::header::AUTHORIZATION, a.clone());
+            }
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.mark_dead(edge);
+                    last = format!("edge {}: {e}", self.urls[edge]);
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_server_error() {
+                if response.headers().contains_key(TRANSFER_FAILED_HEADER) {
+                    let body = response.text().await.unwrap_or_default();
+                    return Err(AgentError::TransferFailed(body));
+                }
+                last = format!("edge {} answered {status}", self.urls[edge]);
+                continue;
+            }
+            if !status.is_success() {
+                let headers = response.headers().clone();
+                let body = response.bytes().await.unwrap_or_default();
+                return Err(AgentError::Refused(Box::new(PassedReply::from_parts(
+                    status, &headers, body,
+                ))));
+            }
+            let answer: TaskAnswer = response
+                .json()
+                .await
+                .map_err(|e| AgentError::Unavailable(format!("task answer: {e}")))?;
+            return Ok(TaskInfo {
+                table: with_known_hashes(answer.table, answer.pieces_from, known)?,
+                complete: answer.complete,
+                key: answer.task_key,
+                ticket: answer.ticket,
+                edge,
+            });
+        }
+        Err(AgentError::Unavailable(last))
+    }
+
+    pub(crate) async fn parents(
+        &self,
+        edge: usize,
+        digest: &Digest,
+        ticket: &str,
+        host_id: &str,
+        location: &Location,
+    ) -> AgentResult<Vec<ParentCandidate>> {
+        let response = self
+            .control_http
+            .get(format!("{}{}", self.urls[edge], parents_path(digest)))
+            .query(&ParentsQuery::new(host_id, location))
+            .header(TICKET_HEADER, ticket)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+        let answer: ParentsAnswer = response
+            .error_for_status()
+            .map_err(|e| AgentError::Unavailable(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+        Ok(answer.parents)
+    }
+
+    pub(crate) async fn announce(
+        &self,
+        edge: usize,
+        digest: &Digest,
+        host_id: &str,
+        ticket: &str,
+        announcement: &PeerAnnouncement,
+    ) -> AgentResult<()> {
+        self.http
+            .put(format!("{}{}", self.urls[edge], peer_path(digest, host_id)))
+            .header(TICKET_HEADER, ticket)
+            .json(announcement)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map(|_| ())
+            .map_err(|e| AgentError::Unavailable(e.to_string()))
+    }
+
+    pub(crate) async fn leave(&self, edge: usize, digest: &Digest, host_id: &str, ticket: &str) {
+        let _ = self
+            .http
+            .delete(format!("{}{}", self.urls[edge], peer_path(digest, host_id)))
+            .header(TICKET_HEADER, ticket)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+    }
+
+    /// The edges' ticket verification key (any edge of the cluster gives the same one).
+    pub(crate) async fn ticket_key(&self) -> AgentResult<TicketVerifier> {
+        for edge in self.live() {
+            let url = format!("{}{TICKET_KEY_PATH}", self.urls[edge]);
+            if let Ok(r) = self.http.get(url).timeout(Duration::from_secs(5)).send().await {
+                if let Ok(key) = r.json::<TicketKeyAnswer>().await {
+                    return TicketVerifier::from_base64(&key.public_key)
+                        .map_err(|e| AgentError::Internal(format!("ticket key: {e}")));
+                }
+            }
+        }
+        Err(AgentError::Unavailable(
+            "no edge answered for the ticket key".into(),
+        ))
+    }
+}
+
+/// A table whose hashes start at `from`, completed with the first `from` hashes of `known`.
+fn with_known_hashes(
+    mut table: PieceTable,
+    from: usize,
+    known: Option<&PieceTable>,
+) -> AgentResult<PieceTable> {
+    if from == 0 {
+        return Ok(table);
+    }
+    let known = known
+        .filter(|k| k.digest == table.digest && k.layout == table.layout && k.pieces.len() >= from)
+        .ok_or_else(|| {
+            AgentError::Unavailable(format!("the edge sent a table from piece {from} of one not held"))
+        })?;
+    let mut pieces = known.pieces[..from].to_vec();
+    pieces.append(&mut table.pieces);
+    table.pieces = pieces;
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use damselfly_core::PieceLayout;
+
+    fn table(hashes: std::ops::Range<u8>) -> PieceTable {
+        PieceTable {
+            digest: Digest::of(b"blob"),
+            layout: PieceLayout::for_size(8 << 20),
+            pieces: hashes.map(|i| [i; 32]).collect(),
+        }
+    }
+
+    #[test]
+    fn a_partial_table_is_completed_with_the_hashes_already_held() {
+        let known = table(0..3);
+        let merged = with_known_hashes(table(2..6), 2, Some(&known)).unwrap();
+        assert_eq!(merged, table(0..6), "the known prefix, then what the edge sent");
+        // A whole table (an edge that ignores `known`) replaces what was held.
+        assert_eq!(
+            with_known_hashes(table(0..6), 0, Some(&known)).unwrap(),
+            table(0..6)
+        );
+        // A suffix that does not fit what is held is not trusted.
+        assert!(with_known_hashes(table(5..6), 5, Some(&known)).is_err());
+        assert!(with_known_hashes(table(2..6), 2, None).is_err());
+        let other = PieceTable {
+            digest: Digest::of(b"other"),
+            ..table(0..3)
+        };
+        assert!(with_known_hashes(table(2..6), 2, Some(&other)).is_err());
+    }
+
+    #[test]
+    fn dead_edges_are_skipped_until_every_one_is() {
+        let http = reqwest::Client::new();
+        let edges = EdgeClient::new(&["http://a/".into(), "http://b".into()], http.clone(), http);
+        assert_eq!(edges.url(0), "http://a");
+        assert_eq!(edges.live(), vec![0, 1]);
+        edges.mark_dead(0);
+        assert_eq!(edges.live(), vec![1]);
+        edges.mark_dead(1);
+        assert_eq!(
+            edges.live(),
+            vec![0, 1],
+            "all dead: try them all rather than none"
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! Everything the agent asks of others over HTTP: the region's edges (tasks and the scheduler),
+//! registry requests relayed to an edge or the origin, sealed pieces from peers and edges, and
+//! the edges' ticket key. Clients know nothing of downloads or of the agent's own HTTP faces.
+
+mod edge;
+mod origin;
+mod piece;
+mod ticket_key;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) use edge::{EdgeClient, TaskInfo};
+pub(crate) use origin::{RegistryRelay, Relay};
+pub(crate) use piece::PieceClient;
+pub(crate) use ticket_key::TicketKeys;
+
+use crate::config::Config;
+use crate::error::{AgentError, AgentResult};
+
+/// The clients of one agent, sharing connection pools where their traffic is alike.
+pub(crate) struct Clients {
+    pub(crate) edges: Arc<EdgeClient>,
+    pub(crate) relay: Arc<RegistryRelay>,
+    pub(crate) pieces: Arc<PieceClient>,
+    pub(crate) ticket_keys: Arc<TicketKeys>,
+}
+
+impl Clients {
+    pub(crate) fn new(config: &Config) -> AgentResult<Clients> {
+        // Only the scheduler's JSON answers are compressed: relayed registry traffic passes
+        // through as sent, and pieces are sealed (incompressible).
+        let passthrough = http_client(None, false)?;
+        // Piece tables and parent lists: JSON, compressed on the wire (most of the scheduler's
+        // bytes: agents ask several times a second per download).
+        let control = http_client(None, true)?;
+        let piece = http_client(
+            Some(Duration::from_secs(config.download.piece_timeout_secs)),
+            false,
+        )?;
+        let edges = Arc::new(EdgeClient::new(&config.edges, passthrough.clone(), control));
+        let registries = config
+            .registries
+            .iter()
+            .map(|r| (r.registry.clone(), r.url.clone()));
+        Ok(Clients {
+            relay: Arc::new(RegistryRelay::new(
+                edges.clone(),
+                config.upstream.as_deref(),
+                registries,
+                passthrough,
+            )),
+            pieces: Arc::new(PieceClient::new(piece)),
+            ticket_keys: Arc::new(TicketKeys::new(edges.clone())),
+            edges,
+        })
+    }
+}
+
+fn http_client(timeout: Option<Duration>, gzip: bool) -> AgentResult<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .gzip(gzip)
+        .user_agent(concat!("damselfly-agent/", env!("CARGO_PKG_VERSION")));
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
+    builder
+        .build()
+        .map_err(|e| AgentError::Internal(format!("http client: {e}")))
+}

@@ -1,0 +1,748 @@
+//! One download's loop: its state between steps, and one method per step. Each turn it
+//! refreshes the table (while the edge is still ingesting), refreshes the parents, picks and
+//! starts fetches, announces what changed, then waits for a fetch to end (or a tick).
+//!
+//! The network is behind [`Network`], so the timing decisions are tested on paused time
+//! against a fake.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use damselfly_core::api::ParentCandidate;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::picker::{in_swarm, pick, EdgeTurn, Skip, Source};
+use crate::client::TaskInfo;
+use crate::config::DownloadConfig;
+use crate::error::{AgentError, AgentResult};
+use crate::request::BlobRequest;
+use crate::store::LocalTask;
+
+/// How often the table (while the edge is still ingesting), parents and announcements refresh.
+/// A piece is only passed on once its holder has announced it and the others have asked for
+/// parents again: these two set how late the swarm learns of it.
+const TABLE_EVERY: Duration = Duration::from_millis(200);
+const PARENTS_EVERY: Duration = Duration::from_millis(100);
+/// New parents only matter to a download that can start a fetch; one with every slot busy asks
+/// less often (each answer costs the edge's link).
+const PARENTS_EVERY_WHEN_FULL: Duration = Duration::from_millis(500);
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+/// In a swarm, pieces just asked of the edge are announced without waiting for
+/// `ANNOUNCE_EVERY`, but not more often than this (a fast download asks for many).
+const ANNOUNCE_TAKEN_EVERY: Duration = Duration::from_millis(10);
+/// Announced even when nothing changed, so the scheduler keeps the record (also while seeding).
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// With no fetch ending, the loop still turns this often to refresh and pick.
+const TICK: Duration = Duration::from_millis(100);
+/// A busy parent is not asked for this long; its pieces wait for it rather than go to the edge.
+const BUSY_PARENT_PAUSE: Duration = Duration::from_millis(300);
+/// Pieces one agent fetches from the edge at once, all downloads together, while peers share
+/// the task (only pieces it owns: the edge sends each piece to one agent and the swarm passes
+/// it on). Two keep an owner busy while many share the edge's link.
+const SWARM_EDGE_PIECES: usize = 2;
+/// Each period a piece stays unclaimed after it became known, one more candidate owner may take
+/// it from the edge (its owner is slow, busy elsewhere or gone). Long enough for an owner whose
+/// request waits in the edge's send queue: a second owner's copy costs edge bandwidth that every
+/// other piece is waiting for.
+const UNCLAIMED_AFTER: Duration = Duration::from_secs(5);
+/// Edge failures (all edges tried) after which the download gives up (readers use the origin).
+const MAX_EDGE_FAILOVERS: u32 = 3;
+
+/// How a fetch ended.
+pub(crate) struct Outcome {
+    pub(crate) index: u64,
+    pub(crate) source: Source,
+    pub(crate) result: AgentResult<()>,
+}
+
+/// What a session asks of the edges and parents.
+pub(crate) trait Network {
+    /// The task's table again from its edge, with the hashes after those `held` lists.
+    async fn refresh(&self, request: &BlobRequest, held: &TaskInfo) -> AgentResult<TaskInfo>;
+    /// `info`'s edge failed with `cause`: not asked again for a while.
+    fn edge_failed(&self, info: &TaskInfo, cause: &AgentError);
+    /// The task from an edge other than `failed`'s (which starts its own transfer if needed).
+    async fn task_elsewhere(&self, request: &BlobRequest, failed: &TaskInfo) -> AgentResult<TaskInfo>;
+    async fn parents(&self, info: &TaskInfo) -> AgentResult<Vec<ParentCandidate>>;
+    /// Tells the scheduler this agent's pieces and the ones it is taking from the edge now.
+    /// Best effort: a lost announcement is repeated by the next one.
+    async fn announce(&self, info: &TaskInfo, task: &LocalTask, fetching: &[u64]);
+    /// Starts fetching piece `index` from `source`; its outcome arrives on `done`.
+    fn fetch(
+        &self,
+        task: &Arc<LocalTask>,
+        info: &TaskInfo,
+        index: u64,
+        source: Source,
+        done: mpsc::Sender<Outcome>,
+    );
+    /// Pieces all downloads of this agent are taking from an edge now.
+    fn edge_pieces_in_flight(&self) -> usize;
+}
+
+/// What the last announcement said.
+#[derive(Debug, PartialEq, Eq)]
+struct Announced {
+    held: u64,
+    /// Pieces being taken from the edge, sorted.
+    fetching: Vec<u64>,
+}
+
+pub(crate) struct Session<'a, N> {
+    net: &'a N,
+    /// This agent's host id (its share of the pieces nobody holds depends on it).
+    me: &'a str,
+    config: &'a DownloadConfig,
+    request: &'a BlobRequest,
+    task: Arc<LocalTask>,
+    info: TaskInfo,
+    began: Instant,
+    in_flight: HashMap<u64, Source>,
+    parents: Vec<ParentCandidate>,
+    skip: Skip,
+    /// When each piece became known (listed in the edge's table), to spot unclaimed ones.
+    known_since: Vec<Instant>,
+    last_table: Option<Instant>,
+    last_parents: Option<Instant>,
+    last_announce: Option<Instant>,
+    announced: Option<Announced>,
+    failovers: u32,
+    done_tx: mpsc::Sender<Outcome>,
+    done_rx: mpsc::Receiver<Outcome>,
+}
+
+/// Whether `every` has passed since `last` (or nothing happened yet).
+fn due(last: Option<Instant>, every: Duration, now: Instant) -> bool {
+    last.is_none_or(|t| now.duration_since(t) >= every)
+}
+
+impl<'a, N: Network> Session<'a, N> {
+    pub(crate) fn new(
+        net: &'a N,
+        me: &'a str,
+        config: &'a DownloadConfig,
+        request: &'a BlobRequest,
+        task: Arc<LocalTask>,
+        info: TaskInfo,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::channel(64);
+        Session {
+            net,
+            me,
+            config,
+            request,
+            task,
+            info,
+            began: Instant::now(),
+            in_flight: HashMap::new(),
+            parents: Vec::new(),
+            skip: Skip::default(),
+            known_since: Vec::new(),
+            last_table: None,
+            last_parents: None,
+            last_announce: None,
+            announced: None,
+            failovers: 0,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Runs until every piece is here (then answers the task as last seen) or the P2P path
+    /// fails for good.
+    pub(crate) async fn drive(mut self) -> AgentResult<TaskInfo> {
+        loop {
+            if self.task.is_complete() {
+                self.net.announce(&self.info, &self.task, &[]).await;
+                return Ok(self.info);
+            }
+            let now = Instant::now();
+            self.refresh_table(now).await?;
+            self.refresh_parents(now).await;
+            self.skip.expire(now);
+            self.pick_and_fetch(now);
+            // After the picks, so pieces just asked of the edge are announced at once: the
+            // others then wait for them rather than ask the edge too.
+            self.announce_if_due(now).await;
+            if let Ok(Some(outcome)) = tokio::time::timeout(TICK, self.done_rx.recv()).await {
+                self.handle(outcome).await?;
+            }
+        }
+    }
+
+    async fn refresh_table(&mut self, now: Instant) -> AgentResult<()> {
+        if self.info.complete || !due(self.last_table, TABLE_EVERY, now) {
+            return Ok(());
+        }
+        self.last_table = Some(now);
+        match self.net.refresh(self.request, &self.info).await {
+            Ok(fresh) => self.info = fresh,
+            // Refused, or the edge's own transfer failed: only the origin can do better.
+            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) => self.fail_over(e).await?,
+        }
+        Ok(())
+    }
+
+    fn parents_every(&self) -> Duration {
+        if self.in_flight.len() < self.config.concurrent_pieces {
+            PARENTS_EVERY
+        } else {
+            PARENTS_EVERY_WHEN_FULL
+        }
+    }
+
+    async fn refresh_parents(&mut self, now: Instant) {
+        if !due(self.last_parents, self.parents_every(), now) {
+            return;
+        }
+        self.last_parents = Some(now);
+        if let Ok(parents) = self.net.parents(&self.info).await {
+            self.parents = parents;
+        }
+    }
+
+    fn pick_and_fetch(&mut self, now: Instant) {
+        self.note_known(now);
+        let have = self.task.bitfield();
+        let owners = |index: u64| self.owners(index, now);
+        let edge = EdgeTurn {
+            room: self.edge_room(now),
+            me: self.me,
+            owners: &owners,
+        };
+        let picks = pick(
+            &have,
+            &self.info.table.pieces,
+            &self.in_flight,
+            &self.parents,
+            &self.skip,
+            self.config,
+            &edge,
+        );
+        for (index, source) in picks {
+            self.in_flight.insert(index, source.clone());
+            self.net
+                .fetch(&self.task, &self.info, index, source, self.done_tx.clone());
+        }
+    }
+
+    /// Remembers when pieces first appeared in the table.
+    fn note_known(&mut self, now: Instant) {
+        self.known_since.resize(self.info.table.pieces.len(), now);
+    }
+
+    /// How many of piece `index`'s candidate owners may take it from the edge: one more for each
+    /// period it has stayed unclaimed since it became known.
+    fn owners(&self, index: u64, now: Instant) -> usize {
+        let waited = self
+            .known_since
+            .get(index as usize)
+            .map_or(Duration::ZERO, |t| now.duration_since(*t));
+        1 + (waited.as_millis() / UNCLAIMED_AFTER.as_millis()) as usize
+    }
+
+    /// Pieces this download may take from the edge now.
+    fn edge_room(&self, now: Instant) -> usize {
+        // Agents starting together see nobody in their first answers; until the scheduler has
+        // had time to show the others, each behaves as in a swarm and takes one edge piece at a
+        // time (a lone agent loses well under a second).
+        let settling = now.duration_since(self.began) < 2 * PARENTS_EVERY;
+        if settling || in_swarm(&self.parents, &self.skip) {
+            SWARM_EDGE_PIECES.saturating_sub(self.net.edge_pieces_in_flight())
+        } else {
+            let mine = self.in_flight.values().filter(|s| **s == Source::Edge).count();
+            self.config.per_parent.saturating_sub(mine)
+        }
+    }
+
+    async fn announce_if_due(&mut self, now: Instant) {
+        let mut fetching: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, s)| **s == Source::Edge)
+            .map(|(i, _)| *i)
+            .collect();
+        fetching.sort_unstable();
+        let state = Announced {
+            held: self.task.bitfield().count(),
+            fetching,
+        };
+        if !self.announcement_due(&state, now) {
+            return;
+        }
+        self.last_announce = Some(now);
+        self.net.announce(&self.info, &self.task, &state.fetching).await;
+        self.announced = Some(state);
+    }
+
+    /// A change at most every `ANNOUNCE_EVERY`; in a swarm, pieces newly taken from the edge at
+    /// once (at most every `ANNOUNCE_TAKEN_EVERY`); a heartbeat every `HEARTBEAT_EVERY`.
+    fn announcement_due(&self, state: &Announced, now: Instant) -> bool {
+        let (Some(last), Some(announced)) = (self.last_announce, &self.announced) else {
+            return true;
+        };
+        let since = now.duration_since(last);
+        // Only others in the swarm care what this agent takes from the edge.
+        let taking_more = in_swarm(&self.parents, &self.skip)
+            && since >= ANNOUNCE_TAKEN_EVERY
+            && state
+                .fetching
+                .iter()
+                .any(|i| announced.fetching.binary_search(i).is_err());
+        since >= HEARTBEAT_EVERY || taking_more || (state != announced && since >= ANNOUNCE_EVERY)
+    }
+
+    async fn handle(&mut self, outcome: Outcome) -> AgentResult<()> {
+        self.in_flight.remove(&outcome.index);
+        let Err(error) = outcome.result else {
+            return Ok(());
+        };
+        match outcome.source {
+            Source::Peer { host_id, .. } => {
+                // A busy parent is asked again soon (its pieces wait for it); a failing or
+                // lying one is not trusted for much longer.
+                tracing::debug!(digest = %self.task.digest, index = outcome.index, parent = %host_id, %error, "piece failed; trying elsewhere");
+                let now = Instant::now();
+                if let AgentError::Busy(_) = error {
+                    self.skip.busy.insert(host_id, now + BUSY_PARENT_PAUSE);
+                } else {
+                    let distrust = Duration::from_secs(self.config.bad_parent_secs);
+                    self.skip.failed.insert(host_id, now + distrust);
+                }
+            }
+            // The edge's transfer failed, or this agent cannot store pieces: only the origin
+            // can do better.
+            Source::Edge if !error.is_retryable() => return Err(error),
+            // Down: the next edge. Busy, or one bad piece: the same edge again later.
+            Source::Edge => {
+                if let AgentError::Unavailable(_) = error {
+                    self.fail_over(error).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The edge failed: the task from the next one, up to `MAX_EDGE_FAILOVERS` times.
+    async fn fail_over(&mut self, cause: AgentError) -> AgentResult<()> {
+        self.failovers += 1;
+        self.net.edge_failed(&self.info, &cause);
+        if self.failovers > MAX_EDGE_FAILOVERS {
+            return Err(AgentError::Unavailable(format!("edges keep failing: {cause}")));
+        }
+        self.info = self.net.task_elsewhere(self.request, &self.info).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use damselfly_core::{Bitfield, Digest, PieceLayout, PieceTable, TaskKey};
+    use tokio::time::advance;
+
+    use super::*;
+    use crate::request::TaskOrigin;
+    use crate::store::PieceStore;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// What the fake's piece fetches do.
+    #[derive(Clone, Copy)]
+    enum Fetches {
+        /// Never end.
+        Hang,
+        /// Store the piece and succeed.
+        Deliver,
+        /// The edge answers that its transfer from the origin failed.
+        FailTransfer,
+    }
+
+    /// The network as a recorder: every call and when it was made.
+    struct FakeNet {
+        fetches: Fetches,
+        fetches_started: AtomicUsize,
+        parents: Vec<ParentCandidate>,
+        /// What the next table refresh fails with.
+        refresh_fails: Mutex<Option<AgentError>>,
+        refreshes: Mutex<Vec<Instant>>,
+        parent_requests: Mutex<Vec<Instant>>,
+        announcements: Mutex<Vec<(Instant, Vec<u64>)>>,
+        failed_edges: Mutex<Vec<usize>>,
+    }
+
+    impl FakeNet {
+        fn new(fetches: Fetches) -> Self {
+            FakeNet {
+                fetches,
+                fetches_started: AtomicUsize::new(0),
+                parents: Vec::new(),
+                refresh_fails: Mutex::new(None),
+                refreshes: Mutex::new(Vec::new()),
+                parent_requests: Mutex::new(Vec::new()),
+                announcements: Mutex::new(Vec::new()),
+                failed_edges: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Network for FakeNet {
+        async fn refresh(&self, _: &BlobRequest, held: &TaskInfo) -> AgentResult<TaskInfo> {
+            self.refreshes.lock().unwrap().push(Instant::now());
+            match self.refresh_fails.lock().unwrap().take() {
+                Some(e) => Err(e),
+                None => Ok(held.clone()),
+            }
+        }
+
+        fn edge_failed(&self, info: &TaskInfo, _: &AgentError) {
+            self.failed_edges.lock().unwrap().push(info.edge);
+        }
+
+        async fn task_elsewhere(&self, _: &BlobRequest, failed: &TaskInfo) -> AgentResult<TaskInfo> {
+            Ok(TaskInfo {
+                edge: failed.edge + 1,
+                ..failed.clone()
+            })
+        }
+
+        async fn parents(&self, _: &TaskInfo) -> AgentResult<Vec<ParentCandidate>> {
+            self.parent_requests.lock().unwrap().push(Instant::now());
+            Ok(self.parents.clone())
+        }
+
+        async fn announce(&self, _: &TaskInfo, _: &LocalTask, fetching: &[u64]) {
+            let call = (Instant::now(), fetching.to_vec());
+            self.announcements.lock().unwrap().push(call);
+        }
+
+        fn fetch(
+            &self,
+            task: &Arc<LocalTask>,
+            _: &TaskInfo,
+            index: u64,
+            source: Source,
+            done: mpsc::Sender<Outcome>,
+        ) {
+            // A loop that keeps fetching without end fails its test rather than hang it.
+            let started = self.fetches_started.fetch_add(1, Ordering::SeqCst);
+            assert!(started < 10_000, "the download keeps fetching and never ends");
+            let result = match self.fetches {
+                Fetches::Hang => return,
+                Fetches::Deliver => task.write_piece(index, &sealed(task, index)),
+                Fetches::FailTransfer => Err(AgentError::TransferFailed("digest mismatch".into())),
+            };
+            tokio::spawn(async move {
+                let _ = done
+                    .send(Outcome {
+                        index,
+                        source,
+                        result,
+                    })
+                    .await;
+            });
+        }
+
+        fn edge_pieces_in_flight(&self) -> usize {
+            0
+        }
+    }
+
+    fn sealed(task: &LocalTask, index: u64) -> Vec<u8> {
+        vec![0; task.layout.sealed_len(index) as usize]
+    }
+
+    /// A task of `pieces` pieces whose first `listed` hashes the edge has sent.
+    struct Download {
+        _dir: tempfile::TempDir,
+        config: DownloadConfig,
+        request: BlobRequest,
+        task: Arc<LocalTask>,
+        info: TaskInfo,
+    }
+
+    impl Download {
+        fn new(pieces: u64, listed: usize) -> Download {
+            let dir = tempfile::tempdir().unwrap();
+            let store = PieceStore::open(dir.path(), u64::MAX).unwrap();
+            let digest = Digest::of(b"blob");
+            let layout = PieceLayout::for_size(pieces * damselfly_core::piece::MIN_PIECE_LENGTH);
+            let (task, _) = store.get_or_create(&digest, layout).unwrap();
+            Download {
+                _dir: dir,
+                config: DownloadConfig::default(),
+                request: BlobRequest {
+                    digest,
+                    origin: TaskOrigin::Registry {
+                        repo: "demo/app".into(),
+                        ns: None,
+                    },
+                    authorization: None,
+                },
+                info: TaskInfo {
+                    table: PieceTable {
+                        digest,
+                        layout,
+                        pieces: vec![[0; 32]; listed],
+                    },
+                    complete: listed as u64 == pieces,
+                    key: TaskKey::from_bytes([0; 32]),
+                    ticket: "ticket".into(),
+                    edge: 0,
+                },
+                task,
+            }
+        }
+
+        fn session<'a>(&'a self, net: &'a FakeNet) -> Session<'a, FakeNet> {
+            Session::new(
+                net,
+                "me",
+                &self.config,
+                &self.request,
+                self.task.clone(),
+                self.info.clone(),
+            )
+        }
+
+        fn land(&self, index: u64) {
+            self.task.write_piece(index, &sealed(&self.task, index)).unwrap();
+        }
+    }
+
+    fn peer(host_id: &str) -> ParentCandidate {
+        ParentCandidate {
+            host_id: host_id.into(),
+            upload_url: format!("http://{host_id}"),
+            location: "eu/z1/r1".parse().unwrap(),
+            shared: 3,
+            pieces: Bitfield::new(8),
+            fetching: None,
+            free_slots: 4,
+        }
+    }
+
+    fn from_peer(host_id: &str) -> Source {
+        Source::Peer {
+            host_id: host_id.into(),
+            url: format!("http://{host_id}"),
+        }
+    }
+
+    fn failed(index: u64, source: Source, error: AgentError) -> Outcome {
+        Outcome {
+            index,
+            source,
+            result: Err(error),
+        }
+    }
+
+    /// Milliseconds since `start` of each recorded call.
+    fn times(calls: &[Instant], start: Instant) -> Vec<u128> {
+        calls
+            .iter()
+            .map(|t| t.duration_since(start).as_millis())
+            .collect()
+    }
+
+    /// Runs a step at each offset (milliseconds since the first).
+    async fn at_offsets<F: AsyncFnMut(Instant)>(offsets: &[u64], mut step: F) {
+        let start = Instant::now();
+        for offset in offsets {
+            let target = start + Duration::from_millis(*offset);
+            advance(target.duration_since(Instant::now())).await;
+            step(Instant::now()).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_are_announced_at_most_every_50_ms_and_a_heartbeat_every_5_s() {
+        let download = Download::new(8, 8);
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        let start = Instant::now();
+        session.announce_if_due(start).await;
+        download.land(0);
+        // The change waits out 50 ms since the first announcement; then nothing changes.
+        at_offsets(&[49, 50, 51, 5049, 5050], async |now| {
+            session.announce_if_due(now).await
+        })
+        .await;
+        let calls: Vec<Instant> = net.announcements.lock().unwrap().iter().map(|c| c.0).collect();
+        assert_eq!(times(&calls, start), vec![0, 50, 5050]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_swarm_pieces_newly_taken_from_the_edge_are_announced_at_once_but_at_most_every_10_ms() {
+        let download = Download::new(8, 8);
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        // A member holding nothing yet: a swarm.
+        session.parents = vec![peer("other")];
+        let start = Instant::now();
+        session.announce_if_due(start).await;
+        session.in_flight.insert(1, Source::Edge);
+        at_offsets(&[5, 10, 20], async |now| session.announce_if_due(now).await).await;
+        // Alone, what it takes from the edge interests nobody: it is a change like any other.
+        session.parents.clear();
+        session.in_flight.insert(2, Source::Edge);
+        // From t = 20 ms: 30 and 59 are too soon after the announcement at 10, 60 is not.
+        at_offsets(&[10, 39, 40], async |now| session.announce_if_due(now).await).await;
+        let calls = net.announcements.lock().unwrap();
+        let instants: Vec<Instant> = calls.iter().map(|c| c.0).collect();
+        assert_eq!(times(&instants, start), vec![0, 10, 60]);
+        let fetching: Vec<&[u64]> = calls.iter().map(|c| c.1.as_slice()).collect();
+        assert_eq!(fetching, vec![&[][..], &[1][..], &[1, 2][..]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parents_are_asked_every_100_ms_and_every_500_ms_while_every_fetch_slot_is_busy() {
+        let mut download = Download::new(8, 8);
+        download.config.concurrent_pieces = 2;
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        let start = Instant::now();
+        at_offsets(&[0, 99, 100], async |now| session.refresh_parents(now).await).await;
+        session.in_flight.insert(0, from_peer("a"));
+        session.in_flight.insert(1, Source::Edge);
+        at_offsets(&[100, 499, 500], async |now| session.refresh_parents(now).await).await;
+        let calls = net.parent_requests.lock().unwrap();
+        assert_eq!(times(&calls, start), vec![0, 100, 600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_piece_unclaimed_for_5_s_may_be_taken_by_one_more_owner_each_period() {
+        let download = Download::new(8, 2);
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        let start = Instant::now();
+        session.note_known(start);
+        assert_eq!(session.owners(0, start), 1);
+        advance(4999 * MS).await;
+        assert_eq!(session.owners(0, Instant::now()), 1);
+        advance(MS).await;
+        assert_eq!(session.owners(0, Instant::now()), 2);
+        advance(5000 * MS).await;
+        assert_eq!(session.owners(1, Instant::now()), 3);
+        // A piece listed later counts from when it appeared.
+        session.info.table.pieces.extend([[0; 32]; 2]);
+        session.note_known(Instant::now());
+        assert_eq!(session.owners(3, Instant::now()), 1);
+        assert_eq!(session.owners(0, Instant::now()), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_parent_is_left_alone_300_ms_and_a_failing_one_bad_parent_secs() {
+        let mut download = Download::new(8, 8);
+        download.config.bad_parent_secs = 30;
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        let busy = failed(0, from_peer("busy"), AgentError::Busy("all upload slots in use"));
+        let lying = failed(1, from_peer("liar"), AgentError::BadPiece("piece 1".into()));
+        session.handle(busy).await.unwrap();
+        session.handle(lying).await.unwrap();
+        let skipped = async |session: &mut Session<'_, FakeNet>, after: Duration| {
+            advance(after).await;
+            session.skip.expire(Instant::now());
+            (
+                session.skip.busy.contains_key("busy"),
+                session.skip.failed.contains_key("liar"),
+            )
+        };
+        assert_eq!(skipped(&mut session, 299 * MS).await, (true, true));
+        assert_eq!(skipped(&mut session, MS).await, (false, true));
+        assert_eq!(skipped(&mut session, 29_699 * MS).await, (false, true));
+        assert_eq!(skipped(&mut session, MS).await, (false, false));
+        assert!(
+            net.failed_edges.lock().unwrap().is_empty(),
+            "a peer is not an edge"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_edge_is_failed_over_a_busy_one_asked_again_a_failed_transfer_ends_it() {
+        let download = Download::new(8, 8);
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        session
+            .handle(failed(0, Source::Edge, AgentError::Busy("busy")))
+            .await
+            .unwrap();
+        let bad = AgentError::BadPiece("piece 1".into());
+        session.handle(failed(1, Source::Edge, bad)).await.unwrap();
+        assert_eq!(session.info.edge, 0, "busy or one bad piece: the same edge");
+        let down = || failed(2, Source::Edge, AgentError::Unavailable("refused".into()));
+        session.handle(down()).await.unwrap();
+        assert_eq!(session.info.edge, 1);
+        let transfer = AgentError::TransferFailed("digest mismatch".into());
+        let end = session.handle(failed(3, Source::Edge, transfer)).await;
+        assert!(matches!(end, Err(AgentError::TransferFailed(_))), "{end:?}");
+        // Edges that keep failing end it too, after three failovers.
+        session.handle(down()).await.unwrap();
+        session.handle(down()).await.unwrap();
+        let end = session.handle(down()).await;
+        assert!(matches!(end, Err(AgentError::Unavailable(_))), "{end:?}");
+        assert_eq!(*net.failed_edges.lock().unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_table_is_refreshed_every_200_ms_until_complete_and_a_refusal_ends_the_download() {
+        let download = Download::new(8, 2);
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        let start = Instant::now();
+        at_offsets(&[0, 199, 200], async |now| {
+            session.refresh_table(now).await.unwrap()
+        })
+        .await;
+        assert_eq!(times(&net.refreshes.lock().unwrap(), start), vec![0, 200]);
+        *net.refresh_fails.lock().unwrap() = Some(AgentError::Unavailable("reset".into()));
+        advance(200 * MS).await;
+        session.refresh_table(Instant::now()).await.unwrap();
+        assert_eq!(session.info.edge, 1, "an unreachable edge: the next one");
+        *net.refresh_fails.lock().unwrap() = Some(AgentError::TransferFailed("gone".into()));
+        advance(200 * MS).await;
+        let end = session.refresh_table(Instant::now()).await;
+        assert!(matches!(end, Err(AgentError::TransferFailed(_))), "{end:?}");
+        session.info.complete = true;
+        advance(200 * MS).await;
+        session.refresh_table(Instant::now()).await.unwrap();
+        assert_eq!(
+            net.refreshes.lock().unwrap().len(),
+            4,
+            "a complete table is not asked again"
+        );
+    }
+
+    /// A loop that waits without end fails its test (a minute of paused time passes at once).
+    async fn within_a_minute<T>(drive: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), drive)
+            .await
+            .expect("the download never ended")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_download_ends_with_every_piece_and_a_last_announcement() {
+        let download = Download::new(8, 8);
+        let net = FakeNet::new(Fetches::Deliver);
+        let info = within_a_minute(download.session(&net).drive()).await.unwrap();
+        assert!(download.task.is_complete());
+        assert_eq!(info.table.pieces.len(), 8);
+        let calls = net.announcements.lock().unwrap();
+        assert_eq!(calls.last().map(|c| c.1.as_slice()), Some(&[][..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_download_ends_when_the_edge_says_its_transfer_failed() {
+        let download = Download::new(8, 8);
+        let net = FakeNet::new(Fetches::FailTransfer);
+        let end = within_a_minute(download.session(&net).drive()).await;
+        assert!(matches!(end, Err(AgentError::TransferFailed(_))), "{end:?}");
+        assert!(!download.task.is_complete());
+    }
+}
