@@ -71,6 +71,11 @@ pub struct ServerConfig {
     /// Connections open at once on one listener. Beyond it a new connection is answered `503`
     /// with `Retry-After` and closed. Lowered at start to what the open-files limit allows.
     pub max_connections: usize,
+    /// A client that takes less than this many bytes per second while the server is blocked
+    /// sending to it, for longer than `send_stall_secs`, loses its connection. Time the server
+    /// has nothing to send never counts.
+    pub send_min_bytes_per_sec: u64,
+    pub send_stall_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +86,10 @@ impl Default for ServerConfig {
             request_timeout_secs: 120,
             max_concurrent_requests: 1024,
             max_connections: 10_000,
+            // A reader under 16 KiB/s for 30 s has stopped reading (or wants to hold the
+            // connection): far below any link a pull runs on.
+            send_min_bytes_per_sec: 16 * 1024,
+            send_stall_secs: 30,
         }
     }
 }
@@ -95,6 +104,7 @@ impl ServerConfig {
                 self.max_concurrent_requests as u64,
             ),
             ("server.max_connections", self.max_connections as u64),
+            ("server.send_stall_secs", self.send_stall_secs),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError::Invalid(format!("{name} must be > 0"))),

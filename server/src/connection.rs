@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::{ListenerLabels, ServerMetrics};
+use crate::progress::{ProgressIo, SendProgress};
 use crate::tls::{PeerIdentity, ServerTls};
 
 pub(crate) struct ConnectionLimits {
@@ -26,6 +27,7 @@ pub(crate) struct ConnectionLimits {
     pub tls: Option<Arc<ServerTls>>,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub send_progress: SendProgress,
     pub on_accept: Option<fn(&TcpStream)>,
     pub metrics: ServerMetrics,
 }
@@ -137,6 +139,8 @@ pub(crate) async fn accept_loop(
         let drain = drain.clone();
         let header_read_timeout = limits.header_read_timeout;
         let tls = limits.tls.clone();
+        // Below TLS, so what counts is the bytes the peer actually takes.
+        let stream = ProgressIo::new(stream, limits.send_progress);
         connections.spawn(async move {
             let _open = guard;
             let Some(tls) = tls else {

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::connection::{accept_loop, ConnectionLimits};
 use crate::metrics::ServerMetrics;
+use crate::progress::SendProgress;
 use crate::readiness::Readiness;
 use crate::request::{wrap, RequestLimits};
 use crate::tls::ServerTls;
@@ -136,6 +137,10 @@ impl Server {
                 tls: listener.tls,
                 max_connections,
                 header_read_timeout: Duration::from_secs(self.config.header_read_timeout_secs),
+                send_progress: SendProgress {
+                    min_rate: self.config.send_min_bytes_per_sec,
+                    grace: Duration::from_secs(self.config.send_stall_secs),
+                },
                 on_accept: listener.on_accept,
                 metrics: self.metrics.clone(),
             });

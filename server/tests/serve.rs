@@ -52,6 +52,9 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Durat
     let start = Instant::now();
     let mut buf = [0u8; 1024];
     loop {
+        if start.elapsed() >= within {
+            return None;
+        }
         match tokio::time::timeout(within.saturating_sub(start.elapsed()), stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
             Ok(Ok(_)) => continue,
@@ -211,4 +214,36 @@ async fn a_client_that_stays_connected_past_the_grace_period_does_not_hold_shutd
         .unwrap()
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection_and_others_are_served() {
+    let endless = || async {
+        let zeros = futures::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[0u8; 16384]))
+        });
+        axum::body::Body::from_stream(zeros)
+    };
+    let config = ServerConfig {
+        send_min_bytes_per_sec: 1024 * 1024,
+        send_stall_secs: 1,
+        ..ServerConfig::default()
+    };
+    let server = start(
+        config,
+        Router::new()
+            .route("/endless", get(endless))
+            .route("/small", get(|| async { "small" })),
+    )
+    .await;
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /endless HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get_status(server.addr, "/small").await, 200);
+    // Closed by now: what is left is what the kernel buffered before the server gave up.
+    let closed = closed_within(&mut stalled, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the stalled reader's connection is still open");
 }
