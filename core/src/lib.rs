@@ -16,6 +16,7 @@ pub mod range;
 pub mod reference;
 pub mod registry_auth;
 pub mod seal;
+pub mod sealed_value;
 pub mod size;
 pub mod ticket;
 
@@ -30,5 +31,6 @@ pub use range::{parse_range, RangeNotSatisfiable};
 pub use reference::{Reference, RepositoryName};
 pub use registry_auth::{Challenge, TokenAnswer};
 pub use seal::{ClusterSecret, SealError, TaskKey, TAG_LEN};
+pub use sealed_value::SealedValue;
 pub use size::parse_size;
 pub use ticket::{Ticket, TicketError, TicketSigner, TicketVerifier};

@@ -1,9 +1,12 @@
 //! Short-lived signed tickets: an edge's word that a caller proved read access to a task.
 //!
-//! Token format: `v1.<task hex>.<expiry unix seconds>.<base64url Ed25519 signature>`. The signing
-//! key is derived from the cluster secret, so every edge issues tickets any other edge accepts;
-//! agents hold only the public key (from an edge's `/api/v1/ticket-key`), so they can check a
-//! ticket but never mint one.
+//! Token format: `v1.<task hex>.<expiry unix seconds>.<base64url Ed25519 signature>`, or
+//! `v2.<task hex>.<expiry>.<base64url holder>.<signature>` for a ticket issued to an identity (an
+//! agent's client certificate): edges then accept it only from that identity, so a ticket
+//! sniffed off the plain peer-to-peer path buys nothing from an edge. The signing key is derived
+//! from the cluster secret, so every edge issues tickets any other edge accepts; agents hold only
+//! the public key (from an edge's `/api/v1/ticket-key`), so they can check a ticket but never
+//! mint one.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,6 +19,8 @@ use crate::seal::ClusterSecret;
 pub struct Ticket {
     pub task: Digest,
     pub expires_at: u64,
+    /// The identity the ticket was issued to, if any.
+    pub holder: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,6 +35,8 @@ pub enum TicketError {
     WrongTask,
     #[error("ticket public key is malformed")]
     BadKey,
+    #[error("ticket was issued to another identity")]
+    WrongHolder,
 }
 
 /// Issues tickets (edges only: needs the cluster secret).
@@ -46,7 +53,16 @@ impl TicketSigner {
     }
 
     pub fn issue(&self, task: &Digest, expires_at: u64) -> String {
-        let body = format!("v1.{}.{}", task.hex(), expires_at);
+        self.sign(format!("v1.{}.{}", task.hex(), expires_at))
+    }
+
+    /// A ticket that edges accept only from `holder`.
+    pub fn issue_to(&self, task: &Digest, expires_at: u64, holder: &str) -> String {
+        let holder = URL_SAFE_NO_PAD.encode(holder.as_bytes());
+        self.sign(format!("v2.{}.{}.{holder}", task.hex(), expires_at))
+    }
+
+    fn sign(&self, body: String) -> String {
         let signature = self.key.sign(body.as_bytes());
         format!("{body}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
     }
@@ -87,10 +103,18 @@ impl TicketVerifier {
             .verify(body.as_bytes(), &signature)
             .map_err(|_| TicketError::BadSignature)?;
         let mut parts = body.split('.');
-        let (Some("v1"), Some(hex), Some(expiry), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (version, Some(hex), Some(expiry)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(TicketError::Malformed);
+        };
+        let holder = match (version, parts.next(), parts.next()) {
+            (Some("v1"), None, None) => None,
+            (Some("v2"), Some(holder), None) => {
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(holder)
+                    .map_err(|_| TicketError::Malformed)?;
+                Some(String::from_utf8(bytes).map_err(|_| TicketError::Malformed)?)
+            }
+            _ => return Err(TicketError::Malformed),
         };
         let ticket_task: Digest = format!("sha256:{hex}")
             .parse()
@@ -105,7 +129,19 @@ impl TicketVerifier {
         Ok(Ticket {
             task: ticket_task,
             expires_at,
+            holder,
         })
+    }
+}
+
+impl Ticket {
+    /// Checks that `caller` (the identity of whoever presents the ticket, if known) may use it:
+    /// a ticket issued to an identity is that identity's alone.
+    pub fn check_holder(&self, caller: Option<&str>) -> Result<(), TicketError> {
+        match &self.holder {
+            Some(holder) if caller != Some(holder.as_str()) => Err(TicketError::WrongHolder),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -142,6 +178,33 @@ mod tests {
             .verify(&signer(1).issue(&Digest::of(b"t"), 10), &Digest::of(b"t"), 1)
             .is_ok());
         assert!(TicketVerifier::from_base64("short").is_err());
+    }
+
+    #[test]
+    fn a_ticket_issued_to_an_identity_is_that_identitys_alone() {
+        let task = Digest::of(b"t");
+        let token = signer(1).issue_to(&task, 1000, "agent-a");
+        let ticket = signer(1).verifier().verify(&token, &task, 10).unwrap();
+        assert_eq!(ticket.holder.as_deref(), Some("agent-a"));
+        assert_eq!(ticket.check_holder(Some("agent-a")), Ok(()));
+        assert_eq!(
+            ticket.check_holder(Some("agent-b")),
+            Err(TicketError::WrongHolder)
+        );
+        assert_eq!(ticket.check_holder(None), Err(TicketError::WrongHolder));
+        // The holder is signed: naming another one breaks the signature.
+        let (body, signature) = token.rsplit_once('.').unwrap();
+        let (prefix, _) = body.rsplit_once('.').unwrap();
+        let other = format!("{prefix}.{}.{signature}", URL_SAFE_NO_PAD.encode("agent-b"));
+        assert_eq!(
+            signer(1).verifier().verify(&other, &task, 10),
+            Err(TicketError::BadSignature)
+        );
+        let anyone = signer(1)
+            .verifier()
+            .verify(&signer(1).issue(&task, 1000), &task, 10)
+            .unwrap();
+        assert_eq!(anyone.check_holder(None), Ok(()));
     }
 
     #[test]

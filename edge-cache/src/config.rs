@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{redact, redact_url, ConfigError, LogConfig, Overrides};
+use damselfly_server::config::{redact, redact_url, secret_from_file, ConfigError, LogConfig, Overrides};
 use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -48,9 +49,30 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub warm_token: Option<String>,
+    /// File holding the warm token (mode 0600): keeps it out of the process list.
+    #[arg(long, env = "DAMSELFLY_EDGE_WARM_TOKEN_FILE", value_name = "FILE")]
+    pub warm_token_file: Option<PathBuf>,
     /// Redis URL for scheduler state shared by the edges of a region (default: in process).
     #[arg(long, env = "DAMSELFLY_EDGE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
+    /// PEM CA that signs agents' client certificates: agents get task keys only over TLS with a
+    /// certificate from it (`tls.client_ca`).
+    #[arg(long, env = "DAMSELFLY_EDGE_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Lab use only: hand task keys to callers without a TLS client certificate (anyone who can
+    /// watch the network can then decrypt every piece).
+    #[arg(long, env = "DAMSELFLY_EDGE_INSECURE")]
+    pub insecure: bool,
+    #[command(subcommand)]
+    pub command: Option<EdgeCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EdgeCommand {
+    /// A cluster CA and certificates for edges, agents and preheaters (for deployments without a
+    /// certificate manager).
+    #[command(subcommand)]
+    Certs(crate::certs::CertsCommand),
 }
 
 impl Cli {
@@ -63,7 +85,12 @@ impl Cli {
             .set("region", self.region.as_ref())
             .set("cache.quota", self.quota.as_ref())
             .set("warm_token", self.warm_token.as_ref())
-            .set("redis", self.redis.as_ref());
+            .set("warm_token_file", self.warm_token_file.as_ref())
+            .set("redis", self.redis.as_ref())
+            .set("tls.client_ca", self.client_ca.as_ref());
+        if self.insecure {
+            o.set("insecure", Some(&true));
+        }
         o
     }
 }
@@ -86,6 +113,11 @@ pub struct Config {
     pub cluster_secret_file: Option<PathBuf>,
     /// Bearer token required on the warm API (`/api/v1/warm`); unset disables warming.
     pub warm_token: Option<String>,
+    /// A file holding `warm_token` (mode 0600).
+    pub warm_token_file: Option<PathBuf>,
+    /// Lab use only: task keys to callers without a TLS client certificate. Off, an edge hands a
+    /// task key only over TLS to an agent whose certificate `tls.client_ca` signed.
+    pub insecure: bool,
     /// Redis URL for shared scheduler state; unset keeps it in this process.
     pub redis: Option<String>,
     pub scheduler: SchedulerConfig,
@@ -97,6 +129,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logs and traces.
     pub log: LogConfig,
+    /// Certificates: served, presented to edges, trusted for outbound calls.
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +146,9 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding `password` (mode 0600).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Accept invalid TLS certificates from this upstream.
     #[serde(default)]
     pub insecure_skip_verify: bool,
@@ -124,6 +161,12 @@ pub struct SchedulerConfig {
     pub peer_ttl_secs: u64,
     /// Parents proposed per request.
     pub max_parents: usize,
+    /// Peers recorded per task; a newcomer beyond is refused (503) and downloads without
+    /// announcing.
+    pub max_peers_per_task: usize,
+    /// Scheduler writes (announcements, leaves) a second per host, bursts of twice that;
+    /// beyond, 429.
+    pub max_announcements_per_sec: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -131,6 +174,10 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             peer_ttl_secs: 30,
             max_parents: 32,
+            max_peers_per_task: 20_000,
+            // An agent announces a download's changes every 50 ms and pieces it takes from the
+            // edge every 10 ms at most: a few downloads at once stay well under this.
+            max_announcements_per_sec: 500,
         }
     }
 }
@@ -214,6 +261,8 @@ impl Default for Config {
             upstreams: Vec::new(),
             cluster_secret_file: None,
             warm_token: None,
+            warm_token_file: None,
+            insecure: false,
             redis: None,
             scheduler: SchedulerConfig::default(),
             files: FilesConfig::default(),
@@ -222,6 +271,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -277,6 +327,14 @@ impl Config {
 }
 
 impl DaemonConfig for Config {
+    fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        secret_from_file(&mut self.warm_token, &self.warm_token_file, "warm_token")?;
+        for u in &mut self.upstreams {
+            secret_from_file(&mut u.password, &u.password_file, "upstreams.password")?;
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.quota_bytes()?;
@@ -321,6 +379,10 @@ impl DaemonConfig for Config {
 
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+
+    fn tls(&self) -> &TlsConfig {
+        &self.tls
     }
 
     fn redacted(&self) -> Self {

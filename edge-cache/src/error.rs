@@ -79,6 +79,9 @@ pub enum EdgeError {
     /// Too much queued already: the caller should go elsewhere or come back.
     #[error("busy: {0}")]
     Busy(&'static str),
+    /// The caller asks too often: come back in a second.
+    #[error("too many requests: {0}")]
+    RateLimited(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -108,6 +111,7 @@ impl EdgeError {
             EdgeError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             EdgeError::IngestFailed(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             EdgeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            EdgeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             EdgeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
@@ -123,6 +127,7 @@ impl EdgeError {
             | EdgeError::UnknownNamespace(d)
             | EdgeError::UpstreamUnavailable(d)
             | EdgeError::IngestFailed(d)
+            | EdgeError::RateLimited(d)
             | EdgeError::Internal(d) => json!(d),
             EdgeError::Unsupported(d) | EdgeError::Busy(d) => json!(d),
             EdgeError::RangeNotSatisfiable { size } => json!({ "size": size }),
@@ -174,6 +179,11 @@ impl IntoResponse for EdgeError {
             response
                 .headers_mut()
                 .insert(TRANSFER_FAILED_HEADER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -3,6 +3,7 @@
 //! `/pieces`). See ARCHITECTURE.md for the data flow.
 
 pub mod access;
+pub mod certs;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ingests_in_flight: Gauge,
     pub evicted_blobs: Counter,
     pub cache_used_bytes: Gauge,
+    /// 1 when the edge hands task keys without client certificates (`--insecure`).
+    pub insecure: Gauge,
 }
 
 impl Metrics {
@@ -47,6 +49,7 @@ impl Metrics {
             ingests_in_flight: Gauge::default(),
             evicted_blobs: Counter::default(),
             cache_used_bytes: Gauge::default(),
+            insecure: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -98,6 +101,11 @@ impl Metrics {
             "cache_used_bytes",
             "Disk bytes held by cached blobs",
             m.cache_used_bytes.clone(),
+        );
+        registry.register(
+            "insecure",
+            "1 when task keys are handed to callers without a TLS client certificate (--insecure)",
+            m.insecure.clone(),
         );
         Metrics { registry, ..m }
     }

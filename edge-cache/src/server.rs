@@ -22,7 +22,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
     let listener = damselfly_server::daemon::bind(listen).await?;
-    tracing::info!(addr = %listen, region = %state.config.region, "edge cache listening");
+    warn_about_trust(&state.config);
+    tracing::info!(addr = %listen, region = %state.config.region, tls = state.tls.is_some(), "edge cache listening");
     serve(listener, state, shutdown)
         .await
         .map_err(|e| format!("server failed: {e}"))
@@ -50,7 +51,8 @@ pub async fn serve(
         .route_of(crate::http::route_of)
         // Pieces go out in small chunks on a connection whose unsent bytes are bounded, so a
         // send permit is held until the piece has nearly left.
-        .on_accept(|socket: &TcpStream| limit_unsent_on_accept(socket));
+        .on_accept(|socket: &TcpStream| limit_unsent_on_accept(socket))
+        .tls(state.tls.clone());
     let result = Server::new(
         &state.config.server,
         state.readiness.clone(),
@@ -62,4 +64,21 @@ pub async fn serve(
     flusher.abort();
     state.store.flush_access_times();
     result
+}
+
+/// Says at start what an operator must know about who gets task keys.
+fn warn_about_trust(config: &Config) {
+    if config.insecure {
+        tracing::warn!(
+            "INSECURE: task keys go to any caller, without TLS client certificates; anyone who can \
+             watch this edge's traffic can decrypt every piece. For a lab only."
+        );
+    } else if !config.tls.enabled() {
+        tracing::warn!(
+            "no TLS (tls.cert, tls.key): task keys are refused, so agents cannot use this edge; \
+             registry pulls through /v2/ work"
+        );
+    } else if config.tls.client_ca.is_none() {
+        tracing::warn!("no tls.client_ca: no agent can prove its identity, so task keys are refused");
+    }
 }

@@ -6,17 +6,22 @@ use std::time::Duration;
 use damselfly_core::net::Pacer;
 use damselfly_core::{ClusterSecret, TicketSigner, TicketVerifier};
 use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::tls::ServerTls;
 use damselfly_server::Readiness;
 
 use crate::access::AccessGate;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
-use crate::scheduler::PeerStore;
+use crate::scheduler::{AnnouncementRate, PeerStore};
 use crate::store::{BlobStore, StoreOptions};
 use crate::upstream::Upstreams;
 
 pub struct AppState {
+    /// The listener's TLS (certificates reloaded when they change), when configured.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Scheduler writes admitted per host id.
+    pub announcements: AnnouncementRate,
     pub config: Config,
     pub upstreams: Upstreams,
     pub gate: AccessGate,
@@ -61,7 +66,15 @@ impl AppState {
             Duration::from_secs(config.access.stale_if_error_secs),
         );
         let peer_ttl = Duration::from_secs(config.scheduler.peer_ttl_secs);
-        let peers = Arc::new(PeerStore::connect(config.redis.as_deref(), peer_ttl).await?);
+        let redis = config
+            .redis
+            .as_deref()
+            .map(|url| damselfly_server::tls::redis_client(url, &config.tls))
+            .transpose()
+            .map_err(EdgeError::Internal)?;
+        let peers = Arc::new(
+            PeerStore::connect(redis.as_ref(), peer_ttl, config.scheduler.max_peers_per_task).await?,
+        );
         let readiness = Readiness::new();
         if config.redis.is_some() {
             let peers = peers.clone();
@@ -73,7 +86,8 @@ impl AppState {
                 }),
             );
         }
-        let files_http = reqwest::Client::builder()
+        let files_http = damselfly_server::tls::client_builder(&config.tls, false)
+            .map_err(EdgeError::Internal)?
             // The file's own bytes (digests and Range offsets are over those), never a re-encoding.
             .no_gzip()
             .connect_timeout(Duration::from_secs(config.limits.upstream_connect_timeout_secs))
@@ -82,7 +96,14 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| EdgeError::Internal(format!("http client: {e}")))?;
+        let tls = match config.tls.enabled() {
+            true => Some(ServerTls::load(&config.tls).map_err(EdgeError::Internal)?),
+            false => None,
+        };
+        metrics.insecure.set(i64::from(config.insecure));
         Ok(Arc::new(AppState {
+            tls,
+            announcements: AnnouncementRate::new(config.scheduler.max_announcements_per_sec),
             files_http,
             peers,
             upstreams: Upstreams::from_config(&config)?,

@@ -20,6 +20,8 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
     let secret_dir = tempfile::tempdir().unwrap();
     let secret = secret_dir.path().join("cluster.secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef-shared-by-the-region").unwrap();
+    // A cluster secret readable by others is refused: readable by its owner only.
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut edges = Vec::new();
     for _ in 0..2 {
         let mut options = origin.edge_options();

@@ -8,6 +8,7 @@ use damselfly_core::Location;
 use damselfly_server::cli::CommonArgs;
 use damselfly_server::config::{ConfigError, LogConfig, Overrides};
 use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +110,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logs and traces.
     pub log: LogConfig,
+    /// Certificates: served, presented to edges, trusted for outbound calls.
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +176,7 @@ impl Default for Config {
                 ..ServerConfig::default()
             },
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -210,7 +214,13 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.upload_listen))
     }
 
+    /// The agent's name in the scheduler: the identity in its certificate when it has one (the
+    /// edges accept records only under that name), else `host_id`, else hostname and upload
+    /// address.
     pub fn host_id(&self) -> String {
+        if let Some(identity) = self.certificate_identity() {
+            return identity;
+        }
         self.host_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             let host = host.trim();
@@ -239,6 +249,14 @@ impl DaemonConfig for Config {
         }
         parse_size(&self.quota)?;
         parse_size(&self.upload.rate_limit)?;
+        if let (Some(set), Some(identity)) = (&self.host_id, self.certificate_identity()) {
+            if *set != identity {
+                return invalid(format!(
+                    "host_id {set:?} differs from the identity in tls.cert ({identity:?}): the edges know \
+                     this agent by its certificate; leave host_id unset"
+                ));
+            }
+        }
         if self.download.concurrent_pieces == 0 || self.download.per_parent == 0 || self.download.window == 0
         {
             return invalid("download.concurrent_pieces, per_parent and window must be > 0".into());
@@ -254,9 +272,22 @@ impl DaemonConfig for Config {
         &self.log
     }
 
+    fn tls(&self) -> &TlsConfig {
+        &self.tls
+    }
+
     /// Nothing secret: the agent holds no credentials of its own.
     fn redacted(&self) -> Self {
         self.clone()
+    }
+}
+
+impl Config {
+    /// The identity the edges see in `tls.cert`: its spiffe:// URI, else its CN.
+    fn certificate_identity(&self) -> Option<String> {
+        let cert = self.tls.cert.as_ref()?;
+        let chain = damselfly_server::tls::read_certs(cert).ok()?;
+        damselfly_server::tls::PeerIdentity::of(chain.first()?).map(|i| i.name)
     }
 }
 

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{redact, redact_url, ConfigError, LogConfig, Overrides, REDACTED};
+use damselfly_server::config::{
+    redact, redact_url, secret_from_file, ConfigError, LogConfig, Overrides, REDACTED,
+};
 use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +74,23 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub api_token: Option<String>,
+    /// Files holding those secrets (mode 0600), which keeps them out of process lists.
+    #[arg(long, env = "DAMSELFLY_PREHEATER_EDGE_TOKEN_FILE", value_name = "FILE")]
+    pub edge_token_file: Option<PathBuf>,
+    #[arg(long, env = "DAMSELFLY_PREHEATER_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
+    pub webhook_token_file: Option<PathBuf>,
+    #[arg(long, env = "DAMSELFLY_PREHEATER_HARBOR_AUTH_FILE", value_name = "FILE")]
+    pub harbor_auth_file: Option<PathBuf>,
+    #[arg(long, env = "DAMSELFLY_PREHEATER_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// The secret that seals credentials kept with running jobs (mode 0600; default: generated
+    /// in the data directory; preheaters sharing Redis need the same one).
+    #[arg(long, env = "DAMSELFLY_PREHEATER_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Lab use only: serve webhooks, the job API and Harbor's provider API without TLS (their
+    /// tokens then cross the network in clear).
+    #[arg(long, env = "DAMSELFLY_PREHEATER_INSECURE")]
+    pub insecure: bool,
     /// A registry to resolve images from, as HOST=URL (repeatable; adds to the file's `registries`).
     #[arg(
         long = "registry",
@@ -125,6 +145,17 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Bearer token for the edges' warm API (the edges' `warm_token`).
     pub edge_token: Option<String>,
+    /// Files holding `webhook_token`, `harbor_auth`, `api_token`, `edge_token` (mode 0600).
+    pub webhook_token_file: Option<PathBuf>,
+    pub harbor_auth_file: Option<PathBuf>,
+    pub api_token_file: Option<PathBuf>,
+    pub edge_token_file: Option<PathBuf>,
+    /// Seals the credentials a job keeps until it ends (Harbor's pull token). Unset: generated
+    /// once in `data_dir`; preheaters sharing one Redis need one file between them.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Lab use only: serve without TLS (webhook, API and provider tokens then cross the network
+    /// in clear). Off, the preheater refuses to start without `[tls] cert` and `key`.
+    pub insecure: bool,
     /// Edges to warm, one per region (edges of one region share one view, so warming one is
     /// enough for the region).
     pub edges: Vec<EdgeConfig>,
@@ -147,6 +178,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logs and traces.
     pub log: LogConfig,
+    /// Certificates: served, presented to edges, trusted for outbound calls.
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +204,9 @@ pub struct RegistryConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding `password` (mode 0600).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Accept invalid TLS certificates from this registry.
     #[serde(default)]
     pub insecure_skip_verify: bool,
@@ -277,6 +313,12 @@ impl Default for Config {
             harbor_auth: None,
             api_token: None,
             edge_token: None,
+            webhook_token_file: None,
+            harbor_auth_file: None,
+            api_token_file: None,
+            edge_token_file: None,
+            cluster_secret_file: None,
+            insecure: false,
             edges: Vec::new(),
             registries: Vec::new(),
             platforms: Vec::new(),
@@ -295,6 +337,7 @@ impl Default for Config {
                 ..ServerConfig::default()
             },
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -376,6 +419,7 @@ impl Cli {
                     url: url.into(),
                     username: None,
                     password: None,
+                    password_file: None,
                     insecure_skip_verify: false,
                     edge_registry: None,
                     edge_default_upstream: false,
@@ -392,9 +436,17 @@ impl Cli {
             .set("webhook_token", self.webhook_token.as_ref())
             .set("harbor_auth", self.harbor_auth.as_ref())
             .set("api_token", self.api_token.as_ref())
+            .set("edge_token_file", self.edge_token_file.as_ref())
+            .set("webhook_token_file", self.webhook_token_file.as_ref())
+            .set("harbor_auth_file", self.harbor_auth_file.as_ref())
+            .set("api_token_file", self.api_token_file.as_ref())
+            .set("cluster_secret_file", self.cluster_secret_file.as_ref())
             .set("redis", self.redis.as_ref())
             .append("harbor.provider_tokens", &self.harbor_provider_tokens, None)
             .append("harbor.provider_basic", &self.harbor_provider_basic, None);
+        if self.insecure {
+            o.set("insecure", Some(&true));
+        }
         Ok(o)
     }
 }
@@ -412,6 +464,17 @@ impl Config {
 }
 
 impl DaemonConfig for Config {
+    fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        secret_from_file(&mut self.webhook_token, &self.webhook_token_file, "webhook_token")?;
+        secret_from_file(&mut self.harbor_auth, &self.harbor_auth_file, "harbor_auth")?;
+        secret_from_file(&mut self.api_token, &self.api_token_file, "api_token")?;
+        secret_from_file(&mut self.edge_token, &self.edge_token_file, "edge_token")?;
+        for r in &mut self.registries {
+            secret_from_file(&mut r.password, &r.password_file, "registries.password")?;
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut regions = std::collections::HashSet::new();
@@ -515,6 +578,13 @@ impl DaemonConfig for Config {
         {
             return invalid("warm: *_max_ms must be >= the matching *_initial_ms".into());
         }
+        if !self.tls.enabled() && !self.insecure {
+            return invalid(
+                "the preheater receives webhook, API and Harbor tokens: give it [tls] cert and key \
+                 (--tls-cert, --tls-key), or set insecure = true (--insecure) for a lab"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -524,6 +594,10 @@ impl DaemonConfig for Config {
 
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+
+    fn tls(&self) -> &TlsConfig {
+        &self.tls
     }
 
     fn redacted(&self) -> Config {
@@ -569,6 +643,7 @@ mod tests {
             &path,
             r#"
 listen = "127.0.0.1:1"
+insecure = true
 webhook_token = "from-file"
 platforms = ["linux/amd64", "linux/arm64/v8"]
 [[edges]]
@@ -643,6 +718,7 @@ max_attempts = 3
     #[test]
     fn harbor_clusters_map_to_regions() {
         let text = r#"
+            insecure = true
             [[edges]]
             region = "us"
             url = "http://us:5080"
@@ -691,13 +767,21 @@ max_attempts = 3
             &["--registry", "a/b=http://x"],
             &["--redis", "http://127.0.0.1:6379"],
         ];
+        // A lab preheater (no TLS), so that each refusal below is for the reason under test.
+        let lab = || Config {
+            insecure: true,
+            ..Config::default()
+        };
         for flags in bad_flags {
-            let cli = Cli::parse_from(std::iter::once("preheater").chain(flags.iter().copied()));
+            let args = ["preheater", "--insecure"]
+                .into_iter()
+                .chain(flags.iter().copied());
+            let cli = Cli::parse_from(args);
             assert!(Config::load(&cli).is_err(), "{flags:?} must be refused");
         }
         let c = Config {
             platforms: vec!["linux".into()],
-            ..Config::default()
+            ..lab()
         };
         assert!(c.validate().is_err());
         let c = Config {
@@ -705,21 +789,25 @@ max_attempts = 3
                 max_attempts: 0,
                 ..WarmConfig::default()
             },
-            ..Config::default()
+            ..lab()
         };
         assert!(c.validate().is_err());
-        let mut c = Config::default();
+        let mut c = lab();
         c.registries.push(RegistryConfig {
             host: "r".into(),
             url: "http://r".into(),
             username: Some("u".into()),
             password: None,
+            password_file: None,
             insecure_skip_verify: false,
             edge_registry: None,
             edge_default_upstream: false,
             forward_credentials: false,
         });
         assert!(c.validate().is_err());
-        assert!(Config::default().validate().is_ok());
+        assert!(lab().validate().is_ok());
+        // Secure by default: without TLS the preheater starts only when asked to by name.
+        let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("insecure"), "{err}");
     }
 }

@@ -8,6 +8,8 @@ use damselfly_core::api::{WarmAnswer, WarmRequest};
 use http::StatusCode;
 use serde::Deserialize;
 
+use damselfly_server::tls::TlsConfig;
+
 use crate::error::{Error, Result};
 
 pub struct EdgeClient {
@@ -19,10 +21,19 @@ pub struct EdgeClient {
 }
 
 impl EdgeClient {
-    pub fn new(region: &str, url: &str, token: Option<String>, timeout: Duration) -> Result<Self> {
+    pub fn new(
+        region: &str,
+        url: &str,
+        token: Option<String>,
+        timeout: Duration,
+        tls: &TlsConfig,
+    ) -> Result<Self> {
         let base =
             reqwest::Url::parse(url).map_err(|e| Error::Internal(format!("bad edge url {url}: {e}")))?;
-        let http = reqwest::Client::builder()
+        // Edges' certificates from the cluster CA (`tls.ca_file`); the preheater's own, if any,
+        // as its identity.
+        let http = damselfly_server::tls::client_builder(tls, true)
+            .map_err(Error::Internal)?
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("damselfly-preheater/", env!("CARGO_PKG_VERSION")))
             .build()

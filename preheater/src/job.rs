@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use damselfly_core::SealedValue;
 use serde::{Deserialize, Serialize};
 
 use crate::events::Intent;
@@ -210,13 +211,17 @@ pub struct Job {
     pub traceparent: Option<String>,
     /// The credential the requester supplied for this registry (Harbor's pull-only token):
     /// used to resolve and handed to the edges instead of the configured one. Stored so a
-    /// resumed job can still use it; never shown by the job API.
+    /// resumed job can still use it, sealed with the cluster secret ([`CREDENTIAL`]), dropped
+    /// when the job ends; never shown by the job API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorization: Option<String>,
+    pub authorization: Option<SealedValue>,
     /// Set when Harbor's P2P Preheat created the job through the provider API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<damselfly_harbor::provider::Origin>,
 }
+
+/// The purpose a job's credential is sealed for (see [`damselfly_core::SealedValue`]).
+pub const CREDENTIAL: &str = "job-credential";
 
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -374,6 +379,7 @@ impl Job {
             self.error = None;
             self.finished_at = Some(now);
             self.updated_at = now;
+            self.authorization = None;
         } else {
             let total: usize = self.items.iter().map(|i| i.regions.len()).sum();
             let shown: Vec<&str> = failures.iter().take(5).map(String::as_str).collect();
@@ -389,6 +395,8 @@ impl Job {
         self.error = Some(error);
         self.finished_at = Some(now);
         self.updated_at = now;
+        // Nothing runs any more that needs it: the store keeps no credential past the job.
+        self.authorization = None;
     }
 }
 

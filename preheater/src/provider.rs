@@ -201,7 +201,9 @@ impl PreheatBackend for Backend {
             regions.into_iter().map(|(_, r)| r).collect(),
         );
         let (number, mut job) = Job::new_numbered(spec, now_millis());
-        job.authorization = request.authorization;
+        job.authorization = request
+            .authorization
+            .map(|a| self.state.secret.seal_value(crate::job::CREDENTIAL, &a));
         job.provider = Some(request.origin);
         // No event key: Harbor sends one request per artifact and execution, and a repeat is a
         // new execution. Blobs already cached, or being warmed for another job, are not fetched again.

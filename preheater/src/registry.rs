@@ -9,6 +9,8 @@ use damselfly_core::{Reference, RepositoryName};
 use damselfly_registry::{Manifest, OwnAuth, RegistryClient};
 use http::HeaderValue;
 
+use damselfly_server::tls::TlsConfig;
+
 use crate::config::RegistryConfig;
 use crate::error::{Error, Result};
 
@@ -22,12 +24,16 @@ pub struct Registries {
 
 impl Registries {
     /// `request_timeout` bounds each request to a registry.
-    pub(crate) fn new(configs: &[RegistryConfig], request_timeout: Duration) -> Result<Self> {
+    pub(crate) fn new(
+        configs: &[RegistryConfig],
+        request_timeout: Duration,
+        tls: &TlsConfig,
+    ) -> Result<Self> {
         let mut by_host = HashMap::new();
         for config in configs {
             by_host.insert(
                 config.host.clone(),
-                Arc::new(Registry::new(config, request_timeout)?),
+                Arc::new(Registry::new(config, request_timeout, tls)?),
             );
         }
         Ok(Registries { by_host })
@@ -50,8 +56,12 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    fn new(config: &RegistryConfig, request_timeout: Duration) -> Result<Self> {
-        let http = damselfly_registry::http_builder()
+    fn new(config: &RegistryConfig, request_timeout: Duration, tls: &TlsConfig) -> Result<Self> {
+        // The system's CAs and `tls.ca_file` (an on-premises registry's CA); bytes as the
+        // registry stores them.
+        let http = damselfly_server::tls::client_builder(tls, false)
+            .map_err(Error::Internal)?
+            .no_gzip()
             .connect_timeout(Duration::from_secs(5))
             .danger_accept_invalid_certs(config.insecure_skip_verify)
             .user_agent(concat!("damselfly-preheater/", env!("CARGO_PKG_VERSION")))
@@ -127,17 +137,18 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             username: Some("u".into()),
             password: Some("p".into()),
+            password_file: None,
             insecure_skip_verify: false,
             edge_registry: None,
             edge_default_upstream: false,
             forward_credentials: false,
         };
-        let c = Registry::new(&config, Duration::from_secs(1)).unwrap();
+        let c = Registry::new(&config, Duration::from_secs(1), &TlsConfig::default()).unwrap();
         assert_eq!(c.edge_registry().as_deref(), Some("r.example:5000"));
         assert_eq!(c.edge_authorization(), None);
         config.edge_default_upstream = true;
         config.forward_credentials = true;
-        let c = Registry::new(&config, Duration::from_secs(1)).unwrap();
+        let c = Registry::new(&config, Duration::from_secs(1), &TlsConfig::default()).unwrap();
         assert_eq!(c.edge_registry(), None);
         assert_eq!(c.edge_authorization().as_deref(), Some("Basic dTpw"));
     }

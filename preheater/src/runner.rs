@@ -134,6 +134,26 @@ async fn finish(state: &AppState, job: &Job) -> Result<()> {
 
 type Resolved = (Vec<Item>, Option<String>, Option<String>);
 
+/// The requester's credential, opened. One that cannot be opened (sealed by a preheater with
+/// another cluster secret) fails the job with a clear reason rather than warming as anyone else.
+fn credential(state: &AppState, job: &Job) -> Result<Option<String>> {
+    job.authorization
+        .as_ref()
+        .map(|sealed| {
+            state
+                .secret
+                .open_value(crate::job::CREDENTIAL, sealed)
+                .map_err(|_| {
+                    Error::BadRequest(
+                        "the job's credential cannot be opened: preheaters sharing a store need one \
+                     cluster_secret_file"
+                            .into(),
+                    )
+                })
+        })
+        .transpose()
+}
+
 /// The job's items: the blob or manifest itself, or an image's whole tree.
 async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
     match &job.target {
@@ -164,6 +184,7 @@ async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
                 &job.platforms
             };
             let filter = PlatformFilter::parse(platforms).map_err(Error::BadRequest)?;
+            let credential = credential(state, job)?;
             let attempts = state.config.jobs.resolve_attempts;
             let mut attempt = 0;
             loop {
@@ -174,7 +195,7 @@ async fn resolve_items(state: &AppState, job: &Job) -> Result<Resolved> {
                     &reference,
                     pinned,
                     &filter,
-                    job.authorization.as_deref(),
+                    credential.as_deref(),
                 )
                 .await
                 {
@@ -203,7 +224,7 @@ async fn warm_items(state: &AppState, job: &mut Job) -> Result<()> {
         // A credential the requester supplied (Harbor's pull-only token) is what the edges use.
         Ok(client) => (
             client.edge_registry(),
-            job.authorization.clone().or_else(|| client.edge_authorization()),
+            credential(state, job)?.or_else(|| client.edge_authorization()),
         ),
         // Blob and manifest jobs from a registry we cannot resolve from: let the edge decide.
         Err(_) => (Some(job.registry.clone()), None),

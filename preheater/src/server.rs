@@ -58,7 +58,8 @@ pub async fn serve(
         // The handlers read bodies up to `limits.max_body_bytes` and answer their own 413.
         .body_limit(None)
         // INFO, so the request span survives the default filter and parents the jobs it creates.
-        .trace_level(tracing::Level::INFO);
+        .trace_level(tracing::Level::INFO)
+        .tls(state.tls.clone());
     let stopping = async move {
         shutdown.await;
         // Workers stop claiming jobs at once; running ones get the grace period below.
@@ -86,6 +87,12 @@ pub async fn serve(
 
 fn warn_about_open_doors(state: &AppState) {
     let c = &state.config;
+    if c.insecure && state.tls.is_none() {
+        tracing::warn!(
+            "INSECURE: serving without TLS; webhook, API and Harbor tokens cross the network in \
+             clear. For a lab only."
+        );
+    }
     if c.webhook_token.is_none() {
         tracing::warn!("no webhook_token: /webhooks/distribution accepts notifications from anyone");
     }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use damselfly_core::ClusterSecret;
 use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::tls::ServerTls;
 use damselfly_server::Readiness;
 
 use crate::config::Config;
@@ -23,6 +25,10 @@ pub struct AppState {
     /// Ready once serving with the job store open; not ready again from the moment shutdown
     /// starts, so load balancers stop sending webhooks here.
     pub readiness: Readiness,
+    /// Seals the credentials jobs keep until they end.
+    pub secret: ClusterSecret,
+    /// The listener's TLS (certificates reloaded when they change), when configured.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl AppState {
@@ -36,12 +42,25 @@ impl AppState {
         let edges = config
             .edges
             .iter()
-            .map(|e| EdgeClient::new(&e.region, &e.url, config.edge_token.clone(), timeout))
+            .map(|e| EdgeClient::new(&e.region, &e.url, config.edge_token.clone(), timeout, &config.tls))
             .collect::<Result<Vec<_>>>()?;
         let warmer = Arc::new(Warmer::new(edges, config.warm.clone(), metrics.clone()));
-        let registries = Registries::new(&config.registries, timeout)?;
+        let registries = Registries::new(&config.registries, timeout, &config.tls)?;
         let store = Store::open(&config).await?;
+        let internal = crate::error::Error::Internal;
+        let secret = damselfly_server::secret_file::load_or_create(
+            config.cluster_secret_file.as_deref(),
+            &config.data_dir,
+        )
+        .and_then(|bytes| ClusterSecret::new(&bytes).map_err(|e| format!("cluster secret: {e}")))
+        .map_err(internal)?;
+        let tls = match config.tls.enabled() {
+            true => Some(ServerTls::load(&config.tls).map_err(internal)?),
+            false => None,
+        };
         Ok(Arc::new(AppState {
+            secret,
+            tls,
             config,
             store,
             registries,

@@ -23,6 +23,8 @@ async fn start(registry: &Registry, edge_url: &str) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_path_buf(),
+        // In process, no listener: the transport does not matter here.
+        insecure: true,
         webhook_token: Some(WEBHOOK_TOKEN.into()),
         harbor_auth: Some(HARBOR_AUTH.into()),
         edge_token: Some(EDGE_TOKEN.into()),
@@ -35,6 +37,7 @@ async fn start(registry: &Registry, edge_url: &str) -> InProcess {
             url: registry.url(),
             username: None,
             password: None,
+            password_file: None,
             insecure_skip_verify: false,
             edge_registry: None,
             edge_default_upstream: true,

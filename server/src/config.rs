@@ -27,6 +27,34 @@ pub fn redact(secret: &Option<String>) -> Option<String> {
     secret.as_ref().map(|_| REDACTED.to_string())
 }
 
+/// Fills `value` from `file` when one is named: secrets kept in files (mode 0600 or stricter,
+/// one value, a final newline ignored) stay out of config files, environments and process
+/// lists. Naming both is an error.
+pub fn secret_from_file(
+    value: &mut Option<String>,
+    file: &Option<PathBuf>,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let Some(path) = file else { return Ok(()) };
+    if value.is_some() {
+        return Err(ConfigError::Invalid(format!("set {key} or {key}_file, not both")));
+    }
+    crate::tls::check_private(path).map_err(|e| ConfigError::Invalid(format!("{key}_file: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r');
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{key}_file {} is empty",
+            path.display()
+        )));
+    }
+    *value = Some(secret.to_string());
+    Ok(())
+}
+
 /// A URL with its password (if any) replaced, for URLs such as `redis://:pw@host/0`.
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
@@ -505,6 +533,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("SAMPLE__PORT__X"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_private_files_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret-from-file\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut value = None;
+        secret_from_file(&mut value, &Some(path.clone()), "warm_token").unwrap();
+        assert_eq!(value.as_deref(), Some("s3cret-from-file"));
+        let err = secret_from_file(&mut value, &Some(path.clone()), "warm_token").unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = secret_from_file(&mut None, &Some(path), "warm_token")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("readable by others") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Connections: accepting under a limit, and serving each one with HTTP/1.1 until it closes or
 //! the server drains.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use http::Request;
 use hyper::body::Incoming;
@@ -109,8 +111,8 @@ pub(crate) async fn accept_loop(
             accepted = tcp.accept() => accepted,
             _ = draining(&mut drain) => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors: pause accepting instead of spinning; connections that
                 // close free some.
@@ -144,7 +146,7 @@ pub(crate) async fn accept_loop(
         connections.spawn(async move {
             let _open = guard;
             let Some(tls) = tls else {
-                let service = WithIdentity::new(app, None);
+                let service = WithIdentity::new(app, peer, None);
                 return serve_connection(TokioIo::new(stream), service, header_read_timeout, drain).await;
             };
             // A client that does not finish its handshake in time is treated like one that does
@@ -167,7 +169,7 @@ pub(crate) async fn accept_loop(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(PeerIdentity::of);
-            let service = WithIdentity::new(app, identity);
+            let service = WithIdentity::new(app, peer, identity);
             serve_connection(TokioIo::new(stream), service, header_read_timeout, drain).await;
         });
     }
@@ -181,17 +183,20 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// The app, with the connection's verified client identity (if any) on every request.
+/// The app, with the connection's peer address (axum's `ConnectInfo`) and verified client
+/// identity (if any) on every request.
 #[derive(Clone)]
 struct WithIdentity {
     app: TowerToHyperService<Router>,
+    peer: SocketAddr,
     identity: Option<PeerIdentity>,
 }
 
 impl WithIdentity {
-    fn new(app: Router, identity: Option<PeerIdentity>) -> Self {
+    fn new(app: Router, peer: SocketAddr, identity: Option<PeerIdentity>) -> Self {
         WithIdentity {
             app: TowerToHyperService::new(app),
+            peer,
             identity,
         }
     }
@@ -205,6 +210,7 @@ impl hyper::service::Service<Request<Incoming>> for WithIdentity {
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         // Set here, never taken from the request: a client cannot claim an identity.
         request.extensions_mut().remove::<PeerIdentity>();
+        request.extensions_mut().insert(ConnectInfo(self.peer));
         if let Some(identity) = &self.identity {
             request.extensions_mut().insert(identity.clone());
         }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::cli::CommonArgs;
 use crate::config::{ConfigError, LogConfig, Overrides};
 use crate::logging::Telemetry;
+use crate::tls::TlsConfig;
 use crate::Daemon;
 use crate::ServerConfig;
 
@@ -21,6 +22,13 @@ pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
     fn server(&self) -> &ServerConfig;
     /// `[log]`.
     fn log(&self) -> &LogConfig;
+    /// `[tls]`.
+    fn tls(&self) -> &TlsConfig;
+    /// Reads secrets named by `*_file` keys into their values (see
+    /// [`crate::config::secret_from_file`]).
+    fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        Ok(())
+    }
     /// Checks what the types cannot in the daemon's own keys: ranges, URLs, combinations (the
     /// common sections are checked by [`load`]).
     fn validate(&self) -> Result<(), ConfigError>;
@@ -37,10 +45,15 @@ pub fn load<C: DaemonConfig>(
 ) -> Result<C, ConfigError> {
     flags
         .set("log.format", common.log_format.as_ref())
-        .set("log.otlp_endpoint", common.otlp_endpoint.as_ref());
-    let config: C = crate::config::load(daemon, common.config.as_deref(), flags)?;
+        .set("log.otlp_endpoint", common.otlp_endpoint.as_ref())
+        .set("tls.cert", common.tls_cert.as_ref())
+        .set("tls.key", common.tls_key.as_ref())
+        .set("tls.ca_file", common.ca_file.as_ref());
+    let mut config: C = crate::config::load(daemon, common.config.as_deref(), flags)?;
+    config.load_secrets()?;
     config.server().validate()?;
     config.log().validate()?;
+    config.tls().validate()?;
     config.validate()?;
     Ok(config)
 }

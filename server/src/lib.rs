@@ -19,6 +19,7 @@ pub mod ops;
 pub mod progress;
 pub mod readiness;
 mod request;
+pub mod secret_file;
 mod serve;
 pub mod shutdown;
 pub mod tls;

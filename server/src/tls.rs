@@ -84,26 +84,59 @@ pub fn check_private(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// What a verified client certificate proves: `spiffe://…` when the certificate carries such a
-/// URI, else its subject CN.
+/// What a verified client certificate proves: who the caller is (`name`: the certificate's
+/// `spiffe://` URI when it carries one, else its subject CN) and the addresses the CA vouched
+/// for (`addresses`: its DNS and IP subject alternative names).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PeerIdentity(pub String);
+pub struct PeerIdentity {
+    pub name: String,
+    pub addresses: Vec<String>,
+}
 
 impl PeerIdentity {
     pub fn of(cert: &CertificateDer<'_>) -> Option<PeerIdentity> {
         use x509_parser::extensions::GeneralName;
         let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        let mut spiffe = None;
+        let mut addresses = Vec::new();
         if let Ok(Some(san)) = parsed.subject_alternative_name() {
-            let spiffe = san.value.general_names.iter().find_map(|name| match name {
-                GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(uri.to_string()),
-                _ => None,
-            });
-            if let Some(uri) = spiffe {
-                return Some(PeerIdentity(uri));
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::URI(uri) if uri.starts_with("spiffe://") => spiffe = Some(uri.to_string()),
+                    GeneralName::DNSName(dns) => addresses.push(dns.to_ascii_lowercase()),
+                    GeneralName::IPAddress(bytes) => addresses.extend(ip_of(bytes).map(|ip| ip.to_string())),
+                    _ => {}
+                }
             }
         }
-        let cn = parsed.subject().iter_common_name().next()?.as_str().ok()?;
-        (!cn.is_empty()).then(|| PeerIdentity(cn.to_string()))
+        let name = match spiffe {
+            Some(uri) => uri,
+            None => parsed
+                .subject()
+                .iter_common_name()
+                .next()?
+                .as_str()
+                .ok()?
+                .to_string(),
+        };
+        (!name.is_empty()).then_some(PeerIdentity { name, addresses })
+    }
+
+    /// Whether `host` (a DNS name or an IP address, as in a URL) is one the certificate names.
+    pub fn vouches_for(&self, host: &str) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.addresses.contains(&host)
+    }
+}
+
+fn ip_of(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
     }
 }
 
@@ -256,11 +289,29 @@ pub fn client_builder(config: &TlsConfig, present_identity: bool) -> Result<reqw
     Ok(builder)
 }
 
-/// The CA certificates of `ca_file` as PEM, for clients that are not reqwest (Redis).
-pub fn read_ca_pem(config: &TlsConfig) -> Result<Option<Vec<u8>>, String> {
-    config
-        .ca_file
-        .as_ref()
-        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
-        .transpose()
+/// A Redis client for `url`: over TLS (`rediss://`) it trusts the system's CAs, or `ca_file`
+/// when given (a private CA), and presents `cert`/`key` when the server asks for a client
+/// certificate.
+pub fn redis_client(url: &str, config: &TlsConfig) -> Result<redis::Client, String> {
+    let shown = crate::config::redact_url(url);
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    if !url.starts_with("rediss://") || (config.ca_file.is_none() && config.cert.is_none()) {
+        return redis::Client::open(url).map_err(|e| format!("redis {shown}: {e}"));
+    }
+    let client_tls = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    let root_cert = config.ca_file.as_ref().map(read).transpose()?;
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| format!("redis {shown}: {e}"))
 }

@@ -33,7 +33,10 @@ fn config_for(dir: &Path, name: &str, with_client_ca: bool) -> TlsConfig {
 }
 
 async fn whoami(identity: Option<Extension<PeerIdentity>>) -> String {
-    identity.map_or("anonymous".into(), |Extension(PeerIdentity(id))| id)
+    identity.map_or(
+        "anonymous".into(),
+        |Extension(PeerIdentity { name, addresses })| format!("{name} {}", addresses.join(",")),
+    )
 }
 
 async fn serve(tls: Arc<ServerTls>) -> std::net::SocketAddr {
@@ -79,10 +82,13 @@ async fn a_client_certificate_names_the_caller_and_nothing_else_does() {
             .build()
             .unwrap()
     };
-    assert_eq!(ask(&as_agent("agent-a"), &url).await.unwrap(), "agent-a");
+    assert_eq!(
+        ask(&as_agent("agent-a"), &url).await.unwrap(),
+        "agent-a localhost,127.0.0.1"
+    );
     assert_eq!(
         ask(&as_agent("agent-b"), &url).await.unwrap(),
-        "spiffe://cluster.local/ns/df/sa/agent-b",
+        "spiffe://cluster.local/ns/df/sa/agent-b localhost,127.0.0.1",
         "a spiffe URI wins over the CN"
     );
     let trusted_only = client_builder(&config_for(d, "agent-a", false), false)

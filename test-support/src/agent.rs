@@ -1,12 +1,14 @@
 //! The peer agent as a real process, on its own loopback address (127.0.0.N stands for a host).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::metrics::Metrics;
 use crate::net::free_addr_on;
+use crate::pki::Pki;
 use crate::registry::Registry;
 
 #[derive(Clone, Debug)]
@@ -21,6 +23,9 @@ pub struct AgentOptions {
     pub location: String,
     /// Extra TOML (whole sections) appended to the generated config.
     pub extra_toml: String,
+    /// A certificate of this CA (identity `agent-<ip>`), presented to the edges, which are
+    /// trusted through it. `None`: plain HTTP to a lab edge.
+    pub tls: Option<Arc<Pki>>,
 }
 
 impl AgentOptions {
@@ -38,6 +43,7 @@ impl AgentOptions {
                 registry.addr(),
                 registry.url()
             ),
+            tls: None,
         }
     }
 }
@@ -54,6 +60,13 @@ impl Agent {
         let mirror = free_addr_on(&options.ip)?.to_string();
         let upload = free_addr_on(&options.ip)?.to_string();
         let edges: Vec<String> = options.edges.iter().map(|e| format!("\"{e}\"")).collect();
+        let tls_toml = match &options.tls {
+            Some(pki) => pki.toml(
+                &pki.issue(&format!("agent-{}", options.ip), &[&options.ip])?,
+                false,
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "listen = \"{mirror}\"\nupload_listen = \"{upload}\"\nedges = [{}]\nupstream = \"{}\"\n\
              location = \"{}\"\nhost_id = \"agent-{}\"\ndata_dir = \"{}\"\n{}\n",
@@ -63,12 +76,13 @@ impl Agent {
             options.ip,
             dir.path().join("data").display(),
             options.extra_toml,
-        );
+        ) + &tls_toml;
         let spec = DaemonSpec {
             name: "peer-agent".into(),
             binary: binary.to_path_buf(),
             log_filter: "info,damselfly_agent=debug".into(),
             url: format!("http://{mirror}"),
+            ca: None,
         };
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Agent {

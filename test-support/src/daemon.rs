@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
-use crate::metrics::{scrape, Metrics};
+use crate::metrics::{scrape_with, Metrics};
 use crate::net::loopback_client;
 use crate::poll::{poll_until, Probe};
 use crate::process::{read_log_tail, ChildGuard, LOG_TAIL_BYTES};
@@ -25,8 +25,10 @@ pub struct DaemonSpec {
     pub binary: PathBuf,
     /// `DAMSELFLY_LOG`, e.g. `info,damselfly_edge=debug`.
     pub log_filter: String,
-    /// Where it serves `/readyz` and `/metrics` (`http://ip:port`).
+    /// Where it serves `/readyz` and `/metrics` (`http://ip:port`, or `https://` with `ca`).
     pub url: String,
+    /// The CA to trust when `url` is https.
+    pub ca: Option<PathBuf>,
 }
 
 pub struct Daemon {
@@ -61,7 +63,9 @@ impl Daemon {
             .arg(&self.config_path)
             .env("DAMSELFLY_LOG", &self.spec.log_filter);
         let ready = format!("{}/readyz", self.spec.url);
-        self.child = Some(spawn_until_ready(&self.spec.name, cmd, self.dir.path(), &ready).await?);
+        let client = probe_client(self.spec.ca.as_deref())?;
+        self.child =
+            Some(spawn_until_ready_with(&self.spec.name, cmd, self.dir.path(), &ready, &client).await?);
         Ok(())
     }
 
@@ -115,7 +119,8 @@ impl Daemon {
     }
 
     pub async fn metrics(&self) -> Result<Metrics> {
-        scrape(&format!("{}/metrics", self.spec.url)).await
+        let client = probe_client(self.spec.ca.as_deref())?;
+        scrape_with(&client, &format!("{}/metrics", self.spec.url)).await
     }
 }
 
@@ -127,8 +132,36 @@ pub async fn spawn_until_ready(
     log_dir: &Path,
     ready_url: &str,
 ) -> Result<ChildGuard> {
+    spawn_until_ready_with(name, cmd, log_dir, ready_url, &loopback_client()?).await
+}
+
+/// A client for a daemon's ops routes: plain loopback, or trusting `ca` for an https daemon.
+fn probe_client(ca: Option<&Path>) -> Result<reqwest::Client> {
+    match ca {
+        None => loopback_client(),
+        Some(ca) => {
+            let config = damselfly_server::tls::TlsConfig {
+                ca_file: Some(ca.to_path_buf()),
+                ..Default::default()
+            };
+            damselfly_server::tls::client_builder(&config, false)
+                .map_err(|e| anyhow::anyhow!(e))?
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .map_err(Into::into)
+        }
+    }
+}
+
+async fn spawn_until_ready_with(
+    name: &str,
+    cmd: Command,
+    log_dir: &Path,
+    ready_url: &str,
+    client: &reqwest::Client,
+) -> Result<ChildGuard> {
     let mut child = ChildGuard::spawn_logged(name, cmd, log_dir)?;
-    let client = loopback_client()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
         child.ensure_running()?;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -10,6 +11,7 @@ use anyhow::Result;
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::metrics::Metrics;
 use crate::net::free_addr_on;
+use crate::pki::Pki;
 
 #[derive(Clone, Debug)]
 pub struct EdgeOptions {
@@ -30,6 +32,9 @@ pub struct EdgeOptions {
     pub extra_toml: String,
     /// Keep data here instead of a private temporary directory (to share with a later edge).
     pub data_dir: Option<PathBuf>,
+    /// TLS with a certificate of this CA, checking agents' client certificates against it.
+    /// `None`: a lab edge on plain HTTP started `insecure` (task keys to anyone).
+    pub tls: Option<Arc<Pki>>,
 }
 
 impl EdgeOptions {
@@ -43,6 +48,7 @@ impl EdgeOptions {
             limits_toml: String::new(),
             extra_toml: String::new(),
             data_dir: None,
+            tls: None,
         }
     }
 
@@ -74,11 +80,18 @@ impl Edge {
             Some(t) => format!("warm_token = \"{t}\"\n"),
             None => String::new(),
         };
+        let (scheme, trust, tls_toml) = match &options.tls {
+            Some(pki) => {
+                let files = pki.issue("edge", &[&options.bind_ip])?;
+                ("https", "", pki.toml(&files, true))
+            }
+            None => ("http", "insecure = true\n", String::new()),
+        };
         let config = format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
+            "listen = \"{addr}\"\n{trust}data_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
              [cache]\nquota = \"{}\"\n\
              [server]\nshutdown_grace_secs = 5\n\
-             [limits]\nupstream_idle_timeout_secs = 5\n{}\n{}\n",
+             [limits]\nupstream_idle_timeout_secs = 5\n{}\n{tls_toml}{}\n",
             data_dir.display(),
             options.upstream,
             options.top_toml,
@@ -90,7 +103,8 @@ impl Edge {
             name: "edge-cache".into(),
             binary: binary.to_path_buf(),
             log_filter: "info,damselfly_edge=debug,tower_http=debug".into(),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
+            ca: options.tls.as_ref().map(|pki| pki.ca()),
         };
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Edge {

@@ -17,6 +17,7 @@
 //!   of its own, readiness on `/readyz`, kill, restart, SIGTERM) and its scraped `/metrics`.
 //! - [`proxy`]: a fault-injecting reverse proxy that counts blob traffic and truncates,
 //!   corrupts or fails blob downloads on demand.
+//! - [`pki`]: a cluster CA per test and the certificates of its edges and agents.
 //! - [`plaintext`]: scans of data directories for unsealed layer bytes.
 //! - [`shape`]: what we send checked against the contract fixtures of a peer (Harbor).
 //! - [`process`], [`net`], [`poll`], [`htpasswd`]: the plumbing (child processes killed on
@@ -35,6 +36,7 @@ pub mod htpasswd;
 pub mod image;
 pub mod metrics;
 pub mod net;
+pub mod pki;
 pub mod plaintext;
 pub mod poll;
 pub mod process;

@@ -29,13 +29,12 @@ impl Metrics {
 }
 
 pub async fn scrape(url: &str) -> Result<Metrics> {
-    let text = loopback_client()?
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    scrape_with(&loopback_client()?, url).await
+}
+
+/// [`scrape`] with a given client (one trusting a test CA, for an https daemon).
+pub async fn scrape_with(client: &reqwest::Client, url: &str) -> Result<Metrics> {
+    let text = client.get(url).send().await?.error_for_status()?.text().await?;
     let mut series = HashMap::new();
     for line in text
         .lines()

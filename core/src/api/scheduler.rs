@@ -12,6 +12,8 @@ use crate::location::Location;
 
 /// `/api/v1/tasks/<task>/peers/<host_id>`.
 pub fn peer_path(task: &Digest, host_id: &str) -> String {
+    // Host ids may be spiffe:// URIs: one path segment, percent-encoded.
+    let host_id: String = url::form_urlencoded::byte_serialize(host_id.as_bytes()).collect();
     format!("/api/v1/tasks/{task}/peers/{host_id}")
 }
 

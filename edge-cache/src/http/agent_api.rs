@@ -22,6 +22,7 @@ use damselfly_core::net::PIECE_CHUNK;
 use damselfly_core::{Digest, RepositoryName};
 use futures::StreamExt;
 
+use super::caller::Caller;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::state::AppState;
@@ -92,10 +93,12 @@ fn file_source(state: &AppState, task: &Digest, url: &str, digest: Option<&str>)
 
 pub(crate) async fn task(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(digest): Path<String>,
     Query(query): Query<TaskQuery>,
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
+    caller.may_hold_keys(&state)?;
     let digest = parse_digest(&digest)?;
     let source = match &query.url {
         Some(url) => file_source(&state, &digest, url, query.digest.as_deref())?,
@@ -118,7 +121,12 @@ pub(crate) async fn task(
         complete: blob.progress().state == IngestState::Complete,
         table,
         task_key: blob.key.clone(),
-        ticket: state.tickets.issue(&digest, expires_at),
+        // Bound to the caller's identity: a ticket sniffed off the peer-to-peer path is refused
+        // by every edge.
+        ticket: match caller.name() {
+            Some(name) => state.tickets.issue_to(&digest, expires_at, name),
+            None => state.tickets.issue(&digest, expires_at),
+        },
         ticket_expires_at: expires_at,
     };
     let mut response = Json(body).into_response();
@@ -135,12 +143,13 @@ pub(crate) async fn ticket_key(State(state): State<Arc<AppState>>) -> Response {
 
 pub(crate) async fn piece(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path((digest, index)): Path<(String, u64)>,
     Query(query): Query<TaskQuery>,
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
     let digest = parse_digest(&digest)?;
-    let blob = authorised_blob(&state, &digest, &query, &headers).await?;
+    let blob = authorised_blob(&state, &caller, &digest, &query, &headers).await?;
     let layout = blob.layout().await?;
     if index >= layout.count() {
         return Err(EdgeError::PieceUnknown {
@@ -199,18 +208,13 @@ const PIECE_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// Pieces never start a transfer: that takes the task call, which knows where to fetch from.
 async fn authorised_blob(
     state: &AppState,
+    caller: &Caller,
     digest: &Digest,
     query: &TaskQuery,
     headers: &HeaderMap,
 ) -> EdgeResult<Blob> {
-    if let Some(ticket) = headers.get(TICKET_HEADER) {
-        let token = ticket
-            .to_str()
-            .map_err(|_| EdgeError::Unauthorized("ticket is not text".into()))?;
-        state
-            .ticket_verifier
-            .verify(token, digest, unix_now())
-            .map_err(|e| EdgeError::Unauthorized(e.to_string()))?;
+    if headers.contains_key(TICKET_HEADER) {
+        caller.ticket(state, headers, digest)?;
     } else if query.repo.is_some() {
         let repo = parse_repo(query)?;
         let upstream = state.upstreams.select(query.ns.as_deref())?;

@@ -3,6 +3,7 @@
 
 mod agent_api;
 mod blobs;
+mod caller;
 pub(crate) mod manifests;
 mod range;
 mod registry;

@@ -10,35 +10,28 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use damselfly_core::api::{ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord, TICKET_HEADER};
+use damselfly_core::api::{ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord};
 use damselfly_core::{rank_parents, Digest, Location};
 
-use super::agent_api::unix_now;
+use super::caller::Caller;
 use crate::error::{EdgeError, EdgeResult};
 use crate::state::AppState;
 use crate::store::now_millis;
 
-fn authorise(state: &AppState, digest: &str, headers: &HeaderMap) -> EdgeResult<Digest> {
-    let digest: Digest = digest
+fn parse_digest(digest: &str) -> EdgeResult<Digest> {
+    digest
         .parse()
-        .map_err(|_| EdgeError::DigestInvalid(digest.to_string()))?;
-    let token = headers
-        .get(TICKET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| EdgeError::Unauthorized("a ticket for this task is required".into()))?;
-    state
-        .ticket_verifier
-        .verify(token, &digest, unix_now())
-        .map_err(|e| EdgeError::Unauthorized(e.to_string()))?;
-    Ok(digest)
+        .map_err(|_| EdgeError::DigestInvalid(digest.to_string()))
 }
 
+/// Host ids are what agents are known by: a certificate's CN or `spiffe://` URI, or in a lab
+/// without certificates a name of the agent's choosing.
 fn check_host_id(host_id: &str) -> EdgeResult<()> {
     let ok = !host_id.is_empty()
-        && host_id.len() <= 128
+        && host_id.len() <= 255
         && host_id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'));
     if ok {
         Ok(())
     } else {
@@ -46,14 +39,50 @@ fn check_host_id(host_id: &str) -> EdgeResult<()> {
     }
 }
 
+/// An identified caller writes only its own record; a lab edge without identities trusts the
+/// path.
+fn check_own_record(caller: &Caller, host_id: &str) -> EdgeResult<()> {
+    match caller.name() {
+        Some(name) if name != host_id => Err(EdgeError::Denied(format!(
+            "{name} may not write the scheduler record of {host_id}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Other agents will send requests (with their tickets) to the announced upload URL: it must
+/// name an address the caller is known by, or an attacker could point them anywhere.
+fn check_upload_url(state: &AppState, caller: &Caller, upload_url: &str) -> EdgeResult<()> {
+    let url = reqwest::Url::parse(upload_url)
+        .map_err(|e| EdgeError::NameInvalid(format!("upload_url {upload_url:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(EdgeError::NameInvalid(format!(
+            "upload_url {upload_url:?} is not http(s)"
+        )));
+    }
+    let host = url.host_str().unwrap_or("");
+    if state.config.insecure && caller.identity.is_none() || caller.known_by(host) {
+        Ok(())
+    } else {
+        Err(EdgeError::Denied(format!(
+            "upload_url host {host} is neither in the caller's certificate nor the address it connects from"
+        )))
+    }
+}
+
 pub(crate) async fn announce(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path((digest, host_id)): Path<(String, String)>,
     headers: HeaderMap,
     Json(announcement): Json<PeerAnnouncement>,
 ) -> EdgeResult<Response> {
-    let digest = authorise(&state, &digest, &headers)?;
+    let digest = parse_digest(&digest)?;
+    caller.ticket(&state, &headers, &digest)?;
     check_host_id(&host_id)?;
+    check_own_record(&caller, &host_id)?;
+    check_upload_url(&state, &caller, &announcement.upload_url)?;
+    state.announcements.admit(&host_id)?;
     let record = PeerRecord {
         host_id,
         announcement,
@@ -65,28 +94,34 @@ pub(crate) async fn announce(
 
 pub(crate) async fn leave(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path((digest, host_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
-    let digest = authorise(&state, &digest, &headers)?;
+    let digest = parse_digest(&digest)?;
+    caller.ticket(&state, &headers, &digest)?;
+    check_own_record(&caller, &host_id)?;
     state.peers.leave(&digest, &host_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn parents(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(digest): Path<String>,
     Query(query): Query<ParentsQuery>,
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
-    let digest = authorise(&state, &digest, &headers)?;
+    let digest = parse_digest(&digest)?;
+    caller.ticket(&state, &headers, &digest)?;
     let location: Location = query
         .location
         .parse()
         .map_err(|e: damselfly_core::location::LocationError| EdgeError::NameInvalid(e.to_string()))?;
     let peers = state.peers.peers(&digest).await?;
+    // An identified caller is left out of its own parents by its identity, whatever it asked.
     let ranked = rank_parents(
-        &query.host_id,
+        caller.name().unwrap_or(&query.host_id),
         &location,
         &peers,
         state.config.scheduler.max_parents,

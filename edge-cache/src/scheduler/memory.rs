@@ -13,13 +13,15 @@ use crate::store::now_millis;
 
 pub struct MemoryPeers {
     ttl_ms: u64,
+    max_peers: usize,
     tasks: Mutex<HashMap<Digest, HashMap<String, PeerRecord>>>,
 }
 
 impl MemoryPeers {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, max_peers: usize) -> Self {
         MemoryPeers {
             ttl_ms: ttl.as_millis() as u64,
+            max_peers,
             tasks: Mutex::new(HashMap::new()),
         }
     }
@@ -32,10 +34,11 @@ impl MemoryPeers {
             peers.retain(|_, p| now.saturating_sub(p.seen_at) < self.ttl_ms);
             !peers.is_empty()
         });
-        tasks
-            .entry(*task)
-            .or_default()
-            .insert(record.host_id.clone(), record);
+        let peers = tasks.entry(*task).or_default();
+        if !peers.contains_key(&record.host_id) && peers.len() >= self.max_peers {
+            return Err(super::task_full(self.max_peers));
+        }
+        peers.insert(record.host_id.clone(), record);
         Ok(())
     }
 

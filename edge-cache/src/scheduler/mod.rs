@@ -5,6 +5,7 @@
 //! several edges of a region share one view of their peers.
 
 mod memory;
+mod rate;
 mod redis_store;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use damselfly_core::Digest;
 use crate::error::{EdgeError, EdgeResult};
 
 pub use memory::MemoryPeers;
+pub use rate::AnnouncementRate;
 pub use redis_store::RedisPeers;
 
 pub enum PeerStore {
@@ -23,10 +25,18 @@ pub enum PeerStore {
 }
 
 impl PeerStore {
-    pub async fn connect(redis_url: Option<&str>, ttl: Duration) -> EdgeResult<PeerStore> {
-        match redis_url {
-            None => Ok(PeerStore::Memory(MemoryPeers::new(ttl))),
-            Some(url) => Ok(PeerStore::Redis(RedisPeers::connect(url, ttl).await?)),
+    /// `max_peers`: records kept per task; a newcomer beyond that is refused (the task's
+    /// existing peers still refresh theirs).
+    pub async fn connect(
+        redis: Option<&redis::Client>,
+        ttl: Duration,
+        max_peers: usize,
+    ) -> EdgeResult<PeerStore> {
+        match redis {
+            None => Ok(PeerStore::Memory(MemoryPeers::new(ttl, max_peers))),
+            Some(client) => Ok(PeerStore::Redis(
+                RedisPeers::connect(client, ttl, max_peers).await?,
+            )),
         }
     }
 
@@ -60,6 +70,14 @@ impl PeerStore {
             PeerStore::Redis(r) => r.peers(task).await,
         }
     }
+}
+
+pub(crate) fn task_full(max: usize) -> EdgeError {
+    EdgeError::Busy(if max == 0 {
+        "the scheduler keeps no peers"
+    } else {
+        "this task has as many peers as the scheduler keeps (scheduler.max_peers_per_task)"
+    })
 }
 
 pub(crate) fn scheduler_err(e: impl std::fmt::Display) -> EdgeError {

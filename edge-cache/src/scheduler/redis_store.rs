@@ -17,6 +17,7 @@ use crate::store::now_millis;
 
 pub struct RedisPeers {
     ttl: Duration,
+    max_peers: usize,
     connection: ConnectionManager,
 }
 
@@ -28,10 +29,15 @@ fn key(task: &Digest) -> String {
 }
 
 impl RedisPeers {
-    pub async fn connect(url: &str, ttl: Duration) -> EdgeResult<Self> {
-        let client = redis::Client::open(url).map_err(scheduler_err)?;
-        let connection = ConnectionManager::new(client).await.map_err(scheduler_err)?;
-        Ok(RedisPeers { ttl, connection })
+    pub async fn connect(client: &redis::Client, ttl: Duration, max_peers: usize) -> EdgeResult<Self> {
+        let connection = ConnectionManager::new(client.clone())
+            .await
+            .map_err(scheduler_err)?;
+        Ok(RedisPeers {
+            ttl,
+            max_peers,
+            connection,
+        })
     }
 
     /// A `PING`, bounded in time: readiness must not hang on a Redis that stopped answering.
@@ -49,6 +55,17 @@ impl RedisPeers {
         let json = serde_json::to_string(&record).map_err(scheduler_err)?;
         let mut c = self.connection.clone();
         let k = key(task);
+        // Checked before the write: edges racing may overshoot by a few records, never grow
+        // a task without bound.
+        let (known, count): (bool, usize) = redis::pipe()
+            .hexists(&k, &record.host_id)
+            .hlen(&k)
+            .query_async(&mut c)
+            .await
+            .map_err(scheduler_err)?;
+        if !known && count >= self.max_peers {
+            return Err(super::task_full(self.max_peers));
+        }
         redis::pipe()
             .hset(&k, &record.host_id, json)
             .ignore()

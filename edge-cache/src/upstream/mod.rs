@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use damselfly_registry::{OwnAuth, RegistryClient, Request};
+use damselfly_server::tls::TlsConfig;
 
 use crate::config::{Config, UpstreamConfig};
 use crate::error::{EdgeError, EdgeResult};
@@ -28,10 +29,15 @@ pub struct Upstream {
 impl Upstream {
     fn new(
         config: &UpstreamConfig,
+        tls: &TlsConfig,
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> EdgeResult<Self> {
-        let http = damselfly_registry::http_builder()
+        // The system's CAs and `tls.ca_file` (an on-premises registry's CA).
+        let http = damselfly_server::tls::client_builder(tls, false)
+            .map_err(EdgeError::Internal)?
+            // Bytes as the registry stores them: digests and Range offsets are over those.
+            .no_gzip()
             .connect_timeout(connect_timeout)
             .danger_accept_invalid_certs(config.insecure_skip_verify)
             .user_agent(concat!("damselfly-edge/", env!("CARGO_PKG_VERSION")))
@@ -83,7 +89,7 @@ impl Upstreams {
         let request_timeout = Duration::from_secs(config.limits.upstream_timeout_secs);
         let mut by_registry = HashMap::new();
         for u in &config.upstreams {
-            let upstream = Upstream::new(u, connect_timeout, request_timeout)?;
+            let upstream = Upstream::new(u, &config.tls, connect_timeout, request_timeout)?;
             by_registry.insert(canonical_registry(&u.registry).to_string(), Arc::new(upstream));
         }
         let default = match &config.upstream {
@@ -99,9 +105,15 @@ impl Upstreams {
                             url: url.clone(),
                             username: None,
                             password: None,
+                            password_file: None,
                             insecure_skip_verify: false,
                         };
-                        let upstream = Arc::new(Upstream::new(&plain, connect_timeout, request_timeout)?);
+                        let upstream = Arc::new(Upstream::new(
+                            &plain,
+                            &config.tls,
+                            connect_timeout,
+                            request_timeout,
+                        )?);
                         by_registry.insert(canonical_registry(&host).to_string(), upstream.clone());
                         Some(upstream)
                     }
@@ -155,6 +167,7 @@ mod tests {
             url: "https://registry-1.docker.io".into(),
             username: None,
             password: None,
+            password_file: None,
             insecure_skip_verify: false,
         });
         let ups = Upstreams::from_config(&config).unwrap();

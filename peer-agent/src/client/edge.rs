@@ -25,8 +25,27 @@ pub(crate) struct TaskInfo {
     pub(crate) complete: bool,
     pub(crate) key: TaskKey,
     pub(crate) ticket: String,
+    /// When the ticket was received and when it expires (unix seconds).
+    pub(crate) ticket_since: u64,
+    pub(crate) ticket_expires_at: u64,
     /// Which edge answered (index into the configured edges).
     pub(crate) edge: usize,
+}
+
+impl TaskInfo {
+    /// Whether the ticket is in the last third of its life: time to ask the edge for a new one
+    /// (announcements and pieces need a valid ticket while downloading and while seeding).
+    pub(crate) fn ticket_due(&self, now: u64) -> bool {
+        let life = self.ticket_expires_at.saturating_sub(self.ticket_since);
+        self.ticket_expires_at.saturating_sub(now) <= life / 3
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub(crate) struct EdgeClient {
@@ -140,6 +159,8 @@ impl EdgeClient {
                 complete: answer.complete,
                 key: answer.task_key,
                 ticket: answer.ticket,
+                ticket_since: unix_now(),
+                ticket_expires_at: answer.ticket_expires_at,
                 edge,
             });
         }

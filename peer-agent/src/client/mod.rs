@@ -10,7 +10,7 @@ mod ticket_key;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use edge::{EdgeClient, TaskInfo};
+pub(crate) use edge::{unix_now, EdgeClient, TaskInfo};
 pub(crate) use origin::{RegistryRelay, Relay};
 pub(crate) use piece::PieceClient;
 pub(crate) use ticket_key::TicketKeys;
@@ -30,11 +30,12 @@ impl Clients {
     pub(crate) fn new(config: &Config) -> AgentResult<Clients> {
         // Only the scheduler's JSON answers are compressed: relayed registry traffic passes
         // through as sent, and pieces are sealed (incompressible).
-        let passthrough = http_client(None, false)?;
+        let passthrough = http_client(config, None, false)?;
         // Piece tables and parent lists: JSON, compressed on the wire (most of the scheduler's
         // bytes: agents ask several times a second per download).
-        let control = http_client(None, true)?;
+        let control = http_client(config, None, true)?;
         let piece = http_client(
+            config,
             Some(Duration::from_secs(config.download.piece_timeout_secs)),
             false,
         )?;
@@ -57,8 +58,11 @@ impl Clients {
     }
 }
 
-fn http_client(timeout: Option<Duration>, gzip: bool) -> AgentResult<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+/// Every client trusts the system's CAs and `tls.ca_file`, and presents the agent's certificate
+/// (its identity at the edges: task keys, tickets and scheduler records hang on it).
+fn http_client(config: &Config, timeout: Option<Duration>, gzip: bool) -> AgentResult<reqwest::Client> {
+    let mut builder = damselfly_server::tls::client_builder(&config.tls, true)
+        .map_err(AgentError::Internal)?
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(30))
         .gzip(gzip)

@@ -81,7 +81,7 @@ impl Downloader {
                     tracing::warn!(digest = %task.digest, error = %e, "could not persist a finished task");
                 }
                 tracing::info!(digest = %task.digest, ms = started.elapsed().as_millis() as u64, "blob downloaded");
-                self.seed(&task, &info).await;
+                self.seed(&task, info, &request).await;
             }
             Err(e) => {
                 tracing::warn!(digest = %task.digest, error = %e, "P2P download failed; readers fall back to the origin");
@@ -91,11 +91,21 @@ impl Downloader {
         }
     }
 
-    /// Keeps announcing a finished task for a while so others can fetch from this agent.
-    async fn seed(&self, task: &LocalTask, info: &TaskInfo) {
+    /// Keeps announcing a finished task for a while so others can fetch from this agent,
+    /// renewing the ticket as it ages (an edge refusing to renew it ends the seeding).
+    async fn seed(&self, task: &LocalTask, mut info: TaskInfo, request: &BlobRequest) {
         let until = Instant::now() + self.seed_for;
         while Instant::now() < until {
-            self.announce(info, task, &[]).await;
+            if info.ticket_due(crate::client::unix_now()) {
+                match self.edges.task(request, None, Some(&info.table)).await {
+                    Ok(fresh) => info = fresh,
+                    Err(e) => {
+                        tracing::debug!(digest = %task.digest, error = %e, "no new ticket; seeding ends");
+                        break;
+                    }
+                }
+            }
+            self.announce(&info, task, &[]).await;
             tokio::time::sleep(HEARTBEAT_EVERY).await;
         }
         self.edges

@@ -172,8 +172,11 @@ impl<'a, N: Network> Session<'a, N> {
         }
     }
 
+    /// While the edge ingests, the table grows; once it is complete, only the ticket needs
+    /// renewing (the same request brings a new one).
     async fn refresh_table(&mut self, now: Instant) -> AgentResult<()> {
-        if self.info.complete || !due(self.last_table, TABLE_EVERY, now) {
+        let wanted = !self.info.complete || self.info.ticket_due(crate::client::unix_now());
+        if !wanted || !due(self.last_table, TABLE_EVERY, now) {
             return Ok(());
         }
         self.last_table = Some(now);
@@ -493,6 +496,8 @@ mod tests {
                     complete: listed as u64 == pieces,
                     key: TaskKey::from_bytes([0; 32]),
                     ticket: "ticket".into(),
+                    ticket_since: 0,
+                    ticket_expires_at: u64::MAX,
                     edge: 0,
                 },
                 task,
@@ -716,6 +721,16 @@ mod tests {
             net.refreshes.lock().unwrap().len(),
             4,
             "a complete table is not asked again"
+        );
+        // ...until its ticket is in the last third of its life: the same request renews it.
+        let now = crate::client::unix_now();
+        (session.info.ticket_since, session.info.ticket_expires_at) = (now - 500, now + 100);
+        advance(200 * MS).await;
+        session.refresh_table(Instant::now()).await.unwrap();
+        assert_eq!(
+            net.refreshes.lock().unwrap().len(),
+            5,
+            "an aging ticket is renewed"
         );
     }
 

@@ -40,10 +40,11 @@ fn encode(job: &Job) -> Result<String> {
 
 impl RedisStore {
     pub async fn connect(url: &str, config: &Config) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+        let client = damselfly_server::tls::redis_client(url, &config.tls).map_err(Error::Store)?;
+        let shown = damselfly_server::config::redact_url(url);
         let conn = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new(client))
             .await
-            .map_err(|_| Error::Store(format!("redis at {url} did not answer within 10 s")))??;
+            .map_err(|_| Error::Store(format!("redis at {shown} did not answer within 10 s")))??;
         Ok(RedisStore {
             conn,
             prefix: config.redis_prefix.clone(),

@@ -134,7 +134,7 @@ impl Preheater {
             .tempdir()
             .expect("tempdir");
         let mut text = format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n\
+            "listen = \"{addr}\"\ninsecure = true\ndata_dir = \"{}\"\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n\
              harbor_auth = \"{HARBOR_AUTH}\"\nedge_token = \"{EDGE_TOKEN}\"\n",
             dir.path().join("data").display()
         );
@@ -163,6 +163,7 @@ impl Preheater {
             binary: env!("CARGO_BIN_EXE_preheater").into(),
             log_filter: "info,damselfly_preheater=debug".into(),
             url: format!("http://{addr}"),
+            ca: None,
         };
         let daemon = Daemon::start(spec, dir, &text).await.expect("preheater starts");
         Preheater { addr, daemon }

@@ -103,7 +103,7 @@ pub async fn edge(
 ) -> Result<Daemon> {
     let dir = workdir("edge")?;
     let config = format!(
-        "listen = \"{}:{EDGE_PORT}\"\ndata_dir = \"{}\"\nupstream = \"http://{origin}\"\nregion = \"bench\"\n\
+        "listen = \"{}:{EDGE_PORT}\"\ninsecure = true\ndata_dir = \"{}\"\nupstream = \"http://{origin}\"\nregion = \"bench\"\n\
          [[upstreams]]\nregistry = \"{origin}\"\nurl = \"http://{origin}\"\n\
          [cache]\nquota = \"20GiB\"\n{extra_toml}\n",
         host.ip,

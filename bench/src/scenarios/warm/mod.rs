@@ -216,7 +216,7 @@ impl Preheater {
             .prefix("damselfly-bench-preheater-")
             .tempdir()?;
         let mut config = format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n\
+            "listen = \"{addr}\"\ninsecure = true\ndata_dir = \"{}\"\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n\
              edge_token = \"{EDGE_TOKEN}\"\n",
             dir.path().join("data").display()
         );
@@ -233,6 +233,7 @@ impl Preheater {
             binary: binary.to_path_buf(),
             log_filter: "warn".into(),
             url: format!("http://{addr}"),
+            ca: None,
         };
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Preheater { daemon })
