@@ -145,7 +145,7 @@ impl From<damselfly_registry::Error> for EdgeError {
             // The token endpoint refused the edge's own credentials: no client credential can
             // change that, and the operator must.
             Registry::TokenDenied { .. } => EdgeError::Denied(e.to_string()),
-            _ => EdgeError::UpstreamUnavailable(e.to_string()),
+            _ => EdgeError::UpstreamUnavailable(e.with_causes()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Eight hosts in two racks pull one image at once through their agents: the origin sends each
-//! byte once, agents trade pieces, the edge serves far less than eight copies.
+//! byte once, agents trade pieces, the edge serves far less than eight copies. The region runs
+//! as deployed: the edge on TLS, every agent with a certificate of the cluster CA.
 
 mod common;
 
@@ -14,7 +15,7 @@ const RACKS: [&str; 8] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_agents_in_two_racks_pull_one_image_together() {
-    let region = Region::start(RegistryOptions::default(), &RACKS).await;
+    let region = Region::start_secure(RegistryOptions::default(), &RACKS).await;
     let image = region
         .push(
             ImageSpec::new("swarm", vec![24 * MIB, 12 * MIB, 4 * MIB]),

@@ -81,8 +81,8 @@ impl From<damselfly_registry::Error> for Error {
     fn from(e: damselfly_registry::Error) -> Self {
         match e {
             damselfly_registry::Error::Invalid(_) => Error::Internal(e.to_string()),
-            e if e.is_retryable() => Error::RegistryUnavailable(e.to_string()),
-            e => Error::RegistryRefused(e.to_string()),
+            e if e.is_retryable() => Error::RegistryUnavailable(e.with_causes()),
+            e => Error::RegistryRefused(e.with_causes()),
         }
     }
 }

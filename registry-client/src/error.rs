@@ -47,6 +47,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// The message with every cause under it (`…: invalid peer certificate: UnknownIssuer`):
+    /// reqwest's own message names only the request, not why it failed.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            let next = e.to_string();
+            if !text.contains(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            cause = e.source();
+        }
+        text
+    }
+
     /// Whether the same request may succeed if tried again later: the network failed, or the
     /// registry said it is overloaded or broken (5xx, 429). Refusals and bad content stay as they are.
     pub fn is_retryable(&self) -> bool {

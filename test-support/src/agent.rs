@@ -52,6 +52,8 @@ pub struct Agent {
     mirror: String,
     upload: String,
     daemon: Daemon,
+    /// Kept while the agent runs: its certificate lives there.
+    _pki: Option<Arc<Pki>>,
 }
 
 impl Agent {
@@ -89,6 +91,7 @@ impl Agent {
             mirror,
             upload,
             daemon,
+            _pki: options.tls,
         })
     }
 

@@ -139,18 +139,7 @@ pub async fn spawn_until_ready(
 fn probe_client(ca: Option<&Path>) -> Result<reqwest::Client> {
     match ca {
         None => loopback_client(),
-        Some(ca) => {
-            let config = damselfly_server::tls::TlsConfig {
-                ca_file: Some(ca.to_path_buf()),
-                ..Default::default()
-            };
-            damselfly_server::tls::client_builder(&config, false)
-                .map_err(|e| anyhow::anyhow!(e))?
-                .no_proxy()
-                .connect_timeout(Duration::from_secs(2))
-                .build()
-                .map_err(Into::into)
-        }
+        Some(ca) => crate::net::client_trusting(ca),
     }
 }
 

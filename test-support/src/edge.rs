@@ -33,8 +33,10 @@ pub struct EdgeOptions {
     /// Keep data here instead of a private temporary directory (to share with a later edge).
     pub data_dir: Option<PathBuf>,
     /// TLS with a certificate of this CA, checking agents' client certificates against it.
-    /// `None`: a lab edge on plain HTTP started `insecure` (task keys to anyone).
+    /// `None`: plain HTTP.
     pub tls: Option<Arc<Pki>>,
+    /// On plain HTTP, a lab edge started `insecure` (task keys to anyone); true by default.
+    pub insecure: bool,
 }
 
 impl EdgeOptions {
@@ -49,6 +51,7 @@ impl EdgeOptions {
             extra_toml: String::new(),
             data_dir: None,
             tls: None,
+            insecure: true,
         }
     }
 
@@ -66,6 +69,8 @@ pub struct Edge {
     addr: SocketAddr,
     data_dir: PathBuf,
     daemon: Daemon,
+    /// Kept while the edge runs: its certificates live there.
+    pki: Option<Arc<Pki>>,
 }
 
 impl Edge {
@@ -85,7 +90,8 @@ impl Edge {
                 let files = pki.issue("edge", &[&options.bind_ip])?;
                 ("https", "", pki.toml(&files, true))
             }
-            None => ("http", "insecure = true\n", String::new()),
+            None if options.insecure => ("http", "insecure = true\n", String::new()),
+            None => ("http", "", String::new()),
         };
         let config = format!(
             "listen = \"{addr}\"\n{trust}data_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
@@ -111,6 +117,7 @@ impl Edge {
             addr,
             data_dir,
             daemon,
+            pki: options.tls,
         })
     }
 
@@ -125,6 +132,11 @@ impl Edge {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The cluster CA of a TLS edge.
+    pub fn pki(&self) -> Option<&Arc<Pki>> {
+        self.pki.as_ref()
     }
 
     pub fn log_tail(&self) -> String {

@@ -41,6 +41,22 @@ pub fn loopback_client() -> Result<reqwest::Client> {
         .context("building HTTP client")
 }
 
+/// [`loopback_client`], trusting the CA certificates in `ca` (a test's cluster CA).
+pub fn client_trusting(ca: &std::path::Path) -> Result<reqwest::Client> {
+    let config = damselfly_server::tls::TlsConfig {
+        ca_file: Some(ca.to_path_buf()),
+        ..Default::default()
+    };
+    damselfly_server::tls::client_builder(&config, false)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_gzip()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .context("building HTTP client")
+}
+
 /// The settings of [`loopback_client`], for clients that add their own (the fault proxy's).
 pub(crate) fn verbatim_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()

@@ -4,11 +4,13 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::metrics::Metrics;
+use damselfly_test_support::pki::Pki;
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
 use damselfly_test_support::skopeo::{self, PullOptions};
@@ -50,14 +52,32 @@ impl Region {
         racks: &[&str],
         edge_toml: &str,
     ) -> Region {
+        Region::start_on(registry_options, racks, edge_toml, None).await
+    }
+
+    /// As [`Region::start`], the way a region is deployed: the edge serves TLS with a
+    /// certificate of a cluster CA and hands task keys only to agents presenting theirs.
+    pub async fn start_secure(registry_options: RegistryOptions, racks: &[&str]) -> Region {
+        let pki = Pki::new().expect("cluster CA");
+        Region::start_on(registry_options, racks, "", Some(pki)).await
+    }
+
+    async fn start_on(
+        registry_options: RegistryOptions,
+        racks: &[&str],
+        edge_toml: &str,
+        pki: Option<Arc<Pki>>,
+    ) -> Region {
         let registry = Registry::start(registry_options).await.expect("registry");
         let proxy = FaultProxy::start(&registry.addr()).await.expect("proxy");
         let mut options = EdgeOptions::for_registry(&registry.addr(), &proxy.url());
         options.extra_toml.push_str(edge_toml);
+        options.tls = pki.clone();
         let edge = Edge::start(&edge_binary(), options).await.expect("edge");
         let mut agents = Vec::new();
         for (i, rack) in racks.iter().enumerate() {
-            let options = AgentOptions::host(i, rack, edge.url(), &registry);
+            let mut options = AgentOptions::host(i, rack, edge.url(), &registry);
+            options.tls = pki.clone();
             agents.push(Agent::start(agent_binary(), options).await.expect("agent"));
         }
         Region {

@@ -35,6 +35,8 @@ pub struct ConfigInputs<'a> {
     pub htpasswd: Option<&'a Path>,
     /// Notification endpoint, if any.
     pub notifications: Option<&'a NotificationTarget>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<(&'a Path, &'a Path)>,
 }
 
 /// Renders `config.yml`.
@@ -53,12 +55,20 @@ pub fn render(inputs: &ConfigInputs<'_>) -> String {
          storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
          \x20 cache:\n    blobdescriptor: inmemory\n\
          \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
-         http:\n  addr: {addr}\n  secret: {secret}\n\
-         health:\n  storagedriver:\n    enabled: false\n",
+         http:\n  addr: {addr}\n  secret: {secret}\n",
         root = quote(&inputs.data_dir.to_string_lossy()),
         addr = quote(&inputs.addr.to_string()),
         secret = quote(HTTP_SECRET),
     );
+    if let Some((cert, key)) = inputs.tls {
+        let _ = write!(
+            out,
+            "\x20 tls:\n    certificate: {cert}\n    key: {key}\n",
+            cert = quote(&cert.to_string_lossy()),
+            key = quote(&key.to_string_lossy()),
+        );
+    }
+    out.push_str("health:\n  storagedriver:\n    enabled: false\n");
     if let Some(path) = inputs.htpasswd {
         let _ = write!(
             out,
@@ -103,6 +113,7 @@ mod tests {
             data_dir: Path::new("/tmp/reg/data"),
             htpasswd,
             notifications,
+            tls: None,
         }
     }
 

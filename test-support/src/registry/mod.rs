@@ -19,6 +19,7 @@ pub use self::config::{NotificationTarget, AUTH_REALM};
 use crate::htpasswd::write_htpasswd;
 use crate::image::{build_image_async, BuiltImage, ImageSpec};
 use crate::net::{free_addr_on, loopback_client};
+use crate::pki::TlsFiles;
 use crate::poll::{poll_until, Probe};
 use crate::process::ChildGuard;
 use crate::skopeo::{self, PushOptions};
@@ -44,6 +45,11 @@ pub struct RegistryOptions {
     /// Storage root to use instead of a private one, so content survives the registry or is
     /// shared between two of them.
     pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (`url()` is then https).
+    pub tls: Option<TlsFiles>,
+    /// A CA the registry trusts besides the system's, for the notification endpoint
+    /// (Go reads it from `SSL_CERT_FILE`).
+    pub trust: Option<PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -53,6 +59,8 @@ impl Default for RegistryOptions {
             htpasswd: None,
             notifications: None,
             data_dir: None,
+            tls: None,
+            trust: None,
         }
     }
 }
@@ -65,6 +73,10 @@ pub struct Registry {
     config_path: PathBuf,
     data_dir: PathBuf,
     credentials: Option<(String, String)>,
+    tls: bool,
+    /// CA certificates for the readiness probe (an https registry) and `SSL_CERT_FILE`.
+    probe_ca: Option<PathBuf>,
+    trust: Option<PathBuf>,
     // Declared last so the process is gone before its directory is removed.
     dir: TempDir,
 }
@@ -110,6 +122,7 @@ impl Registry {
                 data_dir: &data_dir,
                 htpasswd: htpasswd_path.as_deref(),
                 notifications: notifications.as_ref(),
+                tls: options.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
             });
             std::fs::write(&config_path, text)
                 .with_context(|| format!("writing {}", config_path.display()))?;
@@ -119,6 +132,9 @@ impl Registry {
                 config_path: config_path.clone(),
                 data_dir: data_dir.clone(),
                 credentials: options.htpasswd.clone(),
+                tls: options.tls.is_some(),
+                probe_ca: options.tls.as_ref().and(options.trust.clone()),
+                trust: options.trust.clone(),
                 dir,
             };
             match registry.spawn_and_wait().await {
@@ -142,9 +158,10 @@ impl Registry {
         self.addr
     }
 
-    /// Base URL, `http://ip:port`.
+    /// Base URL, `http://ip:port` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Storage root (the shared one if [`RegistryOptions::data_dir`] was given).
@@ -218,9 +235,15 @@ impl Registry {
         cmd.arg("serve")
             .arg(&self.config_path)
             .current_dir(self.dir.path());
+        if let Some(ca) = &self.trust {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
         let url = format!("{}/v2/", self.url());
         let authenticated = self.credentials.is_some();
-        let client = loopback_client()?;
+        let client = match &self.probe_ca {
+            Some(ca) => crate::net::client_trusting(ca)?,
+            None => loopback_client()?,
+        };
         let child = ChildGuard::spawn_logged("registry", cmd, self.dir.path())?;
         let child = self.child.insert(child);
         poll_until(&format!("registry at {url}"), READY_TIMEOUT, || {
