@@ -23,7 +23,7 @@ pub mod ticket;
 pub use bitfield::Bitfield;
 pub use ct::constant_time_eq;
 pub use digest::{Digest, DigestError, Sha256Stream};
-pub use file_task::{file_task_id, normalise_url, FileUrlError};
+pub use file_task::{file_task_id, file_version_id, normalise_url, FileUrlError};
 pub use location::Location;
 pub use parents::rank_parents;
 pub use piece::{PieceLayout, PieceTable};

@@ -242,6 +242,9 @@ pub struct LimitsConfig {
     pub upstream_idle_timeout_secs: u64,
     /// Upstream resume attempts per blob before the ingest fails.
     pub upstream_resume_attempts: u32,
+    /// Plain-file transfers running at once; a request for one more gets 503 (agents then
+    /// fetch the file themselves).
+    pub file_ingests: usize,
     /// Pieces sent to agents at once; more requests queue in arrival order. A few fast sends
     /// beat many slow ones: each owner gets its piece sooner and passes it on sooner.
     pub piece_sends: usize,
@@ -305,6 +308,7 @@ impl Default for LimitsConfig {
             upstream_connect_timeout_secs: 5,
             upstream_idle_timeout_secs: 30,
             upstream_resume_attempts: 5,
+            file_ingests: 8,
             piece_sends: 4,
             piece_rate_limit: "0".into(),
         }
@@ -367,8 +371,8 @@ impl DaemonConfig for Config {
         if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("warm_token must be at least 16 characters".into());
         }
-        if self.limits.piece_sends == 0 {
-            return invalid("limits.piece_sends must be > 0".into());
+        if self.limits.piece_sends == 0 || self.limits.file_ingests == 0 {
+            return invalid("limits.piece_sends and limits.file_ingests must be > 0".into());
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod access;
 pub mod certs;
 pub mod config;
 pub mod error;
+pub mod file_digests;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;

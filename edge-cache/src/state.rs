@@ -12,6 +12,7 @@ use damselfly_server::Readiness;
 use crate::access::AccessGate;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
+use crate::file_digests::FileDigests;
 use crate::metrics::Metrics;
 use crate::scheduler::{AnnouncementRate, PeerStore};
 use crate::store::{BlobStore, StoreOptions};
@@ -22,6 +23,10 @@ pub struct AppState {
     pub tls: Option<Arc<ServerTls>>,
     /// Scheduler writes admitted per host id.
     pub announcements: AnnouncementRate,
+    /// Permits for plain-file transfers (`limits.file_ingests`).
+    pub file_ingests: Arc<tokio::sync::Semaphore>,
+    /// The content digests of cached file versions, as far as known.
+    pub file_digests: FileDigests,
     pub config: Config,
     pub upstreams: Upstreams,
     pub gate: AccessGate,
@@ -104,6 +109,8 @@ impl AppState {
         Ok(Arc::new(AppState {
             tls,
             announcements: AnnouncementRate::new(config.scheduler.max_announcements_per_sec),
+            file_ingests: Arc::new(tokio::sync::Semaphore::new(config.limits.file_ingests)),
+            file_digests: FileDigests::default(),
             files_http,
             peers,
             upstreams: Upstreams::from_config(&config)?,

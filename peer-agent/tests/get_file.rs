@@ -65,7 +65,12 @@ async fn a_file_is_sent_once_by_its_server_and_shared_between_agents() {
     let output = get(&region.agents[0].url(), &url, &first, Some(&digest)).await;
     assert_ok(&output, "first get", &region);
     assert!(std::fs::read(&first).unwrap() == data, "first copy differs");
-    assert_eq!(files.gets(), 1, "the edge fetches the file once");
+    assert_eq!(
+        files.gets(),
+        1,
+        "the edge fetches the file once\n{}",
+        region.logs()
+    );
     assert_eq!(files.bytes_sent(), data.len() as u64);
 
     // Two more hosts at once, one spelling the URL differently: same task, nothing new from
@@ -138,4 +143,53 @@ async fn wrong_digests_and_unlisted_urls_keep_nothing_and_say_why() {
     assert!(std::fs::read(&target).unwrap() == data);
     let after = downloaded_from(&region.agent_metrics().await, "origin");
     assert_eq!(after - before, data.len() as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_file_is_a_new_task_and_a_wrong_digest_never_gets_the_cached_copy() {
+    let files = FileServer::start().await.unwrap();
+    let edge_toml = format!("[files]\nallow = [\"{}\"]\n", files.prefix());
+    let region = Region::start_with_edge_toml(RegistryOptions::default(), &["eu/z1/r1"], &edge_toml).await;
+    let agent = region.agents[0].url();
+    let out = tempfile::tempdir().unwrap();
+    let first = content(2 * MIB as usize);
+    let url = files.put("weights.bin", &first).unwrap();
+    let target = out.path().join("weights.bin");
+    assert_ok(
+        &get(&agent, &url, &target, Some(&sha256(&first))).await,
+        "first get",
+        &region,
+    );
+    assert_eq!(files.gets(), 1);
+
+    // The cached copy is not what this caller names: refused, nothing fetched, nothing kept.
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    let refused = out.path().join("refused.bin");
+    let output = get(&agent, &url, &refused, Some(&wrong)).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&sha256(&first)) && stderr.contains(&wrong),
+        "{stderr}"
+    );
+    assert!(!refused.exists());
+    assert_eq!(files.gets(), 1, "a refusal fetches nothing");
+
+    // Same name, same length, new content: a new version, fetched anew, never mixed with the
+    // old one (Last-Modified has a resolution of a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second: Vec<u8> = first.iter().map(|b| b ^ 0x5a).collect();
+    files.put("weights.bin", &second).unwrap();
+    let again = out.path().join("again.bin");
+    assert_ok(
+        &get(&agent, &url, &again, None).await,
+        "get after the change",
+        &region,
+    );
+    assert!(
+        std::fs::read(&again).unwrap() == second,
+        "the old content came back"
+    );
+    assert_eq!(files.gets(), 2, "the new version is fetched once");
+    assert_eq!(downloaded_from(&region.agent_metrics().await, "origin"), 0.0);
 }

@@ -26,7 +26,7 @@ use super::caller::Caller;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::state::AppState;
-use crate::store::{Blob, BlobSource, IngestState};
+use crate::store::{Blob, BlobSource, BlobState, FileValidators, IngestState};
 
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
@@ -68,9 +68,16 @@ async fn registry_source(
     })
 }
 
-/// A plain file: only under an allowed prefix, and only under the task id its URL names (so
-/// one id can never be filled from two different URLs).
-fn file_source(state: &AppState, task: &Digest, url: &str, digest: Option<&str>) -> EdgeResult<BlobSource> {
+/// A plain file: only under an allowed prefix, only under the task id its URL names, and as
+/// the version of it the server has now. Returns the version's task id with its source: a file
+/// that changed is a new task (new key, new nonces), and a caller naming a digest gets a task of
+/// its own, verified against it, never another caller's copy.
+async fn file_source(
+    state: &AppState,
+    task: &Digest,
+    url: &str,
+    digest: Option<&str>,
+) -> EdgeResult<(Digest, BlobSource)> {
     let bad = |e: damselfly_core::FileUrlError| EdgeError::NameInvalid(e.to_string());
     let normalised = damselfly_core::normalise_url(url).map_err(bad)?;
     if !state.config.files.allows(&normalised) {
@@ -84,11 +91,70 @@ fn file_source(state: &AppState, task: &Digest, url: &str, digest: Option<&str>)
         )));
     }
     let expected = digest.map(parse_digest).transpose()?;
-    Ok(BlobSource::File {
-        http: state.files_http.clone(),
-        url: normalised,
-        expected,
+    let validators = file_validators(state, &normalised).await?;
+    let version = damselfly_core::file_version_id(
+        &normalised,
+        [
+            validators.etag.as_deref().unwrap_or(""),
+            validators.last_modified.as_deref().unwrap_or(""),
+            &validators.length.map(|l| l.to_string()).unwrap_or_default(),
+        ],
+        // Not the expected digest: callers naming one and callers naming none share a version.
+        None,
+    );
+    Ok((
+        version,
+        BlobSource::File {
+            http: state.files_http.clone(),
+            url: normalised,
+            expected,
+            validators,
+        },
+    ))
+}
+
+/// What names the file's current version: a `HEAD` to its server.
+async fn file_validators(state: &AppState, url: &str) -> EdgeResult<FileValidators> {
+    let timeout = Duration::from_secs(state.config.limits.upstream_timeout_secs);
+    let response = state
+        .files_http
+        .head(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| EdgeError::UpstreamUnavailable(format!("{url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(EdgeError::UpstreamUnavailable(format!(
+            "{url} answered {} to HEAD",
+            response.status()
+        )));
+    }
+    let text = |name: http::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Ok(FileValidators {
+        etag: text(http::header::ETAG),
+        last_modified: text(http::header::LAST_MODIFIED),
+        // The header itself: a HEAD answer has no body, so its size hint says 0.
+        length: text(http::header::CONTENT_LENGTH).and_then(|l| l.parse().ok()),
     })
+}
+
+/// Keeps one of `limits.file_ingests` permits for as long as a file's transfer runs.
+fn hold_while_ingesting(blob: &Blob, permit: tokio::sync::OwnedSemaphorePermit) {
+    let mut progress = blob.progress_updates();
+    tokio::spawn(async move {
+        let _permit = permit;
+        while progress.borrow_and_update().state == IngestState::Running {
+            if progress.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 pub(crate) async fn task(
@@ -99,16 +165,48 @@ pub(crate) async fn task(
     headers: HeaderMap,
 ) -> EdgeResult<Response> {
     caller.may_hold_keys(&state)?;
-    let digest = parse_digest(&digest)?;
-    let source = match &query.url {
-        Some(url) => file_source(&state, &digest, url, query.digest.as_deref())?,
-        None => registry_source(&state, &digest, &query, &headers).await?,
+    let requested = parse_digest(&digest)?;
+    let (digest, source) = match &query.url {
+        Some(url) => file_source(&state, &requested, url, query.digest.as_deref()).await?,
+        None => (
+            requested,
+            registry_source(&state, &requested, &query, &headers).await?,
+        ),
     };
+    let expected_file = match &source {
+        BlobSource::File { expected, .. } => *expected,
+        BlobSource::Registry { .. } => None,
+    };
+    let starts = matches!(
+        state.store.state(&digest),
+        BlobState::Absent | BlobState::Failed(_)
+    );
+    // A file transfer not yet running takes one of a bounded number of permits: files are
+    // fetched from servers the operator allowed, but by anyone who asks.
+    let file_permit =
+        match (&query.url, starts) {
+            (Some(_), true) => {
+                Some(state.file_ingests.clone().try_acquire_owned().map_err(|_| {
+                    EdgeError::Busy("as many file transfers as limits.file_ingests are running")
+                })?)
+            }
+            _ => None,
+        };
     let blob = if query.follow {
         state.store.follow(&digest, source)?
     } else {
         state.store.open(&digest, source)?
     };
+    if let Some(permit) = file_permit {
+        hold_while_ingesting(&blob, permit);
+    }
+    // A file version is shared by callers naming a digest and callers naming none: a copy
+    // whose content is not the one named is refused, never served.
+    match (expected_file, starts) {
+        (Some(expected), true) => state.file_digests.learn_when_complete(&blob, expected),
+        (Some(expected), false) => state.file_digests.check(&blob, &expected).await?,
+        (None, _) => {}
+    }
     let layout = blob.layout().await?;
     let mut table = blob.piece_table(layout)?;
     // Agents refresh the table several times a second while a blob arrives: the hashes they

@@ -59,6 +59,11 @@ impl Blob {
         self.progress.borrow().clone()
     }
 
+    /// Follows the transfer's progress as it changes.
+    pub fn progress_updates(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
     /// Waits until the size is known (the upstream answered), or the transfer failed.
     pub async fn layout(&self) -> EdgeResult<PieceLayout> {
         let mut rx = self.progress.clone();

@@ -44,7 +44,43 @@ pub enum BlobSource {
         http: reqwest::Client,
         url: String,
         expected: Option<Digest>,
+        /// The version the task was named after: every request is made conditional on it,
+        /// so a file that changes mid-transfer fails the transfer rather than mixing versions.
+        validators: FileValidators,
     },
+}
+
+/// What a file server said names a file's version.
+#[derive(Clone, Debug, Default)]
+pub struct FileValidators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub length: Option<u64>,
+}
+
+impl FileValidators {
+    /// A response of another version (the file changed since the task was named) fails the
+    /// transfer: one task never mixes two contents, and its key never seals both.
+    fn check(&self, url: &str, response: &reqwest::Response) -> EdgeResult<()> {
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let changed =
+            |known: &Option<String>, now: Option<&str>| matches!((known, now), (Some(k), Some(n)) if k != n);
+        let length = match response.status() {
+            StatusCode::OK => response.content_length(),
+            _ => header(http::header::CONTENT_RANGE)
+                .and_then(|r| r.rsplit_once('/'))
+                .and_then(|(_, total)| total.parse().ok()),
+        };
+        if changed(&self.etag, header(http::header::ETAG))
+            || changed(&self.last_modified, header(http::header::LAST_MODIFIED))
+            || matches!((self.length, length), (Some(k), Some(n)) if k != n)
+        {
+            return Err(EdgeError::IngestFailed(format!(
+                "{url} changed while it was fetched; the next request names its new version"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl BlobSource {
@@ -67,15 +103,23 @@ impl BlobSource {
                 };
                 upstream.send(request).await
             }
-            BlobSource::File { http, url, .. } => {
+            BlobSource::File {
+                http,
+                url,
+                validators,
+                ..
+            } => {
                 let mut request = http.get(url);
                 if let Some(v) = range {
                     request = request.header(http::header::RANGE, v);
                 }
-                request
+
+                let response = request
                     .send()
                     .await
-                    .map_err(|e| EdgeError::UpstreamUnavailable(format!("{url}: {e}")))
+                    .map_err(|e| EdgeError::UpstreamUnavailable(format!("{url}: {e}")))?;
+                validators.check(url, &response)?;
+                Ok(response)
             }
         }
     }

@@ -24,7 +24,7 @@ use damselfly_core::{ClusterSecret, Digest, PieceLayout};
 use tokio::sync::watch;
 
 pub use blob::{Blob, IngestState, PieceHashes, Progress};
-pub use ingest::BlobSource;
+pub use ingest::{BlobSource, FileValidators};
 pub use manifests::CachedManifest;
 pub use usage::now_millis;
 use usage::{Entry, Lease, Usage};

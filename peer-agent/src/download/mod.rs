@@ -22,7 +22,7 @@ use crate::client::{EdgeClient, PieceClient, TaskInfo};
 use crate::config::DownloadConfig;
 use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
-use crate::request::BlobRequest;
+use crate::request::{BlobRequest, TaskOrigin};
 use crate::store::{LocalTask, PieceStore};
 use fetch::{EdgeFetch, PieceFetch};
 use picker::Source;
@@ -53,7 +53,16 @@ impl Downloader {
         request: BlobRequest,
     ) -> AgentResult<(Arc<LocalTask>, TaskKey)> {
         let info = self.edges.task(&request, None, None).await?;
-        let (task, created) = self.store.get_or_create(&request.digest, info.table.layout)?;
+        // The task the edge answered with: a blob's own digest, a file's current version (its
+        // URL names the request, not the content).
+        let task_id = info.table.digest;
+        if matches!(request.origin, TaskOrigin::Registry { .. }) && task_id != request.digest {
+            return Err(AgentError::Unavailable(format!(
+                "the edge answered task {task_id} for blob {}",
+                request.digest
+            )));
+        }
+        let (task, created) = self.store.get_or_create(&task_id, info.table.layout)?;
         let key = info.key.clone();
         if created {
             let this = self.clone();
