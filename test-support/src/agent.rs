@@ -45,6 +45,7 @@ impl AgentOptions {
 pub struct Agent {
     mirror: String,
     upload: String,
+    ops: String,
     daemon: Daemon,
 }
 
@@ -53,9 +54,10 @@ impl Agent {
         let dir = tempfile::Builder::new().prefix("damselfly-agent-").tempdir()?;
         let mirror = free_addr_on(&options.ip)?.to_string();
         let upload = free_addr_on(&options.ip)?.to_string();
+        let ops = free_addr_on(&options.ip)?.to_string();
         let edges: Vec<String> = options.edges.iter().map(|e| format!("\"{e}\"")).collect();
         let config = format!(
-            "listen = \"{mirror}\"\nupload_listen = \"{upload}\"\nedges = [{}]\nupstream = \"{}\"\n\
+            "listen = \"{mirror}\"\nupload_listen = \"{upload}\"\nops_listen = \"{ops}\"\nedges = [{}]\nupstream = \"{}\"\n\
              location = \"{}\"\nhost_id = \"agent-{}\"\ndata_dir = \"{}\"\n{}\n",
             edges.join(", "),
             options.upstream,
@@ -74,6 +76,7 @@ impl Agent {
         Ok(Agent {
             mirror,
             upload,
+            ops,
             daemon,
         })
     }
@@ -89,6 +92,11 @@ impl Agent {
 
     pub fn upload_url(&self) -> String {
         format!("http://{}", self.upload)
+    }
+
+    /// Health, readiness and metrics on their own listener.
+    pub fn ops_url(&self) -> String {
+        format!("http://{}", self.ops)
     }
 
     pub fn data_dir(&self) -> PathBuf {
