@@ -33,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Point a container runtime at this agent (idempotent; keeps existing settings).
     Configure(crate::configure::ConfigureArgs),
+    /// Take this agent out of a runtime's configuration again (what `configure` added only).
+    Unconfigure(crate::configure::ConfigureArgs),
     /// Download a plain file through this host's agent (P2P, like image layers).
     Get(crate::get::GetArgs),
 }
