@@ -31,3 +31,34 @@ if ! command -v cargo >/dev/null; then
   fi
   exit 1
 fi
+
+# --deploy: what deploy/'s tests need besides the above: debootstrap (the images' base), a
+# running Docker Engine with docker-compose, and the chart test's Python packages in a
+# virtualenv under the target directory.
+if [ "${1:-}" = "--deploy" ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  need=()
+  command -v debootstrap >/dev/null || need+=(debootstrap)
+  command -v docker >/dev/null || need+=(docker.io)
+  command -v docker-compose >/dev/null || need+=(docker-compose)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    # No init system starts it here: run the daemon ourselves and wait (bounded) for it.
+    mkdir -p "${CARGO_TARGET_DIR:-target}"
+    $sudo sh -c "nohup dockerd >'${CARGO_TARGET_DIR:-target}/dockerd.log' 2>&1 &"
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "the Docker daemon did not start" >&2; tail -20 "${CARGO_TARGET_DIR:-target}/dockerd.log" >&2; exit 1; }
+  fi
+  venv="${CARGO_TARGET_DIR:-target}/deploy-venv"
+  if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'helm-python-sdk==0.2.2' 'kubernetes-validate==1.37.0' pyyaml
+  fi
+fi

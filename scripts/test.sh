@@ -10,3 +10,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Two test binaries at a time: each integration test starts registries and clients of its own,
 # and this project's machines have two cores.
 cargo test --workspace --locked -- --test-threads=2
+# The image, the compose appliance, the Helm chart and the systemd units (needs root and Docker;
+# starts dockerd when it is not running).
+scripts/test-deploy.sh

@@ -77,7 +77,7 @@ pub struct RegisterArgs {
     /// The Harbor project (name) whose pushes the preheater warms.
     #[arg(long, value_name = "PROJECT")]
     pub project: String,
-    /// The preheater as Harbor reaches it, e.g. http://preheater.internal:5090.
+    /// The preheater as Harbor reaches it, e.g. http://preheater.internal:5070.
     #[arg(long, env = "DAMSELFLY_PREHEATER_URL", value_name = "URL")]
     pub preheater: String,
 

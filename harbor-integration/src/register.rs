@@ -53,7 +53,7 @@ pub struct PolicySpec {
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub project: String,
-    /// The preheater as Harbor reaches it (`http://preheater.internal:5090`).
+    /// The preheater as Harbor reaches it (`http://preheater.internal:5070`).
     pub preheater: String,
     pub webhook: Option<WebhookSpec>,
     /// The provider instance and the policy that uses it.

@@ -34,6 +34,8 @@ pub struct Cli {
 pub enum Command {
     /// Point a container runtime at this agent (idempotent; keeps existing settings).
     Configure(crate::configure::ConfigureArgs),
+    /// Take this agent out of a runtime's configuration again (what `configure` added only).
+    Unconfigure(crate::configure::ConfigureArgs),
     /// Download a plain file through this host's agent (P2P, like image layers).
     Get(crate::get::GetArgs),
 }
@@ -46,6 +48,9 @@ pub struct DaemonArgs {
     /// Address other agents fetch pieces from.
     #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_LISTEN", value_name = "ADDR")]
     pub upload_listen: Option<SocketAddr>,
+    /// Address of `/healthz`, `/readyz` and `/metrics` for probes and Prometheus.
+    #[arg(long, env = "DAMSELFLY_AGENT_OPS_LISTEN", value_name = "ADDR")]
+    pub ops_listen: Option<SocketAddr>,
     /// URL other agents use to reach the upload address (default: http://<upload-listen>).
     #[arg(long, env = "DAMSELFLY_AGENT_ADVERTISE", value_name = "URL")]
     pub advertise_url: Option<String>,
@@ -74,6 +79,7 @@ impl DaemonArgs {
         let mut o = Overrides::default();
         o.set("listen", self.listen.as_ref())
             .set("upload_listen", self.upload_listen.as_ref())
+            .set("ops_listen", self.ops_listen.as_ref())
             .set("advertise_url", self.advertise_url.as_ref())
             .set_list("edges", &self.edges)
             .set("upstream", self.upstream.as_ref())
@@ -90,6 +96,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Upload server for other agents.
     pub upload_listen: SocketAddr,
+    /// Health, readiness and metrics, reachable from the network: the mirror listens on
+    /// loopback only, where neither kubelet probes nor Prometheus reach it.
+    pub ops_listen: SocketAddr,
     /// URL other agents use to reach the upload server; default `http://<upload_listen>`.
     pub advertise_url: Option<String>,
     /// Edge caches of this region, nearest first.
@@ -153,6 +162,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5090)),
             upload_listen: SocketAddr::from(([0, 0, 0, 0], 5091)),
+            ops_listen: SocketAddr::from(([0, 0, 0, 0], 5092)),
             advertise_url: None,
             edges: Vec::new(),
             upstream: None,

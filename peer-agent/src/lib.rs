@@ -25,26 +25,40 @@ use tokio::net::{TcpListener, TcpStream};
 pub use config::{Cli, Config};
 pub use state::AgentState;
 
-/// Opens the piece store, binds the mirror and upload addresses, and serves until `shutdown`.
+/// Opens the piece store, binds the mirror, upload and ops addresses, and serves until
+/// `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
-    let (listen, upload_listen) = (config.listen, config.upload_listen);
+    let (listen, upload_listen, ops_listen) = (config.listen, config.upload_listen, config.ops_listen);
     let state = AgentState::new(config).map_err(|e| format!("cannot start: {e}"))?;
     let mirror = damselfly_server::daemon::bind(listen).await?;
     let upload = damselfly_server::daemon::bind(upload_listen).await?;
-    tracing::info!(mirror = %listen, upload = %upload_listen, location = %state.config.location, "peer agent listening");
-    serve(mirror, upload, state, shutdown)
+    let ops = damselfly_server::daemon::bind(ops_listen).await?;
+    tracing::info!(mirror = %listen, upload = %upload_listen, ops = %ops_listen,
+        location = %state.config.location, "peer agent listening");
+    serve(Listeners { mirror, upload, ops }, state, shutdown)
         .await
         .map_err(|e| format!("server failed: {e}"))
 }
 
-/// Serves the mirror and the upload server until `shutdown` resolves, then marks the agent not
-/// ready, stops accepting, and gives in-flight requests `server.shutdown_grace_secs`.
+/// The agent's bound sockets.
+pub struct Listeners {
+    /// Registry mirror for the local runtime.
+    pub mirror: TcpListener,
+    /// Pieces for other agents.
+    pub upload: TcpListener,
+    /// Health, readiness and metrics.
+    pub ops: TcpListener,
+}
+
+/// Serves the mirror, the upload server and the ops routes until `shutdown` resolves, then
+/// marks the agent not ready, stops accepting, and gives in-flight requests
+/// `server.shutdown_grace_secs`.
 pub async fn serve(
-    mirror: TcpListener,
-    upload: TcpListener,
+    listeners: Listeners,
     state: Arc<AgentState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Listeners { mirror, upload, ops } = listeners;
     state.ticket_keys.prefetch();
     let mirror =
         Listener::new("mirror", mirror, http::mirror_app(state.clone())).route_of(http::mirror_route);
@@ -53,6 +67,7 @@ pub async fn serve(
         // Pieces go out in small chunks on a connection whose unsent bytes are bounded, so an
         // upload slot is held until the piece has nearly left.
         .on_accept(|socket: &TcpStream| limit_unsent_on_accept(socket));
+    let ops = Listener::new("ops", ops, http::ops_app(&state)).route_of(|_| damselfly_server::ops::ROUTE);
     Server::new(
         &state.config.server,
         state.readiness.clone(),
@@ -60,6 +75,7 @@ pub async fn serve(
     )
     .listener(mirror)
     .listener(upload)
+    .listener(ops)
     .run(shutdown)
     .await
 }

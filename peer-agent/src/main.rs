@@ -1,5 +1,5 @@
-//! `peer-agent`: wires flags, configuration and logging to the library, runs `configure` and
-//! `get`, and turns how it ended into the exit status.
+//! `peer-agent`: wires flags, configuration and logging to the library, runs `configure`,
+//! `unconfigure` and `get`, and turns how it ended into the exit status.
 
 use std::process::ExitCode;
 
@@ -12,6 +12,9 @@ async fn main() -> ExitCode {
     let cli: Cli = damselfly_server::cli::parse(&DAEMON);
     let tool = match &cli.command {
         Some(Command::Configure(args)) => Some(("configure", damselfly_agent::configure::run(args))),
+        Some(Command::Unconfigure(args)) => {
+            Some(("unconfigure", damselfly_agent::configure::run_unconfigure(args)))
+        }
         Some(Command::Get(args)) => Some(("get", damselfly_agent::get::run(args).await)),
         None => None,
     };

@@ -222,6 +222,18 @@ pub struct RegistryConfig {
     pub forward_credentials: bool,
 }
 
+impl RegistryConfig {
+    /// The name sent to the edges as `registry` in warm requests (`None`: their default
+    /// upstream).
+    pub fn edge_name(&self) -> Option<&str> {
+        if self.edge_default_upstream {
+            None
+        } else {
+            Some(self.edge_registry.as_deref().unwrap_or(&self.host))
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HarborConfig {
@@ -307,7 +319,9 @@ pub struct LimitsConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 5090)),
+            // Not 5090: that is the agent's mirror, and both run on the same hosts in small
+            // installations.
+            listen: SocketAddr::from(([0, 0, 0, 0], 5070)),
             data_dir: PathBuf::from("/var/lib/damselfly/preheater"),
             webhook_token: None,
             harbor_auth: None,

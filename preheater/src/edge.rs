@@ -84,6 +84,36 @@ impl EdgeClient {
         self.answer(http_request.send().await).await
     }
 
+    /// Whether the edge has an upstream by this name (`None`: a default upstream), asked with
+    /// the registry ping a runtime sends (`GET /v2/?ns=`): an edge answers `404 NAME_UNKNOWN`
+    /// for a name it has no upstream for, and anything else (the upstream's challenge, its
+    /// `200`, a `502` while it is down) means it does. Unreachable edges are an error.
+    pub async fn knows_registry(&self, registry: Option<&str>) -> Result<bool> {
+        let mut url = self.url("/v2/")?;
+        if let Some(name) = registry {
+            url.query_pairs_mut().append_pair("ns", name);
+        }
+        let response = self
+            .http
+            .get(url)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| Error::EdgeUnavailable {
+                region: self.region.clone(),
+                message: format!("{e}"),
+            })?;
+        if response.status() != StatusCode::NOT_FOUND {
+            return Ok(true);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Ok(!oci_error_message(&body).starts_with("NAME_UNKNOWN"))
+    }
+
+    pub fn url_text(&self) -> &str {
+        self.base.as_str()
+    }
+
     async fn answer(&self, sent: reqwest::Result<reqwest::Response>) -> Result<WarmAnswer> {
         let unavailable = |message: String| Error::EdgeUnavailable {
             region: self.region.clone(),

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod edge;
+mod edge_check;
 pub mod error;
 pub mod events;
 pub mod http;

@@ -75,16 +75,7 @@ impl Registry {
             // Nobody to hand a challenge to: public repositories still give anyone a token.
             _ => OwnAuth::Anonymous,
         };
-        let edge_registry = if config.edge_default_upstream {
-            None
-        } else {
-            Some(
-                config
-                    .edge_registry
-                    .clone()
-                    .unwrap_or_else(|| config.host.clone()),
-            )
-        };
+        let edge_registry = config.edge_name().map(str::to_string);
         Ok(Registry {
             client: RegistryClient::new(&config.url, own, http, request_timeout)?,
             edge_registry,

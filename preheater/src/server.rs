@@ -16,6 +16,9 @@ use crate::state::AppState;
 /// Opens the job store (resuming unfinished jobs), binds `listen`, and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
     let listen = config.listen;
+    crate::edge_check::registries_at_edges(&config)
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
     let state = AppState::new(config)
         .await
         .map_err(|e| format!("cannot start: {e}"))?;

@@ -29,6 +29,9 @@ pub struct AppState {
     pub secret: ClusterSecret,
     /// The listener's TLS (certificates reloaded when they change), when configured.
     pub tls: Option<Arc<ServerTls>>,
+    /// Registries whose events were ignored because they are not configured, each warned
+    /// about once (a busy registry would otherwise fill the log).
+    unconfigured_seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl AppState {
@@ -67,6 +70,21 @@ impl AppState {
             warmer,
             metrics,
             readiness: Readiness::new(),
+            unconfigured_seen: Default::default(),
         }))
+    }
+}
+
+impl AppState {
+    /// Whether this is the first event from `registry`, which is not configured (bounded: past
+    /// a few hundred names, every one is reported again).
+    pub(crate) fn first_from_unconfigured(&self, registry: &str) -> bool {
+        let Ok(mut seen) = self.unconfigured_seen.lock() else {
+            return true;
+        };
+        if seen.len() >= 256 {
+            seen.clear();
+        }
+        seen.insert(registry.to_string())
     }
 }

@@ -51,6 +51,7 @@ impl AgentOptions {
 pub struct Agent {
     mirror: String,
     upload: String,
+    ops: String,
     daemon: Daemon,
     /// Kept while the agent runs: its certificate lives there.
     _pki: Option<Arc<Pki>>,
@@ -61,6 +62,7 @@ impl Agent {
         let dir = tempfile::Builder::new().prefix("damselfly-agent-").tempdir()?;
         let mirror = free_addr_on(&options.ip)?.to_string();
         let upload = free_addr_on(&options.ip)?.to_string();
+        let ops = free_addr_on(&options.ip)?.to_string();
         let edges: Vec<String> = options.edges.iter().map(|e| format!("\"{e}\"")).collect();
         let tls_toml = match &options.tls {
             Some(pki) => pki.toml(
@@ -70,7 +72,7 @@ impl Agent {
             None => String::new(),
         };
         let config = format!(
-            "listen = \"{mirror}\"\nupload_listen = \"{upload}\"\nedges = [{}]\nupstream = \"{}\"\n\
+            "listen = \"{mirror}\"\nupload_listen = \"{upload}\"\nops_listen = \"{ops}\"\nedges = [{}]\nupstream = \"{}\"\n\
              location = \"{}\"\nhost_id = \"agent-{}\"\ndata_dir = \"{}\"\n{}\n",
             edges.join(", "),
             options.upstream,
@@ -90,6 +92,7 @@ impl Agent {
         Ok(Agent {
             mirror,
             upload,
+            ops,
             daemon,
             _pki: options.tls,
         })
@@ -106,6 +109,11 @@ impl Agent {
 
     pub fn upload_url(&self) -> String {
         format!("http://{}", self.upload)
+    }
+
+    /// Health, readiness and metrics on their own listener.
+    pub fn ops_url(&self) -> String {
+        format!("http://{}", self.ops)
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -53,6 +53,13 @@ impl Containerd {
     /// Writes a config into a fresh directory under `/tmp`, starts the daemon and waits until
     /// `ctr version` can talk to it.
     pub async fn start() -> Result<Containerd> {
+        Containerd::start_with(render_config).await
+    }
+
+    /// As [`Containerd::start`], on the config `render` writes for a directory (every path of
+    /// the daemon inside it): [`config_without_registry`] is containerd 1.6's packaged config,
+    /// which does not read `certs.d`.
+    pub async fn start_with(render: fn(&Path) -> String) -> Result<Containerd> {
         // Unix socket paths are limited to 108 bytes; a short prefix directly under /tmp keeps
         // well clear of that regardless of TMPDIR.
         let dir = tempfile::Builder::new()
@@ -64,7 +71,7 @@ impl Containerd {
             std::fs::create_dir_all(root.join(sub)).with_context(|| format!("creating {sub}"))?;
         }
         let config_path = root.join("config.toml");
-        std::fs::write(&config_path, render_config(root)).context("writing containerd config")?;
+        std::fs::write(&config_path, render(root)).context("writing containerd config")?;
 
         let mut cmd = std::process::Command::new("containerd");
         cmd.arg("--config").arg(&config_path).current_dir(root);
@@ -76,6 +83,30 @@ impl Containerd {
         };
         daemon.wait_ready().await?;
         Ok(daemon)
+    }
+
+    /// Stops the daemon and starts it again on the same directory, reading its config anew.
+    pub async fn restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+        }
+        let mut cmd = std::process::Command::new("containerd");
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .current_dir(self.dir.path());
+        self.child = Some(ChildGuard::spawn_logged("containerd", cmd, self.dir.path())?);
+        self.wait_ready().await
+    }
+
+    /// The daemon's `config.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Pulls `image_ref` as a kubelet would, through the daemon's CRI plugin and so with the
+    /// registry configuration of its `config.toml`; returns the image id.
+    pub async fn cri_pull(&self, image_ref: &str) -> Result<String> {
+        crate::cri::pull_image(&self.socket, image_ref, FETCH_TIMEOUT).await
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
@@ -218,6 +249,16 @@ fn parse_image_digest(listing: &str, image_ref: &str) -> Option<String> {
 /// Renders `config.toml`: every path inside `w`, CRI's network-facing pieces neutralised (no TCP
 /// service, ephemeral stream port, private CNI dirs) and registry hosts read from `w/certs.d`.
 fn render_config(w: &Path) -> String {
+    format!(
+        "{}  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = \"{}/certs.d\"\n",
+        config_without_registry(w),
+        w.display()
+    )
+}
+
+/// [`render_config`] without `config_path`, as containerd 1.6 is packaged: its CRI plugin then
+/// reads no hosts directory.
+pub fn config_without_registry(w: &Path) -> String {
     let w = w.display();
     format!(
         r#"version = 2
@@ -241,8 +282,6 @@ state = "{w}/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{w}/cni/bin"
     conf_dir = "{w}/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{w}/certs.d"
 "#
     )
 }

@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod cri;
 pub mod daemon;
 pub mod edge;
 pub mod file_server;

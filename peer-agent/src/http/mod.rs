@@ -1,5 +1,6 @@
-//! The agent's two HTTP faces: the registry mirror for the local runtime (plus health and
-//! metrics), and the upload server other agents fetch pieces from.
+//! The agent's HTTP faces: the registry mirror for the local runtime (plus health and
+//! metrics), the upload server other agents fetch pieces from, and the ops routes alone for
+//! probes and Prometheus.
 
 mod blob_stream;
 mod files;
@@ -28,6 +29,12 @@ pub fn mirror_app(state: Arc<AgentState>) -> Router {
             state.readiness.clone(),
             Arc::new(move || metrics.encode()),
         ))
+}
+
+/// `/healthz`, `/readyz` and `/metrics` on a listener of their own.
+pub fn ops_app(state: &AgentState) -> Router {
+    let metrics = state.metrics.clone();
+    damselfly_server::ops::routes(state.readiness.clone(), Arc::new(move || metrics.encode()))
 }
 
 /// Pieces for other agents.

@@ -101,7 +101,17 @@ async fn admit(
                 JobSpec::from_intent(source, intent, Vec::new(), regions.clone()),
                 now_millis(),
             )),
-            Err(e) => reasons.push(e.to_string()),
+            Err(e) => {
+                if state.first_from_unconfigured(intent.registry()) {
+                    tracing::warn!(
+                        source,
+                        registry = intent.registry(),
+                        "event from a registry that is not under [[registries]] ignored: add it (host as \
+                         events name it, url where the preheater reaches it) to warm its pushes"
+                    );
+                }
+                reasons.push(e.to_string())
+            }
         }
     }
     if jobs.is_empty() {

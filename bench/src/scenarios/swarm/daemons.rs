@@ -18,6 +18,7 @@ pub const REGISTRY_PORT: u16 = 5000;
 pub const EDGE_PORT: u16 = 5080;
 const MIRROR_PORT: u16 = 5090;
 const UPLOAD_PORT: u16 = 5091;
+const OPS_PORT: u16 = 5092;
 
 /// A daemon in a namespace, with the directory holding its config, data and log.
 pub struct Daemon {
@@ -130,7 +131,7 @@ pub async fn agent(host: &Host, name: &str, setup: &AgentSetup<'_>) -> Result<Da
     let dir = workdir(name)?;
     let config = format!(
         "listen = \"{ip}:{MIRROR_PORT}\"\nupload_listen = \"{ip}:{UPLOAD_PORT}\"\n\
-         edges = [\"{edge}\"]\nupstream = \"http://{origin}\"\nlocation = \"{location}\"\n\
+         ops_listen = \"{ip}:{OPS_PORT}\"\nedges = [\"{edge}\"]\nupstream = \"http://{origin}\"\nlocation = \"{location}\"\n\
          host_id = \"{name}\"\ndata_dir = \"{data}\"\n\
          [[registries]]\nregistry = \"{origin}\"\nurl = \"http://{origin}\"\n{extra}\n",
         ip = host.ip,
