@@ -24,8 +24,8 @@ pub async fn registries_at_edges(config: &Config) -> Result<(), String> {
     let timeout = Duration::from_secs(config.warm.request_timeout_secs.min(10));
     let mut unknown = Vec::new();
     for edge in &config.edges {
-        let client =
-            EdgeClient::new(&edge.region, &edge.url, None, timeout, &config.tls).map_err(|e| e.to_string())?;
+        let client = EdgeClient::new(&edge.region, &edge.url, None, timeout, &config.tls)
+            .map_err(|e| e.to_string())?;
         match unknown_at(&client, config).await {
             Ok(names) => unknown.extend(names.into_iter().map(|n| mismatch(&client, &n))),
             Err(e) => {

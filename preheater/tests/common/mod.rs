@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +16,7 @@ use damselfly_test_support::daemon::{Daemon, DaemonSpec};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::net::{free_addr_on, loopback_client};
+use damselfly_test_support::pki::Pki;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
@@ -96,6 +98,9 @@ pub struct PreheaterSetup {
     pub warm: String,
     /// Lines for the `[jobs]` section.
     pub jobs: String,
+    /// Serve TLS with a certificate of this CA and trust it for the edges; `None`: a lab
+    /// preheater on plain HTTP (`insecure`).
+    pub tls: Option<Arc<Pki>>,
 }
 
 impl PreheaterSetup {
@@ -133,8 +138,17 @@ impl Preheater {
             .prefix("damselfly-preheater-")
             .tempdir()
             .expect("tempdir");
+        let (scheme, insecure, tls) = match &setup.tls {
+            Some(pki) => {
+                let files = pki
+                    .issue("preheater", &["127.0.0.1"])
+                    .expect("preheater certificate");
+                ("https", "", pki.toml(&files, false))
+            }
+            None => ("http", "insecure = true\n", String::new()),
+        };
         let mut text = format!(
-            "listen = \"{addr}\"\ninsecure = true\ndata_dir = \"{}\"\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n\
+            "listen = \"{addr}\"\n{insecure}data_dir = \"{}\"\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n\
              harbor_auth = \"{HARBOR_AUTH}\"\nedge_token = \"{EDGE_TOKEN}\"\n",
             dir.path().join("data").display()
         );
@@ -155,15 +169,15 @@ impl Preheater {
             setup.warm
         ));
         text.push_str(&format!(
-            "[jobs]\n{}\n[server]\nshutdown_grace_secs = 2\n",
+            "[jobs]\n{}\n[server]\nshutdown_grace_secs = 2\n{tls}",
             setup.jobs
         ));
         let spec = DaemonSpec {
             name: name.into(),
             binary: env!("CARGO_BIN_EXE_preheater").into(),
             log_filter: "info,damselfly_preheater=debug".into(),
-            url: format!("http://{addr}"),
-            ca: None,
+            url: format!("{scheme}://{addr}"),
+            ca: setup.tls.as_ref().map(|pki| pki.ca()),
         };
         let daemon = Daemon::start(spec, dir, &text).await.expect("preheater starts");
         Preheater { addr, daemon }
@@ -305,7 +319,16 @@ pub async fn wait_job_at(base_url: &str, id: &str, timeout: Duration) -> Result<
 
 /// Polls until `digest` is cached at the edge.
 pub async fn wait_cached(edge_url: &str, digest: &str, timeout: Duration) -> Result<()> {
-    let client = loopback_client()?;
+    wait_cached_with(&loopback_client()?, edge_url, digest, timeout).await
+}
+
+/// [`wait_cached`] with a given client (one trusting a TLS edge's CA).
+pub async fn wait_cached_with(
+    client: &reqwest::Client,
+    edge_url: &str,
+    digest: &str,
+    timeout: Duration,
+) -> Result<()> {
     let url = format!("{edge_url}/api/v1/warm/{digest}");
     poll_until(&format!("{digest} cached at {edge_url}"), timeout, || {
         let request = client.get(&url).bearer_auth(EDGE_TOKEN).send();
