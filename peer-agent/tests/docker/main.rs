@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod failing_mirror;
 mod failures;
 mod pulls;
 mod site;

@@ -67,6 +67,23 @@ async fn docker_pulls_through_its_agent_and_the_second_host_from_the_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_pulls_through_an_edge_as_its_mirror() {
+    let site = Site::start(RegistryOptions::default()).await;
+    let image = site
+        .push(ImageSpec::new("edge-mirror", vec![4 * MIB, MIB]), APP)
+        .await;
+    let docker = site.docker(&site.edge.url(), Vec::new(), &[]).await;
+    let pulled = docker.pull(APP).await;
+    pulled.unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", site.edge.log_tail(), docker.log_tail()));
+    assert_holds(&docker, APP, &image).await;
+    assert_eq!(site.origin.blob_bytes(), image.total_blob_bytes);
+    let edge = site.edge.metrics().await.unwrap();
+    assert!(
+        edge.sum("damselfly_edge_served_bytes_total", &["kind=\"blob\""]) >= image.total_blob_bytes as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn docker_pulls_by_digest_from_an_index_in_schema_2_and_every_tag() {
     let site = Site::start(RegistryOptions::default()).await;
     let single = site
