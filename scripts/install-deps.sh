@@ -12,7 +12,7 @@ command -v containerd >/dev/null || need+=(containerd)
 # The docker tests start daemons of their own: an engine already there (docker.io or docker-ce,
 # with its CLI) is used as it is.
 command -v dockerd >/dev/null || need+=(docker.io)
-command -v unshare >/dev/null || need+=(util-linux)   # each test daemon in namespaces of its own
+command -v unshare >/dev/null || need+=(util-linux)   # setpriv, unshare: test dockerds in namespaces
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)   # the Harbor token test makes its signing key

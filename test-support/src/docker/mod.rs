@@ -50,7 +50,7 @@ pub struct DockerdOptions {
 }
 
 /// A running Docker Engine; it, its containerd and its mounts are gone and its directory
-/// removed on drop. Requires root, `unshare` (util-linux), `dockerd` and `docker`.
+/// removed on drop. Requires root, `setpriv` and `unshare` (util-linux), `dockerd` and `docker`.
 #[derive(Debug)]
 pub struct Dockerd {
     child: Option<ChildGuard>,
@@ -84,8 +84,11 @@ impl Dockerd {
             std::fs::create_dir_all(root.join(sub)).with_context(|| format!("creating {sub}"))?;
         }
         let socket = root.join("docker.sock");
-        let mut cmd = std::process::Command::new("unshare");
-        cmd.args(unshare_args())
+        // If the test process dies without dropping this guard (a CI timeout), the daemon must
+        // not outlive it: the kernel kills `unshare` when its parent goes, and the namespace with it.
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "unshare"])
+            .args(unshare_args())
             .arg("sh")
             .arg("-c")
             // Its own /etc/docker: the daemon's key.json and certs.d stay in the test directory.
