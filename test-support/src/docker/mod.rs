@@ -91,8 +91,10 @@ impl Dockerd {
             .args(unshare_args())
             .arg("sh")
             .arg("-c")
-            // Its own /etc/docker: the daemon's key.json and certs.d stay in the test directory.
-            .arg("mount --bind \"$0\" /etc/docker && exec \"$@\"")
+            // Its own /etc/docker (key.json, certs.d) in the test directory, over the host's in
+            // this namespace only. Debian's docker.io ships the directory; elsewhere it is made
+            // empty, so the daemon never writes the host's.
+            .arg("mkdir -p /etc/docker && mount --bind \"$0\" /etc/docker && exec \"$@\"")
             .arg(root.join("etc"))
             .args(dockerd_args(root, &options.config_file))
             .current_dir(root);
