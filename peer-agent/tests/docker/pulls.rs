@@ -236,3 +236,22 @@ const DOCKER_ACCEPTS: [&str; 5] = [
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_build_takes_its_base_image_through_the_agent() {
+    let site = Site::start(RegistryOptions::default()).await;
+    let image = site.push(ImageSpec::new("build", vec![2 * MIB]), APP).await;
+    let host = site.host(0, "eu/z1/r1").await;
+    let context = tempfile::tempdir().unwrap();
+    let dockerfile = format!("FROM {APP}\nLABEL built-by=damselfly-tests\n");
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
+    // BuildKit names Docker Hub in `?ns=docker.io`, which the edge and the agent know by that
+    // name; the classic builder pulls as `docker pull` does. No Docker Hub is reachable here,
+    // so a build that did not take the agent would fail.
+    for buildkit in [true, false] {
+        let built = host.docker.build(context.path(), "built:1", buildkit).await;
+        built.unwrap_or_else(|e| panic!("buildkit {buildkit}: {e:#}\n{}", site.logs(&[&host])));
+    }
+    assert_eq!(site.origin.blob_bytes(), image.total_blob_bytes);
+    assert!(downloaded_from(&[host.agent.metrics().await.unwrap()], "edge") > 0.0);
+}

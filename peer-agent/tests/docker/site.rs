@@ -37,9 +37,9 @@ impl Site {
     pub async fn start(registry_options: RegistryOptions) -> Site {
         let registry = Registry::start(registry_options).await.expect("registry");
         let origin = FaultProxy::start(&registry.addr()).await.expect("origin proxy");
-        let edge = Edge::start(&edge_binary(), EdgeOptions::new(origin.url()))
-            .await
-            .expect("edge");
+        let mut edge_options = EdgeOptions::new(origin.url());
+        edge_options.extra_toml = docker_io(&origin.url(), "upstreams");
+        let edge = Edge::start(&edge_binary(), edge_options).await.expect("edge");
         Site {
             registry,
             origin,
@@ -87,7 +87,7 @@ impl Site {
             edges: vec![self.edge.url()],
             upstream: origin.to_string(),
             location: rack.to_string(),
-            extra_toml: String::new(),
+            extra_toml: docker_io(origin, "registries"),
         };
         Agent::start(agent_binary(), options).await.expect("agent")
     }
@@ -141,6 +141,12 @@ impl Site {
         }
         gets
     }
+}
+
+/// Docker Hub by the name BuildKit gives it in `?ns=`, played by `url`: a `[[<section>]]`
+/// entry of an edge (`upstreams`) or an agent (`registries`).
+fn docker_io(url: &str, section: &str) -> String {
+    format!("[[{section}]]\nregistry = \"docker.io\"\nurl = \"{url}\"\n")
 }
 
 /// A daemon's whole log (`Agent` and `Edge` keep it beside their data directory).

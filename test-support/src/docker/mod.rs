@@ -188,6 +188,23 @@ impl Dockerd {
             .with_context(|| format!("docker pull --all-tags {repository}"))
     }
 
+    /// `docker build --tag <tag> <context>`, with BuildKit (the engine's own, which resolves
+    /// base images as containerd does: `?ns=docker.io` on mirror requests) or the classic
+    /// builder (which pulls as `docker pull` does).
+    pub async fn build(&self, context: &Path, tag: &str, buildkit: bool) -> Result<CommandOutput> {
+        let mut cmd = if buildkit {
+            cli_command_of(&buildkit_cli().await?, &self.socket, &self.cli_dir())
+        } else {
+            self.command()
+        };
+        cmd.env("DOCKER_BUILDKIT", if buildkit { "1" } else { "0" })
+            .args(["build", "--tag", tag])
+            .arg(context);
+        run_command(cmd, PULL_TIMEOUT)
+            .await
+            .with_context(|| format!("docker build of {}", context.display()))
+    }
+
     /// The image ID (`sha256:…`) of a local image.
     pub async fn image_id(&self, reference: &str) -> Result<String> {
         let mut cmd = self.command();
@@ -324,8 +341,30 @@ fn dockerd_args(root: &Path, config_file: &Path) -> Vec<std::ffi::OsString> {
     args
 }
 
+/// A docker CLI that can drive the engine's BuildKit. From 23 on the CLI does so only through
+/// the buildx plugin; without it, the engine's own CLI (Debian's `docker.io` ships 20.10 as
+/// `/usr/bin/docker`) still speaks to BuildKit directly.
+async fn buildkit_cli() -> Result<String> {
+    let mut buildx = ClientCommand::new("docker");
+    buildx.args(["buildx", "version"]);
+    if run_command(buildx, COMMAND_TIMEOUT).await.is_ok() {
+        return Ok("docker".into());
+    }
+    let engine_cli = "/usr/bin/docker";
+    let mut version = ClientCommand::new(engine_cli);
+    version.args(["version", "--format", "{{.Client.Version}}"]);
+    match run_command(version, COMMAND_TIMEOUT).await {
+        Ok(out) if out.stdout.starts_with("20.") || out.stdout.starts_with("19.") => Ok(engine_cli.into()),
+        _ => bail!("no docker CLI here builds with BuildKit: no buildx plugin, no 20.10 CLI"),
+    }
+}
+
 fn cli_command(socket: &Path, cli_dir: &Path) -> ClientCommand {
-    let mut cmd = ClientCommand::new("docker");
+    cli_command_of("docker", socket, cli_dir)
+}
+
+fn cli_command_of(program: &str, socket: &Path, cli_dir: &Path) -> ClientCommand {
+    let mut cmd = ClientCommand::new(program);
     scrub_proxy_env(&mut cmd);
     for var in [
         "DOCKER_HOST",
