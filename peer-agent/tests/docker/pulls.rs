@@ -157,6 +157,35 @@ async fn docker_pulls_by_digest_from_an_index_in_schema_2_and_every_tag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docker_fetches_a_token_as_from_docker_hub_and_the_agents_pass_it_on() {
+    let site = Site::start_with_tokens().await;
+    let tokens = site.tokens.as_ref().expect("token service");
+    let image = site.push(ImageSpec::new("tokens", vec![4 * MIB, MIB]), APP).await;
+    let first = site.host(0, "eu/z1/r1").await;
+    let second = site.host(1, "eu/z1/r2").await;
+
+    // The agent hands the registry's challenge on: docker is to ask the token service itself.
+    let manifest = format!("{}/v2/library/app/manifests/1.0", first.agent.url());
+    let challenged = loopback_client().unwrap().get(manifest).send().await.unwrap();
+    assert_eq!(challenged.status(), StatusCode::UNAUTHORIZED);
+    let challenge = challenged.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+
+    let before = tokens.issued();
+    for host in [&first, &second] {
+        let pulled = host.docker.pull(APP).await;
+        pulled.unwrap_or_else(|e| panic!("{e:#}\n{}", site.logs(&[host])));
+        assert_holds(&host.docker, APP, &image).await;
+    }
+    assert!(tokens.issued() > before, "docker fetched tokens");
+    let gets = site.origin_blob_gets();
+    assert!(gets.values().all(|n| *n == 1), "origin blob GETs: {gets:?}");
+    assert_eq!(site.origin.blob_bytes(), image.total_blob_bytes);
+    let second_metrics = [second.agent.metrics().await.unwrap()];
+    assert!(downloaded_from(&second_metrics, "peer") >= image.total_blob_bytes as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_private_repository_takes_docker_login_to_the_agent() {
     let (user, password) = ("bob", "builder-of-docker-pulls");
     let options = RegistryOptions {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::common::{agent_binary, edge_binary, sha256};
 use damselfly_test_support::agent::{Agent, AgentOptions};
-use damselfly_test_support::docker::{uncompressed_layer, Dockerd, DockerdOptions};
+use damselfly_test_support::docker::{uncompressed_layer, Dockerd, DockerdOptions, TokenService};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec, MEDIA_TYPE_CONFIG};
 use damselfly_test_support::proxy::FaultProxy;
@@ -23,6 +23,8 @@ pub struct Site {
     /// The origin as the edge and the agents reach it, counting what it sends.
     pub origin: FaultProxy,
     pub edge: Edge,
+    /// The token service the registry sends callers to, when it wants tokens.
+    pub tokens: Option<TokenService>,
     work: tempfile::TempDir,
     dockers: AtomicUsize,
 }
@@ -36,6 +38,30 @@ pub struct Host {
 impl Site {
     pub async fn start(registry_options: RegistryOptions) -> Site {
         let registry = Registry::start(registry_options).await.expect("registry");
+        Site::around(registry, tempfile::tempdir().expect("work directory"), None).await
+    }
+
+    /// A site whose registry wants tokens from a token service, as Docker Hub does.
+    pub async fn start_with_tokens() -> Site {
+        let work = tempfile::tempdir().expect("work directory");
+        let tokens = TokenService::start(work.path()).await.expect("token service");
+        // Started with htpasswd (the harness then takes a 401 for "up", and pushes with
+        // credentials the token service takes as they come), then switched to token auth.
+        let options = RegistryOptions {
+            htpasswd: Some(("pusher".into(), "pusher".into())),
+            ..RegistryOptions::default()
+        };
+        let mut registry = Registry::start(options).await.expect("registry");
+        registry.stop().unwrap();
+        let config = std::fs::read_to_string(registry.config_path()).unwrap();
+        let auth = config.find("auth:\n  htpasswd:").expect("the auth block, last");
+        let config = format!("{}{}", &config[..auth], tokens.registry_auth_yaml());
+        std::fs::write(registry.config_path(), config).unwrap();
+        registry.start_again().await.expect("registry with token auth");
+        Site::around(registry, work, Some(tokens)).await
+    }
+
+    async fn around(registry: Registry, work: tempfile::TempDir, tokens: Option<TokenService>) -> Site {
         let origin = FaultProxy::start(&registry.addr()).await.expect("origin proxy");
         let mut edge_options = EdgeOptions::new(origin.url());
         edge_options.extra_toml = docker_io(&origin.url(), "upstreams");
@@ -44,7 +70,8 @@ impl Site {
             registry,
             origin,
             edge,
-            work: tempfile::tempdir().expect("work directory"),
+            tokens,
+            work,
             dockers: AtomicUsize::new(0),
         }
     }

@@ -12,6 +12,7 @@
 //! with the namespace instead of lingering on the host after a SIGKILL.
 
 mod hub;
+mod token;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command as ClientCommand;
 
 pub use self::hub::{DockerHubStandIn, HUB_HOST};
+pub use self::token::TokenService;
 use crate::image::{BlobInfo, BuiltImage};
 use crate::poll::{poll_until, Probe};
 use crate::process::{describe, run_command, scrub_proxy_env, ChildGuard, CommandOutput};
