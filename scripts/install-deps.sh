@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Damselfly's tests, benchmarks and demo run against, when it is missing:
-# CNCF Distribution (docker-registry), skopeo, containerd/ctr, redis-server, curl, iproute2.
+# CNCF Distribution (docker-registry), skopeo, containerd/ctr, Docker Engine (dockerd and the
+# docker CLI), redis-server, curl, iproute2.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -8,6 +9,10 @@ need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v containerd >/dev/null || need+=(containerd)
+# The docker tests start daemons of their own: an engine already there (docker.io or docker-ce,
+# with its CLI) is used as it is.
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v unshare >/dev/null || need+=(util-linux)   # setpriv, unshare: test dockerds in namespaces
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)   # the Harbor token test makes its signing key

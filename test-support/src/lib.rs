@@ -10,6 +10,8 @@
 //! - [`image`]: deterministic OCI images of any size and shape, built offline as OCI layouts.
 //! - [`skopeo`]: pushes and pulls (direct or through a mirror) with skopeo.
 //! - [`containerd`]: a private containerd daemon pulling through `hosts.toml` mirrors.
+//! - [`docker`]: a private Docker Engine pulling through `registry-mirrors`, in namespaces of
+//!   its own.
 //! - [`agent`]: the peer agent binary as a process on its own loopback address.
 //! - [`file_server`]: a plain HTTP file server that counts what it sends.
 //! - [`edge`]: the edge cache binary as a process, restarted on its data, scraped for metrics.
@@ -31,6 +33,7 @@ pub mod agent;
 pub mod containerd;
 pub mod cri;
 pub mod daemon;
+pub mod docker;
 pub mod edge;
 pub mod file_server;
 pub mod htpasswd;

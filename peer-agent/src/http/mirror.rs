@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use damselfly_core::api::RegistryTarget;
@@ -42,14 +42,24 @@ pub(crate) async fn dispatch(
     State(state): State<Arc<AgentState>>,
     Path(path): Path<String>,
     Query(query): Query<MirrorQuery>,
+    RawQuery(raw_query): RawQuery,
     method: Method,
     headers: HeaderMap,
 ) -> AgentResult<Response> {
     if method != Method::GET && method != Method::HEAD {
         return Err(AgentError::Unsupported);
     }
-    let target =
-        RegistryTarget::parse(&path).ok_or_else(|| AgentError::BadRequest("unknown endpoint".into()))?;
+    let Some(target) = RegistryTarget::parse(&path) else {
+        let Some(name) = path.strip_suffix("/tags/list") else {
+            return Err(AgentError::BadRequest("unknown endpoint".into()));
+        };
+        let request = TagsRequest {
+            name,
+            ns: query.ns.as_deref(),
+            raw_query: raw_query.as_deref(),
+        };
+        return tags_list(&state, request, method, &headers).await;
+    };
     let name = target.name();
     let repo: RepositoryName = name
         .parse()
@@ -80,5 +90,70 @@ pub(crate) async fn dispatch(
             let (response, _) = state.relay.relay(&relay).await?;
             Ok(relayed(response, None))
         }
+    }
+}
+
+/// `GET /v2/<name>/tags/list[?n=&last=]`, as `docker pull --all-tags` asks it.
+struct TagsRequest<'a> {
+    name: &'a str,
+    ns: Option<&'a str>,
+    raw_query: Option<&'a str>,
+}
+
+/// A repository's tags, asked of the origin itself: edges keep no tag lists, and only the
+/// registry knows every tag. Paging (`n`, `last`) passes on as given, and the answer's `Link`
+/// back.
+async fn tags_list(
+    state: &AgentState,
+    request: TagsRequest<'_>,
+    method: Method,
+    headers: &HeaderMap,
+) -> AgentResult<Response> {
+    let repo: RepositoryName = request
+        .name
+        .parse()
+        .map_err(|_| AgentError::BadRequest(format!("invalid name {}", request.name)))?;
+    let path = tags_path(&repo, request.raw_query);
+    let relay = Relay {
+        method,
+        path: &path,
+        ns: request.ns,
+        headers,
+    };
+    let response = state.relay.to_origin(&relay).await?;
+    Ok(relayed(response, None))
+}
+
+/// The registry's tags path for `repo`, with the paging parameters of the caller's query.
+fn tags_path(repo: &RepositoryName, raw_query: Option<&str>) -> String {
+    let paging: Vec<&str> = raw_query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| pair.starts_with("n=") || pair.starts_with("last="))
+        .collect();
+    let mut path = format!("/v2/{repo}/tags/list");
+    if !paging.is_empty() {
+        path.push('?');
+        path.push_str(&paging.join("&"));
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tags_path_keeps_paging_and_drops_the_rest() {
+        let repo: RepositoryName = "library/app".parse().unwrap();
+        assert_eq!(tags_path(&repo, None), "/v2/library/app/tags/list");
+        assert_eq!(
+            tags_path(&repo, Some("ns=docker.io&n=2&last=1.0")),
+            "/v2/library/app/tags/list?n=2&last=1.0"
+        );
+        assert_eq!(
+            tags_path(&repo, Some("ns=docker.io")),
+            "/v2/library/app/tags/list"
+        );
     }
 }

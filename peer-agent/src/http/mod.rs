@@ -51,6 +51,8 @@ pub(crate) fn mirror_route(path: &str) -> &'static str {
         "blob"
     } else if path.contains("/manifests/") {
         "manifest"
+    } else if path.ends_with("/tags/list") {
+        "tags"
     } else if path.starts_with("/api/v1/files") {
         "file"
     } else if path.starts_with("/v2") {

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use crate::metrics::Metrics;
 
 /// Response headers relayed to the runtime.
-const RELAYED: [&str; 9] = [
+const RELAYED: [&str; 10] = [
     "content-type",
     "content-length",
     "content-range",
@@ -19,6 +19,8 @@ const RELAYED: [&str; 9] = [
     "www-authenticate",
     "etag",
     "location",
+    // Paging of tag lists.
+    "link",
 ];
 
 /// Turns a relayed response into ours, body streamed (and counted as `source`'s bytes when it
