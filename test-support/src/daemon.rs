@@ -136,14 +136,15 @@ pub async fn spawn_until_ready(
 }
 
 /// A client for a daemon's ops routes: plain loopback, or trusting `ca` for an https daemon.
-fn probe_client(ca: Option<&Path>) -> Result<reqwest::Client> {
+pub fn probe_client(ca: Option<&Path>) -> Result<reqwest::Client> {
     match ca {
         None => loopback_client(),
         Some(ca) => crate::net::client_trusting(ca),
     }
 }
 
-async fn spawn_until_ready_with(
+/// [`spawn_until_ready`] probing with `client` (one trusting an https daemon's CA).
+pub async fn spawn_until_ready_with(
     name: &str,
     cmd: Command,
     log_dir: &Path,

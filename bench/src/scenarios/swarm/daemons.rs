@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
-use damselfly_test_support::daemon::spawn_until_ready;
-use damselfly_test_support::metrics::{scrape, Metrics};
+use damselfly_test_support::daemon::{probe_client, spawn_until_ready, spawn_until_ready_with};
+use damselfly_test_support::metrics::{scrape_with, Metrics};
+use damselfly_test_support::pki::Pki;
 use damselfly_test_support::process::ChildGuard;
 
 use crate::netns::Host;
@@ -23,6 +24,8 @@ const OPS_PORT: u16 = 5092;
 /// A daemon in a namespace, with the directory holding its config, data and log.
 pub struct Daemon {
     pub url: String,
+    /// The CA of an https daemon.
+    ca: Option<std::path::PathBuf>,
     // Field order: the process dies before its directory is removed.
     _child: ChildGuard,
     _dir: tempfile::TempDir,
@@ -30,7 +33,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn metrics(&self) -> Result<Metrics> {
-        scrape(&format!("{}/metrics", self.url)).await
+        let client = probe_client(self.ca.as_deref())?;
+        scrape_with(&client, &format!("{}/metrics", self.url)).await
     }
 }
 
@@ -88,30 +92,38 @@ pub async fn registry(host: &Host) -> Result<Daemon> {
     let child = spawn_until_ready("registry", cmd, dir.path(), &format!("{url}/v2/")).await?;
     Ok(Daemon {
         url,
+        ca: None,
         _child: child,
         _dir: dir,
     })
 }
 
 /// A cold edge (empty data directory) whose default upstream is `origin` (`ip:port`);
-/// `extra_toml` (whole sections) is appended to its config.
+/// `extra_toml` (whole sections) is appended to its config. With `tls`, it serves TLS with a
+/// certificate of that CA and hands task keys only to agents presenting one; without, it is a
+/// lab edge (`insecure`).
 pub async fn edge(
     binary: &Path,
     host: &Host,
     origin: &str,
     extra_toml: &str,
+    tls: Option<&Pki>,
     logs: Logs<'_>,
 ) -> Result<Daemon> {
     let dir = workdir("edge")?;
+    let (scheme, insecure, tls_toml) = match tls {
+        Some(pki) => ("https", "", pki.toml(&pki.issue("edge", &[&host.ip])?, true)),
+        None => ("http", "insecure = true\n", String::new()),
+    };
     let config = format!(
-        "listen = \"{}:{EDGE_PORT}\"\ninsecure = true\ndata_dir = \"{}\"\nupstream = \"http://{origin}\"\nregion = \"bench\"\n\
+        "listen = \"{}:{EDGE_PORT}\"\n{insecure}data_dir = \"{}\"\nupstream = \"http://{origin}\"\nregion = \"bench\"\n\
          [[upstreams]]\nregistry = \"{origin}\"\nurl = \"http://{origin}\"\n\
-         [cache]\nquota = \"20GiB\"\n{extra_toml}\n",
+         [cache]\nquota = \"20GiB\"\n{extra_toml}\n{tls_toml}",
         host.ip,
         dir.path().join("data").display(),
     );
-    let url = format!("http://{}:{EDGE_PORT}", host.ip);
-    start_damselfly(host, binary, "edge-cache", dir, &config, logs, url).await
+    let url = format!("{scheme}://{}:{EDGE_PORT}", host.ip);
+    start_damselfly(host, binary, "edge-cache", dir, &config, logs, url, tls).await
 }
 
 /// What an agent needs to know besides its host.
@@ -123,6 +135,8 @@ pub struct AgentSetup<'a> {
     pub location: String,
     /// Appended to the generated config (whole sections), for tuning experiments.
     pub extra_toml: &'a str,
+    /// The cluster CA of a TLS edge: the agent presents a certificate of it.
+    pub tls: Option<&'a Pki>,
     pub logs: Logs<'a>,
 }
 
@@ -141,12 +155,17 @@ pub async fn agent(host: &Host, name: &str, setup: &AgentSetup<'_>) -> Result<Da
         data = dir.path().join("data").display(),
         extra = setup.extra_toml,
     );
+    let config = match setup.tls {
+        Some(pki) => config + &pki.toml(&pki.issue(name, &[&host.ip])?, false),
+        None => config,
+    };
     let url = format!("http://{}:{MIRROR_PORT}", host.ip);
-    start_damselfly(host, setup.binary, name, dir, &config, setup.logs, url).await
+    start_damselfly(host, setup.binary, name, dir, &config, setup.logs, url, None).await
 }
 
 /// Writes `config` to `<dir>/<name>.toml` and runs the Damselfly daemon `binary` on it in
-/// `host`'s namespace, until it answers on `url`'s `/readyz`.
+/// `host`'s namespace, until it answers on `url`'s `/readyz` (trusting `tls`'s CA).
+#[allow(clippy::too_many_arguments)]
 async fn start_damselfly(
     host: &Host,
     binary: &Path,
@@ -155,15 +174,19 @@ async fn start_damselfly(
     config: &str,
     logs: Logs<'_>,
     url: String,
+    tls: Option<&Pki>,
 ) -> Result<Daemon> {
     let config_path = dir.path().join(format!("{name}.toml"));
     std::fs::write(&config_path, config)?;
     let mut cmd = in_namespace(&host.ns, binary);
     cmd.arg("--config").arg(&config_path);
     let (log_name, log_dir) = logs.apply(&mut cmd, name, dir.path());
-    let child = spawn_until_ready(&log_name, cmd, &log_dir, &format!("{url}/readyz")).await?;
+    let ca = tls.map(|pki| pki.ca());
+    let client = probe_client(ca.as_deref())?;
+    let child = spawn_until_ready_with(&log_name, cmd, &log_dir, &format!("{url}/readyz"), &client).await?;
     Ok(Daemon {
         url,
+        ca,
         _child: child,
         _dir: dir,
     })

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
+use damselfly_test_support::pki::Pki;
 use damselfly_test_support::skopeo::{self, PushOptions};
 
 use self::daemons::{AgentSetup, Daemon, REGISTRY_PORT};
@@ -89,8 +90,20 @@ pub enum Setup {
     Direct,
     /// Every host pulls through the edge cache; no agents.
     Edge,
-    /// An agent on every host: pieces from rack neighbours and the edge.
+    /// An agent on every host: pieces from rack neighbours and the edge (a lab edge: plain
+    /// HTTP, `insecure`).
     Damselfly,
+    /// The same as deployed: the edge on TLS handing task keys only to agents presenting a
+    /// certificate of the cluster CA.
+    DamselflyTls,
+}
+
+impl Setup {
+    /// The name `--setups` takes.
+    pub fn name(&self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_string())
+    }
 }
 
 pub async fn run(bin_dir: &Path, args: SwarmArgs) -> Result<()> {
@@ -192,7 +205,7 @@ async fn scenario(
     let mut outcomes = Vec::new();
     for setup in &args.setups {
         eprintln!("{setup:?}: {} hosts pulling…", hosts.len());
-        let setup_name = format!("{setup:?}").to_lowercase();
+        let setup_name = setup.name();
         let logs = daemons::Logs {
             keep_in: args.keep_logs.as_deref(),
             setup: &setup_name,
@@ -211,13 +224,26 @@ async fn scenario(
                 )
             }
             Setup::Edge => {
-                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, logs).await?;
+                let edge =
+                    daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, None, logs).await?;
                 let round = pull::all(&hosts, &servers, |_| edge.url.clone(), &image).await?;
                 let bytes = edge_bytes(&edge).await?;
                 Outcome::new(*setup, round, bytes)
             }
-            Setup::Damselfly => {
-                let edge = daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, logs).await?;
+            Setup::Damselfly | Setup::DamselflyTls => {
+                let pki = match setup {
+                    Setup::DamselflyTls => Some(Pki::new()?),
+                    _ => None,
+                };
+                let edge = daemons::edge(
+                    edge_binary,
+                    &edge_host,
+                    &origin,
+                    &args.edge_toml,
+                    pki.as_deref(),
+                    logs,
+                )
+                .await?;
                 let mut agents = Vec::new();
                 let agent_toml = agent_toml(args);
                 for (i, host) in hosts.iter().enumerate() {
@@ -227,6 +253,7 @@ async fn scenario(
                         origin: &origin,
                         location: format!("bench/z1/r{}", i / args.rack_size + 1),
                         extra_toml: &agent_toml,
+                        tls: pki.as_deref(),
                         logs,
                     };
                     agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);

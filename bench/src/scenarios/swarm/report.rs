@@ -90,7 +90,7 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
         .iter()
         .map(|o| {
             vec![
-                format!("{:?}", o.setup).to_lowercase(),
+                o.setup.name(),
                 format!("{:.1}", o.all_done()),
                 format!("{:.1}", o.percentile(0.5)),
                 format!("{:.1}", o.percentile(0.99)),
@@ -135,7 +135,19 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
         ],
         &rows,
     );
-    let damselfly = outcomes.iter().find(|o| o.setup == Setup::Damselfly);
+    let plain = outcomes.iter().find(|o| o.setup == Setup::Damselfly);
+    let tls = outcomes.iter().find(|o| o.setup == Setup::DamselflyTls);
+    if let (Some(plain), Some(tls)) = (plain, tls) {
+        // Pieces are sealed either way: TLS costs only the control path (tasks, tickets,
+        // scheduler), so the two rows should be within noise of each other.
+        println!(
+            "\n  TLS and client certificates: {:.2}x the bound vs {:.2}x in plain HTTP ({:+.1}%)",
+            ratio(tls.all_done(), bound),
+            ratio(plain.all_done(), bound),
+            (tls.all_done() / plain.all_done() - 1.0) * 100.0
+        );
+    }
+    let damselfly = plain.or(tls);
     if let Some(d) = damselfly {
         // The edge's uplink is the swarm's scarcest link at equal rates: every copy beyond the
         // first it sends is time the bound does not allow for.
@@ -171,7 +183,7 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
         .iter()
         .map(|o| {
             json!({
-                "setup": format!("{:?}", o.setup).to_lowercase(),
+                "setup": o.setup.name(),
                 "all_done_s": o.all_done(),
                 "p50_s": o.percentile(0.5),
                 "p99_s": o.percentile(0.99),
