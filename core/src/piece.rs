@@ -17,11 +17,46 @@ use crate::seal::TAG_LEN;
 pub const TARGET_PIECES: u64 = 256;
 pub const MIN_PIECE_LENGTH: u64 = 256 * 1024;
 pub const MAX_PIECE_LENGTH: u64 = 16 * 1024 * 1024;
+/// The largest blob a layout read from another party may describe (16 TiB, a million pieces):
+/// beyond it a bitfield of its pieces alone would take what a host cannot give, and near 2^64
+/// the sealed size overflows.
+pub const MAX_SIZE: u64 = 1 << 44;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ReceivedLayout")]
 pub struct PieceLayout {
     pub size: u64,
     pub piece_length: u64,
+}
+
+/// A layout as another edge or agent sent it (or as stored): accepted only when it is the one
+/// the rule gives for its size, so a peer cannot make us cut a blob differently (a piece length
+/// of 0 divided by zero) or describe a blob no host could track.
+#[derive(Deserialize)]
+struct ReceivedLayout {
+    size: u64,
+    piece_length: u64,
+}
+
+impl TryFrom<ReceivedLayout> for PieceLayout {
+    type Error = String;
+
+    fn try_from(received: ReceivedLayout) -> Result<Self, String> {
+        if received.size > MAX_SIZE {
+            return Err(format!(
+                "a blob of {} bytes is larger than the {MAX_SIZE} a layout may describe",
+                received.size
+            ));
+        }
+        let layout = PieceLayout::for_size(received.size);
+        if received.piece_length != layout.piece_length {
+            return Err(format!(
+                "piece length {} is not the {} the rule gives for {} bytes",
+                received.piece_length, layout.piece_length, received.size
+            ));
+        }
+        Ok(layout)
+    }
 }
 
 impl PieceLayout {
@@ -141,6 +176,35 @@ mod tests {
         assert_eq!(next, l.size);
         let last = l.count() - 1;
         assert_eq!(l.sealed_offset(last) + l.sealed_len(last), l.sealed_size());
+    }
+
+    #[test]
+    fn layouts_from_elsewhere_follow_the_rule() {
+        // Found by fuzzing: any piece length was accepted, 0 too (a division by zero in
+        // `count`), and sizes near 2^64 overflowed `sealed_size`.
+        let read = |json: &str| serde_json::from_str::<PieceLayout>(json);
+        assert_eq!(
+            read(r#"{"size":1048576,"piece_length":262144}"#).unwrap(),
+            PieceLayout::for_size(MIB)
+        );
+        for bad in [
+            r#"{"size":1048576,"piece_length":0}"#,
+            r#"{"size":0,"piece_length":262143}"#,
+            r#"{"size":1048576,"piece_length":524288}"#,
+            r#"{"size":18446744073709551615,"piece_length":16777216}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        let largest = PieceLayout::for_size(MAX_SIZE);
+        assert_eq!(read(&serde_json::to_string(&largest).unwrap()).unwrap(), largest);
+        let table = format!(
+            r#"{{"digest":"{}","size":1,"piece_length":1,"pieces":[]}}"#,
+            Digest::of(b"x")
+        );
+        assert!(
+            serde_json::from_str::<PieceTable>(&table).is_err(),
+            "checked when flattened too"
+        );
     }
 
     #[test]
