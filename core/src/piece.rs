@@ -108,6 +108,7 @@ impl PieceLayout {
 /// tag, as stored and sent), computed by the edge at ingest. Receivers verify what they receive
 /// against it before storing or decrypting anything, never against a peer's word.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ReceivedTable")]
 pub struct PieceTable {
     pub digest: Digest,
     #[serde(flatten)]
@@ -115,6 +116,35 @@ pub struct PieceTable {
     /// One hex sha256 of the sealed piece per piece, in order.
     #[serde(with = "hex_list")]
     pub pieces: Vec<[u8; 32]>,
+}
+
+/// A table as received: never more hashes than its layout has pieces.
+#[derive(Deserialize)]
+struct ReceivedTable {
+    digest: Digest,
+    #[serde(flatten)]
+    layout: PieceLayout,
+    #[serde(with = "hex_list")]
+    pieces: Vec<[u8; 32]>,
+}
+
+impl TryFrom<ReceivedTable> for PieceTable {
+    type Error = String;
+
+    fn try_from(received: ReceivedTable) -> Result<Self, String> {
+        if received.pieces.len() as u64 > received.layout.count() {
+            return Err(format!(
+                "{} piece hashes for {} pieces",
+                received.pieces.len(),
+                received.layout.count()
+            ));
+        }
+        Ok(PieceTable {
+            digest: received.digest,
+            layout: received.layout,
+            pieces: received.pieces,
+        })
+    }
 }
 
 mod hex_list {
@@ -205,6 +235,29 @@ mod tests {
             serde_json::from_str::<PieceTable>(&table).is_err(),
             "checked when flattened too"
         );
+    }
+
+    #[test]
+    fn tables_from_elsewhere_hold_no_more_hashes_than_pieces() {
+        // Found with the pieces fuzz target's property: a table of 1 byte listed 2 hashes.
+        let hash = hex::encode([1u8; 32]);
+        let table = |size: u64, hashes: usize| {
+            let pieces = vec![format!("\"{hash}\""); hashes].join(",");
+            let json = format!(
+                r#"{{"digest":"{}","size":{size},"piece_length":262144,"pieces":[{pieces}]}}"#,
+                Digest::of(b"x")
+            );
+            serde_json::from_str::<PieceTable>(&json)
+        };
+        assert_eq!(table(MIB, 4).unwrap().pieces.len(), 4);
+        assert_eq!(
+            table(MIB, 2).unwrap().pieces.len(),
+            2,
+            "a table still being filled"
+        );
+        assert!(table(MIB, 5).is_err());
+        assert!(table(1, 2).is_err());
+        assert!(table(0, 1).is_err());
     }
 
     #[test]
