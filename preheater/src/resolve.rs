@@ -78,6 +78,30 @@ fn add_blobs(doc: &ManifestDoc, blobs: &mut Vec<Item>, seen: &mut HashSet<Digest
     Ok(())
 }
 
+/// What the resolver reads of one manifest or index body, without a registry: the blobs an
+/// image manifest names (config first, each digest once) and the platform manifests an index
+/// names that every platform filter admits. The same parsing [`resolve`] does, for the fuzz
+/// targets in `fuzz/`.
+#[doc(hidden)]
+pub fn read_manifest(body: &[u8]) -> Result<(Vec<Item>, Vec<Digest>)> {
+    let manifest = Manifest {
+        bytes: bytes::Bytes::copy_from_slice(body),
+        media_type: String::new(),
+        digest: Digest::of(body),
+    };
+    let doc = parse_doc(&manifest)?;
+    let (mut blobs, mut seen) = (Vec::new(), HashSet::new());
+    add_blobs(&doc, &mut blobs, &mut seen)?;
+    let everything = PlatformFilter::default();
+    let children = doc
+        .manifests
+        .iter()
+        .filter(|d| everything.admits(d.platform.as_ref()))
+        .map(digest_of)
+        .collect::<Result<_>>()?;
+    Ok((blobs, children))
+}
+
 pub(crate) async fn resolve(
     client: &Registry,
     repository: &RepositoryName,
