@@ -53,6 +53,13 @@ pub(crate) struct Resolution {
 }
 
 fn parse_doc(m: &Manifest) -> Result<ManifestDoc> {
+    // serde reads a struct from an array too, field by position: a manifest is an object.
+    if m.bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Error::RegistryRefused(format!(
+            "manifest {} is not a JSON object",
+            m.digest
+        )));
+    }
     serde_json::from_slice(&m.bytes)
         .map_err(|e| Error::RegistryRefused(format!("manifest {} is not valid JSON: {e}", m.digest)))
 }
@@ -198,5 +205,16 @@ mod tests {
         assert_eq!(blobs.len(), 2);
         assert_eq!(blobs[0].size, Some(5));
         assert_eq!(blobs[1].media_type.as_deref(), Some("l"));
+    }
+
+    #[test]
+    fn a_manifest_is_an_object_not_an_array_of_its_fields() {
+        let config =
+            r#"{"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111"}"#;
+        let (blobs, children) = read_manifest(format!(r#" {{"config":{config}}}"#).as_bytes()).unwrap();
+        assert_eq!((blobs.len(), children.len()), (1, 0));
+        // As in `media_type_in_body`, where fuzzing found it: `[manifests, config, layers]` was
+        // read as a manifest.
+        assert!(read_manifest(format!("[[],{config},[]]").as_bytes()).is_err());
     }
 }
