@@ -21,8 +21,6 @@ pub struct RedisPeers {
     connection: ConnectionManager,
 }
 
-/// Longest wait for Redis to accept a connection at start.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for Redis to answer a readiness probe.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -32,16 +30,8 @@ fn key(task: &Digest) -> String {
 
 impl RedisPeers {
     pub async fn connect(client: &redis::Client, ttl: Duration, max_peers: usize) -> EdgeResult<Self> {
-        // One plain attempt first: the connection manager retries some failures (a TLS
-        // certificate it does not trust among them) without end, where the operator needs the
-        // reason.
-        let first = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+        let connection = damselfly_server::tls::redis_connection(client)
             .await
-            .map_err(|_| scheduler_err(format!("no answer within {CONNECT_TIMEOUT:?}")))?;
-        drop(first.map_err(scheduler_err)?);
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(client.clone()))
-            .await
-            .map_err(|_| scheduler_err(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(scheduler_err)?;
         Ok(RedisPeers {
             ttl,
