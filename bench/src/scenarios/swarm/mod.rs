@@ -277,6 +277,21 @@ async fn scenario(
                     logs,
                 )
                 .await?;
+                let mut agents = Vec::new();
+                let agent_toml = agent_toml(args);
+                for (i, host) in hosts.iter().enumerate() {
+                    let setup = AgentSetup {
+                        binary: agent_binary,
+                        edge_url: &edge.url,
+                        origin: &origin,
+                        location: format!("bench/z1/r{}", i / args.rack_size + 1),
+                        extra_toml: &agent_toml,
+                        tls: pki.as_deref(),
+                        logs,
+                    };
+                    agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);
+                }
+                // The attack starts with the pulls: every stalled read then competes with them.
                 let _abuse = match (setup, &abuse_image) {
                     (Setup::DamselflyAbuse, Some(image)) => {
                         let edge_addr = format!("{}:{}", edge_host.ip, daemons::EDGE_PORT).parse()?;
@@ -302,20 +317,6 @@ async fn scenario(
                     }
                     _ => None,
                 };
-                let mut agents = Vec::new();
-                let agent_toml = agent_toml(args);
-                for (i, host) in hosts.iter().enumerate() {
-                    let setup = AgentSetup {
-                        binary: agent_binary,
-                        edge_url: &edge.url,
-                        origin: &origin,
-                        location: format!("bench/z1/r{}", i / args.rack_size + 1),
-                        extra_toml: &agent_toml,
-                        tls: pki.as_deref(),
-                        logs,
-                    };
-                    agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);
-                }
                 let round = pull::all(&hosts, &servers, |i| agents[i].url.clone(), &image).await?;
                 let bytes = damselfly_bytes(&edge, &agents).await?;
                 Outcome::new(*setup, round, bytes)
