@@ -6,12 +6,13 @@ use axum::response::{IntoResponse, Response};
 use damselfly_core::{Digest, PieceLayout, RepositoryName};
 use futures::{Stream, StreamExt};
 
+use super::blob_fallback::{with_upstream_fallback, Span};
 use super::range;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{Blob, BlobSource};
+use crate::store::{Blob, BlobSource, IngestState};
 use crate::upstream::Upstream;
 
 /// Pieces read and decrypted ahead of the one being sent.
@@ -38,23 +39,33 @@ pub(crate) async fn serve(
         let size = size.ok_or_else(|| EdgeError::UpstreamUnavailable("upstream sent no blob size".into()))?;
         return Ok(blob_response(StatusCode::OK, digest, size, None, Body::empty()));
     }
-    let source = BlobSource::Registry {
+    let source = || BlobSource::Registry {
         upstream: upstream.clone(),
         repo: repo.clone(),
         authorization: auth.cloned(),
     };
-    let blob = state.store.open(digest, source)?;
+    let blob = state.store.open(digest, source())?;
+    let verified = blob.progress().state == IngestState::Complete;
     let layout = blob.layout().await?;
     let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
-    let span = range::parse(requested, layout.size)?;
-    let (start, end) = span.unwrap_or((0, layout.size));
-    let body = Body::from_stream(plaintext(blob, layout, start, end, state.metrics.clone()));
-    let status = if span.is_some() {
+    let asked = range::parse(requested, layout.size)?;
+    let range_asked = asked.is_some();
+    let (start, end) = asked.unwrap_or((0, layout.size));
+    let stored = plaintext(blob, layout, start, end, state.metrics.clone());
+    let span = Span {
+        digest: *digest,
+        start,
+        end,
+        size: layout.size,
+        verified,
+    };
+    let body = Body::from_stream(with_upstream_fallback(stored, source(), span));
+    let status = if range_asked {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    Ok(blob_response(status, digest, layout.size, span, body))
+    Ok(blob_response(status, digest, layout.size, asked, body))
 }
 
 fn blob_response(
@@ -87,8 +98,9 @@ fn blob_response(
     response
 }
 
-/// The plaintext of `[start, end)`, piece by piece. An error mid-stream aborts the response,
-/// which the client sees as a short body: never as a complete blob.
+/// The plaintext of `[start, end)`, piece by piece. An error mid-stream hands over to the
+/// upstream (`blob_fallback`); when that fails too, the response is aborted, which the client
+/// sees as a short body: never as a complete blob.
 fn plaintext(
     blob: Blob,
     layout: PieceLayout,

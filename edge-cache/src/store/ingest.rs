@@ -84,7 +84,8 @@ impl FileValidators {
 }
 
 impl BlobSource {
-    async fn fetch(&self, task: &Digest, from: u64) -> EdgeResult<reqwest::Response> {
+    /// The content from byte `from` on (a `Range` request when `from` > 0).
+    pub(crate) async fn fetch(&self, task: &Digest, from: u64) -> EdgeResult<reqwest::Response> {
         let range = (from > 0)
             .then(|| HeaderValue::from_str(&format!("bytes={from}-")).ok())
             .flatten();
