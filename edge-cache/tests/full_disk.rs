@@ -4,47 +4,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use common::{fetch, layers, sha256, Origin, MIB};
 use damselfly_test_support::net::loopback_client;
-
-/// A tmpfs of `size` mounted on a fresh directory; unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::Builder::new()
-            .prefix("damselfly-small-disk-")
-            .tempdir()
-            .unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mounting a tmpfs needs root");
-        SmallDisk { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
+use damselfly_test_support::small_disk::SmallDisk;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_never_serves_a_partial_blob() {
     let origin = Origin::start().await;
-    let disk = SmallDisk::mount("20m");
+    let disk = SmallDisk::mount("20m").unwrap();
     let mut options = origin.edge_options();
     options.quota = "1GiB".into();
     options.data_dir = Some(PathBuf::from(disk.path()).join("edge"));
