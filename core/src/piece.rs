@@ -17,11 +17,46 @@ use crate::seal::TAG_LEN;
 pub const TARGET_PIECES: u64 = 256;
 pub const MIN_PIECE_LENGTH: u64 = 256 * 1024;
 pub const MAX_PIECE_LENGTH: u64 = 16 * 1024 * 1024;
+/// The largest blob a layout read from another party may describe (16 TiB, a million pieces):
+/// beyond it a bitfield of its pieces alone would take what a host cannot give, and near 2^64
+/// the sealed size overflows.
+pub const MAX_SIZE: u64 = 1 << 44;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ReceivedLayout")]
 pub struct PieceLayout {
     pub size: u64,
     pub piece_length: u64,
+}
+
+/// A layout as another edge or agent sent it (or as stored): accepted only when it is the one
+/// the rule gives for its size, so a peer cannot make us cut a blob differently (a piece length
+/// of 0 divided by zero) or describe a blob no host could track.
+#[derive(Deserialize)]
+struct ReceivedLayout {
+    size: u64,
+    piece_length: u64,
+}
+
+impl TryFrom<ReceivedLayout> for PieceLayout {
+    type Error = String;
+
+    fn try_from(received: ReceivedLayout) -> Result<Self, String> {
+        if received.size > MAX_SIZE {
+            return Err(format!(
+                "a blob of {} bytes is larger than the {MAX_SIZE} a layout may describe",
+                received.size
+            ));
+        }
+        let layout = PieceLayout::for_size(received.size);
+        if received.piece_length != layout.piece_length {
+            return Err(format!(
+                "piece length {} is not the {} the rule gives for {} bytes",
+                received.piece_length, layout.piece_length, received.size
+            ));
+        }
+        Ok(layout)
+    }
 }
 
 impl PieceLayout {
@@ -73,6 +108,7 @@ impl PieceLayout {
 /// tag, as stored and sent), computed by the edge at ingest. Receivers verify what they receive
 /// against it before storing or decrypting anything, never against a peer's word.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ReceivedTable")]
 pub struct PieceTable {
     pub digest: Digest,
     #[serde(flatten)]
@@ -80,6 +116,35 @@ pub struct PieceTable {
     /// One hex sha256 of the sealed piece per piece, in order.
     #[serde(with = "hex_list")]
     pub pieces: Vec<[u8; 32]>,
+}
+
+/// A table as received: never more hashes than its layout has pieces.
+#[derive(Deserialize)]
+struct ReceivedTable {
+    digest: Digest,
+    #[serde(flatten)]
+    layout: PieceLayout,
+    #[serde(with = "hex_list")]
+    pieces: Vec<[u8; 32]>,
+}
+
+impl TryFrom<ReceivedTable> for PieceTable {
+    type Error = String;
+
+    fn try_from(received: ReceivedTable) -> Result<Self, String> {
+        if received.pieces.len() as u64 > received.layout.count() {
+            return Err(format!(
+                "{} piece hashes for {} pieces",
+                received.pieces.len(),
+                received.layout.count()
+            ));
+        }
+        Ok(PieceTable {
+            digest: received.digest,
+            layout: received.layout,
+            pieces: received.pieces,
+        })
+    }
 }
 
 mod hex_list {
@@ -141,6 +206,58 @@ mod tests {
         assert_eq!(next, l.size);
         let last = l.count() - 1;
         assert_eq!(l.sealed_offset(last) + l.sealed_len(last), l.sealed_size());
+    }
+
+    #[test]
+    fn layouts_from_elsewhere_follow_the_rule() {
+        // Found by fuzzing: any piece length was accepted, 0 too (a division by zero in
+        // `count`), and sizes near 2^64 overflowed `sealed_size`.
+        let read = |json: &str| serde_json::from_str::<PieceLayout>(json);
+        assert_eq!(
+            read(r#"{"size":1048576,"piece_length":262144}"#).unwrap(),
+            PieceLayout::for_size(MIB)
+        );
+        for bad in [
+            r#"{"size":1048576,"piece_length":0}"#,
+            r#"{"size":0,"piece_length":262143}"#,
+            r#"{"size":1048576,"piece_length":524288}"#,
+            r#"{"size":18446744073709551615,"piece_length":16777216}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        let largest = PieceLayout::for_size(MAX_SIZE);
+        assert_eq!(read(&serde_json::to_string(&largest).unwrap()).unwrap(), largest);
+        let table = format!(
+            r#"{{"digest":"{}","size":1,"piece_length":1,"pieces":[]}}"#,
+            Digest::of(b"x")
+        );
+        assert!(
+            serde_json::from_str::<PieceTable>(&table).is_err(),
+            "checked when flattened too"
+        );
+    }
+
+    #[test]
+    fn tables_from_elsewhere_hold_no_more_hashes_than_pieces() {
+        // Found with the pieces fuzz target's property: a table of 1 byte listed 2 hashes.
+        let hash = hex::encode([1u8; 32]);
+        let table = |size: u64, hashes: usize| {
+            let pieces = vec![format!("\"{hash}\""); hashes].join(",");
+            let json = format!(
+                r#"{{"digest":"{}","size":{size},"piece_length":262144,"pieces":[{pieces}]}}"#,
+                Digest::of(b"x")
+            );
+            serde_json::from_str::<PieceTable>(&json)
+        };
+        assert_eq!(table(MIB, 4).unwrap().pieces.len(), 4);
+        assert_eq!(
+            table(MIB, 2).unwrap().pieces.len(),
+            2,
+            "a table still being filled"
+        );
+        assert!(table(MIB, 5).is_err());
+        assert!(table(1, 2).is_err());
+        assert!(table(0, 1).is_err());
     }
 
     #[test]

@@ -19,7 +19,9 @@ impl Challenge {
     /// Quoted values may hold commas; keys are lowercased.
     pub fn parse(header: &str) -> Option<Challenge> {
         let header = header.trim();
-        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+        // The scheme is a token: it ends at the first whitespace of any kind (a tab or a line
+        // break kept in it would make a scheme no registry sends, `bearer\t` is no `bearer`).
+        let (scheme, rest) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
         if scheme.is_empty() {
             return None;
         }
@@ -112,6 +114,16 @@ mod tests {
         assert_eq!(c.params["scope"], "repository:a/b:pull,push");
         assert_eq!(c.params["service"], "registry.example");
         assert!(Challenge::parse("").is_none());
+    }
+
+    #[test]
+    fn the_scheme_ends_at_any_whitespace() {
+        let tab = Challenge::parse("Bearer\trealm=\"https://auth.example/token\"").unwrap();
+        assert_eq!(tab.scheme, "bearer");
+        assert_eq!(tab.params["realm"], "https://auth.example/token");
+        // Found by fuzzing: the scheme kept the line break, and printing it back lost it.
+        let broken = Challenge::parse("{\n  =x").unwrap();
+        assert_eq!((broken.scheme.as_str(), broken.params.len()), ("{", 0));
     }
 
     #[test]

@@ -53,6 +53,13 @@ pub(crate) struct Resolution {
 }
 
 fn parse_doc(m: &Manifest) -> Result<ManifestDoc> {
+    // serde reads a struct from an array too, field by position: a manifest is an object.
+    if m.bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Error::RegistryRefused(format!(
+            "manifest {} is not a JSON object",
+            m.digest
+        )));
+    }
     serde_json::from_slice(&m.bytes)
         .map_err(|e| Error::RegistryRefused(format!("manifest {} is not valid JSON: {e}", m.digest)))
 }
@@ -76,6 +83,30 @@ fn add_blobs(doc: &ManifestDoc, blobs: &mut Vec<Item>, seen: &mut HashSet<Digest
         }
     }
     Ok(())
+}
+
+/// What the resolver reads of one manifest or index body, without a registry: the blobs an
+/// image manifest names (config first, each digest once) and the platform manifests an index
+/// names that every platform filter admits. The same parsing [`resolve`] does, for the fuzz
+/// targets in `fuzz/`.
+#[doc(hidden)]
+pub fn read_manifest(body: &[u8]) -> Result<(Vec<Item>, Vec<Digest>)> {
+    let manifest = Manifest {
+        bytes: bytes::Bytes::copy_from_slice(body),
+        media_type: String::new(),
+        digest: Digest::of(body),
+    };
+    let doc = parse_doc(&manifest)?;
+    let (mut blobs, mut seen) = (Vec::new(), HashSet::new());
+    add_blobs(&doc, &mut blobs, &mut seen)?;
+    let everything = PlatformFilter::default();
+    let children = doc
+        .manifests
+        .iter()
+        .filter(|d| everything.admits(d.platform.as_ref()))
+        .map(digest_of)
+        .collect::<Result<_>>()?;
+    Ok((blobs, children))
 }
 
 pub(crate) async fn resolve(
@@ -174,5 +205,16 @@ mod tests {
         assert_eq!(blobs.len(), 2);
         assert_eq!(blobs[0].size, Some(5));
         assert_eq!(blobs[1].media_type.as_deref(), Some("l"));
+    }
+
+    #[test]
+    fn a_manifest_is_an_object_not_an_array_of_its_fields() {
+        let config =
+            r#"{"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111"}"#;
+        let (blobs, children) = read_manifest(format!(r#" {{"config":{config}}}"#).as_bytes()).unwrap();
+        assert_eq!((blobs.len(), children.len()), (1, 0));
+        // As in `media_type_in_body`, where fuzzing found it: `[manifests, config, layers]` was
+        // read as a manifest.
+        assert!(read_manifest(format!("[[],{config},[]]").as_bytes()).is_err());
     }
 }

@@ -123,6 +123,10 @@ pub fn media_type_in_body(body: &[u8]) -> Option<String> {
         #[serde(rename = "mediaType")]
         media_type: Option<String>,
     }
+    // serde reads a struct from an array too (`["…"]`, field by position): a manifest is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     serde_json::from_slice::<Doc>(body).ok()?.media_type
 }
 
@@ -157,6 +161,15 @@ mod tests {
         );
         assert_eq!(media_type_in_body(br#"{"mediaType":7}"#), None);
         assert_eq!(media_type_in_body(b"[1]"), None);
+        // Found by fuzzing: an array was read as the struct it is not, field by position.
+        assert_eq!(
+            media_type_in_body(br#"["application/vnd.oci.image.manifest.v1+json"]"#),
+            None
+        );
+        assert_eq!(
+            media_type_in_body(b" \n{\"mediaType\":\"text/html\"}").as_deref(),
+            Some("text/html")
+        );
         assert_eq!(media_type_in_body(b"{"), None);
     }
 

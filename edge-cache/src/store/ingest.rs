@@ -283,9 +283,8 @@ async fn transfer(
                     .headers()
                     .get(http::header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split('-').next())
-                    .and_then(|v| v.parse::<u64>().ok());
+                    .and_then(damselfly_core::ContentRange::parse)
+                    .map(|r| r.start);
                 if start != Some(received) {
                     return Err(EdgeError::IngestFailed(format!(
                         "upstream resumed at {start:?}, not {received}"
