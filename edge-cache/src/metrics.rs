@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ingests_in_flight: Gauge,
     pub evicted_blobs: Counter,
     pub cache_used_bytes: Gauge,
+    /// Piece sends whose permit was taken back because their reader stopped reading.
+    pub piece_sends_stalled: Counter,
     /// 1 when the edge hands task keys without client certificates (`--insecure`).
     pub insecure: Gauge,
 }
@@ -49,6 +51,7 @@ impl Metrics {
             ingests_in_flight: Gauge::default(),
             evicted_blobs: Counter::default(),
             cache_used_bytes: Gauge::default(),
+            piece_sends_stalled: Counter::default(),
             insecure: Gauge::default(),
             registry: Registry::default(),
         };
@@ -101,6 +104,11 @@ impl Metrics {
             "cache_used_bytes",
             "Disk bytes held by cached blobs",
             m.cache_used_bytes.clone(),
+        );
+        registry.register(
+            "piece_sends_stalled",
+            "Piece sends whose permit was taken back after send_stall_secs without progress",
+            m.piece_sends_stalled.clone(),
         );
         registry.register(
             "insecure",

@@ -20,6 +20,7 @@ use axum::Json;
 use damselfly_core::api::{TaskAnswer, TaskQuery, TicketKeyAnswer, TICKET_HEADER};
 use damselfly_core::net::PIECE_CHUNK;
 use damselfly_core::{Digest, RepositoryName};
+use damselfly_server::progress::WatchedPermit;
 use futures::StreamExt;
 
 use super::caller::Caller;
@@ -262,6 +263,19 @@ pub(crate) async fn piece(
         .await
         .map_err(|_| EdgeError::Busy("piece sends queued too long"))?
         .map_err(|_| EdgeError::Internal("piece send limiter closed".into()))?;
+    // A reader that stops reading gives its permit back after `server.send_stall_secs` without
+    // progress (and loses its connection about then: `damselfly_server::progress`), so a few
+    // stalled readers cannot hold every send.
+    let stalled = state.clone();
+    let permit = Arc::new(WatchedPermit::new(
+        permit,
+        Duration::from_secs(state.config.server.send_stall_secs),
+        move || {
+            stalled.metrics.piece_sends_stalled.inc();
+            tracing::debug!(index, "piece send stalled; permit taken back");
+        },
+    ));
+    let moving = permit.clone();
     let sealed = blob.read_sealed(layout, index).await?;
     state.metrics.served("piece", sealed.len() as u64);
     let len = sealed.len();
@@ -274,6 +288,7 @@ pub(crate) async fn piece(
             .map(move |at| sealed.slice(at..(at + PIECE_CHUNK).min(len))),
     )
     .then(move |chunk| {
+        moving.progress();
         let wait = pacing
             .piece_pacer
             .as_ref()
