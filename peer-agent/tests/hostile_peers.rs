@@ -1,12 +1,20 @@
 //! Peers that misbehave on purpose: readers that ask an agent for pieces and never read them
-//! (their upload slots come back after `server.send_stall_secs`).
+//! (their upload slots come back after `server.send_stall_secs`), and a parent that answers
+//! every piece with an endless body (read no further than the piece's sealed length, then left
+//! for another source).
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{agent_binary, edge_binary, sha256, MIB};
-use damselfly_core::api::{TaskAnswer, TICKET_HEADER};
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use common::{agent_binary, downloaded_from, edge_binary, sha256, MIB};
+use damselfly_core::api::{PeerAnnouncement, TaskAnswer, TICKET_HEADER};
+use damselfly_core::Bitfield;
 use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::ImageSpec;
@@ -140,4 +148,122 @@ async fn readers_that_stop_reading_give_their_upload_slots_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(stalled);
+}
+
+/// An upload server that answers every piece with zeros without end, counting what it hands
+/// out.
+async fn endless_parent(sent: Arc<AtomicU64>, requests: Arc<AtomicU64>) -> String {
+    let app = Router::new().route(
+        "/pieces/{digest}/{index}",
+        get(move || {
+            let sent = sent.clone();
+            requests.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let zeros = futures::stream::repeat_with(move || {
+                    sent.fetch_add(64 * 1024, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 64 * 1024]))
+                });
+                Body::from_stream(zeros)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.9:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_sending_an_endless_body_is_cut_at_the_sealed_length_and_left() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let edge = Edge::start(
+        &edge_binary(),
+        EdgeOptions::for_registry(&registry.addr(), &registry.url()),
+    )
+    .await
+    .unwrap();
+    let image = registry
+        .push_image(ImageSpec::new("endless", vec![16 * MIB]), "demo/endless:v1")
+        .await
+        .unwrap();
+    let layer = image.largest_blob();
+    let answer = complete_task(&edge, "demo/endless", &layer.digest).await;
+
+    // The hostile parent: in the agent's rack, every piece, free slots; announced until the
+    // test ends.
+    let (sent, requests) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let upload_url = endless_parent(sent.clone(), requests.clone()).await;
+    let count = answer.table.layout.count();
+    let announcement = PeerAnnouncement {
+        upload_url,
+        location: "eu/z1/r1".parse().unwrap(),
+        pieces: Bitfield::full(count),
+        fetching: None,
+        uploads_active: 0,
+        upload_slots: 64,
+    };
+    let announce_url = format!("{}/api/v1/tasks/{}/peers/hostile", edge.url(), layer.digest);
+    let client = loopback_client().unwrap();
+    let announcing = {
+        let (client, ticket) = (client.clone(), answer.ticket.clone());
+        tokio::spawn(async move {
+            loop {
+                let response = client
+                    .put(&announce_url)
+                    .header(TICKET_HEADER, &ticket)
+                    .json(&announcement)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let agent = Agent::start(
+        agent_binary(),
+        AgentOptions::host(0, "eu/z1/r1", edge.url(), &registry),
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let reference = format!("{}/demo/endless:v1", registry.addr());
+    let started = Instant::now();
+    let pulled = skopeo::pull_via_mirror(
+        &registry.addr(),
+        agent.addr(),
+        &reference,
+        &work.path().join("pull"),
+        &PullOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log_tail()));
+    announcing.abort();
+    assert_eq!(pulled.manifest_digest, image.top_digest);
+    let took = started.elapsed();
+
+    let asked = requests.load(Ordering::SeqCst);
+    assert!(asked >= 1, "the hostile parent was never asked");
+    // What the parent managed to hand out per request: the piece's sealed length at most, plus
+    // what the sockets and the HTTP layers buffer, never an endless stream.
+    let per_request = sent.load(Ordering::SeqCst) / asked;
+    let bound = answer.table.layout.sealed_len(0) + 8 * MIB;
+    assert!(
+        per_request < bound,
+        "{per_request} bytes per piece request from an endless parent"
+    );
+    let metrics = agent.metrics().await.unwrap();
+    assert!(
+        metrics.sum("damselfly_agent_bad_pieces_total", &["source=\"peer\""]) >= 1.0,
+        "{}",
+        agent.log_tail()
+    );
+    // Served by the agent from the edge (not by skopeo going around a failed mirror).
+    assert!(downloaded_from(&[metrics], "edge") >= layer.size as f64);
+    assert!(
+        took < Duration::from_secs(30),
+        "the pull took {took:?} with a hostile parent"
+    );
 }
