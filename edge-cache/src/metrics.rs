@@ -32,6 +32,9 @@ pub struct Metrics {
     pub cache_used_bytes: Gauge,
     /// Piece sends whose permit was taken back because their reader stopped reading.
     pub piece_sends_stalled: Counter,
+    /// Pieces that failed authentication when read from disk (the blob is dropped and fetched
+    /// again).
+    pub damaged_pieces: Counter,
     /// 1 when the edge hands task keys without client certificates (`--insecure`).
     pub insecure: Gauge,
 }
@@ -52,6 +55,7 @@ impl Metrics {
             evicted_blobs: Counter::default(),
             cache_used_bytes: Gauge::default(),
             piece_sends_stalled: Counter::default(),
+            damaged_pieces: Counter::default(),
             insecure: Gauge::default(),
             registry: Registry::default(),
         };
@@ -109,6 +113,11 @@ impl Metrics {
             "piece_sends_stalled",
             "Piece sends whose permit was taken back after send_stall_secs without progress",
             m.piece_sends_stalled.clone(),
+        );
+        registry.register(
+            "damaged_pieces",
+            "Pieces on disk that failed authentication; their blob was dropped",
+            m.damaged_pieces.clone(),
         );
         registry.register(
             "insecure",

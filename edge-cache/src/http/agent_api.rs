@@ -276,7 +276,15 @@ pub(crate) async fn piece(
         },
     ));
     let moving = permit.clone();
-    let sealed = blob.read_sealed(layout, index).await?;
+    let sealed = match blob.read_sealed(layout, index).await {
+        Ok(sealed) => sealed,
+        Err(e @ EdgeError::PieceDamaged(_)) => {
+            // The caller goes elsewhere; the next task request fetches the blob again.
+            state.store.drop_damaged(&blob, &e);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     state.metrics.served("piece", sealed.len() as u64);
     let len = sealed.len();
     let pacing = state.clone();

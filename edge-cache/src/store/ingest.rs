@@ -30,6 +30,7 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::upstream::Upstream;
 
 /// Where a transfer fetches its bytes.
+#[derive(Clone)]
 pub enum BlobSource {
     /// A registry blob: the repository and credentials of the request that started it (already
     /// checked against the upstream). The task is the blob's digest, verified before publication.
