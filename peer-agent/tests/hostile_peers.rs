@@ -1,7 +1,8 @@
-//! Peers that misbehave on purpose: readers that ask an agent for pieces and never read them
-//! (their upload slots come back after `server.send_stall_secs`), and a parent that answers
-//! every piece with an endless body (read no further than the piece's sealed length, then left
-//! for another source).
+//! Peers and servers that misbehave: readers that ask an agent for pieces and never read them
+//! (their upload slots come back after `server.send_stall_secs`), a parent that answers every
+//! piece with an endless body (read no further than the piece's sealed length, then left for
+//! another source), and an edge that accepts connections and never answers (given up after
+//! `outbound.response_timeout_secs`, the pull served by the origin).
 
 mod common;
 
@@ -266,4 +267,51 @@ async fn a_parent_sending_an_endless_body_is_cut_at_the_sealed_length_and_left()
         took < Duration::from_secs(30),
         "the pull took {took:?} with a hostile parent"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_never_answers_is_given_up_and_the_origin_serves_the_pull() {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let image = registry
+        .push_image(ImageSpec::new("wedged", vec![3 * MIB]), "demo/wedged:v1")
+        .await
+        .unwrap();
+    // Accepts every connection, reads nothing, answers nothing.
+    let wedged = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wedged_url = format!("http://{}", wedged.local_addr().unwrap());
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = wedged.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut options = AgentOptions::host(0, "eu/z1/r1", wedged_url, &registry);
+    options
+        .extra_toml
+        .push_str("[outbound]\nresponse_timeout_secs = 2\nidle_timeout_secs = 2\n");
+    let agent = Agent::start(agent_binary(), options).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let reference = format!("{}/demo/wedged:v1", registry.addr());
+    for round in 0..2 {
+        let started = Instant::now();
+        let (origin, out, pull_options) = (
+            registry.addr(),
+            work.path().join(format!("pull-{round}")),
+            PullOptions::default(),
+        );
+        let pull = skopeo::pull_via_mirror(&origin, agent.addr(), &reference, &out, &pull_options);
+        let pulled = tokio::time::timeout(Duration::from_secs(90), pull)
+            .await
+            .unwrap_or_else(|_| panic!("pull {round} hung on the wedged edge\n{}", agent.log_tail()))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log_tail()));
+        assert_eq!(pulled.manifest_digest, image.top_digest);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(45), "pull {round} took {took:?}");
+    }
+    // Served by the agent from the origin (not by skopeo going around a failed mirror).
+    let metrics = agent.metrics().await.unwrap();
+    assert!(metrics.get("damselfly_agent_origin_fallbacks_total") >= 1.0);
+    let layer = image.largest_blob();
+    assert!(downloaded_from(&[metrics], "origin") >= layer.size as f64);
+    holding.abort();
 }

@@ -252,10 +252,18 @@ async fn transfer(
         if failures > 0 {
             tokio::time::sleep(backoff(failures)).await;
         }
-        let response = match source.fetch(&digest, received).await {
-            Ok(r) => r,
-            Err(e) => {
+        // Bounded like the body's silences: an upstream that accepts the request and never
+        // answers would otherwise hold the transfer, and every reader joining it, for ever.
+        let answer = tokio::time::timeout(store.options.response_timeout, source.fetch(&digest, received));
+        let response = match answer.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 tracing::warn!(%digest, error = %e, "upstream unreachable, retrying");
+                failures += 1;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(%digest, timeout_secs = store.options.response_timeout.as_secs(), "upstream sent no answer in time, retrying");
                 failures += 1;
                 continue;
             }

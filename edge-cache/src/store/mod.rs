@@ -49,6 +49,8 @@ pub struct StoreOptions {
     pub high_watermark: f64,
     pub low_watermark: f64,
     pub idle_timeout: Duration,
+    /// Longest wait for an upstream's answer to a transfer's request (its headers).
+    pub response_timeout: Duration,
     pub resume_attempts: u32,
 }
 
