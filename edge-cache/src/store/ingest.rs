@@ -275,7 +275,8 @@ async fn transfer(
                 let size = response.content_length().ok_or_else(|| {
                     EdgeError::IngestFailed("upstream sent a blob without Content-Length".into())
                 })?;
-                let l = PieceLayout::for_size(size);
+                let l = PieceLayout::try_for_size(size)
+                    .map_err(|e| EdgeError::IngestFailed(format!("upstream Content-Length: {e}")))?;
                 store.admit(l.sealed_size())?;
                 *reserved = l.sealed_size();
                 ingest
