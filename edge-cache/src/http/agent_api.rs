@@ -209,7 +209,11 @@ pub(crate) async fn task(
         (None, _) => {}
     }
     let layout = blob.layout().await?;
+    // One snapshot: the state is read before the table, so `complete` is never said of a table
+    // taken while the last piece was still held back for the digest check.
+    let progress = blob.progress();
     let mut table = blob.piece_table(layout)?;
+    let complete = progress.state == IngestState::Complete && table.pieces.len() as u64 == layout.count();
     // Agents refresh the table several times a second while a blob arrives: the hashes they
     // already have would be most of the scheduler's bytes on the edge's link.
     let pieces_from = query.known.unwrap_or(0).min(table.pieces.len());
@@ -217,7 +221,7 @@ pub(crate) async fn task(
     let expires_at = unix_now() + state.config.access.ticket_ttl_secs;
     let body = TaskAnswer {
         pieces_from,
-        complete: blob.progress().state == IngestState::Complete,
+        complete,
         table,
         task_key: blob.key.clone(),
         // Bound to the caller's identity: a ticket sniffed off the peer-to-peer path is refused
