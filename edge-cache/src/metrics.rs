@@ -35,6 +35,8 @@ pub struct Metrics {
     /// Pieces that failed authentication when read from disk (the blob is dropped and fetched
     /// again).
     pub damaged_pieces: Counter,
+    /// Blobs larger than the cache quota: streamed through to their readers, not stored.
+    pub uncached_blobs: Counter,
     /// 1 when the edge hands task keys without client certificates (`--insecure`).
     pub insecure: Gauge,
 }
@@ -56,6 +58,7 @@ impl Metrics {
             cache_used_bytes: Gauge::default(),
             piece_sends_stalled: Counter::default(),
             damaged_pieces: Counter::default(),
+            uncached_blobs: Counter::default(),
             insecure: Gauge::default(),
             registry: Registry::default(),
         };
@@ -118,6 +121,11 @@ impl Metrics {
             "damaged_pieces",
             "Pieces on disk that failed authentication; their blob was dropped",
             m.damaged_pieces.clone(),
+        );
+        registry.register(
+            "uncached_blobs",
+            "Blobs larger than the cache quota, streamed through and not stored",
+            m.uncached_blobs.clone(),
         );
         registry.register(
             "insecure",
