@@ -1,4 +1,4 @@
-//! Readers that ask for pieces and never read them: after `server.send_stall_secs` without
+//! Readers that ask for pieces and never read them: after `limits.piece_send_stall_ms` without
 //! progress they lose their piece-send permit, and other agents' pieces go out again.
 
 mod common;
@@ -11,7 +11,7 @@ use damselfly_test_support::net::loopback_client;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Stall grace in these tests (`server.send_stall_secs`).
+/// Stall grace in these tests (`limits.piece_send_stall_ms`).
 const GRACE: Duration = Duration::from_secs(2);
 
 /// A connection asking for `path` with `ticket`, with a small receive buffer, that never reads.
@@ -28,13 +28,10 @@ pub async fn stalled_reader(addr: &str, path: &str, ticket: &str) -> TcpStream {
 async fn readers_that_stop_reading_do_not_hold_the_piece_sends() {
     let origin = Origin::start().await;
     let mut options = origin.edge_options();
-    options.limits_toml = "piece_sends = 2\n".into();
+    options.limits_toml = format!("piece_sends = 2\npiece_send_stall_ms = {}\n", GRACE.as_millis());
     // No minimum rate: the stalled connections stay open (the server crate's own tests cover
     // cutting them), so only the permit's own watch can free the sends.
-    options.server_toml = format!(
-        "send_stall_secs = {}\nsend_min_bytes_per_sec = 0\n",
-        GRACE.as_secs()
-    );
+    options.server_toml = "send_min_bytes_per_sec = 0\n".into();
     let edge = origin.edge_with(options).await;
     // 512 KiB pieces: far more than the socket buffers between a stalled reader and the edge.
     let image = origin

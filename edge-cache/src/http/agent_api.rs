@@ -267,13 +267,13 @@ pub(crate) async fn piece(
         .await
         .map_err(|_| EdgeError::Busy("piece sends queued too long"))?
         .map_err(|_| EdgeError::Internal("piece send limiter closed".into()))?;
-    // A reader that stops reading gives its permit back after `server.send_stall_secs` without
-    // progress (and loses its connection about then: `damselfly_server::progress`), so a few
-    // stalled readers cannot hold every send.
+    // A reader that stops reading gives its permit back after `limits.piece_send_stall_ms`
+    // without progress (its connection goes later, by `server.send_stall_secs`:
+    // `damselfly_server::progress`), so a few stalled readers cannot hold every send.
     let stalled = state.clone();
     let permit = Arc::new(WatchedPermit::new(
         permit,
-        Duration::from_secs(state.config.server.send_stall_secs),
+        Duration::from_millis(state.config.limits.piece_send_stall_ms),
         move || {
             stalled.metrics.piece_sends_stalled.inc();
             tracing::debug!(index, "piece send stalled; permit taken back");
