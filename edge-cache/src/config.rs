@@ -234,7 +234,8 @@ pub struct AccessConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Time to an upstream's response headers (bodies stream as long as they make progress).
+    /// Time to an upstream's response headers, blob transfers included (bodies stream as long
+    /// as they make progress).
     pub upstream_timeout_secs: u64,
     /// Connecting to an upstream.
     pub upstream_connect_timeout_secs: u64,

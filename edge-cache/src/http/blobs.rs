@@ -1,5 +1,7 @@
 //! Blobs for registry clients: streamed from sealed pieces, while still arriving if need be.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,7 @@ use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{Blob, BlobSource, IngestState};
+use crate::store::{Blob, BlobSource, BlobStore, IngestState};
 use crate::upstream::Upstream;
 
 /// Pieces read and decrypted ahead of the one being sent.
@@ -20,7 +22,7 @@ const READ_AHEAD: usize = 2;
 
 pub(crate) async fn serve(
     state: &AppState,
-    upstream: &std::sync::Arc<Upstream>,
+    upstream: &Arc<Upstream>,
     repo: &RepositoryName,
     digest: &Digest,
     headers: &HeaderMap,
@@ -39,19 +41,24 @@ pub(crate) async fn serve(
         let size = size.ok_or_else(|| EdgeError::UpstreamUnavailable("upstream sent no blob size".into()))?;
         return Ok(blob_response(StatusCode::OK, digest, size, None, Body::empty()));
     }
-    let source = || BlobSource::Registry {
+    let source = BlobSource::Registry {
         upstream: upstream.clone(),
         repo: repo.clone(),
         authorization: auth.cloned(),
     };
-    let blob = state.store.open(digest, source())?;
+    let blob = state.store.open(digest, source.clone())?;
     let verified = blob.progress().state == IngestState::Complete;
     let layout = blob.layout().await?;
     let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
     let asked = range::parse(requested, layout.size)?;
-    let range_asked = asked.is_some();
     let (start, end) = asked.unwrap_or((0, layout.size));
-    let stored = plaintext(blob, layout, start, end, state.metrics.clone());
+    let reader = Reader {
+        blob,
+        store: state.store.clone(),
+        source: source.clone(),
+        metrics: state.metrics.clone(),
+    };
+    let stored = plaintext(reader, layout, start, end);
     let span = Span {
         digest: *digest,
         start,
@@ -59,8 +66,8 @@ pub(crate) async fn serve(
         size: layout.size,
         verified,
     };
-    let body = Body::from_stream(with_upstream_fallback(stored, source(), span));
-    let status = if range_asked {
+    let body = Body::from_stream(with_upstream_fallback(stored, source, span));
+    let status = if asked.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
@@ -98,26 +105,51 @@ fn blob_response(
     response
 }
 
+/// What a blob response reads from, and where it turns when a piece on disk is damaged.
+struct Reader {
+    blob: Blob,
+    store: Arc<BlobStore>,
+    source: BlobSource,
+    metrics: Arc<Metrics>,
+}
+
+impl Reader {
+    /// The plaintext of piece `index`. A piece damaged on disk drops the cached copy and is
+    /// read from a fresh transfer instead (the same bytes: the layout depends only on the size
+    /// and the blob's digest is verified again), so the client never notices.
+    async fn piece(&self, layout: PieceLayout, index: u64) -> EdgeResult<bytes::Bytes> {
+        match self.blob.read_plain(layout, index).await {
+            Err(e @ EdgeError::PieceDamaged(_)) => {
+                self.store.drop_damaged(&self.blob, &e);
+                let fresh = self.store.open(&self.blob.digest, self.source.clone())?;
+                fresh.read_plain(layout, index).await
+            }
+            read => read,
+        }
+    }
+}
+
 /// The plaintext of `[start, end)`, piece by piece. An error mid-stream hands over to the
 /// upstream (`blob_fallback`); when that fails too, the response is aborted, which the client
 /// sees as a short body: never as a complete blob.
 fn plaintext(
-    blob: Blob,
+    reader: Reader,
     layout: PieceLayout,
     start: u64,
     end: u64,
-    metrics: std::sync::Arc<Metrics>,
 ) -> impl Stream<Item = Result<bytes::Bytes, EdgeError>> + Send + 'static {
     let pieces = if start < end {
         layout.piece_of(start)..layout.piece_of(end - 1) + 1
     } else {
         0..0
     };
+    let reader = Arc::new(reader);
+    let metrics = reader.metrics.clone();
     futures::stream::iter(pieces)
         .map(move |index| {
-            let blob = blob.clone();
+            let reader = reader.clone();
             async move {
-                let plain = blob.read_plain(layout, index).await?;
+                let plain = reader.piece(layout, index).await?;
                 let (piece_start, _) = layout.range(index);
                 let from = start.saturating_sub(piece_start) as usize;
                 let to = ((end - piece_start) as usize).min(plain.len());
