@@ -17,49 +17,61 @@ use crate::seal::TAG_LEN;
 pub const TARGET_PIECES: u64 = 256;
 pub const MIN_PIECE_LENGTH: u64 = 256 * 1024;
 pub const MAX_PIECE_LENGTH: u64 = 16 * 1024 * 1024;
-/// The largest blob a layout read from another party may describe (16 TiB, a million pieces):
-/// beyond it a bitfield of its pieces alone would take what a host cannot give, and near 2^64
-/// the sealed size overflows.
-pub const MAX_SIZE: u64 = 1 << 44;
+/// The largest blob a layout describes (1 PiB): every offset, range and sealed size of it fits
+/// in a `u64` with room to spare, so a size read from the network cannot wrap the arithmetic.
+pub const MAX_SIZE: u64 = 1 << 50;
 
+/// A layout read from the network (a piece table) is checked against the rule: a size beyond
+/// [`MAX_SIZE`] or a piece length the rule would not give (0 included) is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ReceivedLayout")]
+#[serde(try_from = "RawLayout")]
 pub struct PieceLayout {
     pub size: u64,
     pub piece_length: u64,
 }
 
-/// A layout as another edge or agent sent it (or as stored): accepted only when it is the one
-/// the rule gives for its size, so a peer cannot make us cut a blob differently (a piece length
-/// of 0 divided by zero) or describe a blob no host could track.
 #[derive(Deserialize)]
-struct ReceivedLayout {
+struct RawLayout {
     size: u64,
     piece_length: u64,
 }
 
-impl TryFrom<ReceivedLayout> for PieceLayout {
-    type Error = String;
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("a blob of {0} bytes is larger than any layout describes ({MAX_SIZE} bytes)")]
+    TooLarge(u64),
+    #[error("piece length {got} is not the rule's {expected} for {size} bytes")]
+    PieceLength { size: u64, got: u64, expected: u64 },
+}
 
-    fn try_from(received: ReceivedLayout) -> Result<Self, String> {
-        if received.size > MAX_SIZE {
-            return Err(format!(
-                "a blob of {} bytes is larger than the {MAX_SIZE} a layout may describe",
-                received.size
-            ));
-        }
-        let layout = PieceLayout::for_size(received.size);
-        if received.piece_length != layout.piece_length {
-            return Err(format!(
-                "piece length {} is not the {} the rule gives for {} bytes",
-                received.piece_length, layout.piece_length, received.size
-            ));
+impl TryFrom<RawLayout> for PieceLayout {
+    type Error = LayoutError;
+
+    fn try_from(raw: RawLayout) -> Result<Self, LayoutError> {
+        let layout = PieceLayout::try_for_size(raw.size)?;
+        if layout.piece_length != raw.piece_length {
+            return Err(LayoutError::PieceLength {
+                size: raw.size,
+                got: raw.piece_length,
+                expected: layout.piece_length,
+            });
         }
         Ok(layout)
     }
 }
 
 impl PieceLayout {
+    /// The layout of a blob of `size` bytes as announced by someone else (a `Content-Length`):
+    /// refused beyond [`MAX_SIZE`].
+    pub fn try_for_size(size: u64) -> Result<Self, LayoutError> {
+        if size > MAX_SIZE {
+            return Err(LayoutError::TooLarge(size));
+        }
+        Ok(PieceLayout::for_size(size))
+    }
+
+    /// The layout of a blob of `size` bytes. Sizes from the network go through
+    /// [`PieceLayout::try_for_size`]; beyond [`MAX_SIZE`] the offsets below saturate.
     pub fn for_size(size: u64) -> Self {
         let wanted = size.div_ceil(TARGET_PIECES).max(1).next_power_of_two();
         PieceLayout {
@@ -69,13 +81,17 @@ impl PieceLayout {
     }
 
     pub fn count(&self) -> u64 {
-        self.size.div_ceil(self.piece_length)
+        // A layout only ever has a piece length of the rule (never 0); checked all the same.
+        match self.piece_length {
+            0 => 0,
+            length => self.size.div_ceil(length),
+        }
     }
 
     /// Plaintext byte range `[start, end)` of piece `index`.
     pub fn range(&self, index: u64) -> (u64, u64) {
-        let start = index * self.piece_length;
-        (start, (start + self.piece_length).min(self.size))
+        let start = index.saturating_mul(self.piece_length).min(self.size);
+        (start, start.saturating_add(self.piece_length).min(self.size))
     }
 
     pub fn plain_len(&self, index: u64) -> u64 {
@@ -86,7 +102,7 @@ impl PieceLayout {
     /// Where piece `index` starts in the sealed file: every piece occupies its plaintext length
     /// plus one GCM tag, so offsets are computable without an index.
     pub fn sealed_offset(&self, index: u64) -> u64 {
-        index * (self.piece_length + TAG_LEN as u64)
+        index.saturating_mul(self.piece_length + TAG_LEN as u64)
     }
 
     pub fn sealed_len(&self, index: u64) -> u64 {
@@ -95,12 +111,13 @@ impl PieceLayout {
 
     /// Total size of the sealed file.
     pub fn sealed_size(&self) -> u64 {
-        self.size + self.count() * TAG_LEN as u64
+        self.size
+            .saturating_add(self.count().saturating_mul(TAG_LEN as u64))
     }
 
     /// The piece holding plaintext byte `offset`.
     pub fn piece_of(&self, offset: u64) -> u64 {
-        offset / self.piece_length
+        offset.checked_div(self.piece_length).unwrap_or(0)
     }
 }
 
@@ -209,32 +226,54 @@ mod tests {
     }
 
     #[test]
-    fn layouts_from_elsewhere_follow_the_rule() {
-        // Found by fuzzing: any piece length was accepted, 0 too (a division by zero in
-        // `count`), and sizes near 2^64 overflowed `sealed_size`.
+    fn sizes_from_the_network_cannot_wrap_the_arithmetic() {
+        assert_eq!(
+            PieceLayout::try_for_size(u64::MAX),
+            Err(LayoutError::TooLarge(u64::MAX))
+        );
+        assert_eq!(
+            PieceLayout::try_for_size(1 << 63),
+            Err(LayoutError::TooLarge(1 << 63))
+        );
+        let largest = PieceLayout::try_for_size(MAX_SIZE).unwrap();
+        assert_eq!(largest.sealed_size(), MAX_SIZE + largest.count() * TAG_LEN as u64);
+        let last = largest.count() - 1;
+        assert_eq!(
+            largest.sealed_offset(last) + largest.sealed_len(last),
+            largest.sealed_size()
+        );
+        // Whatever the size, nothing panics or wraps: it saturates.
+        let huge = PieceLayout::for_size(u64::MAX);
+        assert_eq!(huge.sealed_size(), u64::MAX);
+        assert_eq!(huge.sealed_offset(u64::MAX), u64::MAX);
+        assert_eq!(huge.range(u64::MAX), (u64::MAX, u64::MAX));
+        assert_eq!(huge.plain_len(u64::MAX), 0);
+        let zero = PieceLayout {
+            size: 10,
+            piece_length: 0,
+        };
+        assert_eq!((zero.count(), zero.piece_of(5)), (0, 0));
+    }
+
+    #[test]
+    fn layouts_read_from_the_network_follow_the_rule() {
         let read = |json: &str| serde_json::from_str::<PieceLayout>(json);
         assert_eq!(
-            read(r#"{"size":1048576,"piece_length":262144}"#).unwrap(),
-            PieceLayout::for_size(MIB)
+            read(r#"{"size":1000,"piece_length":262144}"#).unwrap(),
+            PieceLayout::for_size(1000)
         );
         for bad in [
-            r#"{"size":1048576,"piece_length":0}"#,
-            r#"{"size":0,"piece_length":262143}"#,
-            r#"{"size":1048576,"piece_length":524288}"#,
+            r#"{"size":1000,"piece_length":0}"#,
+            r#"{"size":1000,"piece_length":1}"#,
             r#"{"size":18446744073709551615,"piece_length":16777216}"#,
         ] {
             assert!(read(bad).is_err(), "{bad}");
         }
-        let largest = PieceLayout::for_size(MAX_SIZE);
-        assert_eq!(read(&serde_json::to_string(&largest).unwrap()).unwrap(), largest);
         let table = format!(
-            r#"{{"digest":"{}","size":1,"piece_length":1,"pieces":[]}}"#,
+            r#"{{"digest":"{}","size":1000,"piece_length":0,"pieces":[]}}"#,
             Digest::of(b"x")
         );
-        assert!(
-            serde_json::from_str::<PieceTable>(&table).is_err(),
-            "checked when flattened too"
-        );
+        assert!(serde_json::from_str::<PieceTable>(&table).is_err());
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>
             if last < start {
                 return Err(err);
             }
+            // `bytes=0-18446744073709551615` is a valid way of asking for everything.
             last.saturating_add(1).min(size)
         };
         if start >= size {
@@ -138,5 +139,28 @@ mod tests {
         ] {
             assert_eq!(ContentRange::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_largest_numbers_neither_overflow_nor_panic() {
+        let max = u64::MAX;
+        assert_eq!(
+            parse_range(Some(&format!("bytes=0-{max}")), 10).unwrap(),
+            Some((0, 10))
+        );
+        assert_eq!(
+            parse_range(Some(&format!("bytes={max}-{max}")), 10),
+            Err(RangeNotSatisfiable { size: 10 })
+        );
+        assert_eq!(
+            parse_range(Some(&format!("bytes=-{max}")), 10).unwrap(),
+            Some((0, 10))
+        );
+        assert_eq!(
+            parse_range(Some(&format!("bytes=5-{max}")), max).unwrap(),
+            Some((5, max))
+        );
+        // Beyond u64: not a number this parser knows.
+        assert!(parse_range(Some("bytes=0-18446744073709551616"), 10).is_err());
     }
 }

@@ -6,8 +6,10 @@ set -a
 set +a
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-damselfly}"
 REGISTRY="127.0.0.1:${DF_REGISTRY_PORT:-15000}"
-PREHEATER="http://127.0.0.1:${DF_PREHEATER_PORT:-15070}"
-EDGE="http://127.0.0.1:${DF_EDGE_PORT:-15080}"
+PREHEATER="https://127.0.0.1:${DF_PREHEATER_PORT:-15070}"
+EDGE="https://127.0.0.1:${DF_EDGE_PORT:-15080}"
+# The appliance's CA (up.sh made it): the edge and the preheater serve TLS.
+CA="state/pki/ca/ca.crt"
 WORK="${WORK:-state/work}"
 mkdir -p "$WORK"
 
@@ -38,7 +40,7 @@ image_bytes() {
 wait_warm() {
   local start=$SECONDS state
   for _ in $(seq 1 240); do
-    state=$(curl -fsS -H "Authorization: Bearer $DF_API_TOKEN" "$PREHEATER/api/v1/jobs?limit=100" | python3 -c '
+    state=$(curl -fsS --cacert "$CA" -H "Authorization: Bearer $DF_API_TOKEN" "$PREHEATER/api/v1/jobs?limit=100" | python3 -c '
 import json, sys
 repo, tag = sys.argv[1], sys.argv[2]
 for job in json.load(sys.stdin)["jobs"]:
@@ -83,7 +85,7 @@ agent_bytes() {
 
 # Bytes the edge fetched from the origin.
 edge_upstream_bytes() {
-  curl -fsS "$EDGE/metrics" | awk '$1 ~ /^damselfly_edge_upstream_bytes_total/ {sum += $2} END {printf "%d\n", sum}'
+  curl -fsS --cacert "$CA" "$EDGE/metrics" | awk '$1 ~ /^damselfly_edge_upstream_bytes_total/ {sum += $2} END {printf "%d\n", sum}'
 }
 
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }

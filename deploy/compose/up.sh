@@ -22,6 +22,24 @@ if [ ! -f state/tokens.env ]; then
     echo "DF_HTTP_SECRET=$(token)"
   } >state/tokens.env
 fi
+# The region's CA and a certificate per daemon, made once by the image's own `edge-cache certs`
+# (state/pki/ca/ca.key never leaves this directory). The edge and the preheater serve TLS; every
+# agent presents its certificate to the edge, which gives task keys only to callers it can name.
+# Owned by the daemons' uid, keys 0600.
+if [ ! -f state/pki/ca/ca.crt ]; then
+  rm -rf state/pki
+  mkdir -p state/pki
+  docker run --rm --user 0 --network none -v "$here/state/pki:/pki" --entrypoint /bin/sh damselfly:latest -c '
+    set -e
+    edge-cache certs init --dir /pki/ca --name "Damselfly appliance CA" >/dev/null
+    issue() { name=$1; shift; edge-cache certs issue --ca /pki/ca --name "$name" --out /pki/tls "$@" >/dev/null; }
+    issue edge --dns edge --dns localhost --ip 127.0.0.1
+    issue preheater --dns preheater --dns localhost --ip 127.0.0.1
+    for agent in agent-a1 agent-a2 agent-b1; do issue "$agent" --dns "$agent"; done
+    chown -R 10001:10001 /pki
+    chmod 0755 /pki /pki/ca /pki/tls
+    chmod 0644 /pki/ca/ca.crt'
+fi
 # shellcheck disable=SC1091
 . state/tokens.env
 sed -e "s/@WEBHOOK_TOKEN@/$DF_WEBHOOK_TOKEN/" -e "s/@HTTP_SECRET@/$DF_HTTP_SECRET/" registry.yml.in >state/registry.yml

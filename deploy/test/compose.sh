@@ -22,8 +22,10 @@ check() { # check NAME CONDITION...
   if "$@"; then echo "ok: $name"; passed=$((passed + 1)); else echo "FAILED: $name"; failed=$((failed + 1)); fi
 }
 cleanup() {
-  [ "$failed" -eq 0 ] || docker-compose logs --tail 40 2>&1 | tail -120
-  docker-compose down -v --remove-orphans >/dev/null 2>&1 || true
+  local rc=$?
+  # Bounded too: a wedged engine must not hold the test past its own limit.
+  [ "$failed" -eq 0 ] && [ "$rc" -eq 0 ] || timeout 60 docker-compose logs --tail 40 2>&1 | tail -160
+  timeout 120 docker-compose down -v --remove-orphans >/dev/null 2>&1 || true
   cd / && rm -rf "$scratch"
 }
 trap cleanup EXIT

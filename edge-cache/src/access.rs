@@ -7,8 +7,6 @@
 //! challenge included, goes back to the caller. While the upstream is unreachable, an earlier
 //! "yes" is honoured for `stale_if_error_secs`, so cached content survives an origin outage.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -51,17 +49,28 @@ pub(crate) struct Allowed {
 pub struct AccessGate {
     ttl: Duration,
     stale_if_error: Duration,
-    grants: Mutex<HashMap<AccessKey, Grant>>,
+    /// Keyed by what callers send (repository, digest, credential): bounded in count, and an
+    /// entry goes once it is past use (`stale_if_error`), so no stream of distinct requests can
+    /// grow it.
+    grants: moka::sync::Cache<AccessKey, Grant>,
 }
 
-const MAX_GRANTS: usize = 100_000;
+/// Grants kept at most (~200 bytes each): the least used go first beyond this.
+const MAX_GRANTS: u64 = 100_000;
 
 impl AccessGate {
     pub(crate) fn new(ttl: Duration, stale_if_error: Duration) -> Self {
+        Self::with_capacity(ttl, stale_if_error, MAX_GRANTS)
+    }
+
+    fn with_capacity(ttl: Duration, stale_if_error: Duration, max_grants: u64) -> Self {
         AccessGate {
             ttl,
             stale_if_error,
-            grants: Mutex::new(HashMap::new()),
+            grants: moka::sync::Cache::builder()
+                .max_capacity(max_grants)
+                .time_to_live(stale_if_error.max(ttl))
+                .build(),
         }
     }
 
@@ -92,7 +101,7 @@ impl AccessGate {
     ) -> EdgeResult<Allowed> {
         let key = Self::key(upstream, repo, object, auth);
         let now = Instant::now();
-        let previous = self.grants.lock().ok().and_then(|g| g.get(&key).copied());
+        let previous = self.grants.get(&key);
         if let Some(grant) = previous.filter(|g| g.fresh_until > now) {
             return Ok(Allowed { size: grant.size });
         }
@@ -162,12 +171,7 @@ impl AccessGate {
             stale_until: now + self.stale_if_error,
             size,
         };
-        if let Ok(mut grants) = self.grants.lock() {
-            if grants.len() >= MAX_GRANTS {
-                grants.retain(|_, g| g.stale_until > now);
-            }
-            grants.insert(key, grant);
-        }
+        self.grants.insert(key, grant);
     }
 }
 
@@ -219,5 +223,27 @@ mod tests {
         assert!(left <= Duration::from_secs(30) && left >= Duration::from_secs(28));
         assert_eq!(bearer_lifetime(&HeaderValue::from_static("Basic dTpw")), None);
         assert_eq!(bearer_lifetime(&HeaderValue::from_static("Bearer opaque")), None);
+    }
+
+    #[test]
+    fn grants_stay_bounded_however_many_distinct_requests_arrive() {
+        let day = Duration::from_secs(86_400);
+        let gate = AccessGate::with_capacity(day, day, 64);
+        let repo: RepositoryName = "a/b".parse().unwrap();
+        for n in 0..5_000u32 {
+            let key = AccessKey {
+                upstream: "registry:5000".into(),
+                repo: repo.clone(),
+                object: Object::Blob(Digest::of(&n.to_be_bytes())),
+                credential: [0; 32],
+            };
+            gate.remember(key, None, Some(1));
+        }
+        gate.grants.run_pending_tasks();
+        assert!(
+            gate.grants.entry_count() <= 64,
+            "{} grants kept",
+            gate.grants.entry_count()
+        );
     }
 }

@@ -234,7 +234,8 @@ pub struct AccessConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Time to an upstream's response headers (bodies stream as long as they make progress).
+    /// Time to an upstream's response headers, blob transfers included (bodies stream as long
+    /// as they make progress).
     pub upstream_timeout_secs: u64,
     /// Connecting to an upstream.
     pub upstream_connect_timeout_secs: u64,
@@ -248,6 +249,10 @@ pub struct LimitsConfig {
     /// Pieces sent to agents at once; more requests queue in arrival order. A few fast sends
     /// beat many slow ones: each owner gets its piece sooner and passes it on sooner.
     pub piece_sends: usize,
+    /// A piece send whose reader takes nothing for this long gives its send permit back (the
+    /// connection goes later, by `server.send_stall_secs`): a few readers that stop reading
+    /// cannot hold every send. A healthy send hands over a chunk every few milliseconds.
+    pub piece_send_stall_ms: u64,
     /// Bytes per second for all piece sends together, e.g. `4MiB` ("0": unlimited). Set a
     /// little under the link's rate, it keeps the link's queue short, so scheduler answers and
     /// the acknowledgements of what the edge is fetching do not wait behind pieces.
@@ -310,6 +315,7 @@ impl Default for LimitsConfig {
             upstream_resume_attempts: 5,
             file_ingests: 8,
             piece_sends: 4,
+            piece_send_stall_ms: 1000,
             piece_rate_limit: "0".into(),
         }
     }
@@ -370,6 +376,9 @@ impl DaemonConfig for Config {
         }
         if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("warm_token must be at least 16 characters".into());
+        }
+        if self.limits.piece_send_stall_ms == 0 {
+            return invalid("limits.piece_send_stall_ms must be > 0".into());
         }
         if self.limits.piece_sends == 0 || self.limits.file_ingests == 0 {
             return invalid("limits.piece_sends and limits.file_ingests must be > 0".into());

@@ -76,6 +76,10 @@ pub enum EdgeError {
     UpstreamUnavailable(String),
     #[error("blob transfer failed: {0}")]
     IngestFailed(String),
+    /// A piece on disk failed authentication: its blob is dropped and fetched again, and the
+    /// caller should come back or go elsewhere.
+    #[error("piece damaged on disk: {0}")]
+    PieceDamaged(String),
     /// Too much queued already: the caller should go elsewhere or come back.
     #[error("busy: {0}")]
     Busy(&'static str),
@@ -91,7 +95,10 @@ impl EdgeError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            EdgeError::UpstreamUnavailable(_) | EdgeError::IngestFailed(_) | EdgeError::Internal(_)
+            EdgeError::UpstreamUnavailable(_)
+                | EdgeError::IngestFailed(_)
+                | EdgeError::PieceDamaged(_)
+                | EdgeError::Internal(_)
         ) || matches!(self, EdgeError::Upstream(r) if r.status.is_server_error())
     }
 
@@ -111,6 +118,7 @@ impl EdgeError {
             EdgeError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             EdgeError::IngestFailed(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             EdgeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            EdgeError::PieceDamaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             EdgeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             EdgeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
@@ -128,6 +136,7 @@ impl EdgeError {
             | EdgeError::UpstreamUnavailable(d)
             | EdgeError::IngestFailed(d)
             | EdgeError::RateLimited(d)
+            | EdgeError::PieceDamaged(d)
             | EdgeError::Internal(d) => json!(d),
             EdgeError::Unsupported(d) | EdgeError::Busy(d) => json!(d),
             EdgeError::RangeNotSatisfiable { size } => json!({ "size": size }),

@@ -30,6 +30,13 @@ pub struct Metrics {
     pub ingests_in_flight: Gauge,
     pub evicted_blobs: Counter,
     pub cache_used_bytes: Gauge,
+    /// Piece sends whose permit was taken back because their reader stopped reading.
+    pub piece_sends_stalled: Counter,
+    /// Pieces that failed authentication when read from disk (the blob is dropped and fetched
+    /// again).
+    pub damaged_pieces: Counter,
+    /// Blobs larger than the cache quota: streamed through to their readers, not stored.
+    pub uncached_blobs: Counter,
     /// 1 when the edge hands task keys without client certificates (`--insecure`).
     pub insecure: Gauge,
 }
@@ -49,6 +56,9 @@ impl Metrics {
             ingests_in_flight: Gauge::default(),
             evicted_blobs: Counter::default(),
             cache_used_bytes: Gauge::default(),
+            piece_sends_stalled: Counter::default(),
+            damaged_pieces: Counter::default(),
+            uncached_blobs: Counter::default(),
             insecure: Gauge::default(),
             registry: Registry::default(),
         };
@@ -101,6 +111,21 @@ impl Metrics {
             "cache_used_bytes",
             "Disk bytes held by cached blobs",
             m.cache_used_bytes.clone(),
+        );
+        registry.register(
+            "piece_sends_stalled",
+            "Piece sends whose permit was taken back after send_stall_secs without progress",
+            m.piece_sends_stalled.clone(),
+        );
+        registry.register(
+            "damaged_pieces",
+            "Pieces on disk that failed authentication; their blob was dropped",
+            m.damaged_pieces.clone(),
+        );
+        registry.register(
+            "uncached_blobs",
+            "Blobs larger than the cache quota, streamed through and not stored",
+            m.uncached_blobs.clone(),
         );
         registry.register(
             "insecure",

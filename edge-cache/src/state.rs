@@ -63,6 +63,7 @@ impl AppState {
             high_watermark: config.cache.high_watermark,
             low_watermark: config.cache.low_watermark,
             idle_timeout: Duration::from_secs(config.limits.upstream_idle_timeout_secs),
+            response_timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
             resume_attempts: config.limits.upstream_resume_attempts,
         };
         let store = BlobStore::load(&config.data_dir, secret.clone(), options, metrics.clone())?;

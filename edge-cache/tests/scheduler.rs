@@ -250,3 +250,65 @@ async fn piece_sends_keep_to_the_rate_limit() {
         "{sent} bytes in {took:.2} s, faster than {rate} B/s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_redis_is_waited_on_once_not_by_every_request() {
+    let origin = Origin::start().await;
+    let redis = Redis::start().await.unwrap();
+    let mut options = origin.edge_options();
+    options.top_toml = format!("redis = \"{}\"", redis.url());
+    let edge = Edge::start(common::edge_binary(), options).await.unwrap();
+    let image = origin.push(layers(&[MIB], "stopped"), "demo/stopped:v1").await;
+    let layer = image.largest_blob();
+    let client = loopback_client().unwrap();
+    let task: serde_json::Value = client
+        .get(format!(
+            "{}/api/v1/tasks/{}?repo=demo/stopped",
+            edge.url(),
+            layer.digest
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = task["ticket"].as_str().unwrap().to_string();
+    let parents = || {
+        let request = client
+            .get(format!("{}/api/v1/tasks/{}/parents", edge.url(), layer.digest))
+            .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
+            .header("x-damselfly-ticket", &ticket)
+            .send();
+        async move {
+            let started = std::time::Instant::now();
+            let status = request.await.unwrap().status();
+            (status, started.elapsed())
+        }
+    };
+    assert_eq!(parents().await.0, 200);
+
+    // Stopped: its socket stays open and nothing answers.
+    redis.pause().unwrap();
+    let (status, first) = parents().await;
+    assert!(status.is_server_error(), "{status}");
+    let (status, second) = parents().await;
+    assert!(status.is_server_error(), "{status}");
+    redis.resume().unwrap();
+    assert!(
+        second < std::time::Duration::from_secs(1),
+        "the first call waited {first:?} for Redis; the next should not wait, it took {second:?}"
+    );
+    // Back to normal once Redis answers again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if parents().await.0 == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use damselfly_core::Location;
@@ -115,6 +116,8 @@ pub struct Config {
     pub quota: String,
     pub download: DownloadConfig,
     pub upload: UploadConfig,
+    /// Bounds on every request the agent makes (edges, peers, origins).
+    pub outbound: OutboundConfig,
     /// Listeners: header and request time, connections, concurrency, drain on shutdown.
     pub server: ServerConfig,
     /// Logs and traces.
@@ -157,6 +160,44 @@ pub struct UploadConfig {
     pub rate_limit: String,
 }
 
+/// How long the agent waits on an edge, a peer or an origin before it turns elsewhere: one that
+/// accepts a connection and then says nothing must not hold a pull for ever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// To establish a connection (TCP and TLS).
+    pub connect_timeout_secs: u64,
+    /// From sending a request to the answer's headers. A task request waits while the edge asks
+    /// its upstream for the blob's size, so this is not short.
+    pub response_timeout_secs: u64,
+    /// Longest silence while reading an answer's body.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            connect_timeout_secs: 2,
+            response_timeout_secs: 60,
+            idle_timeout_secs: 30,
+        }
+    }
+}
+
+impl OutboundConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_secs(self.response_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -177,6 +218,7 @@ impl Default for Config {
             quota: "20GiB".into(),
             download: DownloadConfig::default(),
             upload: UploadConfig::default(),
+            outbound: OutboundConfig::default(),
             server: ServerConfig {
                 shutdown_grace_secs: 10,
                 // A blob request waits for its first piece, which may still be on its way to
@@ -270,6 +312,13 @@ impl DaemonConfig for Config {
         if self.download.concurrent_pieces == 0 || self.download.per_parent == 0 || self.download.window == 0
         {
             return invalid("download.concurrent_pieces, per_parent and window must be > 0".into());
+        }
+        let o = &self.outbound;
+        if o.connect_timeout_secs == 0 || o.response_timeout_secs == 0 || o.idle_timeout_secs == 0 {
+            return invalid(
+                "outbound.connect_timeout_secs, response_timeout_secs and idle_timeout_secs must be > 0"
+                    .into(),
+            );
         }
         Ok(())
     }

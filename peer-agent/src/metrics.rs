@@ -24,6 +24,8 @@ pub struct Metrics {
     /// Requests, connections and build information, as every daemon exports them.
     pub server: ServerMetrics,
     pub uploads_active: Gauge,
+    /// Uploads whose slot was taken back because their reader stopped reading.
+    pub uploads_stalled: Counter,
 }
 
 impl Metrics {
@@ -38,6 +40,7 @@ impl Metrics {
             origin_fallbacks: Counter::default(),
             server: ServerMetrics::register(&mut registry),
             uploads_active: Gauge::default(),
+            uploads_stalled: Counter::default(),
         };
         registry.register(
             "download_bytes",
@@ -68,6 +71,11 @@ impl Metrics {
             "uploads_active",
             "Uploads being served now",
             m.uploads_active.clone(),
+        );
+        registry.register(
+            "uploads_stalled",
+            "Uploads whose slot was taken back after send_stall_secs without progress",
+            m.uploads_stalled.clone(),
         );
         Metrics { registry, ..m }
     }

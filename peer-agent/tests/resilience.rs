@@ -1,5 +1,5 @@
 //! Things going wrong in a swarm: an agent killed mid-transfer, a neighbour whose cache was
-//! tampered with, the edge killed mid-pull. Every other pull completes with the right bytes,
+//! tampered with, the edge killed mid-pull, the scheduler's Redis stopped. Every other pull completes with the right bytes,
 //! and no plaintext of a layer is ever on disk.
 
 mod common;
@@ -7,9 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{downloaded_from, sum, Region, MIB};
+use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::plaintext;
+use damselfly_test_support::redis::Redis;
 use damselfly_test_support::registry::RegistryOptions;
+use damselfly_test_support::small_disk::SmallDisk;
 
 const FOUR: [&str; 4] = ["eu/z1/r1", "eu/z1/r1", "eu/z1/r2", "eu/z1/r2"];
 
@@ -182,5 +185,67 @@ async fn no_layer_plaintext_in_any_data_directory() {
         scan.bytes > 3 * layer.size,
         "the sealed copies were scanned ({} bytes)",
         scan.bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_redis_slows_the_scheduler_but_stops_no_pull() {
+    let redis = Redis::start().await.expect("redis-server");
+    let region = Region::start_with_redis(&FOUR[..2], &redis.url()).await;
+    let image = region
+        .push(
+            ImageSpec::new("redis-stop", vec![8 * MIB, MIB]),
+            "demo/redisstop:v1",
+        )
+        .await;
+    // Stopped, not dead: its sockets stay open and nothing answers, as when it swaps or is cut
+    // off. Every scheduler call must give up on its own.
+    redis.pause().unwrap();
+    let started = std::time::Instant::now();
+    let pulls: Vec<_> = (0..2)
+        .map(|i| region.spawn_pull(i, "demo/redisstop:v1"))
+        .collect();
+    let outcome = tokio::time::timeout(Duration::from_secs(45), futures::future::join_all(pulls)).await;
+    redis.resume().unwrap();
+    let results = outcome.unwrap_or_else(|_| panic!("pulls hung on a stopped Redis\n{}", region.logs()));
+    for (i, result) in results.into_iter().enumerate() {
+        let digest = result
+            .unwrap()
+            .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
+        assert_eq!(digest, image.top_digest, "agent {i}");
+    }
+    eprintln!("both pulls done {:?} after Redis stopped", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_on_a_full_disk_still_serves_every_pull() {
+    let mut region = Region::start(RegistryOptions::default(), &[]).await;
+    let disk = SmallDisk::mount("12m").unwrap();
+    let mut options = AgentOptions::host(0, "eu/z1/r1", region.edge.url(), &region.registry);
+    options.data_dir = Some(disk.path().join("agent"));
+    region.agents.push(
+        Agent::start(common::agent_binary(), options)
+            .await
+            .expect("agent"),
+    );
+    let image = region
+        .push(
+            ImageSpec::new("agent-full", vec![6 * MIB, 6 * MIB, 6 * MIB]),
+            "demo/agentfull:v1",
+        )
+        .await;
+    let digest = region
+        .pull_via(0, "demo/agentfull:v1", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", region.logs()));
+    assert_eq!(digest, image.top_digest);
+    // skopeo would quietly go to the registry itself: the agent must have passed every byte.
+    let metrics = region.agent_metrics().await;
+    let through = sum(&metrics, "damselfly_agent_download_bytes_total", &[]);
+    assert!(
+        through >= image.total_blob_bytes as f64,
+        "the agent passed {through} of {} bytes\n{}",
+        image.total_blob_bytes,
+        region.logs()
     );
 }

@@ -34,6 +34,12 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `store` (the job was requeued) or `panic` (the job failed; the worker carried on).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WarmLabels {
     /// A configured region (a bounded set).
     pub region: String,
@@ -56,6 +62,7 @@ pub struct Metrics {
     pub jobs_created: Family<SourceLabels, Counter>,
     pub jobs_finished: Family<StateLabels, Counter>,
     pub jobs_running: Gauge,
+    pub jobs_interrupted: Family<ReasonLabels, Counter>,
     pub warms: Family<WarmLabels, Counter>,
     pub warm_requests_sent: Family<KindLabels, Counter>,
     pub warm_seconds: Family<KindLabels, Histogram>,
@@ -79,6 +86,7 @@ impl Metrics {
             jobs_created: Family::default(),
             jobs_finished: Family::default(),
             jobs_running: Gauge::default(),
+            jobs_interrupted: Family::default(),
             warms: Family::default(),
             warm_requests_sent: Family::default(),
             warm_seconds: Family::new_with_constructor(warm_histogram),
@@ -114,6 +122,11 @@ impl Metrics {
             "jobs_running",
             "Preheat jobs being worked on by this instance",
             m.jobs_running.clone(),
+        );
+        registry.register(
+            "jobs_interrupted",
+            "Job runs cut short, by reason: a store failure (requeued) or a bug (failed)",
+            m.jobs_interrupted.clone(),
         );
         registry.register(
             "warms",

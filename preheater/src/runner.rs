@@ -1,17 +1,19 @@
 //! Working through the queue: each worker claims a job, resolves it if needed, warms every item
 //! at every target region, and stores each step before taking the next.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use damselfly_core::{Digest, Reference, RepositoryName};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::job::{now_millis, Item, ItemKind, Job, RegionState, Target, WarmState};
-use crate::metrics::StateLabels;
+use crate::metrics::{ReasonLabels, StateLabels};
 use crate::platform::PlatformFilter;
 use crate::resolve::resolve;
 use crate::state::AppState;
@@ -21,7 +23,9 @@ use crate::warm::{backoff, WarmTask};
 const CLAIM_WAIT: Duration = Duration::from_secs(1);
 
 /// Claims and runs jobs until `stop` turns true. A job interrupted by `stop` stays `running` in
-/// the store and is resumed by the next start (or, with Redis, by another preheater).
+/// the store and is resumed by the next start (or, with Redis, by another preheater). A job cut
+/// short by a store failure goes back to the queue; a job that panics fails, and the worker
+/// carries on.
 pub async fn worker(state: Arc<AppState>, worker: usize, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
@@ -41,16 +45,82 @@ pub async fn worker(state: Arc<AppState>, worker: usize, mut stop: watch::Receiv
             }
         };
         state.metrics.jobs_running.inc();
-        let result = with_lease(&state, &id, run_job(&state, &id, worker)).await;
+        let run = with_lease(&state, &id, run_job(&state, &id, worker));
+        let outcome = AssertUnwindSafe(run).catch_unwind().await;
         state.metrics.jobs_running.dec();
-        if let Err(e) = result {
-            // The job stays claimed-but-unfinished: resumed at the next start or lease expiry.
-            tracing::warn!(job = %id, error = %e, "job interrupted by a store failure");
-            continue;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(job = %id, error = %e, "job interrupted by a store failure; requeueing it");
+                state
+                    .metrics
+                    .jobs_interrupted
+                    .get_or_create(&ReasonLabels { reason: "store" })
+                    .inc();
+                if !requeue(&state, &id, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => {
+                // The panic itself was logged by the panic hook.
+                tracing::error!(job = %id, "job panicked; failing it");
+                state
+                    .metrics
+                    .jobs_interrupted
+                    .get_or_create(&ReasonLabels { reason: "panic" })
+                    .inc();
+                let failed = fail_job(
+                    &state,
+                    &id,
+                    "internal error while running the job (see the preheater's log)",
+                );
+                if let Err(e) = failed.await {
+                    tracing::warn!(job = %id, error = %e, "cannot mark the panicked job failed");
+                }
+            }
         }
         if let Err(e) = state.store.release(&id).await {
             tracing::warn!(job = %id, error = %e, "cannot release a finished job");
         }
+    }
+}
+
+/// Gives `id` back to the queue once the store answers again, backing off between tries.
+/// False when `stop` came first (the job then resumes at the next start or lease expiry).
+async fn requeue(state: &AppState, id: &str, stop: &mut watch::Receiver<bool>) -> bool {
+    let (initial, max) = (Duration::from_millis(500), Duration::from_secs(30));
+    for attempt in 1.. {
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(attempt, initial, max)) => {}
+            _ = stop.changed() => return false,
+        }
+        match state.store.requeue(id).await {
+            Ok(()) => return true,
+            Err(e) => tracing::warn!(job = %id, error = %e, attempt, "cannot requeue the job yet"),
+        }
+    }
+    unreachable!("the attempts never run out")
+}
+
+async fn fail_job(state: &AppState, id: &str, reason: &str) -> Result<()> {
+    if let Some(mut job) = state.store.get(id).await? {
+        job.fail(reason.to_string(), now_millis());
+        finish(state, &job).await?;
+    }
+    Ok(())
+}
+
+/// Runs `worker` again whenever it panics outside a job (a job's own panic is contained in
+/// [`worker`]), so the pool never shrinks.
+pub async fn supervised(state: Arc<AppState>, n: usize, stop: watch::Receiver<bool>) {
+    loop {
+        let run = AssertUnwindSafe(worker(state.clone(), n, stop.clone()));
+        if run.catch_unwind().await.is_ok() {
+            return;
+        }
+        tracing::error!(worker = n, "worker panicked; starting it again");
+        tokio::time::sleep(CLAIM_WAIT).await;
     }
 }
 

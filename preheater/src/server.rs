@@ -42,7 +42,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = JoinSet::new();
     for worker in 0..state.config.jobs.workers {
-        workers.spawn(runner::worker(state.clone(), worker, stop_rx.clone()));
+        workers.spawn(runner::supervised(state.clone(), worker, stop_rx.clone()));
     }
     let upkeep = {
         let state = state.clone();

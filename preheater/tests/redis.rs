@@ -10,6 +10,7 @@ use damselfly_preheater::config::{Config, JobsConfig};
 use damselfly_preheater::job::{Job, JobSpec, Target};
 use damselfly_preheater::store::{Admission, RedisStore};
 use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::metrics::scrape;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::redis::Redis;
 
@@ -145,4 +146,113 @@ async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
         assert_eq!(edge_state(&edge.url(), &blob.digest).await, "cached");
     }
     assert!(b.log_tail().contains("requeueing a job"), "{}", b.log_tail());
+}
+
+/// Runs one command against the test's Redis.
+async fn redis_command(url: &str, args: &[&str]) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_store_writes_fail_is_requeued_and_finishes_once_they_work_again() {
+    init_logging();
+    let redis = Redis::start().await.expect("redis-server");
+    let (registry, _image) =
+        registry_with(ImageSpec::new("preheat-redis-oom", vec![MIB / 2]), "demo/oom:v1").await;
+    let (origin, edge) = edge_behind_failing_origin(&registry).await;
+    let setup = PreheaterSetup {
+        redis: Some(redis.url()),
+        warm: "max_attempts = 1000".into(),
+        // A lease far longer than the test: only the requeue can bring the job back in time.
+        jobs: "lease_secs = 600".into(),
+        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
+    };
+    let preheater = Preheater::start_on(Preheater::reserve(), &setup, "preheater").await;
+    let id = preheater
+        .create_job(&format!("{}/demo/oom:v1", registry.addr()))
+        .await;
+    poll_until("the job is warming", Duration::from_secs(30), || {
+        let gets = origin.blob_gets();
+        async move {
+            Ok(if gets >= 2 {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(format!("{gets} blob GETs"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+
+    // Redis refuses every write (out of memory): the warm's result cannot be stored.
+    redis_command(&redis.url(), &["CONFIG", "SET", "maxmemory", "1"]).await;
+    origin.clear_faults();
+    poll_until("the store write failed", Duration::from_secs(30), || {
+        let log = preheater.log_tail();
+        async move {
+            Ok(if log.contains("job interrupted by a store failure") {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet("no store failure yet".into())
+            })
+        }
+    })
+    .await
+    .unwrap();
+    redis_command(&redis.url(), &["CONFIG", "SET", "maxmemory", "0"]).await;
+
+    let job = preheater.wait_job(&id, Duration::from_secs(40)).await;
+    assert_eq!(job["state"], "succeeded", "{job:#?}\n{}", preheater.log_tail());
+    let metrics = scrape(&format!("{}/metrics", preheater.url())).await.unwrap();
+    assert!(
+        metrics.sum(
+            "damselfly_preheater_jobs_interrupted_total",
+            &["reason=\"store\""]
+        ) >= 1.0,
+        "the interruption is counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_that_cannot_be_written_leaves_nothing_behind() {
+    init_logging();
+    let redis = Redis::start().await.expect("redis-server");
+    let config = Config::default();
+    let store = RedisStore::connect(&redis.url(), &config).await.unwrap();
+    let j = job(1);
+    // The job's key is taken (by something that is not a job): its write would fail.
+    let taken = format!("{}job:{}", config.redis_prefix, j.id);
+    redis_command(&redis.url(), &["SET", &taken, "not a hash"]).await;
+    let err = store.admit(Some("event-1"), std::slice::from_ref(&j)).await;
+    assert!(err.is_err(), "{err:?}");
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let queued: usize = redis::cmd("LLEN")
+        .arg(format!("{}queue", config.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0, "nothing queued for an event that was not admitted");
+    assert!(store.recent(10).await.unwrap().is_empty());
+
+    // The sender's retry is admitted once the key is free.
+    redis_command(&redis.url(), &["DEL", &taken]).await;
+    assert_eq!(
+        store
+            .admit(Some("event-1"), std::slice::from_ref(&j))
+            .await
+            .unwrap(),
+        Admission::Created
+    );
+    assert_eq!(
+        store.next(Duration::from_secs(1)).await.unwrap(),
+        Some(j.id.clone())
+    );
 }

@@ -78,6 +78,10 @@ impl WatchedPermit {
 
 impl Drop for WatchedPermit {
     fn drop(&mut self) {
+        // Given back now, not whenever the aborted watchdog is dropped.
+        if let Ok(mut permit) = self.shared.permit.lock() {
+            permit.take();
+        }
         self.watchdog.abort();
     }
 }

@@ -315,3 +315,32 @@ pub fn redis_client(url: &str, config: &TlsConfig) -> Result<redis::Client, Stri
     )
     .map_err(|e| format!("redis {shown}: {e}"))
 }
+
+/// Longest wait for Redis to accept a connection, and for any one answer: a Redis that stops
+/// answering (stopped, partitioned, swapping) fails calls instead of hanging them.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A reconnecting Redis connection with connect and response timeouts (the client's defaults
+/// have none). The first connection is one plain attempt, bounded: the connection manager
+/// retries some failures (a TLS certificate it does not trust among them) without end, where
+/// the operator needs the reason.
+pub async fn redis_connection(client: &redis::Client) -> Result<redis::aio::ConnectionManager, String> {
+    let first_wait = REDIS_CONNECT_TIMEOUT * 2;
+    let no_answer = || format!("no answer within {first_wait:?}");
+    let first = tokio::time::timeout(first_wait, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| no_answer())?;
+    drop(first.map_err(|e| e.to_string())?);
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(REDIS_CONNECT_TIMEOUT)
+        .set_response_timeout(REDIS_RESPONSE_TIMEOUT)
+        .set_number_of_retries(3);
+    tokio::time::timeout(
+        first_wait,
+        redis::aio::ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await
+    .map_err(|_| no_answer())?
+    .map_err(|e| e.to_string())
+}

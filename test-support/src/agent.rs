@@ -26,6 +26,8 @@ pub struct AgentOptions {
     /// A certificate of this CA (identity `agent-<ip>`), presented to the edges, which are
     /// trusted through it. `None`: plain HTTP to a lab edge.
     pub tls: Option<Arc<Pki>>,
+    /// The piece store's directory (default: in the agent's scratch directory).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl AgentOptions {
@@ -44,6 +46,7 @@ impl AgentOptions {
                 registry.url()
             ),
             tls: None,
+            data_dir: None,
         }
     }
 }
@@ -78,7 +81,7 @@ impl Agent {
             options.upstream,
             options.location,
             options.ip,
-            dir.path().join("data").display(),
+            options.data_dir.clone().unwrap_or_else(|| dir.path().join("data")).display(),
             options.extra_toml,
         ) + &tls_toml;
         let spec = DaemonSpec {

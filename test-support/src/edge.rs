@@ -27,6 +27,8 @@ pub struct EdgeOptions {
     pub top_toml: String,
     /// Extra keys of the `[limits]` section (`piece_sends = 2`, …).
     pub limits_toml: String,
+    /// Extra keys of the `[server]` section (`send_stall_secs = 1`, …).
+    pub server_toml: String,
     /// Extra TOML appended to the generated config: whole sections only (`[[upstreams]]`, …),
     /// since it follows the generated ones.
     pub extra_toml: String,
@@ -48,6 +50,7 @@ impl EdgeOptions {
             warm_token: None,
             top_toml: String::new(),
             limits_toml: String::new(),
+            server_toml: String::new(),
             extra_toml: String::new(),
             data_dir: None,
             tls: None,
@@ -96,12 +99,13 @@ impl Edge {
         let config = format!(
             "listen = \"{addr}\"\n{trust}data_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
              [cache]\nquota = \"{}\"\n\
-             [server]\nshutdown_grace_secs = 5\n\
+             [server]\nshutdown_grace_secs = 5\n{}\n\
              [limits]\nupstream_idle_timeout_secs = 5\n{}\n{tls_toml}{}\n",
             data_dir.display(),
             options.upstream,
             options.top_toml,
             options.quota,
+            options.server_toml,
             options.limits_toml,
             options.extra_toml
         );

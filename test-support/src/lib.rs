@@ -49,6 +49,7 @@ pub mod redis;
 pub mod registry;
 pub mod shape;
 pub mod skopeo;
+pub mod small_disk;
 
 pub use containerd::{Containerd, CtrPullOptions};
 pub use image::{build_image, build_image_async, BlobInfo, BuiltImage, ImageSpec};

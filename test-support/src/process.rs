@@ -62,6 +62,19 @@ impl ChildGuard {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends `signal` (a name such as `STOP` or `CONT`) to the child: a stopped process keeps its
+    /// sockets open and answers nothing, as a swapping or partitioned server does.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("{} has exited", self.name))?;
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
     /// File receiving the child's stdout and stderr.
     pub fn log_path(&self) -> &Path {
         &self.log_path

@@ -74,6 +74,16 @@ impl Redis {
         }
     }
 
+    /// SIGSTOP: connections stay open, nothing is answered.
+    pub fn pause(&self) -> Result<()> {
+        self._child.signal("STOP")
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub fn resume(&self) -> Result<()> {
+        self._child.signal("CONT")
+    }
+
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         format!("{scheme}://127.0.0.1:{}/", self.port)

@@ -20,6 +20,7 @@ use axum::Json;
 use damselfly_core::api::{TaskAnswer, TaskQuery, TicketKeyAnswer, TICKET_HEADER};
 use damselfly_core::net::PIECE_CHUNK;
 use damselfly_core::{Digest, RepositoryName};
+use damselfly_server::progress::WatchedPermit;
 use futures::StreamExt;
 
 use super::caller::Caller;
@@ -208,7 +209,11 @@ pub(crate) async fn task(
         (None, _) => {}
     }
     let layout = blob.layout().await?;
+    // One snapshot: the state is read before the table, so `complete` is never said of a table
+    // taken while the last piece was still held back for the digest check.
+    let progress = blob.progress();
     let mut table = blob.piece_table(layout)?;
+    let complete = progress.state == IngestState::Complete && table.pieces.len() as u64 == layout.count();
     // Agents refresh the table several times a second while a blob arrives: the hashes they
     // already have would be most of the scheduler's bytes on the edge's link.
     let pieces_from = query.known.unwrap_or(0).min(table.pieces.len());
@@ -216,7 +221,7 @@ pub(crate) async fn task(
     let expires_at = unix_now() + state.config.access.ticket_ttl_secs;
     let body = TaskAnswer {
         pieces_from,
-        complete: blob.progress().state == IngestState::Complete,
+        complete,
         table,
         task_key: blob.key.clone(),
         // Bound to the caller's identity: a ticket sniffed off the peer-to-peer path is refused
@@ -262,7 +267,28 @@ pub(crate) async fn piece(
         .await
         .map_err(|_| EdgeError::Busy("piece sends queued too long"))?
         .map_err(|_| EdgeError::Internal("piece send limiter closed".into()))?;
-    let sealed = blob.read_sealed(layout, index).await?;
+    // A reader that stops reading gives its permit back after `limits.piece_send_stall_ms`
+    // without progress (its connection goes later, by `server.send_stall_secs`:
+    // `damselfly_server::progress`), so a few stalled readers cannot hold every send.
+    let stalled = state.clone();
+    let permit = Arc::new(WatchedPermit::new(
+        permit,
+        Duration::from_millis(state.config.limits.piece_send_stall_ms),
+        move || {
+            stalled.metrics.piece_sends_stalled.inc();
+            tracing::debug!(index, "piece send stalled; permit taken back");
+        },
+    ));
+    let moving = permit.clone();
+    let sealed = match blob.read_sealed(layout, index).await {
+        Ok(sealed) => sealed,
+        Err(e @ EdgeError::PieceDamaged(_)) => {
+            // The caller goes elsewhere; the next task request fetches the blob again.
+            state.store.drop_damaged(&blob, &e);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     state.metrics.served("piece", sealed.len() as u64);
     let len = sealed.len();
     let pacing = state.clone();
@@ -274,6 +300,7 @@ pub(crate) async fn piece(
             .map(move |at| sealed.slice(at..(at + PIECE_CHUNK).min(len))),
     )
     .then(move |chunk| {
+        moving.progress();
         let wait = pacing
             .piece_pacer
             .as_ref()

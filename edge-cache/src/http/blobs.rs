@@ -1,17 +1,20 @@
 //! Blobs for registry clients: streamed from sealed pieces, while still arriving if need be.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use damselfly_core::{Digest, PieceLayout, RepositoryName};
 use futures::{Stream, StreamExt};
 
+use super::blob_fallback::{with_upstream_fallback, Span};
 use super::range;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{Blob, BlobSource};
+use crate::store::{Blob, BlobSource, BlobStore, IngestState};
 use crate::upstream::Upstream;
 
 /// Pieces read and decrypted ahead of the one being sent.
@@ -19,7 +22,7 @@ const READ_AHEAD: usize = 2;
 
 pub(crate) async fn serve(
     state: &AppState,
-    upstream: &std::sync::Arc<Upstream>,
+    upstream: &Arc<Upstream>,
     repo: &RepositoryName,
     digest: &Digest,
     headers: &HeaderMap,
@@ -43,18 +46,33 @@ pub(crate) async fn serve(
         repo: repo.clone(),
         authorization: auth.cloned(),
     };
-    let blob = state.store.open(digest, source)?;
+    let blob = state.store.open(digest, source.clone())?;
+    let verified = blob.progress().state == IngestState::Complete;
     let layout = blob.layout().await?;
     let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
-    let span = range::parse(requested, layout.size)?;
-    let (start, end) = span.unwrap_or((0, layout.size));
-    let body = Body::from_stream(plaintext(blob, layout, start, end, state.metrics.clone()));
-    let status = if span.is_some() {
+    let asked = range::parse(requested, layout.size)?;
+    let (start, end) = asked.unwrap_or((0, layout.size));
+    let reader = Reader {
+        blob,
+        store: state.store.clone(),
+        source: source.clone(),
+        metrics: state.metrics.clone(),
+    };
+    let stored = plaintext(reader, layout, start, end);
+    let span = Span {
+        digest: *digest,
+        start,
+        end,
+        size: layout.size,
+        verified,
+    };
+    let body = Body::from_stream(with_upstream_fallback(stored, source, span));
+    let status = if asked.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    Ok(blob_response(status, digest, layout.size, span, body))
+    Ok(blob_response(status, digest, layout.size, asked, body))
 }
 
 fn blob_response(
@@ -87,25 +105,51 @@ fn blob_response(
     response
 }
 
-/// The plaintext of `[start, end)`, piece by piece. An error mid-stream aborts the response,
-/// which the client sees as a short body: never as a complete blob.
-fn plaintext(
+/// What a blob response reads from, and where it turns when a piece on disk is damaged.
+struct Reader {
     blob: Blob,
+    store: Arc<BlobStore>,
+    source: BlobSource,
+    metrics: Arc<Metrics>,
+}
+
+impl Reader {
+    /// The plaintext of piece `index`. A piece damaged on disk drops the cached copy and is
+    /// read from a fresh transfer instead (the same bytes: the layout depends only on the size
+    /// and the blob's digest is verified again), so the client never notices.
+    async fn piece(&self, layout: PieceLayout, index: u64) -> EdgeResult<bytes::Bytes> {
+        match self.blob.read_plain(layout, index).await {
+            Err(e @ EdgeError::PieceDamaged(_)) => {
+                self.store.drop_damaged(&self.blob, &e);
+                let fresh = self.store.open(&self.blob.digest, self.source.clone())?;
+                fresh.read_plain(layout, index).await
+            }
+            read => read,
+        }
+    }
+}
+
+/// The plaintext of `[start, end)`, piece by piece. An error mid-stream hands over to the
+/// upstream (`blob_fallback`); when that fails too, the response is aborted, which the client
+/// sees as a short body: never as a complete blob.
+fn plaintext(
+    reader: Reader,
     layout: PieceLayout,
     start: u64,
     end: u64,
-    metrics: std::sync::Arc<Metrics>,
 ) -> impl Stream<Item = Result<bytes::Bytes, EdgeError>> + Send + 'static {
     let pieces = if start < end {
         layout.piece_of(start)..layout.piece_of(end - 1) + 1
     } else {
         0..0
     };
+    let reader = Arc::new(reader);
+    let metrics = reader.metrics.clone();
     futures::stream::iter(pieces)
         .map(move |index| {
-            let blob = blob.clone();
+            let reader = reader.clone();
             async move {
-                let plain = blob.read_plain(layout, index).await?;
+                let plain = reader.piece(layout, index).await?;
                 let (piece_start, _) = layout.range(index);
                 let from = start.saturating_sub(piece_start) as usize;
                 let to = ((end - piece_start) as usize).min(plain.len());

@@ -2,6 +2,7 @@
 //! `/pieces`), and operations (`/healthz`, `/readyz`, `/metrics`).
 
 mod agent_api;
+mod blob_fallback;
 mod blobs;
 mod caller;
 pub(crate) mod manifests;

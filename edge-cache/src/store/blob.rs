@@ -104,18 +104,25 @@ impl Blob {
         }
     }
 
-    /// The sealed bytes of piece `index` (ciphertext and tag), exactly as stored.
+    /// The sealed bytes of piece `index` (ciphertext and tag), exactly as stored, once they
+    /// authenticate.
     pub async fn read_sealed(&self, layout: PieceLayout, index: u64) -> EdgeResult<Bytes> {
         self.wait_piece(index).await?;
         let file = self.file.clone();
         let (offset, len) = (layout.sealed_offset(index), layout.sealed_len(index) as usize);
+        let key = self.key.clone();
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset).map(|_| Bytes::from(buf))
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|e| EdgeError::Internal(format!("read piece {index}: {e}")))?;
+            // Never sent unless it authenticates: a bit flipped on disk would otherwise reach
+            // agents, which would reject it against the table and blame the wrong source.
+            key.verify(index, &buf)
+                .map_err(|e| EdgeError::PieceDamaged(format!("piece {index}: {e}")))?;
+            Ok(Bytes::from(buf))
         })
         .await
         .map_err(|e| EdgeError::Internal(format!("read task: {e}")))?
-        .map_err(|e| EdgeError::Internal(format!("read piece {index}: {e}")))
     }
 
     /// The plaintext of piece `index`: read, authenticated and decrypted in one blocking step.
@@ -129,13 +136,18 @@ impl Blob {
                 .map_err(|e| EdgeError::Internal(format!("read piece {index}: {e}")))?;
             let plain_len = key
                 .open(index, &mut buf)
-                .map_err(|e| EdgeError::Internal(format!("piece {index} on disk is damaged: {e}")))?
+                .map_err(|e| EdgeError::PieceDamaged(format!("piece {index}: {e}")))?
                 .len();
             buf.truncate(plain_len);
             Ok(Bytes::from(buf))
         })
         .await
         .map_err(|e| EdgeError::Internal(format!("read task: {e}")))?
+    }
+
+    /// Whether this is a complete blob opened from the cache (not a transfer in flight).
+    pub fn is_cached(&self) -> bool {
+        matches!(self.hashes, PieceHashes::Stored(_))
     }
 
     /// The piece table as far as it is known: hashes of the pieces sealed so far.

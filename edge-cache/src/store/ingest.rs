@@ -30,6 +30,7 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::upstream::Upstream;
 
 /// Where a transfer fetches its bytes.
+#[derive(Clone)]
 pub enum BlobSource {
     /// A registry blob: the repository and credentials of the request that started it (already
     /// checked against the upstream). The task is the blob's digest, verified before publication.
@@ -84,7 +85,8 @@ impl FileValidators {
 }
 
 impl BlobSource {
-    async fn fetch(&self, task: &Digest, from: u64) -> EdgeResult<reqwest::Response> {
+    /// The content from byte `from` on (a `Range` request when `from` > 0).
+    pub(crate) async fn fetch(&self, task: &Digest, from: u64) -> EdgeResult<reqwest::Response> {
         let range = (from > 0)
             .then(|| HeaderValue::from_str(&format!("bytes={from}-")).ok())
             .flatten();
@@ -173,9 +175,14 @@ impl Ingest {
 pub(super) async fn run(store: Arc<BlobStore>, ingest: Arc<Ingest>, source: BlobSource) {
     store.metrics.ingests_in_flight.inc();
     let mut reserved = 0u64;
-    let mut outcome = transfer(&store, &ingest, &source, &mut reserved).await;
-    if let Ok(table) = outcome {
-        outcome = publish(&store, &ingest, table).await;
+    // A blob larger than the whole cache is streamed through to its readers, verified, and not
+    // stored: keeping it would evict everything else and still not fit.
+    let mut keep = true;
+    let mut outcome = transfer(&store, &ingest, &source, &mut reserved, &mut keep).await;
+    if keep {
+        if let Ok(table) = outcome {
+            outcome = publish(&store, &ingest, table).await;
+        }
     }
     {
         // Settled under the in-flight lock, so `BlobStore::open` never misses the blob between
@@ -183,13 +190,17 @@ pub(super) async fn run(store: Arc<BlobStore>, ingest: Arc<Ingest>, source: Blob
         let in_flight = store.in_flight.lock();
         if let Ok(mut usage) = store.usage.lock() {
             usage.release_reservation(reserved);
-            if let Ok(table) = &outcome {
+            if let (Ok(table), true) = (&outcome, keep) {
                 let entry = Entry {
                     size: table.layout.size,
                     last_access: now_millis(),
                 };
                 usage.insert(ingest.digest, entry);
             }
+        }
+        if outcome.is_ok() && !keep {
+            // Readers hold the file open and finish from it; nobody new finds it.
+            let _ = std::fs::remove_file(&ingest.path);
         }
         match &outcome {
             Ok(table) => {
@@ -213,7 +224,16 @@ pub(super) async fn run(store: Arc<BlobStore>, ingest: Arc<Ingest>, source: Blob
     store.refresh_used_metric();
     store.metrics.ingests_in_flight.dec();
     match outcome {
-        Ok(table) => tracing::info!(digest = %ingest.digest, size = table.layout.size, "blob cached"),
+        Ok(table) if keep => tracing::info!(digest = %ingest.digest, size = table.layout.size, "blob cached"),
+        Ok(table) => {
+            store.metrics.uncached_blobs.inc();
+            tracing::warn!(
+                digest = %ingest.digest,
+                size = table.layout.size,
+                quota = store.options.quota,
+                "blob larger than the cache quota streamed through, verified, and not stored"
+            );
+        }
         Err(e) => {
             store.metrics.ingest_failures.inc();
             tracing::warn!(digest = %ingest.digest, error = %e, "blob transfer failed; nothing was cached");
@@ -232,6 +252,7 @@ async fn transfer(
     ingest: &Arc<Ingest>,
     source: &BlobSource,
     reserved: &mut u64,
+    keep: &mut bool,
 ) -> EdgeResult<PieceTable> {
     let digest = ingest.digest;
     let expected = source.expected(&digest);
@@ -251,10 +272,18 @@ async fn transfer(
         if failures > 0 {
             tokio::time::sleep(backoff(failures)).await;
         }
-        let response = match source.fetch(&digest, received).await {
-            Ok(r) => r,
-            Err(e) => {
+        // Bounded like the body's silences: an upstream that accepts the request and never
+        // answers would otherwise hold the transfer, and every reader joining it, for ever.
+        let answer = tokio::time::timeout(store.options.response_timeout, source.fetch(&digest, received));
+        let response = match answer.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 tracing::warn!(%digest, error = %e, "upstream unreachable, retrying");
+                failures += 1;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(%digest, timeout_secs = store.options.response_timeout.as_secs(), "upstream sent no answer in time, retrying");
                 failures += 1;
                 continue;
             }
@@ -266,9 +295,14 @@ async fn transfer(
                 let size = response.content_length().ok_or_else(|| {
                     EdgeError::IngestFailed("upstream sent a blob without Content-Length".into())
                 })?;
-                let l = PieceLayout::for_size(size);
-                store.admit(l.sealed_size())?;
-                *reserved = l.sealed_size();
+                let l = PieceLayout::try_for_size(size)
+                    .map_err(|e| EdgeError::IngestFailed(format!("upstream Content-Length: {e}")))?;
+                if l.sealed_size() > store.options.quota {
+                    *keep = false;
+                } else {
+                    store.admit(l.sealed_size())?;
+                    *reserved = l.sealed_size();
+                }
                 ingest
                     .file
                     .set_len(l.sealed_size())

@@ -49,6 +49,8 @@ pub struct StoreOptions {
     pub high_watermark: f64,
     pub low_watermark: f64,
     pub idle_timeout: Duration,
+    /// Longest wait for an upstream's answer to a transfer's request (its headers).
+    pub response_timeout: Duration,
     pub resume_attempts: u32,
 }
 
@@ -344,6 +346,43 @@ impl BlobStore {
             .map_err(|e| EdgeError::Internal(format!("index: {e}")))?;
         self.refresh_used_metric();
         Ok(())
+    }
+
+    /// A piece of `blob` failed authentication when read (`error`): the copy on disk is
+    /// dropped, so the next request fetches the blob again instead of meeting the same damage.
+    /// A copy published since `blob` was opened is kept.
+    pub fn drop_damaged(&self, blob: &Blob, error: &EdgeError) {
+        use std::os::unix::fs::MetadataExt;
+        self.metrics.damaged_pieces.inc();
+        tracing::error!(digest = %blob.digest, %error, "a piece on disk failed authentication; dropping the blob");
+        if !blob.is_cached() {
+            return;
+        }
+        // Under the in-flight lock, like every change between "cached" and "absent".
+        let Ok(in_flight) = self.in_flight.lock() else {
+            return;
+        };
+        let path = self.sealed_path(&blob.digest);
+        let same_copy = match (std::fs::metadata(&path), blob.file.metadata()) {
+            (Ok(on_disk), Ok(read)) => on_disk.dev() == read.dev() && on_disk.ino() == read.ino(),
+            _ => false,
+        };
+        if !same_copy {
+            return;
+        }
+        let removed = match self.lock_usage() {
+            Ok(mut usage) => usage.remove(&blob.digest).is_some(),
+            Err(_) => false,
+        };
+        if removed {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(self.table_path(&blob.digest));
+            if let Err(e) = self.index.remove_blobs(&[blob.digest.hex()]) {
+                tracing::warn!(error = %e, "index: could not forget a damaged blob");
+            }
+        }
+        drop(in_flight);
+        self.refresh_used_metric();
     }
 
     fn refresh_used_metric(&self) {

@@ -107,6 +107,14 @@ impl Usage {
         evicted
     }
 
+    /// Forgets a blob (its files are deleted by the caller).
+    pub fn remove(&mut self, digest: &Digest) -> Option<Entry> {
+        let entry = self.entries.remove(digest)?;
+        self.dirty.remove(digest);
+        self.used -= entry.sealed_size();
+        Some(entry)
+    }
+
     pub fn release_reservation(&mut self, size: u64) {
         self.reserved = self.reserved.saturating_sub(size);
     }

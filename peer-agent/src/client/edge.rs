@@ -55,6 +55,9 @@ pub(crate) struct EdgeClient {
     http: reqwest::Client,
     /// Tasks and parents: gzip-compressed by the edge.
     control_http: reqwest::Client,
+    /// `outbound.response_timeout_secs` and `outbound.idle_timeout_secs`.
+    response_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl EdgeClient {
@@ -64,7 +67,20 @@ impl EdgeClient {
             dead_until: urls.iter().map(|_| Mutex::new(None)).collect(),
             http,
             control_http,
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
         }
+    }
+
+    pub(crate) fn with_timeouts(mut self, response: Duration, idle: Duration) -> Self {
+        self.response_timeout = response;
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// How long to wait for the headers of an answer, from an edge or an origin.
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     pub(crate) fn url(&self, edge: usize) -> &str {
@@ -118,15 +134,11 @@ impl EdgeClient {
         let query = task.task_query(known.map(|k| k.pieces.len()));
         for edge in order {
             let url = format!("{}{}", self.urls[edge], task_path(&task.digest));
-            let mut request = self
-                .control_http
-                .get(url)
-                .query(&query)
-                .timeout(Duration::from_secs(120));
+            let mut request = self.control_http.get(url).query(&query);
             if let Some(a) = &task.authorization {
                 request = request.header(http::header::AUTHORIZATION, a.clone());
             }
-            let response = match request.send().await {
+            let response = match super::send_within(request, self.response_timeout).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.mark_dead(edge);
@@ -150,9 +162,9 @@ impl EdgeClient {
                     status, &headers, body,
                 ))));
             }
-            let answer: TaskAnswer = response
-                .json()
+            let answer: TaskAnswer = tokio::time::timeout(self.idle_timeout, response.json())
                 .await
+                .map_err(|_| AgentError::Unavailable("task answer: body stalled".into()))?
                 .map_err(|e| AgentError::Unavailable(format!("task answer: {e}")))?;
             return Ok(TaskInfo {
                 table: with_known_hashes(answer.table, answer.pieces_from, known)?,

@@ -30,16 +30,23 @@ impl Clients {
     pub(crate) fn new(config: &Config) -> AgentResult<Clients> {
         // Only the scheduler's JSON answers are compressed: relayed registry traffic passes
         // through as sent, and pieces are sealed (incompressible).
-        let passthrough = http_client(config, None, false)?;
+        let idle = Some(config.outbound.idle_timeout());
+        let passthrough = http_client(config, None, idle, false)?;
         // Piece tables and parent lists: JSON, compressed on the wire (most of the scheduler's
-        // bytes: agents ask several times a second per download).
-        let control = http_client(config, None, true)?;
+        // bytes: agents ask several times a second per download). No idle bound on the
+        // connection: a task answer comes only once the edge knows the blob's size, which takes
+        // up to `outbound.response_timeout_secs`; each call bounds its own wait.
+        let control = http_client(config, None, None, true)?;
         let piece = http_client(
             config,
             Some(Duration::from_secs(config.download.piece_timeout_secs)),
+            idle,
             false,
         )?;
-        let edges = Arc::new(EdgeClient::new(&config.edges, passthrough.clone(), control));
+        let edges = Arc::new(
+            EdgeClient::new(&config.edges, passthrough.clone(), control)
+                .with_timeouts(config.outbound.response_timeout(), config.outbound.idle_timeout()),
+        );
         let registries = config
             .registries
             .iter()
@@ -60,17 +67,40 @@ impl Clients {
 
 /// Every client trusts the system's CAs and `tls.ca_file`, and presents the agent's certificate
 /// (its identity at the edges: task keys, tickets and scheduler records hang on it).
-fn http_client(config: &Config, timeout: Option<Duration>, gzip: bool) -> AgentResult<reqwest::Client> {
+/// `timeout` bounds each whole request; `idle`, each silence on the connection (while an
+/// answer is awaited or its body read).
+fn http_client(
+    config: &Config,
+    timeout: Option<Duration>,
+    idle: Option<Duration>,
+    gzip: bool,
+) -> AgentResult<reqwest::Client> {
     let mut builder = damselfly_server::tls::client_builder(&config.tls, true)
         .map_err(AgentError::Internal)?
-        .connect_timeout(Duration::from_secs(2))
+        .connect_timeout(config.outbound.connect_timeout())
         .pool_idle_timeout(Duration::from_secs(30))
         .gzip(gzip)
         .user_agent(concat!("damselfly-agent/", env!("CARGO_PKG_VERSION")));
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }
+    if let Some(t) = idle {
+        builder = builder.read_timeout(t);
+    }
     builder
         .build()
         .map_err(|e| AgentError::Internal(format!("http client: {e}")))
+}
+
+/// Sends `request`, giving up when the answer's headers take longer than `within`: a server
+/// that accepts connections and then says nothing is treated like one that is down.
+pub(crate) async fn send_within(
+    request: reqwest::RequestBuilder,
+    within: Duration,
+) -> Result<reqwest::Response, String> {
+    match tokio::time::timeout(within, request.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", within.as_secs_f32())),
+    }
 }

@@ -88,7 +88,7 @@ impl RegistryRelay {
         let mut last = String::from("no edge or origin configured");
         for edge in self.edges.live() {
             let url = self.edges.url(edge);
-            match self.request(url, relay, true).send().await {
+            match super::send_within(self.request(url, relay, true), self.edges.response_timeout()).await {
                 Ok(r) if !r.status().is_server_error() => return Ok((r, "edge")),
                 Ok(r) => last = format!("edge {url} answered {}", r.status()),
                 Err(e) => {
@@ -108,8 +108,7 @@ impl RegistryRelay {
         let origin = self
             .origin(relay.ns)
             .ok_or_else(|| AgentError::Unavailable("no origin known for this registry".into()))?;
-        self.request(&origin, relay, false)
-            .send()
+        super::send_within(self.request(&origin, relay, false), self.edges.response_timeout())
             .await
             .map_err(|e| AgentError::Unavailable(format!("origin {origin}: {e}")))
     }
@@ -124,8 +123,7 @@ impl RegistryRelay {
         if let Some(r) = range {
             request = request.header(http::header::RANGE, r.clone());
         }
-        request
-            .send()
+        super::send_within(request, self.edges.response_timeout())
             .await
             .map_err(|e| AgentError::Unavailable(format!("{url}: {e}")))
     }

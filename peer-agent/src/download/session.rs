@@ -47,6 +47,12 @@ const SWARM_EDGE_PIECES: usize = 2;
 /// request waits in the edge's send queue: a second owner's copy costs edge bandwidth that every
 /// other piece is waiting for.
 const UNCLAIMED_AFTER: Duration = Duration::from_secs(5);
+/// A scheduler that does not answer (its Redis stopped, an edge overloaded) must not hold the
+/// download loop, which also hands out and collects piece fetches: each parents query and
+/// announcement is bounded, and after one fails the next waits longer, doubling up to
+/// `SCHEDULER_BACKOFF_MAX`, while pieces keep coming from the edge.
+const SCHEDULER_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const SCHEDULER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Edge failures (all edges tried) after which the download gives up (readers use the origin).
 const MAX_EDGE_FAILOVERS: u32 = 3;
 
@@ -108,6 +114,9 @@ pub(crate) struct Session<'a, N> {
     last_parents: Option<Instant>,
     last_announce: Option<Instant>,
     announced: Option<Announced>,
+    /// Scheduler calls that failed in a row, and when the next may be made.
+    scheduler_failures: u32,
+    scheduler_retry_at: Option<Instant>,
     failovers: u32,
     done_tx: mpsc::Sender<Outcome>,
     done_rx: mpsc::Receiver<Outcome>,
@@ -144,6 +153,8 @@ impl<'a, N: Network> Session<'a, N> {
             last_parents: None,
             last_announce: None,
             announced: None,
+            scheduler_failures: 0,
+            scheduler_retry_at: None,
             failovers: 0,
             done_tx,
             done_rx,
@@ -155,7 +166,8 @@ impl<'a, N: Network> Session<'a, N> {
     pub(crate) async fn drive(mut self) -> AgentResult<TaskInfo> {
         loop {
             if self.task.is_complete() {
-                self.net.announce(&self.info, &self.task, &[]).await;
+                let last = self.net.announce(&self.info, &self.task, &[]);
+                let _ = tokio::time::timeout(SCHEDULER_CALL_TIMEOUT, last).await;
                 return Ok(self.info);
             }
             let now = Instant::now();
@@ -201,10 +213,29 @@ impl<'a, N: Network> Session<'a, N> {
         if !due(self.last_parents, self.parents_every(), now) {
             return;
         }
-        self.last_parents = Some(now);
-        if let Ok(parents) = self.net.parents(&self.info).await {
-            self.parents = parents;
+        if self.scheduler_backing_off(now) {
+            return;
         }
+        self.last_parents = Some(now);
+        match tokio::time::timeout(SCHEDULER_CALL_TIMEOUT, self.net.parents(&self.info)).await {
+            Ok(Ok(parents)) => {
+                self.parents = parents;
+                self.scheduler_failures = 0;
+            }
+            Ok(Err(_)) | Err(_) => self.scheduler_failed(now),
+        }
+    }
+
+    fn scheduler_backing_off(&self, now: Instant) -> bool {
+        self.scheduler_retry_at.is_some_and(|at| now < at)
+    }
+
+    fn scheduler_failed(&mut self, now: Instant) {
+        self.scheduler_failures = self.scheduler_failures.saturating_add(1);
+        let wait = PARENTS_EVERY
+            .saturating_mul(1 << self.scheduler_failures.min(16))
+            .min(SCHEDULER_BACKOFF_MAX);
+        self.scheduler_retry_at = Some(now + wait);
     }
 
     fn pick_and_fetch(&mut self, now: Instant) {
@@ -273,11 +304,17 @@ impl<'a, N: Network> Session<'a, N> {
             held: self.task.bitfield().count(),
             fetching,
         };
-        if !self.announcement_due(&state, now) {
+        if !self.announcement_due(&state, now) || self.scheduler_backing_off(now) {
             return;
         }
         self.last_announce = Some(now);
-        self.net.announce(&self.info, &self.task, &state.fetching).await;
+        let announce = self.net.announce(&self.info, &self.task, &state.fetching);
+        if tokio::time::timeout(SCHEDULER_CALL_TIMEOUT, announce)
+            .await
+            .is_err()
+        {
+            self.scheduler_failed(now);
+        }
         self.announced = Some(state);
     }
 

@@ -3,8 +3,9 @@
 //! limit. Bytes go out exactly as stored, in small chunks on a connection whose unsent backlog
 //! is limited (`core::net`), so an upload slot is held until its piece has nearly left.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -13,6 +14,7 @@ use axum::response::Response;
 use damselfly_core::api::TICKET_HEADER;
 use damselfly_core::net::PIECE_CHUNK as CHUNK;
 use damselfly_core::Digest;
+use damselfly_server::progress::WatchedPermit;
 use futures::StreamExt;
 
 use crate::error::{AgentError, AgentResult};
@@ -43,14 +45,25 @@ pub(crate) async fn piece(
         .clone()
         .try_acquire_owned()
         .map_err(|_| AgentError::Busy("all upload slots in use"))?;
-    let active = state.downloader.uploads_active.clone();
-    active.fetch_add(1, Ordering::Relaxed);
-    state.metrics.uploads_active.inc();
+    let active = Arc::new(Active::start(&state));
     let sealed = tokio::task::spawn_blocking(move || task.read_sealed(index))
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))?;
+    // A reader that stops reading gives its slot back after `server.send_stall_secs` without
+    // progress (and loses its connection about then: `damselfly_server::progress`).
+    let (stalled, ended) = (state.clone(), active.clone());
+    let permit = Arc::new(WatchedPermit::new(
+        permit,
+        Duration::from_secs(state.config.server.send_stall_secs),
+        move || {
+            ended.end();
+            stalled.metrics.uploads_stalled.inc();
+            tracing::debug!(index, "upload stalled; slot taken back");
+        },
+    ));
+    let moving = permit.clone();
     let release = UploadGuard {
-        state: state.clone(),
+        active,
         _permit: permit,
     };
     let sealed = match sealed {
@@ -69,6 +82,7 @@ pub(crate) async fn piece(
             .map(move |at| sealed.slice(at..(at + CHUNK).min(len))),
     )
     .then(move |chunk| {
+        moving.progress();
         let limiter = limiter.clone();
         async move {
             if let Some(pacer) = &limiter.upload_pacer {
@@ -92,17 +106,41 @@ pub(crate) async fn piece(
         .map_err(|e| AgentError::Internal(e.to_string()))
 }
 
-struct UploadGuard {
+/// An upload, counted in `uploads_active` (announced to the scheduler as slots in use) until it
+/// ends or loses its slot, whichever comes first.
+struct Active {
     state: Arc<AgentState>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    counted: AtomicBool,
+}
+
+impl Active {
+    fn start(state: &Arc<AgentState>) -> Active {
+        state.downloader.uploads_active.fetch_add(1, Ordering::Relaxed);
+        state.metrics.uploads_active.inc();
+        Active {
+            state: state.clone(),
+            counted: AtomicBool::new(true),
+        }
+    }
+
+    fn end(&self) {
+        if self.counted.swap(false, Ordering::Relaxed) {
+            self.state
+                .downloader
+                .uploads_active
+                .fetch_sub(1, Ordering::Relaxed);
+            self.state.metrics.uploads_active.dec();
+        }
+    }
+}
+
+struct UploadGuard {
+    active: Arc<Active>,
+    _permit: Arc<WatchedPermit>,
 }
 
 impl Drop for UploadGuard {
     fn drop(&mut self) {
-        self.state
-            .downloader
-            .uploads_active
-            .fetch_sub(1, Ordering::Relaxed);
-        self.state.metrics.uploads_active.dec();
+        self.active.end();
     }
 }

@@ -52,25 +52,33 @@ impl Region {
         racks: &[&str],
         edge_toml: &str,
     ) -> Region {
-        Region::start_on(registry_options, racks, edge_toml, None).await
+        Region::start_on(registry_options, racks, "", edge_toml, None).await
+    }
+
+    /// As [`Region::start`], with the edge's scheduler state in the Redis at `redis_url`.
+    pub async fn start_with_redis(racks: &[&str], redis_url: &str) -> Region {
+        let top = format!("redis = \"{redis_url}\"\n");
+        Region::start_on(RegistryOptions::default(), racks, &top, "", None).await
     }
 
     /// As [`Region::start`], the way a region is deployed: the edge serves TLS with a
     /// certificate of a cluster CA and hands task keys only to agents presenting theirs.
     pub async fn start_secure(registry_options: RegistryOptions, racks: &[&str]) -> Region {
         let pki = Pki::new().expect("cluster CA");
-        Region::start_on(registry_options, racks, "", Some(pki)).await
+        Region::start_on(registry_options, racks, "", "", Some(pki)).await
     }
 
     async fn start_on(
         registry_options: RegistryOptions,
         racks: &[&str],
+        edge_top_toml: &str,
         edge_toml: &str,
         pki: Option<Arc<Pki>>,
     ) -> Region {
         let registry = Registry::start(registry_options).await.expect("registry");
         let proxy = FaultProxy::start(&registry.addr()).await.expect("proxy");
         let mut options = EdgeOptions::for_registry(&registry.addr(), &proxy.url());
+        options.top_toml.push_str(edge_top_toml);
         options.extra_toml.push_str(edge_toml);
         options.tls = pki.clone();
         let edge = Edge::start(&edge_binary(), options).await.expect("edge");

@@ -117,6 +117,7 @@ impl Site {
             extra_toml: docker_io(origin, "registries"),
             // A lab edge (docker also uses it directly as a plain-HTTP mirror).
             tls: None,
+            data_dir: None,
         };
         Agent::start(agent_binary(), options).await.expect("agent")
     }

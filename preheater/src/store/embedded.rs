@@ -181,6 +181,12 @@ impl EmbeddedStore {
         }
     }
 
+    pub fn requeue(&self, id: &str) -> Result<()> {
+        self.queue_tx
+            .send(id.to_string())
+            .map_err(|_| Error::Internal("job queue closed".into()))
+    }
+
     /// Forgets expired dedupe keys (and the oldest beyond `max_entries`) and finished jobs beyond
     /// the retention.
     pub async fn maintain(&self) -> Result<()> {

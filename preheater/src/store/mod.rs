@@ -93,6 +93,15 @@ impl Store {
         }
     }
 
+    /// Gives a claimed job back to the queue (its run was cut short by a store failure), so a
+    /// worker retries it without waiting for a restart or a lease to expire.
+    pub async fn requeue(&self, id: &str) -> Result<()> {
+        match self {
+            Store::Embedded(s) => s.requeue(id),
+            Store::Redis(s) => s.requeue(id).await,
+        }
+    }
+
     /// Periodic upkeep: expire dedupe keys, trim old jobs, requeue abandoned claims.
     pub async fn maintain(&self) -> Result<()> {
         match self {

@@ -6,18 +6,39 @@
 //! - `processing`: ids claimed by some preheater; `lease:<id>` (with expiry) says whose and that
 //!   it is alive. A claim whose lease has been missing on two consecutive sweeps goes back to the
 //!   queue, so a job whose preheater died is resumed by another.
-//! - `dedupe:<event key>`: `SET NX EX`, one per event.
+//! - `dedupe:<event key>`: one per event, with expiry, written with the event's jobs in one script.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Direction, ExistenceCheck, SetExpiry, SetOptions};
+use redis::{AsyncCommands, Direction};
 
 use super::admission::Admission;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::job::Job;
+
+/// Admits an event: KEYS = [dedupe key or "", jobs, queue, job:<id>...]; ARGV = [dedupe TTL,
+/// then id, json, state, updated, created per job]. Everything that could fail is checked before
+/// the first write (a script that fails half-way keeps its earlier writes), and the dedupe key is
+/// written last. Returns 1 when created, 0 for a duplicate.
+const ADMIT_SCRIPT: &str = r#"
+if KEYS[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 4, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return redis.error_reply('job ' .. KEYS[i] .. ' exists already')
+  end
+end
+for i = 4, #KEYS do
+  local a = 2 + (i - 4) * 5
+  redis.call('HSET', KEYS[i], 'json', ARGV[a + 1], 'state', ARGV[a + 2], 'updated', ARGV[a + 3])
+  redis.call('ZADD', KEYS[2], ARGV[a + 4], ARGV[a])
+  redis.call('LPUSH', KEYS[3], ARGV[a])
+end
+if KEYS[1] ~= '' then redis.call('SET', KEYS[1], 1, 'EX', ARGV[1]) end
+return 1
+"#;
 
 /// Queue poll interval when the queue is empty.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -42,9 +63,9 @@ impl RedisStore {
     pub async fn connect(url: &str, config: &Config) -> Result<Self> {
         let client = damselfly_server::tls::redis_client(url, &config.tls).map_err(Error::Store)?;
         let shown = damselfly_server::config::redact_url(url);
-        let conn = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new(client))
+        let conn = damselfly_server::tls::redis_connection(&client)
             .await
-            .map_err(|_| Error::Store(format!("redis at {shown} did not answer within 10 s")))??;
+            .map_err(|e| Error::Store(format!("redis at {shown}: {e}")))?;
         Ok(RedisStore {
             conn,
             prefix: config.redis_prefix.clone(),
@@ -64,44 +85,38 @@ impl RedisStore {
         (self.lease / 3).max(Duration::from_millis(500))
     }
 
+    /// Dedupe and job creation in one step: one Lua script, which Redis runs whole, so no crash
+    /// (of this preheater or between two commands) can leave the event marked seen without its
+    /// jobs, or jobs queued for an event whose retry would be admitted again.
     pub async fn admit(&self, dedupe_key: Option<&str>, jobs: &[Job]) -> Result<Admission> {
         let mut conn = self.conn.clone();
-        let dedupe = dedupe_key.map(|k| self.key(&format!("dedupe:{k}")));
-        if let Some(dedupe) = &dedupe {
-            let options = SetOptions::default()
-                .conditional_set(ExistenceCheck::NX)
-                .with_expiration(SetExpiry::EX(self.dedupe_ttl.as_secs()));
-            let set: Option<String> = conn.set_options(dedupe, 1, options).await?;
-            if set.is_none() {
-                return Ok(Admission::Duplicate);
-            }
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for job in jobs {
-            let json = encode(job)?;
-            pipe.hset_multiple(
-                self.key(&format!("job:{}", job.id)),
-                &[
-                    ("json", json.as_str()),
-                    ("state", job.state.as_str()),
-                    ("updated", &job.updated_at.to_string()),
-                ],
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ADMIT_SCRIPT)
+            .arg(3 + jobs.len())
+            .arg(
+                dedupe_key
+                    .map(|k| self.key(&format!("dedupe:{k}")))
+                    .unwrap_or_default(),
             )
-            .ignore()
-            .zadd(self.key("jobs"), &job.id, job.created_at)
-            .ignore()
-            .lpush(self.key("queue"), &job.id)
-            .ignore();
+            .arg(self.key("jobs"))
+            .arg(self.key("queue"));
+        for job in jobs {
+            cmd.arg(self.key(&format!("job:{}", job.id)));
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            // Forget the event so its sender's retry can be admitted.
-            if let Some(dedupe) = &dedupe {
-                let _: std::result::Result<usize, _> = conn.del(dedupe).await;
-            }
-            return Err(e.into());
+        cmd.arg(self.dedupe_ttl.as_secs().max(1));
+        for job in jobs {
+            cmd.arg(&job.id)
+                .arg(encode(job)?)
+                .arg(job.state.as_str())
+                .arg(job.updated_at)
+                .arg(job.created_at);
         }
-        Ok(Admission::Created)
+        let created: i64 = cmd.query_async(&mut conn).await?;
+        Ok(if created == 1 {
+            Admission::Created
+        } else {
+            Admission::Duplicate
+        })
     }
 
     pub async fn save(&self, job: &Job) -> Result<()> {
@@ -186,6 +201,21 @@ impl RedisStore {
             .lrem(self.key("processing"), 1, id)
             .ignore()
             .del(self.key(&format!("lease:{id}")))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn requeue(&self, id: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .lrem(self.key("processing"), 1, id)
+            .ignore()
+            .del(self.key(&format!("lease:{id}")))
+            .ignore()
+            .rpush(self.key("queue"), id)
             .ignore()
             .query_async(&mut conn)
             .await?;

@@ -11,7 +11,12 @@
 //! time (containerd's default), exactly the requests a runtime sends to its mirror. curl is used
 //! instead of skopeo because skopeo's own hashing and disk writes saturate a small machine long
 //! before the links do.
+//!
+//! Two more setups measure what the plain one pays: `damselfly-tls` (the edge on TLS, agents with
+//! certificates) and `damselfly-abuse` (the plain setup while idle connections and stalled piece
+//! readers hold on to the edge, `abuse.rs`).
 
+mod abuse;
 mod daemons;
 mod pull;
 mod report;
@@ -32,6 +37,7 @@ use crate::report::MIB;
 
 pub const REPOSITORY: &str = "bench/swarm";
 pub const TAG: &str = "v1";
+const ABUSE_REPOSITORY: &str = "bench/abuse";
 
 #[derive(Args, Debug)]
 pub struct SwarmArgs {
@@ -72,6 +78,12 @@ pub struct SwarmArgs {
     /// in --agent-toml.
     #[arg(long, default_value_t = 90)]
     agent_upload_share: u64,
+    /// `damselfly-abuse`: connections opened to the edge that never send a request.
+    #[arg(long, default_value_t = 2000)]
+    abuse_idle: usize,
+    /// `damselfly-abuse`: connections that ask the edge for pieces and never read them.
+    #[arg(long, default_value_t = 8)]
+    abuse_stalled: usize,
     /// TOML appended to every agent's config, e.g. "[download]\nconcurrent_pieces = 16".
     #[arg(long, default_value = "")]
     agent_toml: String,
@@ -96,6 +108,9 @@ pub enum Setup {
     /// The same as deployed: the edge on TLS handing task keys only to agents presenting a
     /// certificate of the cluster CA.
     DamselflyTls,
+    /// The plain setup while `--abuse-idle` idle connections and `--abuse-stalled` stalled piece
+    /// readers hold on to the edge.
+    DamselflyAbuse,
 }
 
 impl Setup {
@@ -194,6 +209,24 @@ async fn scenario(
         &PushOptions::default(),
     )
     .await?;
+    // The stalled readers' own blob (damselfly-abuse): the swarm's blobs stay cold at the edge.
+    let abuse_image = if args.setups.contains(&Setup::DamselflyAbuse) {
+        let image = build_image_async(
+            ImageSpec::new("abuse", vec![8 * MIB]),
+            work.path().join("abuse-layout"),
+            TAG.into(),
+        )
+        .await?;
+        skopeo::push(
+            &image,
+            &format!("{origin}/{ABUSE_REPOSITORY}:{TAG}"),
+            &PushOptions::default(),
+        )
+        .await?;
+        Some(image)
+    } else {
+        None
+    };
     // Shaped only now: the push crossed the unshaped control link and is not measured.
     topology.shape(&origin_host, uplink, uplink)?;
     topology.shape(&edge_host, uplink, uplink)?;
@@ -230,7 +263,7 @@ async fn scenario(
                 let bytes = edge_bytes(&edge).await?;
                 Outcome::new(*setup, round, bytes)
             }
-            Setup::Damselfly | Setup::DamselflyTls => {
+            Setup::Damselfly | Setup::DamselflyTls | Setup::DamselflyAbuse => {
                 let pki = match setup {
                     Setup::DamselflyTls => Some(Pki::new()?),
                     _ => None,
@@ -258,6 +291,32 @@ async fn scenario(
                     };
                     agents.push(daemons::agent(host, &format!("agent-h{:02}", i + 1), &setup).await?);
                 }
+                // The attack starts with the pulls: every stalled read then competes with them.
+                let _abuse = match (setup, &abuse_image) {
+                    (Setup::DamselflyAbuse, Some(image)) => {
+                        let edge_addr = format!("{}:{}", edge_host.ip, daemons::EDGE_PORT).parse()?;
+                        let blob = image
+                            .blobs
+                            .iter()
+                            .max_by_key(|b| b.size)
+                            .ok_or_else(|| anyhow!("the abuse image has no blob"))?;
+                        eprintln!(
+                            "  {} idle connections and {} stalled piece readers on the edge",
+                            args.abuse_idle, args.abuse_stalled
+                        );
+                        Some(
+                            abuse::start(
+                                edge_addr,
+                                ABUSE_REPOSITORY,
+                                &blob.digest.parse()?,
+                                args.abuse_idle,
+                                args.abuse_stalled,
+                            )
+                            .await?,
+                        )
+                    }
+                    _ => None,
+                };
                 let round = pull::all(&hosts, &servers, |i| agents[i].url.clone(), &image).await?;
                 let bytes = damselfly_bytes(&edge, &agents).await?;
                 Outcome::new(*setup, round, bytes)

@@ -147,6 +147,18 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
             (tls.all_done() / plain.all_done() - 1.0) * 100.0
         );
     }
+    let abused = outcomes.iter().find(|o| o.setup == Setup::DamselflyAbuse);
+    if let (Some(plain), Some(abused)) = (plain, abused) {
+        // Idle connections and stalled readers must not buy a slower swarm: within 10%.
+        let cost = (abused.all_done() / plain.all_done() - 1.0) * 100.0;
+        println!(
+            "\n  under abuse (idle connections, stalled piece readers): {:.2}x the bound vs {:.2}x clean ({:+.1}%) → {}",
+            ratio(abused.all_done(), bound),
+            ratio(plain.all_done(), bound),
+            cost,
+            if cost <= 10.0 { "within 10%" } else { "NOT within 10%" }
+        );
+    }
     let damselfly = plain.or(tls);
     if let Some(d) = damselfly {
         // The edge's uplink is the swarm's scarcest link at equal rates: every copy beyond the
