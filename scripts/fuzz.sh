@@ -53,7 +53,8 @@ for target in "${targets[@]}"; do
     fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     inputs=$(find "$found" -type f | wc -l)
-    summary+=("$(printf '%-16s %12s executions in %ss, %s new inputs' "$target" "${runs:-?}" "$seconds" "$inputs")")
+    summary+=("$(printf '%-16s %12s executions in %ss, %s inputs in fuzz/%s' \
+        "$target" "${runs:-?}" "$seconds" "$inputs" "$found")")
 done
 printf 'fuzz: %s\n' "${summary[@]}"
 echo "fuzz: ${#targets[@]} targets, no crash"
