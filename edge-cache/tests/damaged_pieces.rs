@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{fetch, layers, sha256, Origin, MIB};
-use damselfly_core::api::{TaskAnswer, TICKET_HEADER};
+use damselfly_core::api::TICKET_HEADER;
 use damselfly_core::PieceLayout;
 use damselfly_test_support::edge::Edge;
 use damselfly_test_support::net::loopback_client;
@@ -72,21 +72,7 @@ async fn a_piece_damaged_on_disk_is_never_sent_and_the_blob_is_fetched_again() {
     // request fetches the blob again and the piece matches its table.
     let path = published(&edge, &layer.digest).await;
     flip_a_bit(&path, layout, 7);
-    let task_url = format!("{}/api/v1/tasks/{}?repo=demo/damaged", edge.url(), layer.digest);
-    let task = |client: reqwest::Client, url: String| async move {
-        let answer: TaskAnswer = client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer
-    };
-    let answer = task(client.clone(), task_url.clone()).await;
+    let answer = edge.task(&client, "demo/damaged", &layer.digest).await.unwrap();
     let piece_url = format!("{}/pieces/{}/7", edge.url(), layer.digest);
     let refused = client
         .get(&piece_url)
@@ -95,15 +81,8 @@ async fn a_piece_damaged_on_disk_is_never_sent_and_the_blob_is_fetched_again() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 503, "{}", edge.log_tail());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let answer = loop {
-        let answer = task(client.clone(), task_url.clone()).await;
-        if answer.complete {
-            break answer;
-        }
-        assert!(Instant::now() < deadline, "the blob was not fetched again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // Fetched again by the next task requests.
+    let answer = edge.complete_task("demo/damaged", &layer.digest).await.unwrap();
     let piece = client
         .get(&piece_url)
         .header(TICKET_HEADER, &answer.ticket)

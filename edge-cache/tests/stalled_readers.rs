@@ -6,23 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{layers, sha256, Origin, MIB};
-use damselfly_core::api::{TaskAnswer, TICKET_HEADER};
+use damselfly_core::api::TICKET_HEADER;
 use damselfly_test_support::net::loopback_client;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use damselfly_test_support::stalled::stalled_reader;
 
 /// Stall grace in these tests (`limits.piece_send_stall_ms`).
 const GRACE: Duration = Duration::from_secs(2);
-
-/// A connection asking for `path` with `ticket`, with a small receive buffer, that never reads.
-pub async fn stalled_reader(addr: &str, path: &str, ticket: &str) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{TICKET_HEADER}: {ticket}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_stop_reading_do_not_hold_the_piece_sends() {
@@ -39,30 +28,14 @@ async fn readers_that_stop_reading_do_not_hold_the_piece_sends() {
         .await;
     let layer = image.largest_blob();
     let client = loopback_client().unwrap();
-    let task_url = format!("{}/api/v1/tasks/{}?repo=demo/stalled", edge.url(), layer.digest);
-    let answer = loop {
-        let answer: TaskAnswer = client
-            .get(&task_url)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap_or_else(|e| panic!("{e}\n{}", edge.log_tail()))
-            .json()
-            .await
-            .unwrap();
-        if answer.complete {
-            break answer;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let answer = edge.complete_task("demo/stalled", &layer.digest).await.unwrap();
     assert!(answer.table.layout.piece_length >= 512 * 1024);
 
     // Twice as many stalled readers as permits: every permit is taken, and more are queued.
     let mut stalled = Vec::new();
     for index in 0..4 {
         let path = format!("/pieces/{}/{index}", layer.digest);
-        stalled.push(stalled_reader(&edge.addr(), &path, &answer.ticket).await);
+        stalled.push(stalled_reader(&edge.addr(), &path, &answer.ticket).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{layers, Origin, MIB};
-use damselfly_core::api::TaskAnswer;
 use damselfly_core::PieceLayout;
+use damselfly_test_support::edge::task_at;
 use damselfly_test_support::net::loopback_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,16 +29,7 @@ async fn complete_is_only_said_of_a_full_table() {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 let mut answers = 0;
                 loop {
-                    let answer: TaskAnswer = client
-                        .get(&url)
-                        .send()
-                        .await
-                        .unwrap()
-                        .error_for_status()
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let answer = task_at(&client, &url).await.unwrap();
                     answers += 1;
                     if answer.complete {
                         assert_eq!(

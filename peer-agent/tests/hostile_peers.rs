@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use common::{agent_binary, downloaded_from, edge_binary, sha256, MIB};
-use damselfly_core::api::{PeerAnnouncement, TaskAnswer, TICKET_HEADER};
+use damselfly_core::api::{PeerAnnouncement, TICKET_HEADER};
 use damselfly_core::Bitfield;
 use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
@@ -22,45 +22,10 @@ use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
 use damselfly_test_support::skopeo::{self, PullOptions};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use damselfly_test_support::stalled::stalled_reader;
 
 /// Stall grace in these tests (`server.send_stall_secs`).
 const GRACE: Duration = Duration::from_secs(2);
-
-/// The edge's answer for `digest` in `repo`, once the edge holds all of it.
-async fn complete_task(edge: &Edge, repo: &str, digest: &str) -> TaskAnswer {
-    let client = loopback_client().unwrap();
-    let url = format!("{}/api/v1/tasks/{digest}?repo={repo}", edge.url());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answer: TaskAnswer = client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap_or_else(|e| panic!("{e}\n{}", edge.log_tail()))
-            .json()
-            .await
-            .unwrap();
-        if answer.complete {
-            return answer;
-        }
-        assert!(Instant::now() < deadline, "{digest} never completed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A connection asking for `path` with `ticket`, with a small receive buffer, that never reads.
-async fn stalled_reader(addr: &str, path: &str, ticket: &str) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{TICKET_HEADER}: {ticket}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_stop_reading_give_their_upload_slots_back() {
@@ -96,7 +61,7 @@ async fn readers_that_stop_reading_give_their_upload_slots_back() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log_tail()));
     let layer = image.largest_blob();
-    let answer = complete_task(&edge, "demo/stalled", &layer.digest).await;
+    let answer = edge.complete_task("demo/stalled", &layer.digest).await.unwrap();
     assert!(answer.table.layout.piece_length >= 512 * 1024);
 
     let upload = agent.upload_url();
@@ -104,7 +69,7 @@ async fn readers_that_stop_reading_give_their_upload_slots_back() {
     let mut stalled = Vec::new();
     for index in 0..2 {
         let path = format!("/pieces/{}/{index}", layer.digest);
-        stalled.push(stalled_reader(upload_addr, &path, &answer.ticket).await);
+        stalled.push(stalled_reader(upload_addr, &path, &answer.ticket).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -188,7 +153,7 @@ async fn a_parent_sending_an_endless_body_is_cut_at_the_sealed_length_and_left()
         .await
         .unwrap();
     let layer = image.largest_blob();
-    let answer = complete_task(&edge, "demo/endless", &layer.digest).await;
+    let answer = edge.complete_task("demo/endless", &layer.digest).await.unwrap();
 
     // The hostile parent: in the agent's rack, every piece, free slots; announced until the
     // test ends.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
+use damselfly_core::api::TaskAnswer;
 
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::metrics::Metrics;
@@ -66,6 +67,12 @@ impl EdgeOptions {
         options.extra_toml = format!("[[upstreams]]\nregistry = \"{registry}\"\nurl = \"{url}\"\n");
         options
     }
+}
+
+/// The task answer at `url` (an edge's `/api/v1/tasks/…`); an error status is an error.
+pub async fn task_at(client: &reqwest::Client, url: &str) -> Result<TaskAnswer> {
+    let response = client.get(url).send().await?.error_for_status()?;
+    Ok(response.json().await?)
 }
 
 pub struct Edge {
@@ -160,6 +167,30 @@ impl Edge {
     /// SIGTERM, then waits for the process to exit on its own.
     pub async fn terminate(&mut self, within: Duration) -> Result<()> {
         self.daemon.terminate(within).await
+    }
+
+    /// `GET /api/v1/tasks/<digest>?repo=<repo>` as an agent of a lab edge asks it.
+    pub async fn task(&self, client: &reqwest::Client, repo: &str, digest: &str) -> Result<TaskAnswer> {
+        let url = format!("{}/api/v1/tasks/{digest}?repo={repo}", self.url());
+        task_at(client, &url)
+            .await
+            .map_err(|e| anyhow!("{e:#}\n{}", self.log_tail()))
+    }
+
+    /// [`Edge::task`] once the edge holds all of the blob (polled for up to 60 s).
+    pub async fn complete_task(&self, repo: &str, digest: &str) -> Result<TaskAnswer> {
+        let client = crate::net::loopback_client()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = self.task(&client, repo, digest).await?;
+            if answer.complete {
+                return Ok(answer);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("{digest} never completed at the edge");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn metrics(&self) -> Result<Metrics> {

@@ -50,6 +50,7 @@ pub mod registry;
 pub mod shape;
 pub mod skopeo;
 pub mod small_disk;
+pub mod stalled;
 
 pub use containerd::{Containerd, CtrPullOptions};
 pub use image::{build_image, build_image_async, BlobInfo, BuiltImage, ImageSpec};
