@@ -261,19 +261,11 @@ async fn a_stopped_redis_is_waited_on_once_not_by_every_request() {
     let image = origin.push(layers(&[MIB], "stopped"), "demo/stopped:v1").await;
     let layer = image.largest_blob();
     let client = loopback_client().unwrap();
-    let task: serde_json::Value = client
-        .get(format!(
-            "{}/api/v1/tasks/{}?repo=demo/stopped",
-            edge.url(),
-            layer.digest
-        ))
-        .send()
+    let ticket = edge
+        .task(&client, "demo/stopped", &layer.digest)
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ticket = task["ticket"].as_str().unwrap().to_string();
+        .ticket;
     let parents = || {
         let request = client
             .get(format!("{}/api/v1/tasks/{}/parents", edge.url(), layer.digest))
