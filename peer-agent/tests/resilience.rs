@@ -1,5 +1,5 @@
 //! Things going wrong in a swarm: an agent killed mid-transfer, a neighbour whose cache was
-//! tampered with, the edge killed mid-pull, the scheduler's Redis stopped. Every other pull completes with the right bytes,
+//! tampered with, the edge killed or stopped mid-pull, the scheduler's Redis stopped. Every other pull completes with the right bytes,
 //! and no plaintext of a layer is ever on disk.
 
 mod common;
@@ -124,6 +124,46 @@ async fn the_edge_killed_mid_pull_leaves_peers_and_origin() {
             .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
         assert_eq!(digest, image.top_digest, "agent {i}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edge_stopped_mid_pull_is_left_for_peers_and_origin() {
+    // Short outbound timeouts, so the test takes seconds: the defaults are a minute. (With
+    // timeouts of 600 s, as good as none, these pulls hang until the limit below.)
+    let outbound = "[outbound]\nresponse_timeout_secs = 3\nidle_timeout_secs = 2\n";
+    let region = Region::start_with_agent_toml(&FOUR[..3], outbound).await;
+    let image = region
+        .push(
+            ImageSpec::new("edge-stop", vec![32 * MIB, 16 * MIB, MIB]),
+            "demo/edgestop:v1",
+        )
+        .await;
+    let pulls: Vec<_> = (0..3).map(|i| region.spawn_pull(i, "demo/edgestop:v1")).collect();
+    until(30, || async {
+        region
+            .edge
+            .metrics()
+            .await
+            .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
+            .unwrap_or(false)
+    })
+    .await;
+    // Stopped, not dead: its connections stay open and nothing more comes.
+    region.edge.pause().unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(90), futures::future::join_all(pulls)).await;
+    region.edge.resume().unwrap();
+    let results = outcome.unwrap_or_else(|_| panic!("pulls hung on a stopped edge\n{}", region.logs()));
+    for (i, result) in results.into_iter().enumerate() {
+        let digest = result
+            .unwrap()
+            .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
+        assert_eq!(digest, image.top_digest, "agent {i}");
+    }
+    let metrics = region.agent_metrics().await;
+    assert!(
+        downloaded_from(&metrics, "origin") > 0.0,
+        "the origin was never asked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

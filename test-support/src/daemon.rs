@@ -86,6 +86,15 @@ impl Daemon {
         )
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …): a stopped daemon keeps its sockets open and answers
+    /// nothing, as a host that hangs or swaps would.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        match &self.child {
+            Some(child) => child.signal(signal),
+            None => anyhow::bail!("the daemon is not running"),
+        }
+    }
+
     /// SIGKILL: no chance to tidy up, as a host dying would.
     pub fn kill(&mut self) -> Result<()> {
         match self.child.take() {

@@ -164,6 +164,16 @@ impl Edge {
         self.daemon.kill()
     }
 
+    /// SIGSTOP: its connections stay open and nothing is answered.
+    pub fn pause(&self) -> Result<()> {
+        self.daemon.signal("STOP")
+    }
+
+    /// SIGCONT after [`Edge::pause`].
+    pub fn resume(&self) -> Result<()> {
+        self.daemon.signal("CONT")
+    }
+
     /// SIGTERM, then waits for the process to exit on its own.
     pub async fn terminate(&mut self, within: Duration) -> Result<()> {
         self.daemon.terminate(within).await

@@ -52,20 +52,25 @@ impl Region {
         racks: &[&str],
         edge_toml: &str,
     ) -> Region {
-        Region::start_on(registry_options, racks, "", edge_toml, None).await
+        Region::start_on(registry_options, racks, "", edge_toml, "", None).await
+    }
+
+    /// As [`Region::start`], with `agent_toml` (whole sections) in every agent's configuration.
+    pub async fn start_with_agent_toml(racks: &[&str], agent_toml: &str) -> Region {
+        Region::start_on(RegistryOptions::default(), racks, "", "", agent_toml, None).await
     }
 
     /// As [`Region::start`], with the edge's scheduler state in the Redis at `redis_url`.
     pub async fn start_with_redis(racks: &[&str], redis_url: &str) -> Region {
         let top = format!("redis = \"{redis_url}\"\n");
-        Region::start_on(RegistryOptions::default(), racks, &top, "", None).await
+        Region::start_on(RegistryOptions::default(), racks, &top, "", "", None).await
     }
 
     /// As [`Region::start`], the way a region is deployed: the edge serves TLS with a
     /// certificate of a cluster CA and hands task keys only to agents presenting theirs.
     pub async fn start_secure(registry_options: RegistryOptions, racks: &[&str]) -> Region {
         let pki = Pki::new().expect("cluster CA");
-        Region::start_on(registry_options, racks, "", "", Some(pki)).await
+        Region::start_on(registry_options, racks, "", "", "", Some(pki)).await
     }
 
     async fn start_on(
@@ -73,6 +78,7 @@ impl Region {
         racks: &[&str],
         edge_top_toml: &str,
         edge_toml: &str,
+        agent_toml: &str,
         pki: Option<Arc<Pki>>,
     ) -> Region {
         let registry = Registry::start(registry_options).await.expect("registry");
@@ -86,6 +92,7 @@ impl Region {
         for (i, rack) in racks.iter().enumerate() {
             let mut options = AgentOptions::host(i, rack, edge.url(), &registry);
             options.tls = pki.clone();
+            options.extra_toml.push_str(agent_toml);
             agents.push(Agent::start(agent_binary(), options).await.expect("agent"));
         }
         Region {
