@@ -3,18 +3,19 @@
 //! origin is reachable.
 //!
 //! A whole blob is fetched again from its first byte and hashed, the bytes already sent are
-//! skipped, and the last chunk is held back until the digest matched. Bytes sent from a blob
-//! still arriving (not yet verified) are hashed as they go, and the upstream's first bytes must
-//! hash the same, or the response is cut: a client never receives a wrong blob as complete. A
+//! skipped, and the last chunk is held back until the digest matched. When the bytes already
+//! sent came from a blob still arriving (not yet verified), the upstream's first bytes are sealed
+//! again and must match the piece table's hashes of what was sent, or the response is cut: a
+//! client never receives a wrong blob as complete. That costs nothing until a store fails. A
 //! range is taken over only from a verified blob, and fetched as a range (it cannot be checked on
 //! its own, as with any registry).
 
 use bytes::Bytes;
-use damselfly_core::{Digest, Sha256Stream};
+use damselfly_core::{Digest, PieceLayout, Sha256Stream, TaskKey};
 use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::error::{EdgeError, EdgeResult};
-use crate::store::BlobSource;
+use crate::store::{Blob, BlobSource};
 
 /// What is being answered: `[start, end)` of a blob of `size` bytes.
 #[derive(Clone, Copy, Debug)]
@@ -23,9 +24,6 @@ pub(crate) struct Span {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) size: u64,
-    /// The blob was complete (verified) when the response began: what the store sends is
-    /// right, and needs no hashing.
-    pub(crate) verified: bool,
 }
 
 impl Span {
@@ -38,8 +36,9 @@ enum State {
     Stored {
         stored: BoxStream<'static, EdgeResult<Bytes>>,
         sent: u64,
-        /// The hash of what was sent, for a whole blob that was not verified yet.
-        sent_hash: Option<Sha256Stream>,
+        /// The blob, while it was not verified yet when the response began: its piece table
+        /// says what was sent.
+        unverified: Option<Blob>,
         source: BlobSource,
     },
     Upstream(Upstream),
@@ -54,23 +53,58 @@ struct Upstream {
     remaining: u64,
     /// The whole blob's hash, when the whole blob is fetched.
     hasher: Option<Sha256Stream>,
-    /// What the bytes already sent hash to, checked against the upstream's first bytes.
-    sent_hash: Option<Digest>,
+    /// The check of the upstream's first bytes against what was sent, when it was unverified.
+    prefix: Option<PrefixCheck>,
     /// The chunk waiting for the next one (or for the digest check at the end).
     held: Option<Bytes>,
     digest: Digest,
 }
 
+/// Re-seals the upstream's first pieces and compares them with the piece table's hashes.
+struct PrefixCheck {
+    key: TaskKey,
+    layout: PieceLayout,
+    hashes: Vec<[u8; 32]>,
+    index: u64,
+    piece: Vec<u8>,
+}
+
+impl PrefixCheck {
+    fn feed(&mut self, mut bytes: &[u8]) -> EdgeResult<()> {
+        while !bytes.is_empty() {
+            let want = self.layout.plain_len(self.index) as usize - self.piece.len();
+            let take = want.min(bytes.len());
+            self.piece.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if take == want {
+                let mut sealed = std::mem::take(&mut self.piece);
+                self.key.seal(self.index, &mut sealed);
+                let same = self.hashes.get(self.index as usize) == Some(Digest::of(&sealed).as_bytes());
+                if !same {
+                    return Err(EdgeError::UpstreamUnavailable(format!(
+                        "the upstream's piece {} differs from the one already sent",
+                        self.index
+                    )));
+                }
+                self.index += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `stored` (the bytes of `span` from the store) with the upstream taking over where it fails.
+/// `unverified`: the blob, when it was still arriving as the response began.
 pub(crate) fn with_upstream_fallback(
     stored: impl Stream<Item = EdgeResult<Bytes>> + Send + 'static,
     source: BlobSource,
     span: Span,
+    unverified: Option<Blob>,
 ) -> impl Stream<Item = EdgeResult<Bytes>> + Send + 'static {
     let state = State::Stored {
         stored: stored.boxed(),
         sent: span.start,
-        sent_hash: (span.whole() && !span.verified).then(Sha256Stream::new),
+        unverified,
         source,
     };
     futures::stream::unfold(state, move |state| next(state, span))
@@ -82,32 +116,35 @@ async fn next(state: State, span: Span) -> Option<(EdgeResult<Bytes>, State)> {
         State::Stored {
             mut stored,
             sent,
-            mut sent_hash,
+            unverified,
             source,
         } => match stored.next().await {
             None => None,
             Some(Ok(chunk)) => {
                 let sent = sent + chunk.len() as u64;
-                if let Some(h) = sent_hash.as_mut() {
-                    h.update(&chunk);
-                }
                 let state = State::Stored {
                     stored,
                     sent,
-                    sent_hash,
+                    unverified,
                     source,
                 };
                 Some((Ok(chunk), state))
             }
             Some(Err(e)) => {
-                if !span.whole() && !span.verified {
+                if !span.whole() && unverified.is_some() {
                     // A range from a blob still arriving: nothing could check it.
                     return Some((Err(e), State::Done));
                 }
                 tracing::warn!(digest = %span.digest, at = sent, error = %e,
                     "the store failed mid-response; the rest comes from the upstream");
-                let sent_hash = sent_hash.map(Sha256Stream::finish);
-                match take_over(&source, span, sent, sent_hash).await {
+                let prefix = match unverified.map(|blob| prefix_check(&blob, span)).transpose() {
+                    Ok(prefix) => prefix,
+                    Err(check_error) => {
+                        tracing::warn!(digest = %span.digest, error = %check_error, "what was sent cannot be checked");
+                        return Some((Err(e), State::Done));
+                    }
+                };
+                match take_over(&source, span, sent, prefix).await {
                     Ok(upstream) => Box::pin(next(State::Upstream(upstream), span)).await,
                     Err(upstream_error) => {
                         tracing::warn!(digest = %span.digest, error = %upstream_error, "the upstream cannot take over");
@@ -120,12 +157,23 @@ async fn next(state: State, span: Span) -> Option<(EdgeResult<Bytes>, State)> {
     }
 }
 
+fn prefix_check(blob: &Blob, span: Span) -> EdgeResult<PrefixCheck> {
+    let layout = PieceLayout::for_size(span.size);
+    Ok(PrefixCheck {
+        key: blob.key.clone(),
+        layout,
+        hashes: blob.piece_table(layout)?.pieces,
+        index: 0,
+        piece: Vec::new(),
+    })
+}
+
 /// The upstream answer that continues a response which sent `[span.start, sent)` already.
 async fn take_over(
     source: &BlobSource,
     span: Span,
     sent: u64,
-    sent_hash: Option<Digest>,
+    prefix: Option<PrefixCheck>,
 ) -> EdgeResult<Upstream> {
     let whole = span.whole();
     let from = if whole { 0 } else { sent };
@@ -146,7 +194,7 @@ async fn take_over(
         skip: skip_to,
         remaining: span.end - sent,
         hasher: whole.then(Sha256Stream::new),
-        sent_hash,
+        prefix,
         held: None,
         digest: span.digest,
     })
@@ -164,18 +212,21 @@ async fn upstream_next(mut up: Upstream) -> Option<(EdgeResult<Bytes>, State)> {
                     if let Some(h) = up.hasher.as_mut() {
                         h.update(&chunk[..drop]);
                     }
+                    // The upstream repeats what the client has: the same bytes?
+                    let repeated = match up.prefix.as_mut() {
+                        Some(check) => check.feed(&chunk[..drop]),
+                        None => Ok(()),
+                    };
+                    if let Err(error) = repeated {
+                        return Some((Err(error), State::Done));
+                    }
                     up.skip -= drop as u64;
                     chunk = chunk.slice(drop..);
-                    if up.skip == 0 {
-                        // The upstream has repeated every byte the client has: the same bytes?
-                        if let (Some(h), Some(expected)) = (up.hasher.as_ref(), up.sent_hash.take()) {
-                            if h.clone().finish() != expected {
-                                let error = EdgeError::UpstreamUnavailable(
-                                    "the bytes already sent differ from the upstream's".into(),
-                                );
-                                return Some((Err(error), State::Done));
-                            }
-                        }
+                    // Whole pieces were sent; a partial one could not be checked.
+                    if up.skip == 0 && up.prefix.as_ref().is_some_and(|c| !c.piece.is_empty()) {
+                        let error =
+                            EdgeError::UpstreamUnavailable("what was sent ends inside a piece".into());
+                        return Some((Err(error), State::Done));
                     }
                 }
                 if let Some(h) = up.hasher.as_mut() {

@@ -47,7 +47,7 @@ pub(crate) async fn serve(
         authorization: auth.cloned(),
     };
     let blob = state.store.open(digest, source.clone())?;
-    let verified = blob.progress().state == IngestState::Complete;
+    let unverified = (blob.progress().state != IngestState::Complete).then(|| blob.clone());
     let layout = blob.layout().await?;
     let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
     let asked = range::parse(requested, layout.size)?;
@@ -64,9 +64,8 @@ pub(crate) async fn serve(
         start,
         end,
         size: layout.size,
-        verified,
     };
-    let body = Body::from_stream(with_upstream_fallback(stored, source, span));
+    let body = Body::from_stream(with_upstream_fallback(stored, source, span, unverified));
     let status = if asked.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
