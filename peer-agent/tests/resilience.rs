@@ -28,6 +28,19 @@ async fn until<F: std::future::Future<Output = bool>>(secs: u64, mut probe: impl
     }
 }
 
+/// Waits until the edge has sent agents a piece: the pulls are under way.
+async fn until_the_edge_sends_pieces(region: &Region) {
+    until(30, || async {
+        region
+            .edge
+            .metrics()
+            .await
+            .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
+            .unwrap_or(false)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
     let mut region = Region::start(RegistryOptions::default(), &FOUR).await;
@@ -107,15 +120,7 @@ async fn the_edge_killed_mid_pull_leaves_peers_and_origin() {
         )
         .await;
     let pulls: Vec<_> = (0..3).map(|i| region.spawn_pull(i, "demo/edgedown:v1")).collect();
-    until(30, || async {
-        region
-            .edge
-            .metrics()
-            .await
-            .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
-            .unwrap_or(false)
-    })
-    .await;
+    until_the_edge_sends_pieces(&region).await;
     region.edge.kill().unwrap();
     for (i, pull) in pulls.into_iter().enumerate() {
         let digest = pull
@@ -139,15 +144,7 @@ async fn the_edge_stopped_mid_pull_is_left_for_peers_and_origin() {
         )
         .await;
     let pulls: Vec<_> = (0..3).map(|i| region.spawn_pull(i, "demo/edgestop:v1")).collect();
-    until(30, || async {
-        region
-            .edge
-            .metrics()
-            .await
-            .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
-            .unwrap_or(false)
-    })
-    .await;
+    until_the_edge_sends_pieces(&region).await;
     // Stopped, not dead: its connections stay open and nothing more comes.
     region.edge.pause().unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(90), futures::future::join_all(pulls)).await;
