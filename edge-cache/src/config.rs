@@ -217,6 +217,12 @@ pub struct CacheConfig {
     pub tag_ttl_secs: u64,
     /// Largest manifest accepted from an upstream.
     pub max_manifest_bytes: u64,
+    /// Manifests kept at most; the least recently read go first. Their bytes count against
+    /// the quota and are kept under a twentieth of it.
+    pub max_manifests: usize,
+    /// Tag mappings kept at most; the least recently used go first (the next pull of an
+    /// evicted tag asks the upstream again).
+    pub max_tags: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,6 +298,8 @@ impl Default for CacheConfig {
             low_watermark: 0.80,
             tag_ttl_secs: 30,
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_manifests: 100_000,
+            max_tags: 100_000,
         }
     }
 }
@@ -376,6 +384,9 @@ impl DaemonConfig for Config {
         }
         if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("warm_token must be at least 16 characters".into());
+        }
+        if self.cache.max_manifests == 0 || self.cache.max_tags == 0 {
+            return invalid("cache.max_manifests and cache.max_tags must be > 0".into());
         }
         if self.limits.piece_send_stall_ms == 0 {
             return invalid("limits.piece_send_stall_ms must be > 0".into());

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
-    /// `blob`, `manifest` or `piece`.
+    /// `blob`, `manifest` or `piece` (`manifest` or `tag` for the catalog's counts).
     pub kind: &'static str,
 }
 
@@ -30,6 +30,9 @@ pub struct Metrics {
     pub ingests_in_flight: Gauge,
     pub evicted_blobs: Counter,
     pub cache_used_bytes: Gauge,
+    /// Manifests and tag mappings held, and those evicted to stay within their caps.
+    pub catalog_entries: Family<KindLabels, Gauge>,
+    pub evicted_catalog_entries: Family<KindLabels, Counter>,
     /// Piece sends whose permit was taken back because their reader stopped reading.
     pub piece_sends_stalled: Counter,
     /// Pieces that failed authentication when read from disk (the blob is dropped and fetched
@@ -56,6 +59,8 @@ impl Metrics {
             ingests_in_flight: Gauge::default(),
             evicted_blobs: Counter::default(),
             cache_used_bytes: Gauge::default(),
+            catalog_entries: Family::default(),
+            evicted_catalog_entries: Family::default(),
             piece_sends_stalled: Counter::default(),
             damaged_pieces: Counter::default(),
             uncached_blobs: Counter::default(),
@@ -109,8 +114,18 @@ impl Metrics {
         );
         registry.register(
             "cache_used_bytes",
-            "Disk bytes held by cached blobs",
+            "Disk bytes held by cached blobs and manifests",
             m.cache_used_bytes.clone(),
+        );
+        registry.register(
+            "catalog_entries",
+            "Cached manifests and tag mappings (kind=manifest|tag), within cache.max_manifests and cache.max_tags",
+            m.catalog_entries.clone(),
+        );
+        registry.register(
+            "evicted_catalog_entries",
+            "Manifests and tag mappings evicted to stay within their caps",
+            m.evicted_catalog_entries.clone(),
         );
         registry.register(
             "piece_sends_stalled",

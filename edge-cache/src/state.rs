@@ -15,8 +15,11 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::file_digests::FileDigests;
 use crate::metrics::Metrics;
 use crate::scheduler::{AnnouncementRate, PeerStore};
-use crate::store::{BlobStore, StoreOptions};
+use crate::store::{BlobStore, CatalogLimits, StoreOptions};
 use crate::upstream::Upstreams;
+
+/// Manifests may take this fraction of the quota at most (1/20): blobs are what a cache is for.
+const MANIFEST_SHARE_OF_QUOTA: u64 = 20;
 
 pub struct AppState {
     /// The listener's TLS (certificates reloaded when they change), when configured.
@@ -56,15 +59,21 @@ impl AppState {
             .map_err(|e| EdgeError::Internal(format!("create {}: {e}", config.data_dir.display())))?;
         let secret = crate::secret::load_or_create(&config)?;
         let metrics = Arc::new(Metrics::new());
+        let quota = config
+            .quota_bytes()
+            .map_err(|e| EdgeError::Internal(e.to_string()))?;
         let options = StoreOptions {
-            quota: config
-                .quota_bytes()
-                .map_err(|e| EdgeError::Internal(e.to_string()))?,
+            quota,
             high_watermark: config.cache.high_watermark,
             low_watermark: config.cache.low_watermark,
             idle_timeout: Duration::from_secs(config.limits.upstream_idle_timeout_secs),
             response_timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
             resume_attempts: config.limits.upstream_resume_attempts,
+            catalog: CatalogLimits {
+                max_manifests: config.cache.max_manifests,
+                max_manifest_bytes: quota / MANIFEST_SHARE_OF_QUOTA,
+                max_tags: config.cache.max_tags,
+            },
         };
         let store = BlobStore::load(&config.data_dir, secret.clone(), options, metrics.clone())?;
         let gate = AccessGate::new(

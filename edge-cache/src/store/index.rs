@@ -89,15 +89,7 @@ impl Index {
     }
 
     pub fn remove_blobs(&self, hexes: &[String]) -> IndexResult<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut table = tx.open_table(BLOBS)?;
-            for hex in hexes {
-                table.remove(hex.as_str())?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.remove_rows(BLOBS, hexes)
     }
 
     pub fn manifest_media_type(&self, hex: &str) -> IndexResult<Option<String>> {
@@ -109,6 +101,57 @@ impl Index {
     pub fn put_manifest(&self, hex: &str, media_type: &str) -> IndexResult<()> {
         let tx = self.db.begin_write()?;
         tx.open_table(MANIFESTS)?.insert(hex, media_type)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every cached manifest's digest hex.
+    pub fn manifests(&self) -> IndexResult<Vec<String>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(MANIFESTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    pub fn remove_manifests(&self, hexes: &[String]) -> IndexResult<()> {
+        self.remove_rows(MANIFESTS, hexes)
+    }
+
+    /// Every tag key with when the upstream last confirmed it.
+    pub fn tags(&self) -> IndexResult<Vec<(String, u64)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(TAGS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let confirmed_at = serde_json::from_slice::<TagEntry>(v.value()).map_or(0, |t| t.confirmed_at);
+            out.push((k.value().to_string(), confirmed_at));
+        }
+        Ok(out)
+    }
+
+    pub fn remove_tags(&self, keys: &[String]) -> IndexResult<()> {
+        self.remove_rows(TAGS, keys)
+    }
+
+    fn remove_rows<V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<'_, &'static str, V>,
+        keys: &[String],
+    ) -> IndexResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(definition)?;
+            for key in keys {
+                table.remove(key.as_str())?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! - `index.redb`         — access times, manifest media types, tag mappings.
 
 mod blob;
+mod catalog;
 pub mod index;
 mod ingest;
 mod manifests;
@@ -25,7 +26,7 @@ use tokio::sync::watch;
 
 pub use blob::{Blob, IngestState, PieceHashes, Progress};
 pub use ingest::{BlobSource, FileValidators};
-pub use manifests::CachedManifest;
+pub use manifests::{CachedManifest, CatalogLimits};
 pub use usage::now_millis;
 use usage::{Entry, Lease, Usage};
 
@@ -52,6 +53,7 @@ pub struct StoreOptions {
     /// Longest wait for an upstream's answer to a transfer's request (its headers).
     pub response_timeout: Duration,
     pub resume_attempts: u32,
+    pub catalog: CatalogLimits,
 }
 
 pub struct BlobStore {
@@ -59,6 +61,8 @@ pub struct BlobStore {
     secret: ClusterSecret,
     index: index::Index,
     usage: Arc<Mutex<Usage>>,
+    /// Cached manifests and tag mappings, counted and evicted (see `catalog.rs`).
+    catalog: Mutex<catalog::Catalog>,
     in_flight: Mutex<HashMap<Digest, Arc<ingest::Ingest>>>,
     /// Why recent transfers failed, for the warm API (bounded; cleared by a new attempt).
     recent_failures: Mutex<HashMap<Digest, String>>,
@@ -143,10 +147,15 @@ impl BlobStore {
         index
             .put_blobs(&adopted)
             .map_err(|e| EdgeError::Internal(format!("index: {e}")))?;
-        metrics.cache_used_bytes.set(usage.used as i64);
+        let catalog = manifests::load_catalog(root, &index, &options.catalog)?;
+        usage.metadata = catalog.manifests.cost();
+        manifests::note_catalog_metrics(&metrics, &catalog);
+        metrics.cache_used_bytes.set(usage.footprint() as i64);
         tracing::info!(
             blobs = usage.entries.len(),
             bytes = usage.used,
+            manifests = catalog.manifests.len(),
+            tags = catalog.tags.len(),
             "piece store opened"
         );
         Ok(Arc::new(BlobStore {
@@ -154,6 +163,7 @@ impl BlobStore {
             secret,
             index,
             usage: Arc::new(Mutex::new(usage)),
+            catalog: Mutex::new(catalog),
             in_flight: Mutex::new(HashMap::new()),
             recent_failures: Mutex::new(HashMap::new()),
             metrics,
@@ -387,7 +397,7 @@ impl BlobStore {
 
     fn refresh_used_metric(&self) {
         if let Ok(u) = self.usage.lock() {
-            self.metrics.cache_used_bytes.set(u.used as i64);
+            self.metrics.cache_used_bytes.set((u.used + u.metadata) as i64);
         }
     }
 

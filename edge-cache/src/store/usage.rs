@@ -34,6 +34,9 @@ pub struct Usage {
     leases: HashMap<Digest, usize>,
     pub used: u64,
     reserved: u64,
+    /// Bytes of cached manifests: they count against the quota (blobs make room for them) and
+    /// are evicted by their own cap (`catalog.rs`), a twentieth of the quota.
+    pub metadata: u64,
     dirty: HashSet<Digest>,
 }
 
@@ -46,6 +49,7 @@ impl Usage {
             leases: HashMap::new(),
             used: 0,
             reserved: 0,
+            metadata: 0,
             dirty: HashSet::new(),
         }
     }
@@ -84,7 +88,7 @@ impl Usage {
     /// breaking readers.
     pub fn admit(&mut self, size: u64) -> Vec<(Digest, Entry)> {
         self.reserved += size;
-        if self.used + self.reserved <= self.high {
+        if self.footprint() <= self.high {
             return Vec::new();
         }
         let mut candidates: Vec<(Digest, Entry)> = self
@@ -96,7 +100,7 @@ impl Usage {
         candidates.sort_by_key(|(_, e)| e.last_access);
         let mut evicted = Vec::new();
         for (digest, entry) in candidates {
-            if self.used + self.reserved <= self.low {
+            if self.footprint() <= self.low {
                 break;
             }
             self.entries.remove(&digest);
@@ -120,7 +124,7 @@ impl Usage {
     }
 
     pub fn footprint(&self) -> u64 {
-        self.used + self.reserved
+        self.used + self.reserved + self.metadata
     }
 }
 
