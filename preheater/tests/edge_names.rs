@@ -71,6 +71,7 @@ async fn a_registry_the_edge_does_not_know_stops_the_start() {
         log_filter: "info".into(),
         url,
         ca: None,
+        netns: None,
     };
     let daemon = Daemon::start(spec, tempfile::tempdir().unwrap(), &text).await;
     assert!(daemon.is_ok(), "{:?}", daemon.err());

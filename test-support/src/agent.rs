@@ -90,6 +90,7 @@ impl Agent {
             log_filter: "info,damselfly_agent=debug".into(),
             url: format!("http://{mirror}"),
             ca: None,
+            netns: None,
         };
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Agent {

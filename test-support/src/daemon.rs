@@ -29,6 +29,8 @@ pub struct DaemonSpec {
     pub url: String,
     /// The CA to trust when `url` is https.
     pub ca: Option<PathBuf>,
+    /// Run in this network namespace (`ip netns exec`), e.g. one behind a [`crate::link::Link`].
+    pub netns: Option<String>,
 }
 
 pub struct Daemon {
@@ -58,7 +60,15 @@ impl Daemon {
     /// Starts the process again on the same config and data (killing it first if it runs).
     pub async fn start_again(&mut self) -> Result<()> {
         self.kill()?;
-        let mut cmd = Command::new(&self.spec.binary);
+        let mut cmd = match &self.spec.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                // `ip netns exec` execs the binary: the pid stays the daemon's, for signals.
+                cmd.args(["netns", "exec", ns]).arg(&self.spec.binary);
+                cmd
+            }
+            None => Command::new(&self.spec.binary),
+        };
         cmd.arg("--config")
             .arg(&self.config_path)
             .env("DAMSELFLY_LOG", &self.spec.log_filter);

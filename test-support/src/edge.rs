@@ -26,6 +26,8 @@ pub struct EdgeOptions {
     pub warm_token: Option<String>,
     /// Extra top-level keys (`redis = "…"`, `cluster_secret_file = "…"`), placed before any section.
     pub top_toml: String,
+    /// Extra keys of the `[cache]` section (`max_manifests = 3`, …).
+    pub cache_toml: String,
     /// Extra keys of the `[limits]` section (`piece_sends = 2`, …).
     pub limits_toml: String,
     /// Extra keys of the `[server]` section (`send_stall_secs = 1`, …).
@@ -40,6 +42,9 @@ pub struct EdgeOptions {
     pub tls: Option<Arc<Pki>>,
     /// On plain HTTP, a lab edge started `insecure` (task keys to anyone); true by default.
     pub insecure: bool,
+    /// Run in this network namespace, listening on `bind_ip` there (its far end of a
+    /// [`crate::link::Link`]).
+    pub netns: Option<String>,
 }
 
 impl EdgeOptions {
@@ -50,12 +55,14 @@ impl EdgeOptions {
             bind_ip: "127.0.0.1".into(),
             warm_token: None,
             top_toml: String::new(),
+            cache_toml: String::new(),
             limits_toml: String::new(),
             server_toml: String::new(),
             extra_toml: String::new(),
             data_dir: None,
             tls: None,
             insecure: true,
+            netns: None,
         }
     }
 
@@ -90,7 +97,11 @@ impl Edge {
             .data_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
-        let addr = free_addr_on(&options.bind_ip)?;
+        let addr = match &options.netns {
+            // A namespace of its own has every port free; the number is only borrowed here.
+            Some(_) => SocketAddr::new(options.bind_ip.parse()?, free_addr_on("127.0.0.1")?.port()),
+            None => free_addr_on(&options.bind_ip)?,
+        };
         let warm_token = match &options.warm_token {
             Some(t) => format!("warm_token = \"{t}\"\n"),
             None => String::new(),
@@ -105,13 +116,14 @@ impl Edge {
         };
         let config = format!(
             "listen = \"{addr}\"\n{trust}data_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
-             [cache]\nquota = \"{}\"\n\
+             [cache]\nquota = \"{}\"\n{}\n\
              [server]\nshutdown_grace_secs = 5\n{}\n\
              [limits]\nupstream_idle_timeout_secs = 5\n{}\n{tls_toml}{}\n",
             data_dir.display(),
             options.upstream,
             options.top_toml,
             options.quota,
+            options.cache_toml,
             options.server_toml,
             options.limits_toml,
             options.extra_toml
@@ -122,6 +134,7 @@ impl Edge {
             log_filter: "info,damselfly_edge=debug,tower_http=debug".into(),
             url: format!("{scheme}://{addr}"),
             ca: options.tls.as_ref().map(|pki| pki.ca()),
+            netns: options.netns.clone(),
         };
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Edge {

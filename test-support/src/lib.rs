@@ -38,6 +38,7 @@ pub mod edge;
 pub mod file_server;
 pub mod htpasswd;
 pub mod image;
+pub mod link;
 pub mod metrics;
 pub mod net;
 pub mod pki;

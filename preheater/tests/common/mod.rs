@@ -178,6 +178,7 @@ impl Preheater {
             log_filter: "info,damselfly_preheater=debug".into(),
             url: format!("{scheme}://{addr}"),
             ca: setup.tls.as_ref().map(|pki| pki.ca()),
+            netns: None,
         };
         let daemon = Daemon::start(spec, dir, &text).await.expect("preheater starts");
         Preheater { addr, daemon }

@@ -42,7 +42,7 @@ impl FaultProxy {
         Self::start_on(upstream, "127.0.0.1").await
     }
 
-    /// Like [`FaultProxy::start`], listening on `bind_ip` (any 127.0.0.0/8 address).
+    /// Like [`FaultProxy::start`], listening on `bind_ip` (any local address).
     pub async fn start_on(upstream: &str, bind_ip: &str) -> Result<FaultProxy> {
         let listener = TcpListener::bind((bind_ip, 0))
             .await
@@ -119,6 +119,12 @@ impl FaultProxy {
     /// the upstream.
     pub fn fail_blobs(&self, n: u32, status: StatusCode) {
         self.shared.set_fail(n, status);
+    }
+
+    /// Paces every blob body from now on to `bytes_per_sec` (0: unpaced), so that a test can
+    /// act while a transfer is in the middle. Not a one-shot fault: it stays until changed.
+    pub fn set_blob_rate(&self, bytes_per_sec: u64) {
+        self.shared.set_blob_rate(bytes_per_sec);
     }
 
     /// Disarms all pending faults.

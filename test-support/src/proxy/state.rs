@@ -82,6 +82,8 @@ struct Faults {
 pub(crate) struct Shared {
     blob_bytes: AtomicU64,
     blob_gets: AtomicU64,
+    /// Bytes per second each blob body is paced to (0: as fast as it comes); stays set.
+    blob_rate: AtomicU64,
     log: Mutex<Vec<Arc<LogEntry>>>,
     faults: Mutex<Faults>,
 }
@@ -117,6 +119,14 @@ impl Shared {
 
     pub(crate) fn blob_bytes(&self) -> u64 {
         self.blob_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_blob_rate(&self, bytes_per_sec: u64) {
+        self.blob_rate.store(bytes_per_sec, Ordering::Relaxed);
+    }
+
+    pub(crate) fn blob_rate(&self) -> u64 {
+        self.blob_rate.load(Ordering::Relaxed)
     }
 
     pub(crate) fn blob_gets(&self) -> u64 {

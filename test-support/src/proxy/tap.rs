@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, Stream, StreamExt};
 
@@ -33,8 +35,9 @@ struct Tap {
     /// end, so the log is already accurate once the client has read the whole body.
     expected_len: Option<u64>,
     entry: Arc<LogEntry>,
-    /// Set for blob GETs, whose bytes feed the blob counter.
+    /// Set for blob GETs, whose bytes feed the blob counter (and are paced to its rate).
     blob_counter: Option<Arc<Shared>>,
+    started: Instant,
 }
 
 /// Wraps `upstream`, accounting every delivered byte to `entry` (and to the blob counter when
@@ -54,6 +57,7 @@ pub(crate) fn tap(
         expected_len,
         entry,
         blob_counter,
+        started: Instant::now(),
     };
     futures::stream::unfold(state, |mut tap| async move {
         let item = tap.next_item().await?;
@@ -102,6 +106,12 @@ impl Tap {
             self.entry.add_bytes(len);
             if let Some(shared) = &self.blob_counter {
                 shared.add_blob_bytes(len);
+                let rate = shared.blob_rate();
+                if rate > 0 {
+                    // Hands this chunk out when the body's average falls back to the rate.
+                    let due = Duration::from_secs_f64(self.offset as f64 / rate as f64);
+                    tokio::time::sleep_until(self.started + due).await;
+                }
             }
             if !matches!(self.phase, Phase::Cutting) && Some(self.offset) == self.expected_len {
                 self.entry.mark_completed();

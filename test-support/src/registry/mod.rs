@@ -223,6 +223,24 @@ impl Registry {
         }
     }
 
+    /// SIGSTOP: the registry keeps its port and accepts connections (the kernel does), and
+    /// answers nothing until [`Registry::resume`].
+    pub fn pause(&self) -> Result<()> {
+        self.signal("STOP")
+    }
+
+    /// SIGCONT after [`Registry::pause`].
+    pub fn resume(&self) -> Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        match &self.child {
+            Some(child) => child.signal(signal),
+            None => anyhow::bail!("the registry is not running"),
+        }
+    }
+
     /// Restarts a stopped registry on the same address with the same storage, so clients that
     /// cached the address see the origin come back. Fails if something else took the port.
     pub async fn start_again(&mut self) -> Result<()> {

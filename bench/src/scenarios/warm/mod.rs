@@ -234,6 +234,7 @@ impl Preheater {
             log_filter: "warn".into(),
             url: format!("http://{addr}"),
             ca: None,
+            netns: None,
         };
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Preheater { daemon })
