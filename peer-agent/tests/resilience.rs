@@ -1,12 +1,13 @@
 //! Things going wrong in a swarm: an agent killed mid-transfer, a neighbour whose cache was
-//! tampered with, the edge killed or stopped mid-pull, the scheduler's Redis stopped. Every other pull completes with the right bytes,
-//! and no plaintext of a layer is ever on disk.
+//! tampered with, the edge killed, stopped or cut off (`ip link set down`) mid-pull, the
+//! scheduler's Redis stopped. Every other pull completes with the right bytes, and no plaintext
+//! of a layer is ever on disk.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{downloaded_from, sum, Region, MIB};
+use common::{downloaded_from, sum, until, until_the_edge_sends_pieces, Region, MIB};
 use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::plaintext;
@@ -15,31 +16,6 @@ use damselfly_test_support::registry::RegistryOptions;
 use damselfly_test_support::small_disk::SmallDisk;
 
 const FOUR: [&str; 4] = ["eu/z1/r1", "eu/z1/r1", "eu/z1/r2", "eu/z1/r2"];
-
-/// Waits until `probe` says yes (polling), or panics after `secs`.
-async fn until<F: std::future::Future<Output = bool>>(secs: u64, mut probe: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !probe().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in {secs}s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until the edge has sent agents a piece: the pulls are under way.
-async fn until_the_edge_sends_pieces(region: &Region) {
-    until(30, || async {
-        region
-            .edge
-            .metrics()
-            .await
-            .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
-            .unwrap_or(false)
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
@@ -160,6 +136,43 @@ async fn the_edge_stopped_mid_pull_is_left_for_peers_and_origin() {
     assert!(
         downloaded_from(&metrics, "origin") > 0.0,
         "the origin was never asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edge_link_cut_mid_pull_is_left_for_peers_and_origin() {
+    // As with the stopped edge, short outbound timeouts keep the test to seconds.
+    let outbound = "[outbound]\nresponse_timeout_secs = 3\nidle_timeout_secs = 2\n";
+    let region = Region::start_behind_link(&FOUR[..3], outbound).await;
+    let image = region
+        .push(
+            ImageSpec::new("link-cut", vec![32 * MIB, 16 * MIB, MIB]),
+            "demo/linkcut:v1",
+        )
+        .await;
+    // The edge's own transfer is still under way when its link goes.
+    region.proxy.set_blob_rate(16 * MIB);
+    let pulls: Vec<_> = (0..3).map(|i| region.spawn_pull(i, "demo/linkcut:v1")).collect();
+    until_the_edge_sends_pieces(&region).await;
+    // No reset, no refusal: packets to and from the edge are lost from here on.
+    region.link.as_ref().unwrap().cut().unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(90), futures::future::join_all(pulls)).await;
+    let results = outcome.unwrap_or_else(|_| panic!("pulls hung behind a cut link\n{}", region.logs()));
+    for (i, result) in results.into_iter().enumerate() {
+        let digest = result
+            .unwrap()
+            .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
+        assert_eq!(digest, image.top_digest, "agent {i}");
+    }
+    let metrics = region.agent_metrics().await;
+    assert!(
+        downloaded_from(&metrics, "origin") > 0.0,
+        "the origin was never asked"
+    );
+    let across = tokio::time::timeout(Duration::from_secs(5), region.edge.metrics()).await;
+    assert!(
+        !matches!(across, Ok(Ok(_))),
+        "the edge still answers across the cut link"
     );
 }
 

@@ -5,10 +5,12 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
+use damselfly_test_support::link::Link;
 use damselfly_test_support::metrics::Metrics;
 use damselfly_test_support::pki::Pki;
 use damselfly_test_support::proxy::FaultProxy;
@@ -37,6 +39,8 @@ pub struct Region {
     pub edge: Edge,
     pub agents: Vec<Agent>,
     work: tempfile::TempDir,
+    /// The edge's one link, when it runs behind one (declared last: dropped after the edge).
+    pub link: Option<Link>,
 }
 
 impl Region {
@@ -52,25 +56,42 @@ impl Region {
         racks: &[&str],
         edge_toml: &str,
     ) -> Region {
-        Region::start_on(registry_options, racks, "", edge_toml, "", None).await
+        Region::start_on(registry_options, racks, "", edge_toml, "", None, None).await
     }
 
     /// As [`Region::start`], with `agent_toml` (whole sections) in every agent's configuration.
     pub async fn start_with_agent_toml(racks: &[&str], agent_toml: &str) -> Region {
-        Region::start_on(RegistryOptions::default(), racks, "", "", agent_toml, None).await
+        Region::start_on(RegistryOptions::default(), racks, "", "", agent_toml, None, None).await
+    }
+
+    /// As [`Region::start_with_agent_toml`], with the edge in a network namespace of its own
+    /// behind one link ([`Region::link`]): agents and the origin are reached across it, and a
+    /// test can cut it.
+    pub async fn start_behind_link(racks: &[&str], agent_toml: &str) -> Region {
+        let link = Link::create().expect("a network namespace (needs root)");
+        Region::start_on(
+            RegistryOptions::default(),
+            racks,
+            "",
+            "",
+            agent_toml,
+            None,
+            Some(link),
+        )
+        .await
     }
 
     /// As [`Region::start`], with the edge's scheduler state in the Redis at `redis_url`.
     pub async fn start_with_redis(racks: &[&str], redis_url: &str) -> Region {
         let top = format!("redis = \"{redis_url}\"\n");
-        Region::start_on(RegistryOptions::default(), racks, &top, "", "", None).await
+        Region::start_on(RegistryOptions::default(), racks, &top, "", "", None, None).await
     }
 
     /// As [`Region::start`], the way a region is deployed: the edge serves TLS with a
     /// certificate of a cluster CA and hands task keys only to agents presenting theirs.
     pub async fn start_secure(registry_options: RegistryOptions, racks: &[&str]) -> Region {
         let pki = Pki::new().expect("cluster CA");
-        Region::start_on(registry_options, racks, "", "", "", Some(pki)).await
+        Region::start_on(registry_options, racks, "", "", "", Some(pki), None).await
     }
 
     async fn start_on(
@@ -80,10 +101,19 @@ impl Region {
         edge_toml: &str,
         agent_toml: &str,
         pki: Option<Arc<Pki>>,
+        link: Option<Link>,
     ) -> Region {
         let registry = Registry::start(registry_options).await.expect("registry");
-        let proxy = FaultProxy::start(&registry.addr()).await.expect("proxy");
+        // Behind a link, the edge reaches the origin across it: the proxy listens on its near end.
+        let proxy_ip = link.as_ref().map_or("127.0.0.1", |l| l.near_ip.as_str());
+        let proxy = FaultProxy::start_on(&registry.addr(), proxy_ip)
+            .await
+            .expect("proxy");
         let mut options = EdgeOptions::for_registry(&registry.addr(), &proxy.url());
+        if let Some(link) = &link {
+            options.bind_ip = link.far_ip.clone();
+            options.netns = Some(link.ns.clone());
+        }
         options.top_toml.push_str(edge_top_toml);
         options.extra_toml.push_str(edge_toml);
         options.tls = pki.clone();
@@ -101,6 +131,7 @@ impl Region {
             edge,
             agents,
             work: tempfile::tempdir().expect("tempdir"),
+            link,
         }
     }
 
@@ -164,4 +195,29 @@ pub fn sum(metrics: &[Metrics], name: &str, labels: &[&str]) -> f64 {
 pub fn downloaded_from(metrics: &[Metrics], source: &str) -> f64 {
     let label = format!("source=\"{source}\"");
     sum(metrics, "damselfly_agent_download_bytes_total", &[&label])
+}
+
+/// Waits until `probe` says yes (polling), or panics after `secs`.
+pub async fn until<F: Future<Output = bool>>(secs: u64, mut probe: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the edge has sent agents a piece: the pulls are under way.
+pub async fn until_the_edge_sends_pieces(region: &Region) {
+    until(30, || async {
+        region
+            .edge
+            .metrics()
+            .await
+            .map(|m| m.sum("damselfly_edge_served_bytes_total", &["kind=\"piece\""]) > 0.0)
+            .unwrap_or(false)
+    })
+    .await;
 }
