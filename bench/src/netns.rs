@@ -13,6 +13,7 @@
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use damselfly_test_support::process::run_checked;
 
 pub const PREFIX: &str = "dfb-";
 const SWITCH: &str = "dfb-sw";
@@ -166,7 +167,7 @@ fn tbf(ns: &str, dev: &str, mbit: u64) -> Result<()> {
     let _ = Command::new("tc")
         .args(["-n", ns, "qdisc", "del", "dev", dev, "root"])
         .output();
-    run(
+    run_checked(
         "tc",
         &[
             "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst, "latency",
@@ -176,22 +177,7 @@ fn tbf(ns: &str, dev: &str, mbit: u64) -> Result<()> {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    run("ip", args)
-}
-
-fn run(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    run_checked("ip", args)
 }
 
 /// CPU seconds (user + system) used so far by the processes now in `namespaces`. Read from

@@ -7,13 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{downloaded_from, sum, until, until_the_edge_sends_pieces, Region, MIB};
+use common::{all_pulled, downloaded_from, sum, until, until_the_edge_sends_pieces, Region, MIB};
 use damselfly_test_support::agent::{Agent, AgentOptions};
-use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::plaintext;
 use damselfly_test_support::redis::Redis;
 use damselfly_test_support::registry::RegistryOptions;
 use damselfly_test_support::small_disk::SmallDisk;
+use tokio::task::JoinHandle;
 
 const FOUR: [&str; 4] = ["eu/z1/r1", "eu/z1/r1", "eu/z1/r2", "eu/z1/r2"];
 
@@ -107,31 +108,31 @@ async fn the_edge_killed_mid_pull_leaves_peers_and_origin() {
     }
 }
 
+/// Short outbound timeouts, so the tests of a silent edge take seconds: the defaults are a
+/// minute.
+const SHORT_OUTBOUND: &str = "[outbound]\nresponse_timeout_secs = 3\nidle_timeout_secs = 2\n";
+
+/// Pushes `demo/<name>:v1` (49 MiB) and has three agents pull it; returns once the edge sends
+/// them pieces.
+async fn three_pulling(region: &Region, name: &str) -> (BuiltImage, Vec<JoinHandle<anyhow::Result<String>>>) {
+    let reference = format!("demo/{name}:v1");
+    let image = region
+        .push(ImageSpec::new(name, vec![32 * MIB, 16 * MIB, MIB]), &reference)
+        .await;
+    let pulls = (0..3).map(|i| region.spawn_pull(i, &reference)).collect();
+    until_the_edge_sends_pieces(region).await;
+    (image, pulls)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_edge_stopped_mid_pull_is_left_for_peers_and_origin() {
-    // Short outbound timeouts, so the test takes seconds: the defaults are a minute. (With
-    // timeouts of 600 s, as good as none, these pulls hang until the limit below.)
-    let outbound = "[outbound]\nresponse_timeout_secs = 3\nidle_timeout_secs = 2\n";
-    let region = Region::start_with_agent_toml(&FOUR[..3], outbound).await;
-    let image = region
-        .push(
-            ImageSpec::new("edge-stop", vec![32 * MIB, 16 * MIB, MIB]),
-            "demo/edgestop:v1",
-        )
-        .await;
-    let pulls: Vec<_> = (0..3).map(|i| region.spawn_pull(i, "demo/edgestop:v1")).collect();
-    until_the_edge_sends_pieces(&region).await;
+    // (With outbound timeouts of 600 s, as good as none, these pulls hang until the limit.)
+    let region = Region::start_with_agent_toml(&FOUR[..3], SHORT_OUTBOUND).await;
+    let (image, pulls) = three_pulling(&region, "edgestop").await;
     // Stopped, not dead: its connections stay open and nothing more comes.
     region.edge.pause().unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(90), futures::future::join_all(pulls)).await;
+    all_pulled(&region, pulls, &image.top_digest, 90, "on a stopped edge").await;
     region.edge.resume().unwrap();
-    let results = outcome.unwrap_or_else(|_| panic!("pulls hung on a stopped edge\n{}", region.logs()));
-    for (i, result) in results.into_iter().enumerate() {
-        let digest = result
-            .unwrap()
-            .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
-        assert_eq!(digest, image.top_digest, "agent {i}");
-    }
     let metrics = region.agent_metrics().await;
     assert!(
         downloaded_from(&metrics, "origin") > 0.0,
@@ -141,29 +142,13 @@ async fn the_edge_stopped_mid_pull_is_left_for_peers_and_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_edge_link_cut_mid_pull_is_left_for_peers_and_origin() {
-    // As with the stopped edge, short outbound timeouts keep the test to seconds.
-    let outbound = "[outbound]\nresponse_timeout_secs = 3\nidle_timeout_secs = 2\n";
-    let region = Region::start_behind_link(&FOUR[..3], outbound).await;
-    let image = region
-        .push(
-            ImageSpec::new("link-cut", vec![32 * MIB, 16 * MIB, MIB]),
-            "demo/linkcut:v1",
-        )
-        .await;
+    let region = Region::start_behind_link(&FOUR[..3], SHORT_OUTBOUND).await;
     // The edge's own transfer is still under way when its link goes.
     region.proxy.set_blob_rate(16 * MIB);
-    let pulls: Vec<_> = (0..3).map(|i| region.spawn_pull(i, "demo/linkcut:v1")).collect();
-    until_the_edge_sends_pieces(&region).await;
+    let (image, pulls) = three_pulling(&region, "linkcut").await;
     // No reset, no refusal: packets to and from the edge are lost from here on.
     region.link.as_ref().unwrap().cut().unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(90), futures::future::join_all(pulls)).await;
-    let results = outcome.unwrap_or_else(|_| panic!("pulls hung behind a cut link\n{}", region.logs()));
-    for (i, result) in results.into_iter().enumerate() {
-        let digest = result
-            .unwrap()
-            .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
-        assert_eq!(digest, image.top_digest, "agent {i}");
-    }
+    all_pulled(&region, pulls, &image.top_digest, 90, "behind a cut link").await;
     let metrics = region.agent_metrics().await;
     assert!(
         downloaded_from(&metrics, "origin") > 0.0,
@@ -255,15 +240,8 @@ async fn a_stopped_redis_slows_the_scheduler_but_stops_no_pull() {
     let pulls: Vec<_> = (0..2)
         .map(|i| region.spawn_pull(i, "demo/redisstop:v1"))
         .collect();
-    let outcome = tokio::time::timeout(Duration::from_secs(45), futures::future::join_all(pulls)).await;
+    all_pulled(&region, pulls, &image.top_digest, 45, "on a stopped Redis").await;
     redis.resume().unwrap();
-    let results = outcome.unwrap_or_else(|_| panic!("pulls hung on a stopped Redis\n{}", region.logs()));
-    for (i, result) in results.into_iter().enumerate() {
-        let digest = result
-            .unwrap()
-            .unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
-        assert_eq!(digest, image.top_digest, "agent {i}");
-    }
     eprintln!("both pulls done {:?} after Redis stopped", started.elapsed());
 }
 

@@ -5,10 +5,9 @@
 //! Needs root (`ip netns`). Names carry the process id, so concurrent test binaries never meet,
 //! and everything is deleted on drop (the namespace takes its end of the veth with it).
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// Links made by this process, for distinct names and subnets.
 static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -83,16 +82,5 @@ impl Drop for Link {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    if !output.status.success() {
-        bail!(
-            "ip {} failed (network namespaces need root): {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::process::run_checked("ip", args).context("network namespaces need root")
 }

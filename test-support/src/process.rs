@@ -319,3 +319,19 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }
+
+/// Runs `program args` to completion; a failure carries its stderr.
+pub fn run_checked(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -221,3 +221,22 @@ pub async fn until_the_edge_sends_pieces(region: &Region) {
     })
     .await;
 }
+
+/// Waits at most `secs` for `pulls` and checks that each gave `digest`; a hang, a failure or
+/// another digest panics with every daemon's log (`what` says what the test did).
+pub async fn all_pulled(
+    region: &Region,
+    pulls: Vec<JoinHandle<anyhow::Result<String>>>,
+    digest: &str,
+    secs: u64,
+    what: &str,
+) {
+    let outcome = tokio::time::timeout(Duration::from_secs(secs), futures::future::join_all(pulls)).await;
+    let results = outcome.unwrap_or_else(|_| panic!("pulls hung {what}\n{}", region.logs()));
+    for (i, result) in results.into_iter().enumerate() {
+        let pulled = result
+            .unwrap()
+            .unwrap_or_else(|e| panic!("agent {i}, {what}: {e:#}\n{}", region.logs()));
+        assert_eq!(pulled, digest, "agent {i}, {what}");
+    }
+}
