@@ -252,6 +252,22 @@ pub fn program_on_path(program: impl AsRef<OsStr>) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs `program args` to completion; a failure carries its stderr.
+pub fn run_checked(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,20 +334,4 @@ mod tests {
             .expect_err("must fail");
         assert!(err.to_string().contains("nope"), "{err}");
     }
-}
-
-/// Runs `program args` to completion; a failure carries its stderr.
-pub fn run_checked(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
