@@ -1,7 +1,7 @@
 //! Things going wrong in a swarm: an agent killed mid-transfer, a neighbour whose cache was
-//! tampered with, the edge killed, stopped or cut off (`ip link set down`) mid-pull, the
-//! scheduler's Redis stopped. Every other pull completes with the right bytes, and no plaintext
-//! of a layer is ever on disk.
+//! tampered with, an agent stopped, the edge killed, stopped or cut off (`ip link set down`)
+//! mid-pull, the scheduler's Redis stopped or killed. Every other pull completes with the right
+//! bytes, and no plaintext of a layer is ever on disk.
 
 mod common;
 
@@ -18,14 +18,14 @@ use tokio::task::JoinHandle;
 
 const FOUR: [&str; 4] = ["eu/z1/r1", "eu/z1/r1", "eu/z1/r2", "eu/z1/r2"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
-    let mut region = Region::start(RegistryOptions::default(), &FOUR).await;
+/// Pushes `demo/<name>:v1` (48 MiB) and has the four agents pull it; returns once agent 1's
+/// download has started (it is then a parent to others too).
+async fn four_pulling(region: &Region, name: &str) -> (BuiltImage, Vec<JoinHandle<anyhow::Result<String>>>) {
+    let reference = format!("demo/{name}:v1");
     let image = region
-        .push(ImageSpec::new("kill", vec![48 * MIB]), "demo/kill:v1")
+        .push(ImageSpec::new(name, vec![48 * MIB]), &reference)
         .await;
-    // Agent 1 dies as soon as its download has started, while it is also a parent to others.
-    let pulls: Vec<_> = (0..4).map(|i| region.spawn_pull(i, "demo/kill:v1")).collect();
+    let pulls = (0..4).map(|i| region.spawn_pull(i, &reference)).collect();
     until(30, || async {
         region.agents[1]
             .metrics()
@@ -34,6 +34,13 @@ async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
             .unwrap_or(false)
     })
     .await;
+    (image, pulls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
+    let mut region = Region::start(RegistryOptions::default(), &FOUR).await;
+    let (image, pulls) = four_pulling(&region, "kill").await;
     region.agents[1].kill().unwrap();
     for (i, pull) in pulls.into_iter().enumerate() {
         let result = pull.await.unwrap();
@@ -43,6 +50,21 @@ async fn an_agent_killed_mid_transfer_does_not_stop_the_others() {
         let digest = result.unwrap_or_else(|e| panic!("agent {i}: {e:#}\n{}", region.logs()));
         assert_eq!(digest, image.top_digest, "agent {i}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_stopped_mid_transfer_holds_up_neither_the_others_nor_itself() {
+    let region = Region::start(RegistryOptions::default(), &FOUR).await;
+    let (image, mut pulls) = four_pulling(&region, "agentstop").await;
+    // Frozen, not dead: its sockets accept and answer nothing, to its children included.
+    region.agents[1].pause().unwrap();
+    let stopped = pulls.remove(1);
+    let started = std::time::Instant::now();
+    all_pulled(&region, pulls, &image.top_digest, 90, "with a parent stopped").await;
+    eprintln!("the other three done {:?} after the stop", started.elapsed());
+    // Once it runs again, its own pull carries on to the right bytes.
+    region.agents[1].resume().unwrap();
+    all_pulled(&region, vec![stopped], &image.top_digest, 60, "after SIGCONT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -243,6 +265,16 @@ async fn a_stopped_redis_slows_the_scheduler_but_stops_no_pull() {
     all_pulled(&region, pulls, &image.top_digest, 45, "on a stopped Redis").await;
     redis.resume().unwrap();
     eprintln!("both pulls done {:?} after Redis stopped", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_pull_stops_no_pull() {
+    let mut redis = Redis::start().await.expect("redis-server");
+    let region = Region::start_with_redis(&FOUR[..3], &redis.url()).await;
+    let (image, pulls) = three_pulling(&region, "rediskill").await;
+    // Connections reset and the port refuses: scheduler calls fail at once from here on.
+    redis.kill().unwrap();
+    all_pulled(&region, pulls, &image.top_digest, 60, "after Redis was killed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -133,6 +133,16 @@ impl Agent {
         self.daemon.kill()
     }
 
+    /// SIGSTOP: its sockets stay open and nothing is answered, as a host swapping or frozen.
+    pub fn pause(&self) -> Result<()> {
+        self.daemon.signal("STOP")
+    }
+
+    /// SIGCONT after [`Agent::pause`].
+    pub fn resume(&self) -> Result<()> {
+        self.daemon.signal("CONT")
+    }
+
     pub async fn metrics(&self) -> Result<Metrics> {
         self.daemon.metrics().await
     }

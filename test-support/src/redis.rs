@@ -13,7 +13,7 @@ pub struct Redis {
     _dir: tempfile::TempDir,
     port: u16,
     tls: bool,
-    _child: ChildGuard,
+    child: ChildGuard,
 }
 
 impl Redis {
@@ -64,7 +64,7 @@ impl Redis {
                     _dir: dir,
                     port,
                     tls: pki.is_some(),
-                    _child: child,
+                    child,
                 });
             }
             if tokio::time::Instant::now() > deadline {
@@ -76,12 +76,17 @@ impl Redis {
 
     /// SIGSTOP: connections stay open, nothing is answered.
     pub fn pause(&self) -> Result<()> {
-        self._child.signal("STOP")
+        self.child.signal("STOP")
     }
 
     /// SIGCONT after [`Redis::pause`].
     pub fn resume(&self) -> Result<()> {
-        self._child.signal("CONT")
+        self.child.signal("CONT")
+    }
+
+    /// SIGKILL: connections reset, the port refuses from now on.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()
     }
 
     pub fn url(&self) -> String {
