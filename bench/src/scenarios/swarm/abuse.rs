@@ -37,7 +37,7 @@ pub async fn start(
     idle: usize,
     stalled: usize,
 ) -> Result<Abuse> {
-    raise_open_files(idle + stalled + 512)?;
+    damselfly_test_support::net::raise_open_files(idle + stalled + 512)?;
     let ticket = ready_task(edge, repository, digest, stalled as u64).await?;
     let mut readers = Vec::with_capacity(stalled);
     for n in 0..stalled as u64 {
@@ -87,14 +87,4 @@ async fn ready_task(edge: SocketAddr, repository: &str, digest: &Digest, pieces:
     Err(anyhow!(
         "the edge listed fewer than {pieces} pieces of {digest} after 20 s"
     ))
-}
-
-fn raise_open_files(wanted: usize) -> Result<()> {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|c| (c as usize) < wanted) {
-        limit.current = limit.maximum.map(|m| m.min(wanted as u64 * 2));
-        setrlimit(Resource::Nofile, limit).map_err(|e| anyhow!("raising the open-files limit: {e}"))?;
-    }
-    Ok(())
 }
