@@ -98,6 +98,19 @@ pub async fn wait_http_ready_with(
     .await
 }
 
+/// Raises this process's open-files limit to `wanted` when it is lower (up to the hard limit),
+/// for tests and benchmarks that hold thousands of connections.
+pub fn raise_open_files(wanted: usize) -> Result<()> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|c| (c as usize) < wanted) {
+        limit.current = limit.maximum.map(|m| m.min(wanted as u64 * 2));
+        setrlimit(Resource::Nofile, limit)
+            .map_err(|e| anyhow::anyhow!("raising the open-files limit: {e}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,17 +136,4 @@ mod tests {
         assert!(err.to_string().contains("timed out"), "{err}");
         Ok(())
     }
-}
-
-/// Raises this process's open-files limit to `wanted` when it is lower (up to the hard limit),
-/// for tests and benchmarks that hold thousands of connections.
-pub fn raise_open_files(wanted: usize) -> Result<()> {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|c| (c as usize) < wanted) {
-        limit.current = limit.maximum.map(|m| m.min(wanted as u64 * 2));
-        setrlimit(Resource::Nofile, limit)
-            .map_err(|e| anyhow::anyhow!("raising the open-files limit: {e}"))?;
-    }
-    Ok(())
 }
