@@ -52,6 +52,9 @@ pub struct Cli {
     /// File holding the warm token (mode 0600): keeps it out of the process list.
     #[arg(long, env = "DAMSELFLY_EDGE_WARM_TOKEN_FILE", value_name = "FILE")]
     pub warm_token_file: Option<PathBuf>,
+    /// File holding the admin API's bearer token (mode 0600; unset: the admin API is off).
+    #[arg(long, env = "DAMSELFLY_EDGE_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Redis URL for scheduler state shared by the edges of a region (default: in process).
     #[arg(long, env = "DAMSELFLY_EDGE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
@@ -73,6 +76,8 @@ pub enum EdgeCommand {
     /// certificate manager).
     #[command(subcommand)]
     Certs(crate::certs::CertsCommand),
+    /// The admin API of a running edge: list blobs and tags, purge, pin.
+    Admin(crate::admin_cli::AdminArgs),
 }
 
 impl Cli {
@@ -86,6 +91,7 @@ impl Cli {
             .set("cache.quota", self.quota.as_ref())
             .set("warm_token", self.warm_token.as_ref())
             .set("warm_token_file", self.warm_token_file.as_ref())
+            .set("admin_token_file", self.admin_token_file.as_ref())
             .set("redis", self.redis.as_ref())
             .set("tls.client_ca", self.client_ca.as_ref());
         if self.insecure {
@@ -115,6 +121,11 @@ pub struct Config {
     pub warm_token: Option<String>,
     /// A file holding `warm_token` (mode 0600).
     pub warm_token_file: Option<PathBuf>,
+    /// Bearer token of the admin API (`/api/v1/admin/…`: list, purge, pin); unset turns it off.
+    /// Sent only over TLS unless `insecure`.
+    pub admin_token: Option<String>,
+    /// A file holding `admin_token` (mode 0600).
+    pub admin_token_file: Option<PathBuf>,
     /// Lab use only: task keys to callers without a TLS client certificate. Off, an edge hands a
     /// task key only over TLS to an agent whose certificate `tls.client_ca` signed.
     pub insecure: bool,
@@ -276,6 +287,8 @@ impl Default for Config {
             cluster_secret_file: None,
             warm_token: None,
             warm_token_file: None,
+            admin_token: None,
+            admin_token_file: None,
             insecure: false,
             redis: None,
             scheduler: SchedulerConfig::default(),
@@ -347,6 +360,7 @@ impl Config {
 impl DaemonConfig for Config {
     fn load_secrets(&mut self) -> Result<(), ConfigError> {
         secret_from_file(&mut self.warm_token, &self.warm_token_file, "warm_token")?;
+        secret_from_file(&mut self.admin_token, &self.admin_token_file, "admin_token")?;
         for u in &mut self.upstreams {
             secret_from_file(&mut u.password, &u.password_file, "upstreams.password")?;
         }
@@ -385,6 +399,18 @@ impl DaemonConfig for Config {
         if self.warm_token.as_ref().is_some_and(|t| t.len() < 16) {
             return invalid("warm_token must be at least 16 characters".into());
         }
+        if let Some(token) = &self.admin_token {
+            if token.len() < 16 {
+                return invalid("admin_token must be at least 16 characters".into());
+            }
+            if !self.tls.enabled() && !self.insecure {
+                return invalid(
+                    "admin_token crosses the network: give the edge [tls] cert and key, or set \
+                     insecure = true for a lab"
+                        .into(),
+                );
+            }
+        }
         if self.cache.max_manifests == 0 || self.cache.max_tags == 0 {
             return invalid("cache.max_manifests and cache.max_tags must be > 0".into());
         }
@@ -412,6 +438,7 @@ impl DaemonConfig for Config {
     fn redacted(&self) -> Self {
         let mut c = self.clone();
         c.warm_token = redact(&c.warm_token);
+        c.admin_token = redact(&c.admin_token);
         c.redis = c.redis.as_deref().map(redact_url);
         for u in &mut c.upstreams {
             u.password = redact(&u.password);

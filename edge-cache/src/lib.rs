@@ -3,6 +3,7 @@
 //! `/pieces`). See ARCHITECTURE.md for the data flow.
 
 pub mod access;
+pub mod admin_cli;
 pub mod certs;
 pub mod config;
 pub mod error;

@@ -1,5 +1,5 @@
-//! `edge-cache`: wires flags, configuration and logging to the library, runs `certs`, and turns
-//! how it ended into the exit status.
+//! `edge-cache`: wires flags, configuration and logging to the library, runs `certs` and
+//! `admin`, and turns how it ended into the exit status.
 
 use std::process::ExitCode;
 
@@ -10,11 +10,19 @@ use damselfly_server::daemon;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = damselfly_server::cli::parse(&DAEMON);
-    if let Some(EdgeCommand::Certs(command)) = &cli.command {
-        return match damselfly_edge::certs::run(command) {
+    let tool = match &cli.command {
+        Some(EdgeCommand::Certs(command)) => Some((
+            "certs",
+            damselfly_edge::certs::run(command).map_err(anyhow::Error::msg),
+        )),
+        Some(EdgeCommand::Admin(args)) => Some(("admin", damselfly_edge::admin_cli::run(args).await)),
+        None => None,
+    };
+    if let Some((name, outcome)) = tool {
+        return match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("edge-cache certs: {e}");
+                eprintln!("edge-cache {name}: {e:#}");
                 ExitCode::FAILURE
             }
         };

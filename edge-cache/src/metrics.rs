@@ -32,6 +32,8 @@ pub struct Metrics {
     pub cache_used_bytes: Gauge,
     /// Manifests and tag mappings held, and those evicted to stay within their caps.
     pub catalog_entries: Family<KindLabels, Gauge>,
+    /// Blobs an operator pinned against eviction.
+    pub pinned_blobs: Gauge,
     pub evicted_catalog_entries: Family<KindLabels, Counter>,
     /// Piece sends whose permit was taken back because their reader stopped reading.
     pub piece_sends_stalled: Counter,
@@ -60,6 +62,7 @@ impl Metrics {
             evicted_blobs: Counter::default(),
             cache_used_bytes: Gauge::default(),
             catalog_entries: Family::default(),
+            pinned_blobs: Gauge::default(),
             evicted_catalog_entries: Family::default(),
             piece_sends_stalled: Counter::default(),
             damaged_pieces: Counter::default(),
@@ -121,6 +124,11 @@ impl Metrics {
             "catalog_entries",
             "Cached manifests and tag mappings (kind=manifest|tag), within cache.max_manifests and cache.max_tags",
             m.catalog_entries.clone(),
+        );
+        registry.register(
+            "pinned_blobs",
+            "Blobs pinned against eviction through the admin API",
+            m.pinned_blobs.clone(),
         );
         registry.register(
             "evicted_catalog_entries",

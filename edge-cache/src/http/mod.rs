@@ -1,7 +1,9 @@
 //! The HTTP surface: the OCI registry API (`/v2/`), the agent API (`/api/v1/tasks`,
-//! `/pieces`), and operations (`/healthz`, `/readyz`, `/metrics`).
+//! `/pieces`), the warm and admin APIs, and operations (`/healthz`, `/readyz`, `/metrics`).
 
+mod admin;
 mod agent_api;
+mod bearer;
 mod blob_fallback;
 mod blobs;
 mod caller;
@@ -35,6 +37,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/warm", axum::routing::post(warm::warm))
         .route("/api/v1/warm/{digest}", get(warm::status))
+        .merge(admin_api())
         .with_state(state.clone())
         .merge(damselfly_server::ops::routes(
             state.readiness.clone(),
@@ -52,6 +55,23 @@ fn scheduler_json() -> Router<Arc<AppState>> {
         .layer(CompressionLayer::new().gzip(true))
 }
 
+fn admin_api() -> Router<Arc<AppState>> {
+    use axum::routing::delete;
+    Router::new()
+        .route("/api/v1/admin/blobs", get(admin::blobs))
+        .route("/api/v1/admin/blobs/{digest}", delete(admin::purge_blob))
+        .route(
+            "/api/v1/admin/pins/{digest}",
+            axum::routing::put(admin::pin).delete(admin::unpin),
+        )
+        .route("/api/v1/admin/tags", get(admin::tags))
+        .route("/api/v1/admin/tags/{*tag}", delete(admin::purge_tag))
+        .route(
+            "/api/v1/admin/repositories/{*name}",
+            delete(admin::purge_repository),
+        )
+}
+
 /// A bounded route label for metrics (never the repository or digest).
 pub(crate) fn route_of(path: &str) -> &'static str {
     if path == "/v2/" || path == "/v2" {
@@ -62,6 +82,8 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         "manifest"
     } else if path.starts_with("/api/v1/warm") {
         "warm"
+    } else if path.starts_with("/api/v1/admin/") {
+        "admin"
     } else if path.starts_with("/api/v1/tasks/") && (path.contains("/peers/") || path.ends_with("/parents")) {
         "scheduler"
     } else if path.starts_with("/api/v1/tasks/") {

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use damselfly_core::api::{WarmAnswer, WarmKind, WarmRequest, WarmState};
-use damselfly_core::{constant_time_eq, Digest, Reference, RepositoryName};
+use damselfly_core::{Digest, Reference, RepositoryName};
 
 use super::manifests;
 use crate::access::Object;
@@ -24,21 +24,7 @@ use crate::store::{BlobSource, BlobState};
 use crate::upstream::MANIFEST_ACCEPT;
 
 fn check_token(state: &AppState, headers: &HeaderMap) -> EdgeResult<()> {
-    let Some(expected) = &state.config.warm_token else {
-        return Err(EdgeError::Denied(
-            "warming is disabled on this edge (no warm_token)".into(),
-        ));
-    };
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(EdgeError::Unauthorized("a valid warm token is required".into()))
-    }
+    super::bearer::require(state.config.warm_token.as_deref(), headers, "warm_token")
 }
 
 pub(crate) async fn warm(

@@ -15,6 +15,8 @@ const BLOBS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("blobs");
 const MANIFESTS: TableDefinition<&str, &str> = TableDefinition::new("manifests");
 /// `<registry>/<repository>:<tag>` → JSON [`TagEntry`]
 const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+/// digest hex of a pinned blob (never evicted) → when it was pinned (unix milliseconds)
+const PINS: TableDefinition<&str, u64> = TableDefinition::new("pins");
 
 /// A redb failure, boxed: redb's error is large and this one travels through every result.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,7 @@ impl Index {
         tx.open_table(BLOBS)?;
         tx.open_table(MANIFESTS)?;
         tx.open_table(TAGS)?;
+        tx.open_table(PINS)?;
         tx.commit()?;
         Ok(Index { db })
     }
@@ -154,6 +157,28 @@ impl Index {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Every pinned digest hex.
+    pub fn pins(&self) -> IndexResult<Vec<String>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(PINS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    pub fn put_pin(&self, hex: &str, at: u64) -> IndexResult<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(PINS)?.insert(hex, at)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_pin(&self, hex: &str) -> IndexResult<()> {
+        self.remove_rows(PINS, &[hex.to_string()])
     }
 
     pub fn tag(&self, key: &str) -> IndexResult<Option<TagEntry>> {

@@ -163,7 +163,7 @@ impl BlobStore {
         removed
     }
 
-    fn lock_catalog(&self) -> EdgeResult<std::sync::MutexGuard<'_, Catalog>> {
+    pub(super) fn lock_catalog(&self) -> EdgeResult<std::sync::MutexGuard<'_, Catalog>> {
         self.catalog
             .lock()
             .map_err(|_| EdgeError::Internal("catalog lock poisoned".into()))

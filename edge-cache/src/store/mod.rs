@@ -8,6 +8,7 @@
 //! - `manifests/<hex>`    — manifest bytes, stored under their verified digest.
 //! - `index.redb`         — access times, manifest media types, tag mappings.
 
+mod admin;
 mod blob;
 mod catalog;
 pub mod index;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use damselfly_core::{ClusterSecret, Digest, PieceLayout};
 use tokio::sync::watch;
 
+pub use admin::{BlobListing, Purged, TagListing};
 pub use blob::{Blob, IngestState, PieceHashes, Progress};
 pub use ingest::{BlobSource, FileValidators};
 pub use manifests::{CachedManifest, CatalogLimits};
@@ -147,6 +149,15 @@ impl BlobStore {
         index
             .put_blobs(&adopted)
             .map_err(|e| EdgeError::Internal(format!("index: {e}")))?;
+        for hex in index
+            .pins()
+            .map_err(|e| EdgeError::Internal(format!("read index: {e}")))?
+        {
+            if let Ok(digest) = format!("sha256:{hex}").parse::<Digest>() {
+                usage.pinned.insert(digest);
+            }
+        }
+        metrics.pinned_blobs.set(usage.pinned.len() as i64);
         let catalog = manifests::load_catalog(root, &index, &options.catalog)?;
         usage.metadata = catalog.manifests.cost();
         manifests::note_catalog_metrics(&metrics, &catalog);

@@ -32,6 +32,8 @@ pub struct Usage {
     low: u64,
     pub entries: HashMap<Digest, Entry>,
     leases: HashMap<Digest, usize>,
+    /// Never evicted (an operator's pin); counted against the quota like any other blob.
+    pub pinned: HashSet<Digest>,
     pub used: u64,
     reserved: u64,
     /// Bytes of cached manifests: they count against the quota (blobs make room for them) and
@@ -47,6 +49,7 @@ impl Usage {
             low: (limit as f64 * low) as u64,
             entries: HashMap::new(),
             leases: HashMap::new(),
+            pinned: HashSet::new(),
             used: 0,
             reserved: 0,
             metadata: 0,
@@ -83,9 +86,9 @@ impl Usage {
 
     /// Reserves room for a new blob of `size` sealed bytes. When usage would pass the high
     /// watermark, least-recently-used blobs nobody is reading are chosen for eviction until it
-    /// falls to the low watermark; they are returned for the caller to delete. Blobs in use are
-    /// never chosen, so a quota smaller than what is being read at once is exceeded rather than
-    /// breaking readers.
+    /// falls to the low watermark; they are returned for the caller to delete. Blobs in use, and
+    /// pinned ones, are never chosen, so a quota smaller than what is being read (or pinned) at
+    /// once is exceeded rather than breaking readers.
     pub fn admit(&mut self, size: u64) -> Vec<(Digest, Entry)> {
         self.reserved += size;
         if self.footprint() <= self.high {
@@ -94,7 +97,7 @@ impl Usage {
         let mut candidates: Vec<(Digest, Entry)> = self
             .entries
             .iter()
-            .filter(|(d, _)| !self.is_leased(d))
+            .filter(|(d, _)| !self.is_leased(d) && !self.pinned.contains(*d))
             .map(|(d, e)| (*d, *e))
             .collect();
         candidates.sort_by_key(|(_, e)| e.last_access);
@@ -188,6 +191,27 @@ mod tests {
         drop(usage);
         drop(lease);
         assert!(!shared.lock().unwrap().is_leased(&d(2)));
+    }
+
+    #[test]
+    fn a_pinned_blob_is_never_chosen() {
+        let mut usage = Usage::new(100, 0.9, 0.5);
+        for (i, access) in [(1u8, 10u64), (2, 20)] {
+            usage.insert(
+                d(i),
+                Entry {
+                    size: 9,
+                    last_access: access,
+                },
+            );
+        }
+        usage.pinned.insert(d(1));
+        let evicted: Vec<Digest> = usage.admit(50).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(
+            evicted,
+            vec![d(2)],
+            "the newer blob goes, the pinned older one stays"
+        );
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! The admin API, for operators (`Authorization: Bearer <admin_token>`; off without one):
+//!
+//! - `GET /api/v1/admin/blobs`: the blobs held, with sizes, last read and pins.
+//! - `DELETE /api/v1/admin/blobs/<digest>`: purge a blob now (204; 404 if not held; 409 while
+//!   a transfer of it runs).
+//! - `PUT`/`DELETE /api/v1/admin/pins/<digest>`: pin a blob against eviction, or unpin it.
+//! - `GET /api/v1/admin/tags`: the tag mappings held.
+//! - `DELETE /api/v1/admin/tags/<registry>/<repository>:<tag>`, `DELETE
+//!   /api/v1/admin/repositories/<registry>/<repository>`: forget a tag, or every tag of a
+//!   repository (`{"purged": n}`); the next pull by tag asks the upstream.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use damselfly_core::Digest;
+use serde_json::json;
+
+use crate::error::{EdgeError, EdgeResult};
+use crate::state::AppState;
+use crate::store::{BlobListing, Purged, TagListing};
+
+fn check_token(state: &AppState, headers: &HeaderMap) -> EdgeResult<()> {
+    super::bearer::require(state.config.admin_token.as_deref(), headers, "admin_token")
+}
+
+fn digest(text: &str) -> EdgeResult<Digest> {
+    text.parse()
+        .map_err(|_| EdgeError::DigestInvalid(text.to_string()))
+}
+
+pub(crate) async fn blobs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> EdgeResult<Json<Vec<BlobListing>>> {
+    check_token(&state, &headers)?;
+    Ok(Json(state.store.list_blobs()?))
+}
+
+pub(crate) async fn purge_blob(
+    State(state): State<Arc<AppState>>,
+    Path(text): Path<String>,
+    headers: HeaderMap,
+) -> EdgeResult<Response> {
+    check_token(&state, &headers)?;
+    Ok(match state.store.purge_blob(&digest(&text)?)? {
+        Purged::Removed => StatusCode::NO_CONTENT.into_response(),
+        Purged::Absent => EdgeError::BlobUnknown(text).into_response(),
+        Purged::InFlight => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "a transfer of this blob is running; purge it once it is done"})),
+        )
+            .into_response(),
+    })
+}
+
+pub(crate) async fn pin(
+    State(state): State<Arc<AppState>>,
+    Path(text): Path<String>,
+    headers: HeaderMap,
+) -> EdgeResult<StatusCode> {
+    check_token(&state, &headers)?;
+    state.store.set_pinned(&digest(&text)?, true)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn unpin(
+    State(state): State<Arc<AppState>>,
+    Path(text): Path<String>,
+    headers: HeaderMap,
+) -> EdgeResult<StatusCode> {
+    check_token(&state, &headers)?;
+    state.store.set_pinned(&digest(&text)?, false)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn tags(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> EdgeResult<Json<Vec<TagListing>>> {
+    check_token(&state, &headers)?;
+    Ok(Json(state.store.list_tags()?))
+}
+
+pub(crate) async fn purge_tag(
+    State(state): State<Arc<AppState>>,
+    Path(tag): Path<String>,
+    headers: HeaderMap,
+) -> EdgeResult<Json<serde_json::Value>> {
+    check_token(&state, &headers)?;
+    let purged = state.store.purge_tags(|key| key == tag)?;
+    Ok(Json(json!({ "purged": purged })))
+}
+
+pub(crate) async fn purge_repository(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> EdgeResult<Json<serde_json::Value>> {
+    check_token(&state, &headers)?;
+    // A tag key is `<registry>/<repository>:<tag>`; tags have no `/`, so the last `:` splits it.
+    let purged = state
+        .store
+        .purge_tags(|key| key.rsplit_once(':').is_some_and(|(repo, _)| repo == name))?;
+    Ok(Json(json!({ "purged": purged })))
+}
