@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Damselfly's tests, benchmarks and demo run against, when it is missing:
 # CNCF Distribution (docker-registry), skopeo, containerd/ctr, Docker Engine (dockerd and the
-# docker CLI), redis-server, curl, iproute2.
+# docker CLI), redis-server, curl, iproute2, chromium (headless).
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -18,6 +18,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)   # the Harbor token test makes its signing key
 command -v ip >/dev/null || need+=(iproute2)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v chromium >/dev/null || need+=(chromium)   # the status page is checked in a real browser
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

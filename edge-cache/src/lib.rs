@@ -14,6 +14,7 @@ pub mod scheduler;
 mod secret;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod upstream;
 

@@ -47,6 +47,16 @@ pub async fn serve(
             }
         })
     };
+    let sampler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::status::SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                state.status.sample(&state.metrics);
+            }
+        })
+    };
     let listener = Listener::new("edge", listener, crate::http::app(state.clone()))
         .route_of(crate::http::route_of)
         // Pieces go out in small chunks on a connection whose unsent bytes are bounded, so a
@@ -62,6 +72,7 @@ pub async fn serve(
     .run(shutdown)
     .await;
     flusher.abort();
+    sampler.abort();
     state.store.flush_access_times();
     result
 }

@@ -15,6 +15,7 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::file_digests::FileDigests;
 use crate::metrics::Metrics;
 use crate::scheduler::{AnnouncementRate, PeerStore};
+use crate::status::StatusRecorder;
 use crate::store::{BlobStore, CatalogLimits, StoreOptions};
 use crate::upstream::Upstreams;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub ticket_verifier: TicketVerifier,
     pub secret: ClusterSecret,
     pub peers: Arc<PeerStore>,
+    /// The status page's history and hosts heard from.
+    pub status: StatusRecorder,
     /// Fetches plain files under `[files] allow` (no credentials: they are public by definition).
     pub files_http: reqwest::Client,
     /// Ready once serving with the store open (and Redis answering, when configured); not
@@ -123,6 +126,7 @@ impl AppState {
             file_digests: FileDigests::default(),
             files_http,
             peers,
+            status: StatusRecorder::new(Duration::from_secs(config.scheduler.peer_ttl_secs)),
             upstreams: Upstreams::from_config(&config)?,
             gate,
             store,

@@ -1,5 +1,6 @@
 //! The HTTP surface: the OCI registry API (`/v2/`), the agent API (`/api/v1/tasks`,
-//! `/pieces`), the warm and admin APIs, and operations (`/healthz`, `/readyz`, `/metrics`).
+//! `/pieces`), the warm and admin APIs, the status page (`/`, `/api/v1/status`), and operations
+//! (`/healthz`, `/readyz`, `/metrics`).
 
 mod admin;
 mod agent_api;
@@ -11,6 +12,7 @@ pub(crate) mod manifests;
 mod range;
 mod registry;
 mod scheduler_api;
+mod status_page;
 mod warm;
 
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/warm", axum::routing::post(warm::warm))
         .route("/api/v1/warm/{digest}", get(warm::status))
         .merge(admin_api())
+        .route("/", get(status_page::page))
+        .route("/api/v1/status", get(status_page::json))
         .with_state(state.clone())
         .merge(damselfly_server::ops::routes(
             state.readiness.clone(),
@@ -84,6 +88,8 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         "warm"
     } else if path.starts_with("/api/v1/admin/") {
         "admin"
+    } else if path == "/" || path == "/api/v1/status" {
+        "status"
     } else if path.starts_with("/api/v1/tasks/") && (path.contains("/peers/") || path.ends_with("/parents")) {
         "scheduler"
     } else if path.starts_with("/api/v1/tasks/") {

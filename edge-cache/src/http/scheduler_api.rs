@@ -83,6 +83,12 @@ pub(crate) async fn announce(
     check_own_record(&caller, &host_id)?;
     check_upload_url(&state, &caller, &announcement.upload_url)?;
     state.announcements.admit(&host_id)?;
+    state.status.heard(
+        &host_id,
+        announcement.location.to_string(),
+        announcement.uploads_active,
+        announcement.upload_slots,
+    );
     let record = PeerRecord {
         host_id,
         announcement,

@@ -289,6 +289,18 @@ impl BlobStore {
         }
     }
 
+    /// Transfers in flight and how far each is, for the status page.
+    pub fn ingests(&self) -> Vec<(Digest, Progress)> {
+        self.in_flight
+            .lock()
+            .map(|m| {
+                m.values()
+                    .map(|ingest| (ingest.digest, ingest.progress.borrow().clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn remember_failure(&self, digest: Digest, reason: String) {
         if let Ok(mut failures) = self.recent_failures.lock() {
             if failures.len() >= MAX_RECENT_FAILURES {
