@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{layers, Origin, MIB};
+use common::{get_json, layers, Origin, MIB};
 use damselfly_test_support::edge::Edge;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::redis::Redis;
@@ -35,18 +35,8 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
     let image = origin.push(layers(&[2 * MIB], "sched"), "demo/sched:v1").await;
     let layer = image.largest_blob();
     let client = loopback_client().unwrap();
-    let task: serde_json::Value = client
-        .get(format!(
-            "{}/api/v1/tasks/{}?repo=demo/sched",
-            edges[0].url(),
-            layer.digest
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{}/api/v1/tasks/{}?repo=demo/sched", edges[0].url(), layer.digest);
+    let task = get_json(&client, &url).await;
     let ticket = task["ticket"].as_str().unwrap().to_string();
     // The table lists pieces as they are sealed; the count comes from the layout.
     let layout: damselfly_core::PieceLayout = serde_json::from_value(task.clone()).unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fetch, layers, Origin, MIB};
+use common::{fetch, get_json, layers, Origin, MIB};
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::process::run_command;
 
@@ -35,14 +35,7 @@ async fn the_status_page_shows_the_cache_and_traffic_and_agrees_with_metrics() {
     fetch(&client, &url).await.unwrap();
     fetch(&client, &url).await.unwrap();
 
-    let status: serde_json::Value = client
-        .get(format!("{}/api/v1/status", edge.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&client, &format!("{}/api/v1/status", edge.url())).await;
     let metrics = edge.metrics().await.unwrap();
     let number = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("{v} in {status}"));
     assert_eq!(

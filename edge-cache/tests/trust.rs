@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{edge_binary, fetch, layers, MIB};
+use common::{edge_binary, fetch, get_json, layers, MIB};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::pki::Pki;
@@ -92,14 +92,11 @@ async fn redis_over_tls_carries_the_scheduler() {
         .unwrap();
     let layer = image.largest_blob().digest.clone();
     let client = loopback_client().unwrap();
-    let task: serde_json::Value = client
-        .get(format!("{}/api/v1/tasks/{layer}?repo=demo/rediss", edge.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = get_json(
+        &client,
+        &format!("{}/api/v1/tasks/{layer}?repo=demo/rediss", edge.url()),
+    )
+    .await;
     let ticket = task["ticket"].as_str().unwrap();
     let layout: damselfly_core::PieceLayout = serde_json::from_value(task.clone()).unwrap();
     let announced = client

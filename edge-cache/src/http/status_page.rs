@@ -195,49 +195,61 @@ fn plot(history: &[Sample]) -> String {
     )
 }
 
-fn render_ingests(html: &mut String, report: &StatusReport) {
-    html.push_str("<h2>Transfers from the origin</h2>");
-    if report.ingests.is_empty() {
-        html.push_str("<div class=\"muted\">none running</div>");
+/// A section: its title, then a table of `rows` under `headers`, or `empty` when there are none.
+/// Cells are HTML already (escaped by the caller where they carry text from outside).
+fn section(html: &mut String, title: &str, empty: &str, headers: &[&str], rows: Vec<Vec<String>>) {
+    let _ = write!(html, "<h2>{title}</h2>");
+    if rows.is_empty() {
+        let _ = write!(html, "<div class=\"muted\">{empty}</div>");
         return;
     }
-    html.push_str("<table><tr><th>blob</th><th>size</th><th>pieces sealed</th></tr>");
-    for ingest in &report.ingests {
-        let done = match ingest.pieces {
-            Some(n) if n > 0 => format!(
-                "<progress max=\"{n}\" value=\"{}\"></progress> {} / {n}",
-                ingest.pieces_sealed, ingest.pieces_sealed
-            ),
-            _ => "waiting for the upstream".into(),
-        };
-        let _ = write!(
-            html,
-            "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td>{done}</td></tr>",
-            escape(&ingest.digest),
-            ingest.size.map_or("?".into(), bytes),
-        );
+    html.push_str("<table><tr>");
+    for header in headers {
+        let _ = write!(html, "<th>{header}</th>");
+    }
+    html.push_str("</tr>");
+    for row in rows {
+        html.push_str("<tr>");
+        for cell in row {
+            let _ = write!(html, "<td>{cell}</td>");
+        }
+        html.push_str("</tr>");
     }
     html.push_str("</table>");
 }
 
+fn render_ingests(html: &mut String, report: &StatusReport) {
+    let rows = report
+        .ingests
+        .iter()
+        .map(|ingest| {
+            let done = match ingest.pieces {
+                Some(n) if n > 0 => format!(
+                    "<progress max=\"{n}\" value=\"{sealed}\"></progress> {sealed} / {n}",
+                    sealed = ingest.pieces_sealed
+                ),
+                _ => "waiting for the upstream".into(),
+            };
+            let size = ingest.size.map_or("?".into(), bytes);
+            vec![format!("<code>{}</code>", escape(&ingest.digest)), size, done]
+        })
+        .collect();
+    let headers = ["blob", "size", "pieces sealed"];
+    section(html, "Transfers from the origin", "none running", &headers, rows);
+}
+
 fn render_racks(html: &mut String, report: &StatusReport) {
-    html.push_str("<h2>Peers by location</h2>");
-    if report.racks.is_empty() {
-        html.push_str("<div class=\"muted\">no agent announced itself lately</div>");
-        return;
-    }
-    html.push_str("<table><tr><th>location</th><th>hosts</th><th>uploads (active / slots)</th></tr>");
-    for rack in &report.racks {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{} / {}</td></tr>",
-            escape(&rack.location),
-            rack.hosts,
-            rack.uploads_active,
-            rack.upload_slots
-        );
-    }
-    html.push_str("</table>");
+    let rows = report
+        .racks
+        .iter()
+        .map(|rack| {
+            let uploads = format!("{} / {}", rack.uploads_active, rack.upload_slots);
+            vec![escape(&rack.location), rack.hosts.to_string(), uploads]
+        })
+        .collect();
+    let headers = ["location", "hosts", "uploads (active / slots)"];
+    let empty = "no agent announced itself lately";
+    section(html, "Peers by location", empty, &headers, rows);
 }
 
 #[cfg(test)]

@@ -87,3 +87,13 @@ pub async fn fetch_at_once(
         .map(|pull| pull.expect("fetch task"))
         .collect()
 }
+
+/// GETs `url` and reads the answer as JSON, whatever its status.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    response.json().await.unwrap_or_else(|e| panic!("{url}: {e}"))
+}
