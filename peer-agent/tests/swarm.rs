@@ -1,6 +1,7 @@
 //! Eight hosts in two racks pull one image at once through their agents: the origin sends each
 //! byte once, agents trade pieces, the edge serves far less than eight copies. The region runs
-//! as deployed: the edge on TLS, every agent with a certificate of the cluster CA.
+//! as deployed: the edge on TLS, every agent with a certificate of the cluster CA. The edge's
+//! status page then shows the hosts by rack.
 
 mod common;
 
@@ -75,4 +76,16 @@ async fn eight_agents_in_two_racks_pull_one_image_together() {
         "edge served {edge_pieces} B, more than half of 8 copies"
     );
     assert_eq!(sum(&agents, "damselfly_agent_bad_pieces_total", &[]), 0.0);
+
+    // The edge's status page counts the agents it heard from, by rack.
+    let status = region.edge.status().await.unwrap();
+    let racks = status["racks"].as_array().unwrap();
+    let hosts_in = |location: &str| {
+        racks
+            .iter()
+            .find(|r| r["location"] == location)
+            .map_or(0, |r| r["hosts"].as_u64().unwrap())
+    };
+    assert_eq!((hosts_in("eu/z1/r1"), hosts_in("eu/z1/r2")), (4, 4), "{status}");
+    assert_eq!(status["bytes"]["served"]["piece"].as_f64().unwrap(), edge_pieces);
 }

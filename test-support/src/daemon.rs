@@ -141,6 +141,17 @@ impl Daemon {
         let client = probe_client(self.spec.ca.as_deref())?;
         scrape_with(&client, &format!("{}/metrics", self.spec.url)).await
     }
+
+    /// GET `path` (`/api/v1/status`) as JSON; an error status is an error.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let client = probe_client(self.spec.ca.as_deref())?;
+        let response = client
+            .get(format!("{}{path}", self.spec.url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json().await?)
+    }
 }
 
 /// Spawns a Damselfly daemon and waits until `ready_url` answers 2xx (failing at once, with

@@ -219,4 +219,9 @@ impl Edge {
     pub async fn metrics(&self) -> Result<Metrics> {
         self.daemon.metrics().await
     }
+
+    /// The status report (`GET /api/v1/status`).
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        self.daemon.get_json("/api/v1/status").await
+    }
 }
