@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod page;
 pub mod progress;
 pub mod readiness;
 mod request;

@@ -9,6 +9,8 @@ use axum::extract::State;
 use axum::response::Html;
 use axum::Json;
 
+use damselfly_server::page::{self, bytes, escape, section};
+
 use crate::state::AppState;
 use crate::status::{self, Sample, StatusReport};
 
@@ -20,83 +22,50 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
     Html(render(&status::report(&state).await))
 }
 
-const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2733;background:#f6f8fa}\
-h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:24px 0 8px}.muted{color:#6a737d}\
-.warn{background:#fff1f0;border:1px solid #f5a8a2;padding:6px 10px;margin:6px 0;border-radius:4px}\
-table{border-collapse:collapse;background:#fff}td,th{padding:4px 10px;border:1px solid #dde2e7;text-align:left}\
-th{background:#eef1f4}.num{text-align:right;font-variant-numeric:tabular-nums}\
-.cards{display:flex;gap:12px;flex-wrap:wrap}.card{background:#fff;border:1px solid #dde2e7;border-radius:6px;padding:10px 14px;min-width:150px}\
-.card b{display:block;font-size:18px}";
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `1.5 GiB`, `320 KiB`, `12 B`.
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 fn percent(ratio: Option<f64>) -> String {
     ratio.map_or("–".into(), |r| format!("{:.0} %", r * 100.0))
 }
 
 fn render(report: &StatusReport) -> String {
-    let mut html = String::with_capacity(8 * 1024);
-    let _ = write!(
-        html,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"10\"><title>Damselfly edge · {region}</title>\
-         <style>{STYLE}</style></head><body>\
-         <h1>Damselfly edge · {region}</h1>\
-         <div class=\"muted\">version {version} · up {uptime} s · refreshes every 10 s · \
-         <a href=\"/api/v1/status\">JSON</a> · <a href=\"/metrics\">metrics</a></div>",
-        region = escape(&report.region),
-        version = escape(&report.version),
-        uptime = report.uptime_secs,
+    let mut body = String::with_capacity(8 * 1024);
+    render_cache(&mut body, report);
+    render_traffic(&mut body, report);
+    render_ingests(&mut body, report);
+    render_racks(&mut body, report);
+    let subtitle = format!(
+        "version {} · up {} s · refreshes every 10 s · <a href=\"/api/v1/status\">JSON</a> · \
+         <a href=\"/metrics\">metrics</a>",
+        escape(&report.version),
+        report.uptime_secs
     );
-    for warning in &report.warnings {
-        let _ = write!(html, "<div class=\"warn\">⚠ {}</div>", escape(warning));
-    }
-    render_cache(&mut html, report);
-    render_traffic(&mut html, report);
-    render_ingests(&mut html, report);
-    render_racks(&mut html, report);
-    html.push_str("</body></html>");
-    html
+    let title = format!("Damselfly edge · {}", report.region);
+    page::document(&title, &subtitle, &report.warnings, &body)
 }
 
 fn render_cache(html: &mut String, report: &StatusReport) {
     let c = &report.cache;
-    let _ = write!(
+    html.push_str("<h2>Cache</h2>");
+    let hits = |kind| percent(report.hit_ratio.get(kind).copied().flatten());
+    page::cards(
         html,
-        "<h2>Cache</h2><div class=\"cards\">\
-         <div class=\"card\">used<b id=\"cache-used\">{used}</b>of {quota}</div>\
-         <div class=\"card\">blobs<b>{blobs}</b>{pinned} pinned</div>\
-         <div class=\"card\">manifests · tags<b>{manifests} · {tags}</b>&nbsp;</div>\
-         <div class=\"card\">hit ratio<b>{blob_hits}</b>manifests {manifest_hits}</div></div>",
-        used = bytes(c.used_bytes),
-        quota = bytes(c.quota_bytes),
-        blobs = c.blobs,
-        pinned = c.pinned_blobs,
-        manifests = c.manifests,
-        tags = c.tags,
-        blob_hits = percent(report.hit_ratio.get("blob").copied().flatten()),
-        manifest_hits = percent(report.hit_ratio.get("manifest").copied().flatten()),
+        &[
+            (
+                "used",
+                bytes(c.used_bytes),
+                format!("of {}", bytes(c.quota_bytes)),
+            ),
+            ("blobs", c.blobs.to_string(), format!("{} pinned", c.pinned_blobs)),
+            (
+                "manifests · tags",
+                format!("{} · {}", c.manifests, c.tags),
+                "&nbsp;".into(),
+            ),
+            (
+                "hit ratio",
+                hits("blob"),
+                format!("manifests {}", hits("manifest")),
+            ),
+        ],
     );
     // Use against the quota, with the watermarks where eviction starts and stops.
     let width = 600.0;
@@ -195,29 +164,6 @@ fn plot(history: &[Sample]) -> String {
     )
 }
 
-/// A section: its title, then a table of `rows` under `headers`, or `empty` when there are none.
-/// Cells are HTML already (escaped by the caller where they carry text from outside).
-fn section(html: &mut String, title: &str, empty: &str, headers: &[&str], rows: Vec<Vec<String>>) {
-    let _ = write!(html, "<h2>{title}</h2>");
-    if rows.is_empty() {
-        let _ = write!(html, "<div class=\"muted\">{empty}</div>");
-        return;
-    }
-    html.push_str("<table><tr>");
-    for header in headers {
-        let _ = write!(html, "<th>{header}</th>");
-    }
-    html.push_str("</tr>");
-    for row in rows {
-        html.push_str("<tr>");
-        for cell in row {
-            let _ = write!(html, "<td>{cell}</td>");
-        }
-        html.push_str("</tr>");
-    }
-    html.push_str("</table>");
-}
-
 fn render_ingests(html: &mut String, report: &StatusReport) {
     let rows = report
         .ingests
@@ -255,18 +201,6 @@ fn render_racks(html: &mut String, report: &StatusReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(bytes(12), "12 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(50 * 1024 * 1024 * 1024), "50.0 GiB");
-    }
-
-    #[test]
-    fn text_from_the_network_is_escaped() {
-        assert_eq!(escape("<script>\"&"), "&lt;script&gt;&quot;&amp;");
-    }
 
     #[test]
     fn the_plot_draws_both_rates() {
