@@ -39,6 +39,8 @@ pub enum Command {
     Unconfigure(crate::configure::ConfigureArgs),
     /// Download a plain file through this host's agent (P2P, like image layers).
     Get(crate::get::GetArgs),
+    /// This host's agent: what it holds and fetches, where its bytes came from, its uploads.
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(Debug, Args)]

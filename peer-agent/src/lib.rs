@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 mod request;
 pub mod state;
+pub mod status;
 pub mod store;
 
 use std::future::Future;
@@ -67,7 +68,8 @@ pub async fn serve(
         // Pieces go out in small chunks on a connection whose unsent bytes are bounded, so an
         // upload slot is held until the piece has nearly left.
         .on_accept(|socket: &TcpStream| limit_unsent_on_accept(socket));
-    let ops = Listener::new("ops", ops, http::ops_app(&state)).route_of(|_| damselfly_server::ops::ROUTE);
+    let ops =
+        Listener::new("ops", ops, http::ops_app(state.clone())).route_of(|_| damselfly_server::ops::ROUTE);
     Server::new(
         &state.config.server,
         state.readiness.clone(),

@@ -1,5 +1,5 @@
 //! `peer-agent`: wires flags, configuration and logging to the library, runs `configure`,
-//! `unconfigure` and `get`, and turns how it ended into the exit status.
+//! `unconfigure`, `get` and `status`, and turns how it ended into the exit status.
 
 use std::process::ExitCode;
 
@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
             Some(("unconfigure", damselfly_agent::configure::run_unconfigure(args)))
         }
         Some(Command::Get(args)) => Some(("get", damselfly_agent::get::run(args).await)),
+        Some(Command::Status(args)) => Some(("status", damselfly_agent::status::run(args).await)),
         None => None,
     };
     if let Some((name, result)) = tool {

@@ -27,6 +27,8 @@ pub struct AgentState {
     pub upload_pacer: Option<Pacer>,
     /// Ready once both listeners serve; not ready again from the moment shutdown starts.
     pub readiness: Readiness,
+    /// For the status page's uptime.
+    pub started: std::time::Instant,
 }
 
 impl AgentState {
@@ -61,6 +63,7 @@ impl AgentState {
             metrics,
             ticket_keys: clients.ticket_keys,
             readiness: Readiness::new(),
+            started: std::time::Instant::now(),
         }))
     }
 }

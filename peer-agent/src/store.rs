@@ -208,6 +208,18 @@ impl PieceStore {
         Ok(())
     }
 
+    /// Every task held: (digest, plain size, pieces held, pieces in all), for the status page.
+    pub fn summary(&self) -> (u64, Vec<(Digest, u64, u64, u64)>) {
+        let tasks = match self.tasks.lock() {
+            Ok(tasks) => tasks
+                .values()
+                .map(|t| (t.digest, t.layout.size, t.bitfield().count(), t.layout.count()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        (self.quota, tasks)
+    }
+
     /// Forgets a failed task so the next request starts afresh.
     pub fn discard(&self, digest: &Digest) {
         if let Ok(mut tasks) = self.tasks.lock() {

@@ -1,6 +1,6 @@
 //! The agent's ops listener: health, readiness and metrics on an address of its own, reachable
 //! from the network, because the mirror listens on loopback where probes and Prometheus do not
-//! reach it.
+//! reach it. The agent's status page lives there too, and `peer-agent status` reads it.
 
 mod common;
 
@@ -32,9 +32,47 @@ async fn ops_listener_answers_probes_and_counts_what_the_mirror_did() {
     region.pull_via(0, "ops/app:v1", None).await.expect("pull");
     let metrics = scrape(&format!("{ops}/metrics")).await.unwrap();
     assert_eq!(metrics.get("damselfly_agent_build_info"), 1.0);
-    assert!(
-        downloaded_from(&[metrics], "edge") >= (2 * MIB) as f64,
-        "{}",
-        region.logs()
+    let from_edge = downloaded_from(std::slice::from_ref(&metrics), "edge");
+    assert!(from_edge >= (2 * MIB) as f64, "{}", region.logs());
+
+    // The status report agrees with the metrics, and the command line prints it.
+    let status: serde_json::Value = client
+        .get(format!("{ops}/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["downloaded"]["edge"].as_f64(), Some(from_edge), "{status}");
+    assert_eq!(status["location"], "eu/z1/r1");
+    assert!(status["store"]["complete"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(
+        status["downloads"].as_array().map(Vec::len),
+        Some(0),
+        "nothing still fetching"
     );
+    let page = client
+        .get(format!("{ops}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Damselfly agent") && page.contains("Downloads in progress"),
+        "{page}"
+    );
+    let output = std::process::Command::new(common::agent_binary())
+        .args(["status", "--ops", &ops])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("downloaded from: edge 2.0 MiB"), "{text}");
 }

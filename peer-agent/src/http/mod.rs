@@ -1,11 +1,12 @@
 //! The agent's HTTP faces: the registry mirror for the local runtime (plus health and
-//! metrics), the upload server other agents fetch pieces from, and the ops routes alone for
-//! probes and Prometheus.
+//! metrics), the upload server other agents fetch pieces from, and the ops routes for probes
+//! and Prometheus with the agent's status page.
 
 mod blob_stream;
 mod files;
 mod mirror;
 mod relayed;
+mod status_page;
 mod upload;
 
 use std::sync::Arc;
@@ -31,10 +32,18 @@ pub fn mirror_app(state: Arc<AgentState>) -> Router {
         ))
 }
 
-/// `/healthz`, `/readyz` and `/metrics` on a listener of their own.
-pub fn ops_app(state: &AgentState) -> Router {
+/// `/healthz`, `/readyz` and `/metrics` on a listener of their own, with the status page
+/// (`/`, `/api/v1/status`).
+pub fn ops_app(state: Arc<AgentState>) -> Router {
     let metrics = state.metrics.clone();
-    damselfly_server::ops::routes(state.readiness.clone(), Arc::new(move || metrics.encode()))
+    Router::new()
+        .route("/", get(status_page::page))
+        .route("/api/v1/status", get(status_page::json))
+        .with_state(state.clone())
+        .merge(damselfly_server::ops::routes(
+            state.readiness.clone(),
+            Arc::new(move || metrics.encode()),
+        ))
 }
 
 /// Pieces for other agents.
