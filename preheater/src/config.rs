@@ -127,6 +127,14 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub harbor_provider_basic: Vec<String>,
+    #[command(subcommand)]
+    pub command: Option<PreheaterCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PreheaterCommand {
+    /// The job API of a running preheater: create a warm job and follow it, look jobs up.
+    Jobs(crate::jobs_cli::JobsArgs),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

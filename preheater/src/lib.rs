@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod job;
+pub mod jobs_cli;
 pub mod metrics;
 mod platform;
 pub mod provider;

@@ -1,8 +1,10 @@
 //! The HTTP surface: webhooks (`/webhooks/distribution`, `/webhooks/harbor`), the job API
-//! (`/api/v1/jobs`), Harbor's provider API (see [`crate::provider`]), and operations
+//! (`/api/v1/jobs`) and its pages (`/`, `/jobs/<id>`), Harbor's provider API (see
+//! [`crate::provider`]), and operations
 //! (`/healthz`, `/readyz`, `/metrics`).
 
 mod jobs;
+mod pages;
 mod webhooks;
 
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/webhooks/harbor", post(webhooks::harbor))
         .route("/api/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::get))
+        .route("/", get(pages::jobs))
+        .route("/jobs/{id}", get(pages::job))
         .with_state(state.clone())
         .merge(provider)
         .merge(damselfly_server::ops::routes(
@@ -43,6 +47,8 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         "webhook"
     } else if path.starts_with("/api/v1/jobs") {
         "jobs"
+    } else if path == "/" || path.starts_with("/jobs/") {
+        "page"
     } else if path.starts_with("/oapi/")
         || path.starts_with("/preheats")
         || path == "/healthy"
