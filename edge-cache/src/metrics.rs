@@ -155,6 +155,19 @@ impl Metrics {
             "1 when task keys are handed to callers without a TLS client certificate (--insecure)",
             m.insecure.clone(),
         );
+        // Every kind exported from the start, at 0: dashboards and alerts see "none yet"
+        // rather than no series at all.
+        for kind in ["blob", "manifest", "piece"] {
+            let _ = m.served_bytes.get_or_create(&KindLabels { kind });
+        }
+        for kind in ["blob", "manifest"] {
+            let _ = m.cache_hits.get_or_create(&KindLabels { kind });
+            let _ = m.cache_misses.get_or_create(&KindLabels { kind });
+        }
+        for kind in ["manifest", "tag"] {
+            let _ = m.catalog_entries.get_or_create(&KindLabels { kind });
+            let _ = m.evicted_catalog_entries.get_or_create(&KindLabels { kind });
+        }
         Metrics { registry, ..m }
     }
 

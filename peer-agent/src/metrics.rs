@@ -77,6 +77,14 @@ impl Metrics {
             "Uploads whose slot was taken back after send_stall_secs without progress",
             m.uploads_stalled.clone(),
         );
+        // Every source exported from the start, at 0: dashboards and alerts see "none yet"
+        // rather than no series at all.
+        for source in ["peer", "edge", "origin"] {
+            let labels = SourceLabels { source };
+            let _ = m.download_bytes.get_or_create(&labels);
+            let _ = m.bad_pieces.get_or_create(&labels);
+            let _ = m.piece_failures.get_or_create(&labels);
+        }
         Metrics { registry, ..m }
     }
 

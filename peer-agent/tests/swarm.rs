@@ -8,6 +8,7 @@ mod common;
 use common::{downloaded_from, sum, Region, MIB};
 use damselfly_test_support::containerd::{Containerd, CtrPullOptions};
 use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::metrics::dashboard_metrics;
 use damselfly_test_support::registry::RegistryOptions;
 
 const RACKS: [&str; 8] = [
@@ -88,4 +89,12 @@ async fn eight_agents_in_two_racks_pull_one_image_together() {
     };
     assert_eq!((hosts_in("eu/z1/r1"), hosts_in("eu/z1/r2")), (4, 4), "{status}");
     assert_eq!(status["bytes"]["served"]["piece"].as_f64().unwrap(), edge_pieces);
+
+    // Every edge and agent metric the Grafana dashboard queries is exported.
+    for (prefix, metrics) in [("damselfly_edge_", &edge), ("damselfly_agent_", &agents[0])] {
+        for name in dashboard_metrics(prefix) {
+            let exported = metrics.has(&name) || metrics.has(name.trim_end_matches("_bucket"));
+            assert!(exported, "the dashboard queries {name}, which is not exported");
+        }
+    }
 }

@@ -148,6 +148,10 @@ impl Metrics {
             "Blob bytes edges ingested because the preheater asked",
             m.warmed_bytes.clone(),
         );
+        // Both final states exported from the start, at 0 (dashboards and alerts see "none yet").
+        for state in ["succeeded", "failed"] {
+            let _ = m.jobs_finished.get_or_create(&StateLabels { state });
+        }
         Metrics { registry, ..m }
     }
 

@@ -10,6 +10,7 @@ use std::process::Command;
 use base64::Engine as _;
 use common::*;
 use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::metrics::{dashboard_metrics, scrape};
 use damselfly_test_support::net::loopback_client;
 
 const API_TOKEN: &str = "api-token-0123456789abcdef";
@@ -110,6 +111,15 @@ async fn jobs_from_the_command_line_and_in_a_browser() {
         .unwrap();
     assert!(detail.contains("Items by region"), "{detail}");
     assert_eq!(detail.matches("<td>cached</td>").count(), items, "{detail}");
+
+    // Every preheater metric the Grafana dashboard queries is exported.
+    let metrics = scrape(&format!("{}/metrics", preheater.url())).await.unwrap();
+    for name in dashboard_metrics("damselfly_preheater_") {
+        assert!(
+            metrics.has(&name),
+            "the dashboard queries {name}, which is not exported"
+        );
+    }
 }
 
 async fn assert_cached(edge_url: &str, digest: &str) {

@@ -26,6 +26,40 @@ impl Metrics {
     pub fn get(&self, name: &str) -> f64 {
         self.sum(name, &[])
     }
+
+    /// Whether any series of `name` was exported.
+    pub fn has(&self, name: &str) -> bool {
+        self.0
+            .keys()
+            .any(|series| series.split_once('{').map_or(series.as_str(), |(n, _)| n) == name)
+    }
+}
+
+/// The metric names starting with `prefix` that the Grafana dashboard in the chart queries, so
+/// that tests can check each is exported by a daemon that has done some work.
+pub fn dashboard_metrics(prefix: &str) -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/helm/damselfly/dashboards/damselfly.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or("");
+            for (at, _) in expr.match_indices(prefix) {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
 }
 
 pub async fn scrape(url: &str) -> Result<Metrics> {
