@@ -1,6 +1,10 @@
 //! What wraps every request of a listener: its metrics, one concurrency limit shared by all
 //! its routes, a time limit to the response headers and a body limit.
 //!
+//! A request that carries a W3C `traceparent` gets an INFO span continuing that trace, whatever
+//! the listener's level: work a traced caller started (a preheater's warm, an agent's task
+//! request) stays one trace across daemons, and untraced traffic costs no span export.
+//!
 //! The concurrency limit is a middleware holding one semaphore, not tower's
 //! `ConcurrencyLimitLayer` on the router: axum applies a router's layers route by route, which
 //! gives each route a semaphore of its own.
@@ -21,7 +25,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, MakeSpan, TraceLayer};
 
 use crate::metrics::{method_label, RequestLabels, RouteLabels, ServerMetrics};
 
@@ -61,11 +65,33 @@ pub(crate) fn wrap(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.timeout,
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(limits.trace_level)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(RequestSpan(DefaultMakeSpan::new().level(limits.trace_level))),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Counted { metrics, route_of },
             count,
         ))
+}
+
+/// The listener's span for a request, or an INFO one continuing the caller's trace.
+#[derive(Clone)]
+struct RequestSpan(DefaultMakeSpan);
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        let Some(traceparent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) else {
+            return self.0.make_span(request);
+        };
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+        );
+        crate::logging::adopt_parent(&span, Some(traceparent));
+        span
+    }
 }
 
 async fn limit_concurrency(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {

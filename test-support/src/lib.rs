@@ -41,6 +41,7 @@ pub mod image;
 pub mod link;
 pub mod metrics;
 pub mod net;
+pub mod otlp;
 pub mod pki;
 pub mod plaintext;
 pub mod poll;

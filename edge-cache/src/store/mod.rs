@@ -258,7 +258,13 @@ impl BlobStore {
         let running = ingest::Ingest::create(self, *digest)?;
         in_flight.insert(*digest, running.clone());
         let blob = self.join(&running)?;
-        tokio::spawn(ingest::run(self.clone(), running, source));
+        // A span of its own, child of the request that started it: a traced warm or task
+        // request follows the transfer from the upstream.
+        let span = tracing::info_span!("ingest", %digest);
+        tokio::spawn(tracing::Instrument::instrument(
+            ingest::run(self.clone(), running, source),
+            span,
+        ));
         Ok(blob)
     }
 

@@ -138,6 +138,11 @@ impl EdgeClient {
             if let Some(a) = &task.authorization {
                 request = request.header(http::header::AUTHORIZATION, a.clone());
             }
+            // The download's trace continues at the edge on its first task request (and a
+            // failover's), not on every refresh of the table.
+            if let (None, Some(traceparent)) = (known, damselfly_server::logging::current_traceparent()) {
+                request = request.header("traceparent", traceparent);
+            }
             let response = match super::send_within(request, self.response_timeout).await {
                 Ok(r) => r,
                 Err(e) => {

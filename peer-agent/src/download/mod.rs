@@ -17,6 +17,7 @@ use damselfly_core::api::{ParentCandidate, PeerAnnouncement};
 use damselfly_core::{Bitfield, Location, TaskKey};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::client::{EdgeClient, PieceClient, TaskInfo};
 use crate::config::DownloadConfig;
@@ -52,7 +53,14 @@ impl Downloader {
         self: &Arc<Self>,
         request: BlobRequest,
     ) -> AgentResult<(Arc<LocalTask>, TaskKey)> {
-        let info = self.edges.task(&request, None, None).await?;
+        // One span per download, from the first task request to the last piece: the trace of
+        // a pull through this agent (its pieces' sources are child spans, see `session.rs`).
+        let span = tracing::info_span!("download", digest = %request.digest);
+        let info = self
+            .edges
+            .task(&request, None, None)
+            .instrument(span.clone())
+            .await?;
         // The task the edge answered with: a blob's own digest, a file's current version (its
         // URL names the request, not the content).
         let task_id = info.table.digest;
@@ -67,12 +75,20 @@ impl Downloader {
         if created {
             let this = self.clone();
             let task2 = task.clone();
-            tokio::spawn(async move { this.run(task2, info, request).await });
+            tokio::spawn(async move { this.run(task2, info, request, span).await });
         }
         Ok((task, key))
     }
 
-    async fn run(self: Arc<Self>, task: Arc<LocalTask>, info: TaskInfo, request: BlobRequest) {
+    /// Drives the download within `span` (which ends with the last piece, so that the trace is
+    /// exported then), then seeds.
+    async fn run(
+        self: Arc<Self>,
+        task: Arc<LocalTask>,
+        info: TaskInfo,
+        request: BlobRequest,
+        span: tracing::Span,
+    ) {
         let started = Instant::now();
         let session = Session::new(
             self.as_ref(),
@@ -82,7 +98,7 @@ impl Downloader {
             task.clone(),
             info,
         );
-        match session.drive().await {
+        match session.drive().instrument(span).await {
             Ok(info) => {
                 let (store, t, table) = (self.store.clone(), task.clone(), info.table.clone());
                 let finished = tokio::task::spawn_blocking(move || store.finish(&t, &table)).await;

@@ -118,6 +118,9 @@ pub(crate) struct Session<'a, N> {
     scheduler_failures: u32,
     scheduler_retry_at: Option<Instant>,
     failovers: u32,
+    /// The run of pieces from one kind of source (`peer`, `edge`), as a span of the download's
+    /// trace: one span per switch of source, not one per piece.
+    pieces_from: Option<(&'static str, tracing::Span)>,
     done_tx: mpsc::Sender<Outcome>,
     done_rx: mpsc::Receiver<Outcome>,
 }
@@ -156,6 +159,7 @@ impl<'a, N: Network> Session<'a, N> {
             scheduler_failures: 0,
             scheduler_retry_at: None,
             failovers: 0,
+            pieces_from: None,
             done_tx,
             done_rx,
         }
@@ -338,6 +342,12 @@ impl<'a, N: Network> Session<'a, N> {
     async fn handle(&mut self, outcome: Outcome) -> AgentResult<()> {
         self.in_flight.remove(&outcome.index);
         let Err(error) = outcome.result else {
+            let kind = outcome.source.kind();
+            if self.pieces_from.as_ref().is_none_or(|(from, _)| *from != kind) {
+                // The previous run's span ends here (dropped), the next one starts.
+                let span = tracing::info_span!("pieces", source = kind, first = outcome.index);
+                self.pieces_from = Some((kind, span));
+            }
             return Ok(());
         };
         match outcome.source {

@@ -64,6 +64,21 @@ impl Region {
         Region::start_on(RegistryOptions::default(), racks, "", "", agent_toml, None, None).await
     }
 
+    /// As [`Region::start`], with whole sections added to the edge's and every agent's
+    /// configuration.
+    pub async fn start_with_tomls(racks: &[&str], edge_toml: &str, agent_toml: &str) -> Region {
+        Region::start_on(
+            RegistryOptions::default(),
+            racks,
+            "",
+            edge_toml,
+            agent_toml,
+            None,
+            None,
+        )
+        .await
+    }
+
     /// As [`Region::start_with_agent_toml`], with the edge in a network namespace of its own
     /// behind one link ([`Region::link`]): agents and the origin are reached across it, and a
     /// test can cut it.
