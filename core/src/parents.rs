@@ -56,6 +56,7 @@ mod tests {
                 fetching: None,
                 uploads_active: active,
                 upload_slots: 4,
+                downloaded: None,
             },
             seen_at: 0,
         }

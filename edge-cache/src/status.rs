@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use damselfly_core::api::BytesBySource;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{KindLabels, Metrics};
@@ -19,6 +20,8 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 const SAMPLES_KEPT: usize = 360;
 /// Hosts remembered for the racks table; beyond it the least recently heard go first.
 const MAX_HOSTS: u64 = 100_000;
+/// Repositories in the recent preheats table.
+const PREHEATS_KEPT: usize = 20;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -34,7 +37,20 @@ pub struct StatusReport {
     pub ingests: Vec<IngestStatus>,
     /// Hosts heard from within the scheduler's peer TTL, by location.
     pub racks: Vec<RackStatus>,
+    /// What those hosts' agents report having downloaded since they started, by source.
+    pub agents_downloaded: BytesBySource,
+    /// Repositories the preheater warmed here lately, most recent first.
+    pub preheats: Vec<PreheatStatus>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreheatStatus {
+    /// `<registry>/<repository>` (the registry empty for the default upstream).
+    pub repository: String,
+    pub blobs: u64,
+    pub manifests: u64,
+    pub last_at_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,6 +79,8 @@ pub struct Sample {
     pub at_ms: u64,
     pub upstream_bytes: u64,
     pub served_bytes: u64,
+    /// The agents' reported totals (those heard from at the time).
+    pub agents: BytesBySource,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,6 +106,7 @@ struct HostSeen {
     location: String,
     uploads_active: u32,
     upload_slots: u32,
+    downloaded: BytesBySource,
 }
 
 /// What the status page keeps between requests.
@@ -95,6 +114,7 @@ pub struct StatusRecorder {
     started: Instant,
     history: Mutex<VecDeque<Sample>>,
     hosts: moka::sync::Cache<String, HostSeen>,
+    preheats: Mutex<VecDeque<PreheatStatus>>,
 }
 
 const KINDS: [&str; 3] = ["blob", "piece", "manifest"];
@@ -103,11 +123,12 @@ fn served(metrics: &Metrics, kind: &'static str) -> u64 {
     metrics.served_bytes.get_or_create(&KindLabels { kind }).get()
 }
 
-fn sample_of(metrics: &Metrics) -> Sample {
+fn sample_of(metrics: &Metrics, agents: BytesBySource) -> Sample {
     Sample {
         at_ms: now_millis(),
         upstream_bytes: metrics.upstream_bytes.get(),
         served_bytes: KINDS.iter().map(|k| served(metrics, k)).sum(),
+        agents,
     }
 }
 
@@ -121,24 +142,69 @@ impl StatusRecorder {
                 .max_capacity(MAX_HOSTS)
                 .time_to_live(host_ttl)
                 .build(),
+            preheats: Mutex::new(VecDeque::with_capacity(PREHEATS_KEPT)),
         }
     }
 
     /// Notes an announcement of `host_id` (called by the scheduler API).
-    pub fn heard(&self, host_id: &str, location: String, uploads_active: u32, upload_slots: u32) {
+    pub fn heard(
+        &self,
+        host_id: &str,
+        location: String,
+        uploads_active: u32,
+        upload_slots: u32,
+        downloaded: Option<BytesBySource>,
+    ) {
+        let downloaded = downloaded
+            .or_else(|| self.hosts.get(host_id).map(|h| h.downloaded))
+            .unwrap_or_default();
         self.hosts.insert(
             host_id.to_string(),
             HostSeen {
                 location,
                 uploads_active,
                 upload_slots,
+                downloaded,
             },
         );
     }
 
+    /// Notes a warm of `repository` (called by the warm API).
+    pub fn warmed(&self, repository: String, blob: bool) {
+        let Ok(mut preheats) = self.preheats.lock() else {
+            return;
+        };
+        let mut entry = preheats
+            .iter()
+            .position(|p| p.repository == repository)
+            .and_then(|at| preheats.remove(at))
+            .unwrap_or(PreheatStatus {
+                repository,
+                blobs: 0,
+                manifests: 0,
+                last_at_ms: 0,
+            });
+        if blob {
+            entry.blobs += 1;
+        } else {
+            entry.manifests += 1;
+        }
+        entry.last_at_ms = now_millis();
+        preheats.push_front(entry);
+        preheats.truncate(PREHEATS_KEPT);
+    }
+
+    fn agents_downloaded(&self) -> BytesBySource {
+        self.hosts
+            .iter()
+            .fold(BytesBySource::default(), |sum, (_, host)| {
+                sum.plus(host.downloaded)
+            })
+    }
+
     /// Takes one sample of the byte counters (every [`SAMPLE_EVERY`], by the server).
     pub fn sample(&self, metrics: &Metrics) {
-        let sample = sample_of(metrics);
+        let sample = sample_of(metrics, self.agents_downloaded());
         if let Ok(mut history) = self.history.lock() {
             if history.len() == SAMPLES_KEPT {
                 history.pop_front();
@@ -154,7 +220,7 @@ impl StatusRecorder {
             .lock()
             .map(|h| h.iter().copied().collect())
             .unwrap_or_default();
-        history.push(sample_of(metrics));
+        history.push(sample_of(metrics, self.agents_downloaded()));
         history
     }
 
@@ -258,6 +324,12 @@ pub async fn report(state: &AppState) -> StatusReport {
             })
             .collect(),
         racks: recorder.racks(),
+        agents_downloaded: recorder.agents_downloaded(),
+        preheats: recorder
+            .preheats
+            .lock()
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default(),
         warnings,
     }
 }

@@ -78,7 +78,12 @@ async fn the_status_page_shows_the_cache_and_traffic_and_agrees_with_metrics() {
         "no plot:\n{}",
         dom.stdout
     );
-    assert_eq!(dom.stdout.matches("<polyline").count(), 2);
+    assert!(
+        dom.stdout.contains("id=\"sources-plot\""),
+        "no plot of the agents' sources"
+    );
+    // Two lines for the edge's traffic, three for the agents' sources.
+    assert_eq!(dom.stdout.matches("<polyline").count(), 5);
 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();

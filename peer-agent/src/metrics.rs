@@ -94,6 +94,16 @@ impl Metrics {
             .inc_by(bytes);
     }
 
+    /// Bytes downloaded since start, by source, as the edge's status page is told.
+    pub fn downloaded_by_source(&self) -> damselfly_core::api::BytesBySource {
+        let bytes = |source| self.download_bytes.get_or_create(&SourceLabels { source }).get();
+        damselfly_core::api::BytesBySource {
+            peer: bytes("peer"),
+            edge: bytes("edge"),
+            origin: bytes("origin"),
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

@@ -167,6 +167,7 @@ async fn a_parent_sending_an_endless_body_is_cut_at_the_sealed_length_and_left()
         fetching: None,
         uploads_active: 0,
         upload_slots: 64,
+        downloaded: None,
     };
     let announce_url = format!("{}/api/v1/tasks/{}/peers/hostile", edge.url(), layer.digest);
     let client = loopback_client().unwrap();

@@ -89,6 +89,21 @@ async fn eight_agents_in_two_racks_pull_one_image_together() {
     };
     assert_eq!((hosts_in("eu/z1/r1"), hosts_in("eu/z1/r2")), (4, 4), "{status}");
     assert_eq!(status["bytes"]["served"]["piece"].as_f64().unwrap(), edge_pieces);
+    // What the agents report having fetched, by source, is what their own metrics say (their
+    // last announcements carry the totals; seeding heartbeats repeat them every 5 s).
+    let reported = |status: &serde_json::Value| {
+        ["peer", "edge", "origin"].map(|s| status["agents_downloaded"][s].as_f64().unwrap_or(-1.0))
+    };
+    let counted = ["peer", "edge", "origin"].map(|s| downloaded_from(&agents, s));
+    let mut status = status;
+    for _ in 0..40 {
+        if reported(&status) == counted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        status = region.edge.status().await.unwrap();
+    }
+    assert_eq!(reported(&status), counted, "{status}");
 
     // Every edge and agent metric the Grafana dashboard queries is exported.
     for (prefix, metrics) in [("damselfly_edge_", &edge), ("damselfly_agent_", &agents[0])] {

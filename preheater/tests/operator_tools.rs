@@ -67,6 +67,21 @@ async fn jobs_from_the_command_line_and_in_a_browser() {
         "{stdout}"
     );
     assert_cached(&edge.url(), &image.largest_blob().digest).await;
+    // The edge's status page lists the repository among its recent preheats.
+    let status = edge.status().await.unwrap();
+    let preheat = &status["preheats"][0];
+    assert!(
+        preheat["repository"]
+            .as_str()
+            .unwrap()
+            .ends_with("/demo/operator"),
+        "{status}"
+    );
+    assert_eq!(
+        preheat["blobs"].as_u64(),
+        Some(image.blobs.len() as u64),
+        "{status}"
+    );
 
     let (ok, stdout, _) = jobs_command(&preheater, &token_file, &["get", &id]);
     assert!(ok && stdout.contains("succeeded"), "{stdout}");

@@ -15,7 +15,9 @@ pub mod task;
 pub mod warm;
 
 pub use registry::RegistryTarget;
-pub use scheduler::{ParentCandidate, ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord};
+pub use scheduler::{
+    BytesBySource, ParentCandidate, ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord,
+};
 pub use task::{TaskAnswer, TaskKeyError, TaskQuery, TicketKeyAnswer};
 pub use warm::{WarmAnswer, WarmKind, WarmRequest, WarmState};
 

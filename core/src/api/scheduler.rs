@@ -37,6 +37,29 @@ pub struct PeerAnnouncement {
     /// Uploads this agent is serving right now, and how many it allows at once.
     pub uploads_active: u32,
     pub upload_slots: u32,
+    /// What this agent has downloaded since it started, by source (absent: not reported), for
+    /// the edge's status page. Not stored with the peer's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloaded: Option<BytesBySource>,
+}
+
+/// Bytes by where they came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BytesBySource {
+    pub peer: u64,
+    pub edge: u64,
+    pub origin: u64,
+}
+
+impl BytesBySource {
+    /// The sum of both, source by source (saturating: the numbers come from the network).
+    pub fn plus(self, other: BytesBySource) -> BytesBySource {
+        BytesBySource {
+            peer: self.peer.saturating_add(other.peer),
+            edge: self.edge.saturating_add(other.edge),
+            origin: self.origin.saturating_add(other.origin),
+        }
+    }
 }
 
 /// A peer as the scheduler stores it.
@@ -108,6 +131,7 @@ mod tests {
             fetching,
             uploads_active: 1,
             upload_slots: 4,
+            downloaded: None,
         }
     }
 

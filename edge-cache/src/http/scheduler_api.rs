@@ -75,7 +75,7 @@ pub(crate) async fn announce(
     caller: Caller,
     Path((digest, host_id)): Path<(String, String)>,
     headers: HeaderMap,
-    Json(announcement): Json<PeerAnnouncement>,
+    Json(mut announcement): Json<PeerAnnouncement>,
 ) -> EdgeResult<Response> {
     let digest = parse_digest(&digest)?;
     caller.ticket(&state, &headers, &digest)?;
@@ -83,11 +83,15 @@ pub(crate) async fn announce(
     check_own_record(&caller, &host_id)?;
     check_upload_url(&state, &caller, &announcement.upload_url)?;
     state.announcements.admit(&host_id)?;
+    // The byte totals are for the status page only: not kept with the peer's record (every
+    // parents answer would carry them).
+    let downloaded = announcement.downloaded.take();
     state.status.heard(
         &host_id,
         announcement.location.to_string(),
         announcement.uploads_active,
         announcement.upload_slots,
+        downloaded,
     );
     let record = PeerRecord {
         host_id,

@@ -32,6 +32,7 @@ fn render(report: &StatusReport) -> String {
     render_traffic(&mut body, report);
     render_ingests(&mut body, report);
     render_racks(&mut body, report);
+    render_preheats(&mut body, report);
     let subtitle = format!(
         "version {} · up {} s · refreshes every 10 s · <a href=\"/api/v1/status\">JSON</a> · \
          <a href=\"/metrics\">metrics</a>",
@@ -110,59 +111,110 @@ fn render_traffic(html: &mut String, report: &StatusReport) {
             format!("{:.2}", report.bytes.upstream as f64 / served_total as f64)
         },
     );
+    let h = &report.history;
+    let of = |pick: fn(&Sample) -> u64| h.iter().map(pick).collect::<Vec<u64>>();
     html.push_str("<h2>Bytes per second, last hour</h2>");
-    html.push_str(&plot(&report.history));
+    let edge = [
+        Series {
+            label: "from the origin",
+            colour: RED,
+            values: of(|s| s.upstream_bytes),
+        },
+        Series {
+            label: "served",
+            colour: BLUE,
+            values: of(|s| s.served_bytes),
+        },
+    ];
+    html.push_str(&plot("traffic-plot", h, &edge));
+    let a = &report.agents_downloaded;
+    let _ = write!(
+        html,
+        "<h2>What the agents fetched, by source</h2><div class=\"muted\">as they report it: peers \
+         {}, this region's edges {}, the origin {} since they started</div>",
+        bytes(a.peer),
+        bytes(a.edge),
+        bytes(a.origin)
+    );
+    let agents = [
+        Series {
+            label: "peers",
+            colour: GREEN,
+            values: of(|s| s.agents.peer),
+        },
+        Series {
+            label: "edges",
+            colour: BLUE,
+            values: of(|s| s.agents.edge),
+        },
+        Series {
+            label: "origin",
+            colour: RED,
+            values: of(|s| s.agents.origin),
+        },
+    ];
+    html.push_str(&plot("sources-plot", h, &agents));
 }
 
-/// The mean rate between two samples: (start ms, end ms, from the origin, served), per second.
-type Rate = (f64, f64, f64, f64);
+/// A series to plot: its legend, its colour, and a counter's value at each sample.
+struct Series {
+    label: &'static str,
+    colour: &'static str,
+    values: Vec<u64>,
+}
 
-/// Rates between consecutive samples, as two step lines (origin → edge, edge → clients): each
-/// interval is drawn flat at its mean, so even the first one shows.
-fn plot(history: &[Sample]) -> String {
+/// The counters' rates between consecutive samples, one step line per series: each interval is
+/// drawn flat at its mean, so even the first one shows.
+fn plot(id: &str, history: &[Sample], series: &[Series]) -> String {
     let (width, height) = (600.0, 140.0);
     if history.len() < 2 {
         return "<div class=\"muted\">collecting samples…</div>".into();
     }
-    let rates: Vec<Rate> = history
-        .windows(2)
-        .map(|w| {
-            let secs = (w[1].at_ms.saturating_sub(w[0].at_ms) as f64 / 1000.0).max(0.001);
-            (
-                w[0].at_ms as f64,
-                w[1].at_ms as f64,
-                w[1].upstream_bytes.saturating_sub(w[0].upstream_bytes) as f64 / secs,
-                w[1].served_bytes.saturating_sub(w[0].served_bytes) as f64 / secs,
-            )
-        })
-        .collect();
-    let (first, last) = (history[0].at_ms as f64, history[history.len() - 1].at_ms as f64);
-    let span = (last - first).max(1.0);
-    let top = rates.iter().map(|r| r.2.max(r.3)).fold(1.0_f64, f64::max);
-    let line = |pick: fn(&Rate) -> f64| {
-        rates
-            .iter()
-            .flat_map(|r| {
-                let y = height - pick(r) / top * (height - 10.0);
-                [r.0, r.1].map(|at| format!("{:.1},{y:.1}", (at - first) / span * width))
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+    let times: Vec<f64> = history.iter().map(|s| s.at_ms as f64).collect();
+    let rates = |values: &[u64]| -> Vec<f64> {
+        values
+            .windows(2)
+            .zip(times.windows(2))
+            .map(|(v, t)| v[1].saturating_sub(v[0]) as f64 / ((t[1] - t[0]) / 1000.0).max(0.001))
+            .collect()
     };
-    format!(
-        "<svg id=\"traffic-plot\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"bytes per second\" \
-         style=\"background:#fff;border:1px solid #dde2e7\">\
-         <polyline fill=\"none\" stroke=\"#cf222e\" stroke-width=\"2\" points=\"{up}\"/>\
-         <polyline fill=\"none\" stroke=\"#2f81f7\" stroke-width=\"2\" points=\"{served}\"/>\
-         <text x=\"6\" y=\"{label_y}\" font-size=\"11\" fill=\"#6a737d\">peak {peak}/s</text></svg>\
-         <div class=\"muted\"><span style=\"color:#cf222e\">■</span> from the origin \
-         <span style=\"color:#2f81f7\">■</span> served</div>",
-        up = line(|r| r.2),
-        served = line(|r| r.3),
-        peak = bytes(top as u64),
-        label_y = height - 6.0,
-    )
+    let all: Vec<Vec<f64>> = series.iter().map(|s| rates(&s.values)).collect();
+    let top = all.iter().flatten().copied().fold(1.0_f64, f64::max);
+    let (first, span) = (times[0], (times[times.len() - 1] - times[0]).max(1.0));
+    let mut svg = format!(
+        "<svg id=\"{id}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"bytes per second\" \
+         style=\"background:#fff;border:1px solid #dde2e7\">"
+    );
+    let mut legend = String::from("<div class=\"muted\">");
+    for (s, rates) in series.iter().zip(&all) {
+        let points: Vec<String> = rates
+            .iter()
+            .zip(times.windows(2))
+            .flat_map(|(rate, t)| {
+                let y = height - rate / top * (height - 10.0);
+                [t[0], t[1]].map(|at| format!("{:.1},{y:.1}", (at - first) / span * width))
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+            s.colour,
+            points.join(" ")
+        );
+        let _ = write!(legend, "<span style=\"color:{}\">■</span> {} ", s.colour, s.label);
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"6\" y=\"{}\" font-size=\"11\" fill=\"#6a737d\">peak {}/s</text></svg>{legend}</div>",
+        height - 6.0,
+        bytes(top as u64)
+    );
+    svg
 }
+
+const RED: &str = "#cf222e";
+const BLUE: &str = "#2f81f7";
+const GREEN: &str = "#1a7f37";
 
 fn render_ingests(html: &mut String, report: &StatusReport) {
     let rows = report
@@ -198,21 +250,52 @@ fn render_racks(html: &mut String, report: &StatusReport) {
     section(html, "Peers by location", empty, &headers, rows);
 }
 
+fn render_preheats(html: &mut String, report: &StatusReport) {
+    let now = report.history.last().map_or(0, |s| s.at_ms);
+    let rows = report
+        .preheats
+        .iter()
+        .map(|p| {
+            let ago = now.saturating_sub(p.last_at_ms) / 1000;
+            vec![
+                escape(&p.repository),
+                p.blobs.to_string(),
+                p.manifests.to_string(),
+                format!("{ago} s ago"),
+            ]
+        })
+        .collect();
+    let headers = ["repository", "blobs warmed", "manifests warmed", "last warm"];
+    section(html, "Recent preheats", "none since start", &headers, rows);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_plot_draws_both_rates() {
-        let samples =
-            [(0, 0, 0), (10_000, 10_240, 20_480), (20_000, 20_480, 61_440)].map(|(at, up, served)| Sample {
+    fn the_plot_draws_each_rate() {
+        let samples: Vec<Sample> = [0, 10_000, 20_000]
+            .iter()
+            .map(|&at| Sample {
                 at_ms: at,
-                upstream_bytes: up,
-                served_bytes: served,
-            });
-        let svg = plot(&samples);
+                upstream_bytes: 0,
+                served_bytes: 0,
+                agents: Default::default(),
+            })
+            .collect();
+        let series = |values: Vec<u64>| Series {
+            label: "x",
+            colour: RED,
+            values,
+        };
+        let svg = plot(
+            "p",
+            &samples,
+            &[series(vec![0, 10_240, 20_480]), series(vec![0, 20_480, 61_440])],
+        );
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("peak 4.0 KiB/s"), "{svg}");
-        assert!(plot(&samples[..1]).contains("collecting"));
+        assert!(plot("p", &samples[..1], &[]).contains("collecting"));
     }
 }

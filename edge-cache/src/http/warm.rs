@@ -33,6 +33,14 @@ pub(crate) async fn warm(
     Json(request): Json<WarmRequest>,
 ) -> EdgeResult<Response> {
     check_token(&state, &headers)?;
+    state.status.warmed(
+        format!(
+            "{}/{}",
+            request.registry.as_deref().unwrap_or(""),
+            request.repository
+        ),
+        matches!(request.kind, WarmKind::Blob),
+    );
     let upstream = state.upstreams.select(request.registry.as_deref())?;
     let repo: RepositoryName = request
         .repository

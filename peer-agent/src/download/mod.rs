@@ -178,6 +178,7 @@ impl Network for Downloader {
             fetching,
             uploads_active: self.uploads_active.load(Ordering::Relaxed),
             upload_slots: self.upload_slots,
+            downloaded: Some(self.metrics.downloaded_by_source()),
         };
         let _ = self
             .edges
