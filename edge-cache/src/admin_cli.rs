@@ -9,12 +9,9 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use damselfly_server::config::secret_from_file;
-use damselfly_server::tls::TlsConfig;
 use reqwest::Method;
 
 use crate::store::{BlobListing, TagListing};
@@ -53,18 +50,10 @@ pub enum AdminAction {
 }
 
 pub async fn run(args: &AdminArgs) -> Result<()> {
-    let mut token = None;
-    secret_from_file(&mut token, &Some(args.token_file.clone()), "admin_token")?;
+    let (client, token) =
+        damselfly_server::cli::api_client(args.ca.as_deref(), Some(&args.token_file), "admin_token")
+            .map_err(anyhow::Error::msg)?;
     let token = token.context("no admin token")?;
-    let tls = TlsConfig {
-        ca_file: args.ca.clone(),
-        ..TlsConfig::default()
-    };
-    let client = damselfly_server::tls::client_builder(&tls, false)
-        .map_err(anyhow::Error::msg)?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
-        .build()?;
     let base = args.edge.trim_end_matches('/');
     let call = |method: Method, path: String| {
         client

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
 use common::{edge_binary, fetch, layers, sha256, Origin, MIB};
 use damselfly_test_support::edge::Edge;
 use damselfly_test_support::net::loopback_client;
+use damselfly_test_support::process::{private_file, stdout_of};
 
 const TOKEN: &str = "admin-token-0123456789";
 
@@ -159,20 +158,12 @@ async fn purged_blobs_are_fetched_again_and_pinned_ones_outlive_eviction() {
 
     // The command line sees the same, with the token from a private file.
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let output = std::process::Command::new(edge_binary())
-        .args(["admin", "--edge", &edge.url(), "--token-file"])
-        .arg(&token_file)
-        .arg("blobs")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let token_file = private_file(dir.path(), "admin.token", &format!("{TOKEN}\n"));
+    let text = stdout_of(
+        std::process::Command::new(edge_binary())
+            .args(["admin", "--edge", &edge.url(), "--token-file"])
+            .arg(&token_file)
+            .arg("blobs"),
     );
     assert!(text.contains(&a.digest) && text.contains(&c.digest), "{text}");
 }

@@ -7,7 +7,8 @@ mod common;
 use common::{downloaded_from, Region, MIB};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::metrics::scrape;
-use damselfly_test_support::net::loopback_client;
+use damselfly_test_support::net::{json, loopback_client, text};
+use damselfly_test_support::process::stdout_of;
 use damselfly_test_support::registry::RegistryOptions;
 
 #[tokio::test]
@@ -36,14 +37,7 @@ async fn ops_listener_answers_probes_and_counts_what_the_mirror_did() {
     assert!(from_edge >= (2 * MIB) as f64, "{}", region.logs());
 
     // The status report agrees with the metrics, and the command line prints it.
-    let status: serde_json::Value = client
-        .get(format!("{ops}/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = json(client.get(format!("{ops}/api/v1/status"))).await;
     assert_eq!(status["downloaded"]["edge"].as_f64(), Some(from_edge), "{status}");
     assert_eq!(status["location"], "eu/z1/r1");
     assert!(status["store"]["complete"].as_u64().unwrap() >= 1, "{status}");
@@ -52,27 +46,11 @@ async fn ops_listener_answers_probes_and_counts_what_the_mirror_did() {
         Some(0),
         "nothing still fetching"
     );
-    let page = client
-        .get(format!("{ops}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text(client.get(format!("{ops}/"))).await;
     assert!(
         page.contains("Damselfly agent") && page.contains("Downloads in progress"),
         "{page}"
     );
-    let output = std::process::Command::new(common::agent_binary())
-        .args(["status", "--ops", &ops])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = stdout_of(std::process::Command::new(common::agent_binary()).args(["status", "--ops", &ops]));
     assert!(text.contains("downloaded from: edge 2.0 MiB"), "{text}");
 }

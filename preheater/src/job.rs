@@ -257,6 +257,20 @@ pub fn number_of_id(id: &str) -> Option<u64> {
 }
 
 impl Job {
+    /// Items cached at `region`, and items in all (0 before the job is resolved).
+    pub fn cached_at(&self, region: &str) -> (u64, u64) {
+        let done = self
+            .items
+            .iter()
+            .filter(|i| {
+                i.regions
+                    .get(region)
+                    .is_some_and(|r| r.state == WarmState::Cached)
+            })
+            .count();
+        (done as u64, self.items.len() as u64)
+    }
+
     /// A job whose id is also a number (see [`id_for_number`]).
     pub fn new_numbered(spec: JobSpec, now: u64) -> (u64, Job) {
         let random = u64::from(rand::random::<u32>()) & ((1 << NUMBER_RANDOM_BITS) - 1);

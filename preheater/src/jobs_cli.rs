@@ -14,12 +14,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use damselfly_server::config::secret_from_file;
-use damselfly_server::tls::TlsConfig;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::job::{Job, WarmState};
+use crate::job::Job;
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
@@ -102,17 +100,9 @@ impl Api {
 }
 
 pub async fn run(args: &JobsArgs) -> Result<()> {
-    let mut token = None;
-    secret_from_file(&mut token, &args.token_file, "api_token")?;
-    let tls = TlsConfig {
-        ca_file: args.ca.clone(),
-        ..TlsConfig::default()
-    };
-    let client = damselfly_server::tls::client_builder(&tls, false)
-        .map_err(anyhow::Error::msg)?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let (client, token) =
+        damselfly_server::cli::api_client(args.ca.as_deref(), args.token_file.as_deref(), "api_token")
+            .map_err(anyhow::Error::msg)?;
     let api = Api {
         client,
         base: args.url.trim_end_matches('/').to_string(),
@@ -174,24 +164,10 @@ fn state_name(job: &Job) -> String {
     format!("{:?}", job.state).to_lowercase()
 }
 
-/// Items cached at `region`, of all.
-fn cached(job: &Job, region: &str) -> (u64, u64) {
-    let done = job
-        .items
-        .iter()
-        .filter(|i| {
-            i.regions
-                .get(region)
-                .is_some_and(|r| r.state == WarmState::Cached)
-        })
-        .count();
-    (done as u64, job.items.len() as u64)
-}
-
 fn print_job(job: &Job) {
     println!("job {}: {}", job.id, state_name(job));
     for region in &job.regions {
-        let (done, all) = cached(job, region);
+        let (done, all) = job.cached_at(region);
         println!("  {region}: {done}/{all} items cached");
     }
     if let Some(e) = &job.error {
@@ -216,7 +192,7 @@ async fn follow(api: &Api, mut job: Job) -> Result<()> {
         .collect();
     loop {
         for (region, bar) in &regions {
-            let (done, all) = cached(&job, region);
+            let (done, all) = job.cached_at(region);
             bar.set_length(all);
             bar.set_position(done);
             bar.set_message(state_name(&job));

@@ -4,14 +4,14 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use base64::Engine as _;
 use common::*;
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::metrics::{dashboard_metrics, scrape};
-use damselfly_test_support::net::loopback_client;
+use damselfly_test_support::net::{loopback_client, text};
+use damselfly_test_support::process::private_file;
 
 const API_TOKEN: &str = "api-token-0123456789abcdef";
 
@@ -46,10 +46,7 @@ async fn jobs_from_the_command_line_and_in_a_browser() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("api.token");
-    std::fs::write(&token_file, API_TOKEN).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-
+    let token_file = private_file(dir.path(), "api.token", API_TOKEN);
     // Created and followed to the end: every item cached in the one region.
     let reference = format!("{}/demo/operator:v1", registry.addr());
     let (ok, stdout, stderr) = jobs_command(&preheater, &token_file, &["create", &reference, "--wait"]);
@@ -115,15 +112,12 @@ async fn jobs_from_the_command_line_and_in_a_browser() {
         list.contains(&format!("/jobs/{id}")) && list.contains("succeeded") && list.contains("failed"),
         "{list}"
     );
-    let detail = client
-        .get(format!("{}/jobs/{id}", preheater.url()))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let detail = text(
+        client
+            .get(format!("{}/jobs/{id}", preheater.url()))
+            .bearer_auth(API_TOKEN),
+    )
+    .await;
     assert!(detail.contains("Items by region"), "{detail}");
     assert_eq!(detail.matches("<td>cached</td>").count(), items, "{detail}");
 

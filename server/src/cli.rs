@@ -76,3 +76,26 @@ pub fn parse<T: Parser>(daemon: &Daemon) -> T {
     }
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
+
+/// What a command that talks to a running daemon's API needs: an HTTP client trusting the
+/// system's CAs plus `ca` (a cluster CA), with bounded connect and total times, and the bearer
+/// token read from `token_file` (mode 0600; `None` when no file is named).
+pub fn api_client(
+    ca: Option<&std::path::Path>,
+    token_file: Option<&std::path::Path>,
+    key: &str,
+) -> Result<(reqwest::Client, Option<String>), String> {
+    let mut token = None;
+    crate::config::secret_from_file(&mut token, &token_file.map(PathBuf::from), key)
+        .map_err(|e| e.to_string())?;
+    let tls = crate::tls::TlsConfig {
+        ca_file: ca.map(PathBuf::from),
+        ..crate::tls::TlsConfig::default()
+    };
+    let client = crate::tls::client_builder(&tls, false)?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((client, token))
+}

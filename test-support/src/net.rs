@@ -111,6 +111,23 @@ pub fn raise_open_files(wanted: usize) -> Result<()> {
     Ok(())
 }
 
+/// Sends `request` and reads the answer as text, whatever its status; panics (naming the URL)
+/// if it cannot. For tests.
+pub async fn text(request: reqwest::RequestBuilder) -> String {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    let url = response.url().clone();
+    response.text().await.unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// [`text`], read as JSON.
+pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let body = text(request).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -268,6 +268,29 @@ pub fn run_checked(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` to completion and returns its standard output; panics with its standard error
+/// if it fails. For tests of the command-line tools.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let output = cmd.output().unwrap_or_else(|e| panic!("{}: {e}", describe(cmd)));
+    assert!(
+        output.status.success(),
+        "{} failed: {}",
+        describe(cmd),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Writes `contents` to `dir/name` readable by its owner only, as secrets must be.
+pub fn private_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

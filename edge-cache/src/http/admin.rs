@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use damselfly_core::Digest;
@@ -56,23 +56,15 @@ pub(crate) async fn purge_blob(
     })
 }
 
+/// `PUT` pins, `DELETE` unpins.
 pub(crate) async fn pin(
     State(state): State<Arc<AppState>>,
+    method: Method,
     Path(text): Path<String>,
     headers: HeaderMap,
 ) -> EdgeResult<StatusCode> {
     check_token(&state, &headers)?;
-    state.store.set_pinned(&digest(&text)?, true)?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn unpin(
-    State(state): State<Arc<AppState>>,
-    Path(text): Path<String>,
-    headers: HeaderMap,
-) -> EdgeResult<StatusCode> {
-    check_token(&state, &headers)?;
-    state.store.set_pinned(&digest(&text)?, false)?;
+    state.store.set_pinned(&digest(&text)?, method == Method::PUT)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

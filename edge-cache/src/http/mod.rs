@@ -66,7 +66,7 @@ fn admin_api() -> Router<Arc<AppState>> {
         .route("/api/v1/admin/blobs/{digest}", delete(admin::purge_blob))
         .route(
             "/api/v1/admin/pins/{digest}",
-            axum::routing::put(admin::pin).delete(admin::unpin),
+            axum::routing::put(admin::pin).delete(admin::pin),
         )
         .route("/api/v1/admin/tags", get(admin::tags))
         .route("/api/v1/admin/tags/{*tag}", delete(admin::purge_tag))

@@ -110,8 +110,15 @@ impl Index {
 
     /// Every cached manifest's digest hex.
     pub fn manifests(&self) -> IndexResult<Vec<String>> {
+        self.keys(MANIFESTS)
+    }
+
+    fn keys<V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<'_, &'static str, V>,
+    ) -> IndexResult<Vec<String>> {
         let tx = self.db.begin_read()?;
-        let table = tx.open_table(MANIFESTS)?;
+        let table = tx.open_table(definition)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             out.push(row?.0.value().to_string());
@@ -161,13 +168,7 @@ impl Index {
 
     /// Every pinned digest hex.
     pub fn pins(&self) -> IndexResult<Vec<String>> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(PINS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            out.push(row?.0.value().to_string());
-        }
-        Ok(out)
+        self.keys(PINS)
     }
 
     pub fn put_pin(&self, hex: &str, at: u64) -> IndexResult<()> {

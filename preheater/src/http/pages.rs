@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use damselfly_server::page::{self, bytes, escape, section};
 
-use crate::job::{Job, Target, WarmState};
+use crate::job::{Job, Target};
 use crate::state::AppState;
 
 const LISTED: usize = 50;
@@ -69,16 +69,7 @@ fn progress(job: &Job) -> String {
     job.regions
         .iter()
         .map(|region| {
-            let done = job
-                .items
-                .iter()
-                .filter(|i| {
-                    i.regions
-                        .get(region)
-                        .is_some_and(|r| r.state == WarmState::Cached)
-                })
-                .count();
-            let all = job.items.len();
+            let (done, all) = job.cached_at(region);
             format!(
                 "{} <progress max=\"{all}\" value=\"{done}\"></progress> {done}/{all}",
                 escape(region)
