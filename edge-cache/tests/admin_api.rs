@@ -80,6 +80,24 @@ async fn only_the_admin_token_opens_the_admin_api() {
         client.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(),
         200
     );
+
+    // With an admin token, the status page (which names repositories and blobs) asks for it
+    // as a password; without one (the first edge, a lab) it is open.
+    let page = client.get(format!("{}/", edge.url())).send().await.unwrap();
+    assert_eq!(page.status(), 401);
+    assert!(page.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic "));
+    let status = client
+        .get(format!("{}/api/v1/status", edge.url()))
+        .basic_auth("ops", Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let open = client.get(format!("{}/", off.url())).send().await.unwrap();
+    assert_eq!(open.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,10 @@
 
 use std::fmt::Write as _;
 
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2733;background:#f6f8fa}\
 h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:24px 0 8px}.muted{color:#6a737d}\
 .warn{background:#fff1f0;border:1px solid #f5a8a2;padding:6px 10px;margin:6px 0;border-radius:4px}\
@@ -84,6 +88,39 @@ pub fn section(html: &mut String, title: &str, empty: &str, headers: &[&str], ro
     html.push_str("</table>");
 }
 
+/// The secret a caller presented for a page: a bearer token, or HTTP Basic's password (any
+/// user name), which is how a browser can be made to ask for it. Empty when none.
+pub fn presented_secret(headers: &HeaderMap) -> String {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(bearer) = presented.strip_prefix("Bearer ") {
+        return bearer.to_string();
+    }
+    presented
+        .strip_prefix("Basic ")
+        .and_then(|basic| {
+            base64::engine::general_purpose::STANDARD
+                .decode(basic.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| pair.split_once(':').map(|(_, password)| password.to_string()))
+        .unwrap_or_default()
+}
+
+/// 401 asking a browser for the `what` token as the password of `realm`.
+pub fn ask_for_secret(realm: &str, what: &str) -> Response {
+    let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        format!("the {what} is required (as the password)\n"),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +130,20 @@ mod tests {
         assert_eq!(bytes(12), "12 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(50 * 1024 * 1024 * 1024), "50.0 GiB");
+    }
+
+    #[test]
+    fn a_secret_comes_as_a_bearer_token_or_a_basic_password() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            presented_secret(&headers)
+        };
+        assert_eq!(with("Bearer t0k"), "t0k");
+        // "ops:t0k:x" — the password is everything after the first colon.
+        assert_eq!(with("Basic b3BzOnQwazp4"), "t0k:x");
+        assert_eq!(with("Basic !!"), "");
+        assert_eq!(presented_secret(&HeaderMap::new()), "");
     }
 
     #[test]

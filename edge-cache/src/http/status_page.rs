@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::response::Html;
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
 use damselfly_server::page::{self, bytes, escape, section};
@@ -14,12 +15,26 @@ use damselfly_server::page::{self, bytes, escape, section};
 use crate::state::AppState;
 use crate::status::{self, Sample, StatusReport};
 
-pub(crate) async fn json(State(state): State<Arc<AppState>>) -> Json<StatusReport> {
-    Json(status::report(&state).await)
+/// The page names repositories and blobs: with an `admin_token`, only its holders see it (a
+/// browser is asked for it as a password); without one, the edge is a lab and it is open.
+fn allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.admin_token.as_ref().is_none_or(|token| {
+        damselfly_core::constant_time_eq(page::presented_secret(headers).as_bytes(), token.as_bytes())
+    })
 }
 
-pub(crate) async fn page(State(state): State<Arc<AppState>>) -> Html<String> {
-    Html(render(&status::report(&state).await))
+pub(crate) async fn json(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !allowed(&state, &headers) {
+        return page::ask_for_secret("Damselfly edge", "admin token");
+    }
+    Json(status::report(&state).await).into_response()
+}
+
+pub(crate) async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !allowed(&state, &headers) {
+        return page::ask_for_secret("Damselfly edge", "admin token");
+    }
+    Html(render(&status::report(&state).await)).into_response()
 }
 
 fn percent(ratio: Option<f64>) -> String {

@@ -7,9 +7,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use base64::Engine as _;
 use damselfly_server::page::{self, bytes, escape, section};
 
 use crate::job::{Job, Target};
@@ -19,38 +18,13 @@ const LISTED: usize = 50;
 
 /// Whether the caller presented the API token (bearer, or Basic's password).
 fn allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.config.api_token else {
-        return true;
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let password = if let Some(bearer) = presented.strip_prefix("Bearer ") {
-        bearer.to_string()
-    } else if let Some(basic) = presented.strip_prefix("Basic ") {
-        base64::engine::general_purpose::STANDARD
-            .decode(basic.trim())
-            .ok()
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|pair| pair.split_once(':').map(|(_, p)| p.to_string()))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
-    damselfly_core::constant_time_eq(password.as_bytes(), token.as_bytes())
+    state.config.api_token.as_ref().is_none_or(|token| {
+        damselfly_core::constant_time_eq(page::presented_secret(headers).as_bytes(), token.as_bytes())
+    })
 }
 
 fn refused() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(
-            header::WWW_AUTHENTICATE,
-            "Basic realm=\"Damselfly preheater\", charset=\"UTF-8\"",
-        )],
-        "the job API token is required (as the password)\n",
-    )
-        .into_response()
+    page::ask_for_secret("Damselfly preheater", "job API token")
 }
 
 fn target(job: &Job) -> String {
