@@ -248,7 +248,7 @@ pub async fn report(state: &AppState) -> StatusReport {
     let metrics = &state.metrics;
     let recorder = &state.status;
     let quota = state.config.quota_bytes().unwrap_or(0);
-    let blobs = state.store.list_blobs().unwrap_or_default();
+    let (blobs, pinned_blobs) = state.store.blob_counts().unwrap_or_default();
     let catalog = |kind| {
         metrics
             .catalog_entries
@@ -261,8 +261,8 @@ pub async fn report(state: &AppState) -> StatusReport {
         quota_bytes: quota,
         high_watermark_bytes: (quota as f64 * state.config.cache.high_watermark) as u64,
         low_watermark_bytes: (quota as f64 * state.config.cache.low_watermark) as u64,
-        blobs: blobs.len(),
-        pinned_blobs: blobs.iter().filter(|b| b.pinned).count(),
+        blobs,
+        pinned_blobs,
         manifests: catalog("manifest"),
         tags: catalog("tag"),
     };

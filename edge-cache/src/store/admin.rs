@@ -58,6 +58,17 @@ impl BlobStore {
         Ok(blobs)
     }
 
+    /// Blobs held and how many of those are pinned, without listing them (the status page).
+    pub fn blob_counts(&self) -> EdgeResult<(usize, usize)> {
+        let usage = self.lock_usage()?;
+        let pinned = usage
+            .pinned
+            .iter()
+            .filter(|d| usage.entries.contains_key(d))
+            .count();
+        Ok((usage.entries.len(), pinned))
+    }
+
     /// Deletes a complete blob now, pinned or not. Readers that have it open finish from the
     /// file they hold; the next request fetches it from the upstream again.
     pub fn purge_blob(&self, digest: &Digest) -> EdgeResult<Purged> {
@@ -105,17 +116,17 @@ impl BlobStore {
 
     /// Every tag mapping held, by name.
     pub fn list_tags(&self) -> EdgeResult<Vec<TagListing>> {
-        let mut tags = Vec::new();
-        for (tag, _) in self.index.tags().map_err(index_err)? {
-            if let Some(entry) = self.index.tag(&tag).map_err(index_err)? {
-                tags.push(TagListing {
+        let tags = self.index.tags().map_err(index_err)?;
+        Ok(tags
+            .into_iter()
+            .filter_map(|(tag, entry)| {
+                entry.map(|e| TagListing {
                     tag,
-                    digest: entry.digest,
-                    confirmed_at_ms: entry.confirmed_at,
-                });
-            }
-        }
-        Ok(tags)
+                    digest: e.digest,
+                    confirmed_at_ms: e.confirmed_at,
+                })
+            })
+            .collect())
     }
 
     /// Forgets the tag mappings `matches` selects (by `<registry>/<repository>:<tag>`); returns

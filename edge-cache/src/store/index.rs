@@ -130,15 +130,14 @@ impl Index {
         self.remove_rows(MANIFESTS, hexes)
     }
 
-    /// Every tag key with when the upstream last confirmed it.
-    pub fn tags(&self) -> IndexResult<Vec<(String, u64)>> {
+    /// Every tag key with its mapping (`None` for a row that no longer parses).
+    pub fn tags(&self) -> IndexResult<Vec<(String, Option<TagEntry>)>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(TAGS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            let confirmed_at = serde_json::from_slice::<TagEntry>(v.value()).map_or(0, |t| t.confirmed_at);
-            out.push((k.value().to_string(), confirmed_at));
+            out.push((k.value().to_string(), serde_json::from_slice(v.value()).ok()));
         }
         Ok(out)
     }

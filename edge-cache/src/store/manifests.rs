@@ -75,7 +75,13 @@ pub(super) fn load_catalog(root: &Path, index: &Index, limits: &CatalogLimits) -
     }
     evicted_manifests.extend(rows);
     index.remove_manifests(&evicted_manifests).map_err(index_err)?;
-    let mut tags = index.tags().map_err(index_err)?;
+    // A row that no longer parses counts as the oldest.
+    let mut tags: Vec<(String, u64)> = index
+        .tags()
+        .map_err(index_err)?
+        .into_iter()
+        .map(|(key, entry)| (key, entry.map_or(0, |e| e.confirmed_at)))
+        .collect();
     tags.sort_by_key(|(_, confirmed_at)| *confirmed_at);
     let mut evicted_tags = Vec::new();
     for (key, confirmed_at) in tags {
