@@ -31,6 +31,11 @@ enum Scenario {
     /// Edge against direct pulls: one cold and one warm pull of a large image, then many
     /// concurrent cold pulls; times and upstream bytes as ratios.
     Edge(scenarios::edge::EdgeArgs),
+    /// One host alone: a fresh agent pulls a large blob from a warm edge on loopback, against
+    /// a direct pull from the registry and the receive path's single-core limit (hash and
+    /// decrypt each byte once, the same code in this process); CPU seconds per GiB for agent
+    /// and edge, and what BLAKE3 as the piece hash would change.
+    Host(scenarios::host::HostArgs),
     /// Many hosts pull one image at once over rate-limited links, each host in its own network
     /// namespace (needs root): direct from the registry, through the edge alone, and with an
     /// agent per host. Completion times against the Kumar-Ross lower bound and the direct
@@ -62,6 +67,14 @@ async fn main() -> Result<()> {
             .await
         }
         Scenario::Edge(args) => scenarios::edge::run(&scenarios::binary(&bin_dir, "edge-cache")?, args).await,
+        Scenario::Host(args) => {
+            scenarios::host::run(
+                &scenarios::binary(&bin_dir, "edge-cache")?,
+                &scenarios::binary(&bin_dir, "peer-agent")?,
+                args,
+            )
+            .await
+        }
         Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
         Scenario::Warm(args) => scenarios::warm::run(&bin_dir, args).await,
     }

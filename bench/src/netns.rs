@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use damselfly_test_support::process::run_checked;
+use damselfly_test_support::process::{self, run_checked};
 
 pub const PREFIX: &str = "dfb-";
 const SWITCH: &str = "dfb-sw";
@@ -180,28 +180,19 @@ fn ip(args: &[&str]) -> Result<()> {
     run_checked("ip", args)
 }
 
-/// CPU seconds (user + system) used so far by the processes now in `namespaces`. Read from
-/// `/proc/<pid>/stat` in clock ticks, which the kernel reports at USER_HZ = 100 on Linux.
+/// CPU seconds (user + system) used so far by the processes now in `namespaces`.
 pub fn cpu_seconds<'a>(namespaces: impl IntoIterator<Item = &'a str>) -> f64 {
-    let mut ticks = 0u64;
+    let mut total = 0.0;
     for ns in namespaces {
         let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
             continue;
         };
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // Fields after the parenthesised command name (which may contain spaces).
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-            for i in [11, 12] {
-                ticks += fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            // A process may end between the listing and the read: it then counts nothing.
+            if let Some(seconds) = pid.parse().ok().and_then(|pid| process::cpu_seconds(pid).ok()) {
+                total += seconds;
             }
         }
     }
-    ticks as f64 / 100.0
+    total
 }

@@ -26,7 +26,7 @@ pub use digest::{Digest, DigestError, Sha256Stream};
 pub use file_task::{file_task_id, file_version_id, normalise_url, FileUrlError};
 pub use location::Location;
 pub use parents::rank_parents;
-pub use piece::{LayoutError, PieceLayout, PieceTable};
+pub use piece::{LayoutError, PieceHash, PieceLayout, PieceTable};
 pub use range::{parse_range, ContentRange, RangeNotSatisfiable};
 pub use reference::{Reference, RepositoryName};
 pub use registry_auth::{Challenge, TokenAnswer};

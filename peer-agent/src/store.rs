@@ -6,7 +6,7 @@
 //! `<hex>.json` (the piece table) once complete. Keys are never stored: serving a blob again
 //! needs the edge's access check (and key) again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -27,9 +27,62 @@ pub struct LocalTask {
     /// Bumped whenever a piece lands (or the task fails), for readers waiting on a piece.
     changed: watch::Sender<u64>,
     failed: Mutex<Option<String>>,
+    /// The pieces that landed last, while the task downloads: see [`RecentPieces`].
+    recent: Mutex<RecentPieces>,
+}
+
+/// The sealed pieces a downloading task received last, kept in memory: a runtime streaming
+/// the blob (and often a peer) asks for a piece right after it lands, and reading it back from
+/// disk would cost a buffer fill and a page-cache copy per byte. Bounded to
+/// [`RECENT_BYTES`] (two pieces at least) per download, and dropped when the task completes or
+/// fails; a piece no longer here is read from disk as before.
+#[derive(Default)]
+struct RecentPieces {
+    pieces: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+/// Covers the pieces in flight around a reader streaming in order (2 MiB pieces for a
+/// 512 MiB blob: 8 of them).
+const RECENT_BYTES: usize = 16 << 20;
+
+impl RecentPieces {
+    fn keep(&mut self, index: u64, sealed: Bytes) {
+        self.bytes += sealed.len();
+        self.pieces.push_back((index, sealed));
+        while self.bytes > RECENT_BYTES && self.pieces.len() > 2 {
+            if let Some((_, old)) = self.pieces.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn get(&self, index: u64) -> Option<Bytes> {
+        self.pieces
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn clear(&mut self) {
+        *self = RecentPieces::default();
+    }
 }
 
 impl LocalTask {
+    fn new(digest: Digest, layout: PieceLayout, file: File, have: Bitfield) -> LocalTask {
+        let (changed, _) = watch::channel(0);
+        LocalTask {
+            digest,
+            layout,
+            file: Arc::new(file),
+            have: Mutex::new(have),
+            changed,
+            failed: Mutex::new(None),
+            recent: Mutex::new(RecentPieces::default()),
+        }
+    }
+
     pub fn has(&self, index: u64) -> bool {
         self.have.lock().map(|h| h.get(index)).unwrap_or(false)
     }
@@ -54,14 +107,18 @@ impl LocalTask {
         if let Ok(mut f) = self.failed.lock() {
             *f = Some(reason);
         }
+        self.forget_recent();
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// Stores a sealed piece that was already verified against the piece table.
-    pub fn write_piece(&self, index: u64, sealed: &[u8]) -> AgentResult<()> {
+    pub fn write_piece(&self, index: u64, sealed: Bytes) -> AgentResult<()> {
         self.file
-            .write_all_at(sealed, self.layout.sealed_offset(index))
+            .write_all_at(&sealed, self.layout.sealed_offset(index))
             .map_err(|e| AgentError::Internal(format!("write piece {index}: {e}")))?;
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.keep(index, sealed);
+        }
         if let Ok(mut have) = self.have.lock() {
             have.set(index);
         }
@@ -71,11 +128,21 @@ impl LocalTask {
 
     /// The sealed bytes of a piece this agent holds.
     pub fn read_sealed(&self, index: u64) -> AgentResult<Bytes> {
+        if let Some(sealed) = self.recent.lock().ok().and_then(|r| r.get(index)) {
+            return Ok(sealed);
+        }
         let mut buf = vec![0u8; self.layout.sealed_len(index) as usize];
         self.file
             .read_exact_at(&mut buf, self.layout.sealed_offset(index))
             .map_err(|e| AgentError::Internal(format!("read piece {index}: {e}")))?;
         Ok(Bytes::from(buf))
+    }
+
+    /// Drops the pieces kept in memory (the task completed or failed).
+    pub(crate) fn forget_recent(&self) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.clear();
+        }
     }
 }
 
@@ -121,15 +188,7 @@ impl PieceStore {
             let file = File::open(&sealed_path).ok();
             match (table, file) {
                 (Some(t), Some(f)) if f.metadata().map(|m| m.len()).ok() == Some(t.layout.sealed_size()) => {
-                    let (changed, _) = watch::channel(0);
-                    let task = LocalTask {
-                        digest: t.digest,
-                        layout: t.layout,
-                        file: Arc::new(f),
-                        have: Mutex::new(Bitfield::full(t.layout.count())),
-                        changed,
-                        failed: Mutex::new(None),
-                    };
+                    let task = LocalTask::new(t.digest, t.layout, f, Bitfield::full(t.layout.count()));
                     tasks.insert(t.digest, Arc::new(task));
                 }
                 _ => {
@@ -178,15 +237,12 @@ impl PieceStore {
             .map_err(|e| AgentError::Internal(format!("create {}: {e}", path.display())))?;
         file.set_len(layout.sealed_size())
             .map_err(|e| AgentError::Internal(format!("allocate: {e}")))?;
-        let (changed, _) = watch::channel(0);
-        let task = Arc::new(LocalTask {
-            digest: *digest,
+        let task = Arc::new(LocalTask::new(
+            *digest,
             layout,
-            file: Arc::new(file),
-            have: Mutex::new(Bitfield::new(layout.count())),
-            changed,
-            failed: Mutex::new(None),
-        });
+            file,
+            Bitfield::new(layout.count()),
+        ));
         tasks.insert(*digest, task.clone());
         Ok((task, true))
     }
@@ -205,6 +261,7 @@ impl PieceStore {
         )
         .map_err(fail)?;
         std::fs::rename(&tmp, self.root.join(format!("{hex}.json"))).map_err(fail)?;
+        task.forget_recent();
         Ok(())
     }
 
@@ -265,6 +322,7 @@ impl PieceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use damselfly_core::PieceHash;
 
     const MIB: u64 = 1024 * 1024;
 
@@ -275,16 +333,50 @@ mod tests {
         let (task, created) = store.get_or_create(&digest, layout).unwrap();
         assert!(created);
         for i in 0..layout.count() {
-            task.write_piece(i, &vec![7u8; layout.sealed_len(i) as usize])
+            task.write_piece(i, Bytes::from(vec![7u8; layout.sealed_len(i) as usize]))
                 .unwrap();
         }
         let table = PieceTable {
             digest,
             layout,
+            hash: PieceHash::Sha256,
             pieces: vec![[0u8; 32]; layout.count() as usize],
         };
         store.finish(&task, &table).unwrap();
         digest
+    }
+
+    #[test]
+    fn pieces_just_landed_are_read_from_memory_and_the_rest_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path(), 1024 * MIB).unwrap();
+        // 64 MiB: pieces of 256 KiB, so the memory bound keeps the last 64 of them.
+        let layout = PieceLayout::for_size(64 * MIB);
+        let kept = RECENT_BYTES / layout.sealed_len(0) as usize;
+        let (task, _) = store.get_or_create(&Digest::of(b"recent"), layout).unwrap();
+        let piece = |i: u64| Bytes::from(vec![i as u8; layout.sealed_len(i) as usize]);
+        let pieces = kept as u64 + 10;
+        for i in 0..pieces {
+            task.write_piece(i, piece(i)).unwrap();
+        }
+        let in_memory = |i: u64| task.recent.lock().unwrap().get(i).is_some();
+        assert!((0..10).all(|i| !in_memory(i)), "the oldest went over the bound");
+        assert!((10..pieces).all(in_memory));
+        // Wherever a piece is read from, it is what was written (and memory is handed out as
+        // is, without a copy).
+        for i in 0..pieces {
+            assert_eq!(task.read_sealed(i).unwrap(), piece(i), "piece {i}");
+        }
+        let last = task.read_sealed(pieces - 1).unwrap();
+        assert_eq!(last.as_ptr(), task.read_sealed(pieces - 1).unwrap().as_ptr());
+        // Done downloading: memory is given back, the disk still answers.
+        task.forget_recent();
+        assert!(!in_memory(pieces - 1));
+        assert_eq!(task.read_sealed(pieces - 1).unwrap(), piece(pieces - 1));
+        // A failed task gives its memory back too.
+        task.write_piece(0, piece(0)).unwrap();
+        task.fail("test".into());
+        assert!(!in_memory(0));
     }
 
     #[test]

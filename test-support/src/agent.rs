@@ -146,4 +146,9 @@ impl Agent {
     pub async fn metrics(&self) -> Result<Metrics> {
         self.daemon.metrics().await
     }
+
+    /// CPU seconds the agent process has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        self.daemon.cpu_seconds()
+    }
 }

@@ -83,6 +83,16 @@ impl Daemon {
         &self.spec.url
     }
 
+    /// CPU seconds (user and system) the running process has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(ChildGuard::pid)
+            .context("the daemon is not running")?;
+        crate::process::cpu_seconds(pid)
+    }
+
     /// The daemon's own directory (config, log, and whatever the config puts there).
     pub fn dir(&self) -> &Path {
         self.dir.path()

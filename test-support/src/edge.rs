@@ -220,6 +220,11 @@ impl Edge {
         self.daemon.metrics().await
     }
 
+    /// CPU seconds the edge process has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        self.daemon.cpu_seconds()
+    }
+
     /// The status report (`GET /api/v1/status`).
     pub async fn status(&self) -> Result<serde_json::Value> {
         self.daemon.get_json("/api/v1/status").await

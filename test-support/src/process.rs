@@ -139,6 +139,27 @@ impl Drop for ChildGuard {
 /// Reads at most `max_bytes` from the end of `path`, starting at a line boundary when possible.
 /// Never fails: a missing or unreadable log yields a short explanation instead, because this is
 /// only ever used to decorate another error.
+/// CPU seconds (user plus system time) process `pid` has used, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
+    // The fields after the parenthesised command name (which may hold spaces); utime and stime
+    // are the line's 14th and 15th, the 12th and 13th after the name. Linux counts them in
+    // clock ticks of 1/100 s (USER_HZ).
+    let (_, rest) = stat.rsplit_once(')').context("unreadable /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = [11, 12]
+        .iter()
+        .map(|&i| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .context("unreadable /proc stat")
+        })
+        .sum::<Result<u64>>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
 pub fn read_log_tail(path: &Path, max_bytes: u64) -> String {
     let read = || -> std::io::Result<String> {
         let mut file = File::open(path)?;

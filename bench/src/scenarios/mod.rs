@@ -1,5 +1,6 @@
 pub mod demo;
 pub mod edge;
+pub mod host;
 pub mod swarm;
 pub mod warm;
 

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::piece::PieceTable;
+use crate::piece::{PieceHash, PieceTable};
 use crate::seal::TaskKey;
 
 /// `/api/v1/tasks/<task>`.
@@ -49,6 +49,11 @@ pub struct TaskQuery {
     /// Piece hashes the caller already holds (a refresh): only the later ones are sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known: Option<usize>,
+    /// The piece hash the caller prefers. An edge lists it when it has it for the whole blob,
+    /// else SHA-256 (the table says which, and `known` then counts for nothing); edges from
+    /// before the choice ignore the parameter and list SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<PieceHash>,
 }
 
 /// What an edge answers for a task.
@@ -147,6 +152,7 @@ mod tests {
             table: PieceTable {
                 digest,
                 layout: PieceLayout::for_size(1 << 20),
+                hash: PieceHash::Sha256,
                 pieces: vec![[7; 32], [8; 32]],
             },
             pieces_from,

@@ -212,11 +212,18 @@ pub(crate) async fn task(
     // One snapshot: the state is read before the table, so `complete` is never said of a table
     // taken while the last piece was still held back for the digest check.
     let progress = blob.progress();
-    let mut table = blob.piece_table(layout)?;
+    let wanted = query.hash.unwrap_or_default();
+    let mut table = blob.piece_table(layout, wanted)?;
     let complete = progress.state == IngestState::Complete && table.pieces.len() as u64 == layout.count();
     // Agents refresh the table several times a second while a blob arrives: the hashes they
-    // already have would be most of the scheduler's bytes on the edge's link.
-    let pieces_from = query.known.unwrap_or(0).min(table.pieces.len());
+    // already have would be most of the scheduler's bytes on the edge's link. Hashes of another
+    // kind than the caller's are sent whole.
+    let known = if table.hash == wanted {
+        query.known.unwrap_or(0)
+    } else {
+        0
+    };
+    let pieces_from = known.min(table.pieces.len());
     table.pieces.drain(..pieces_from);
     let expires_at = unix_now() + state.config.access.ticket_ttl_secs;
     let body = TaskAnswer {

@@ -11,7 +11,7 @@
 //! its own, as with any registry).
 
 use bytes::Bytes;
-use damselfly_core::{Digest, PieceLayout, Sha256Stream, TaskKey};
+use damselfly_core::{Digest, PieceHash, PieceLayout, Sha256Stream, TaskKey};
 use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::error::{EdgeError, EdgeResult};
@@ -162,7 +162,7 @@ fn prefix_check(blob: &Blob, span: Span) -> EdgeResult<PrefixCheck> {
     Ok(PrefixCheck {
         key: blob.key.clone(),
         layout,
-        hashes: blob.piece_table(layout)?.pieces,
+        hashes: blob.piece_table(layout, PieceHash::Sha256)?.pieces,
         index: 0,
         piece: Vec::new(),
     })

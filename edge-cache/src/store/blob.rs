@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use damselfly_core::{Digest, PieceLayout, PieceTable, TaskKey};
+use damselfly_core::{Digest, PieceHash, PieceLayout, PieceTable, TaskKey};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::usage::Lease;
@@ -38,8 +39,38 @@ pub struct Progress {
 /// Where piece hashes come from: the running ingest, or the table file of a complete blob.
 #[derive(Clone)]
 pub enum PieceHashes {
-    Growing(Arc<Mutex<Vec<[u8; 32]>>>),
+    Growing(Arc<Mutex<HashLists>>),
     Stored(PathBuf),
+}
+
+/// The hashes of the pieces sealed so far, in both kinds a table can list (`PieceHash`): an
+/// agent gets the one it asks for, agents from before the choice get SHA-256.
+#[derive(Clone, Debug, Default)]
+pub struct HashLists {
+    pub sha256: Vec<[u8; 32]>,
+    pub blake3: Vec<[u8; 32]>,
+}
+
+impl HashLists {
+    /// Both hashes of the next sealed piece.
+    pub fn push(&mut self, sealed: &[u8]) {
+        self.sha256.push(PieceHash::Sha256.of(sealed));
+        self.blake3.push(PieceHash::Blake3.of(sealed));
+    }
+}
+
+/// A complete blob's table file: the SHA-256 table (which is all a file from before BLAKE3
+/// holds, and all older readers look at) and the BLAKE3 hashes beside it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredTable {
+    #[serde(flatten)]
+    pub table: PieceTable,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "damselfly_core::piece::hex_list"
+    )]
+    pub blake3: Vec<[u8; 32]>,
 }
 
 #[derive(Clone)]
@@ -150,17 +181,28 @@ impl Blob {
         matches!(self.hashes, PieceHashes::Stored(_))
     }
 
-    /// The piece table as far as it is known: hashes of the pieces sealed so far.
-    pub fn piece_table(&self, layout: PieceLayout) -> EdgeResult<PieceTable> {
-        let pieces = match &self.hashes {
+    /// The piece table as far as it is known: hashes of the pieces sealed so far, of kind
+    /// `wanted` when this edge has them for every piece (a blob cached before BLAKE3 has only
+    /// SHA-256), else SHA-256. The table says which.
+    pub fn piece_table(&self, layout: PieceLayout, wanted: PieceHash) -> EdgeResult<PieceTable> {
+        let lists = match &self.hashes {
             PieceHashes::Growing(h) => h.lock().map(|h| h.clone()).unwrap_or_default(),
             PieceHashes::Stored(path) => {
                 let text =
                     std::fs::read(path).map_err(|e| EdgeError::Internal(format!("piece table: {e}")))?;
-                let table: PieceTable = serde_json::from_slice(&text)
+                let stored: StoredTable = serde_json::from_slice(&text)
                     .map_err(|e| EdgeError::Internal(format!("piece table: {e}")))?;
-                table.pieces
+                HashLists {
+                    sha256: stored.table.pieces,
+                    blake3: stored.blake3,
+                }
             }
+        };
+        let (hash, pieces) = match wanted {
+            PieceHash::Blake3 if lists.blake3.len() >= lists.sha256.len() => {
+                (PieceHash::Blake3, lists.blake3)
+            }
+            _ => (PieceHash::Sha256, lists.sha256),
         };
         // Never advertise a hash for a piece readers cannot have yet.
         let sealed = self.progress().sealed as usize;
@@ -168,6 +210,7 @@ impl Blob {
         Ok(PieceTable {
             digest: self.digest,
             layout,
+            hash,
             pieces,
         })
     }

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Buf;
-use damselfly_core::{Digest, PieceLayout, PieceTable, RepositoryName, Sha256Stream, TaskKey, TAG_LEN};
+use damselfly_core::{
+    Digest, PieceHash, PieceLayout, PieceTable, RepositoryName, Sha256Stream, TaskKey, TAG_LEN,
+};
 use damselfly_registry::Request;
 use futures::StreamExt;
 use http::{HeaderValue, StatusCode};
@@ -23,7 +25,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::blob::{IngestState, Progress};
+use super::blob::{HashLists, IngestState, Progress, StoredTable};
 use super::usage::{now_millis, Entry};
 use super::BlobStore;
 use crate::error::{EdgeError, EdgeResult};
@@ -141,7 +143,7 @@ pub(super) struct Ingest {
     pub file: Arc<File>,
     path: PathBuf,
     pub progress: watch::Sender<Progress>,
-    pub hashes: Arc<Mutex<Vec<[u8; 32]>>>,
+    pub hashes: Arc<Mutex<HashLists>>,
 }
 
 impl Ingest {
@@ -165,7 +167,7 @@ impl Ingest {
             file: Arc::new(file),
             path,
             progress,
-            hashes: Arc::new(Mutex::new(Vec::new())),
+            hashes: Arc::new(Mutex::new(HashLists::default())),
         }))
     }
 }
@@ -415,10 +417,11 @@ async fn transfer(
             "upstream bytes do not match the digest".into(),
         ));
     }
-    let pieces = ingest.hashes.lock().map(|h| h.clone()).unwrap_or_default();
+    let pieces = ingest.hashes.lock().map(|h| h.sha256.clone()).unwrap_or_default();
     Ok(PieceTable {
         digest,
         layout,
+        hash: PieceHash::Sha256,
         pieces,
     })
 }
@@ -439,15 +442,14 @@ fn seal_and_write(
 ) -> JoinHandle<EdgeResult<()>> {
     tokio::task::spawn_blocking(move || {
         ingest.key.seal(index, &mut piece);
-        // The table proves sealed bytes: receivers hash what they receive once, store it as it
-        // is, and decrypt it once when they stream it.
-        let hash = *Digest::of(&piece).as_bytes();
         ingest
             .file
             .write_all_at(&piece, layout.sealed_offset(index))
             .map_err(|e| EdgeError::Internal(format!("write piece {index}: {e}")))?;
+        // The table proves sealed bytes: receivers hash what they receive once, store it as it
+        // is, and decrypt it once when they stream it.
         if let Ok(mut hashes) = ingest.hashes.lock() {
-            hashes.push(hash);
+            hashes.push(&piece);
         }
         if !is_last {
             ingest.progress.send_modify(|p| p.sealed = index + 1);
@@ -466,7 +468,16 @@ async fn publish(store: &Arc<BlobStore>, ingest: &Arc<Ingest>, table: PieceTable
         let digest = ingest2.digest;
         let table_path = store2.table_path(&digest);
         let tmp = table_path.with_extension("table.tmp");
-        let json = serde_json::to_vec(&table).map_err(|e| EdgeError::Internal(format!("table: {e}")))?;
+        let stored = StoredTable {
+            table,
+            blake3: ingest2
+                .hashes
+                .lock()
+                .map(|h| h.blake3.clone())
+                .unwrap_or_default(),
+        };
+        let json = serde_json::to_vec(&stored).map_err(|e| EdgeError::Internal(format!("table: {e}")))?;
+        let table = stored.table;
         std::fs::write(&tmp, json).map_err(|e| fail("table", e))?;
         File::open(&tmp)
             .and_then(|f| f.sync_all())

@@ -267,7 +267,12 @@ fn with_known_hashes(
         return Ok(table);
     }
     let known = known
-        .filter(|k| k.digest == table.digest && k.layout == table.layout && k.pieces.len() >= from)
+        .filter(|k| {
+            k.digest == table.digest
+                && k.layout == table.layout
+                && k.hash == table.hash
+                && k.pieces.len() >= from
+        })
         .ok_or_else(|| {
             AgentError::Unavailable(format!("the edge sent a table from piece {from} of one not held"))
         })?;
@@ -280,12 +285,13 @@ fn with_known_hashes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use damselfly_core::PieceLayout;
+    use damselfly_core::{PieceHash, PieceLayout};
 
     fn table(hashes: std::ops::Range<u8>) -> PieceTable {
         PieceTable {
             digest: Digest::of(b"blob"),
             layout: PieceLayout::for_size(8 << 20),
+            hash: PieceHash::Blake3,
             pieces: hashes.map(|i| [i; 32]).collect(),
         }
     }
@@ -308,6 +314,12 @@ mod tests {
             ..table(0..3)
         };
         assert!(with_known_hashes(table(2..6), 2, Some(&other)).is_err());
+        // Hashes of another kind cannot complete each other.
+        let sha256 = PieceTable {
+            hash: PieceHash::Sha256,
+            ..table(0..3)
+        };
+        assert!(with_known_hashes(table(2..6), 2, Some(&sha256)).is_err());
     }
 
     #[test]

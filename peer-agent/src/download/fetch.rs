@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use damselfly_core::Digest;
+use damselfly_core::PieceHash;
 
 use crate::client::PieceClient;
 use crate::error::{AgentError, AgentResult};
@@ -15,8 +15,10 @@ use crate::store::LocalTask;
 pub(crate) struct PieceFetch {
     pub(crate) task: Arc<LocalTask>,
     pub(crate) index: u64,
-    /// The piece's sha256 in the edge's table (`None`: not listed yet, so not fetchable).
+    /// The piece's hash in the edge's table (`None`: not listed yet, so not fetchable).
     pub(crate) expected: Option<[u8; 32]>,
+    /// The kind of hash the table lists.
+    pub(crate) hash: PieceHash,
     /// The upload server asked: a peer's or the edge's.
     pub(crate) base: String,
     pub(crate) ticket: String,
@@ -55,14 +57,14 @@ impl PieceFetch {
             .fetch(&self.base, &self.task.digest, index, &self.ticket, max_len)
             .await?;
         let len = sealed.len() as u64;
-        let task = self.task.clone();
+        let (task, hash) = (self.task.clone(), self.hash);
         tokio::task::spawn_blocking(move || -> AgentResult<()> {
-            if *Digest::of(&sealed).as_bytes() != expected {
+            if hash.of(&sealed) != expected {
                 return Err(AgentError::BadPiece(format!(
                     "piece {index} does not match the table"
                 )));
             }
-            task.write_piece(index, &sealed)
+            task.write_piece(index, sealed)
         })
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))??;

@@ -204,6 +204,7 @@ impl Network for Downloader {
             task: task.clone(),
             index,
             expected: info.table.pieces.get(index as usize).copied(),
+            hash: info.table.hash,
             base: match &source {
                 Source::Peer { url, .. } => url.clone(),
                 Source::Edge => self.edges.url(info.edge).to_string(),

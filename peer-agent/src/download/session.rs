@@ -393,7 +393,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    use damselfly_core::{Bitfield, Digest, PieceLayout, PieceTable, TaskKey};
+    use bytes::Bytes;
+    use damselfly_core::{Bitfield, Digest, PieceHash, PieceLayout, PieceTable, TaskKey};
     use tokio::time::advance;
 
     use super::*;
@@ -484,7 +485,7 @@ mod tests {
             assert!(started < 10_000, "the download keeps fetching and never ends");
             let result = match self.fetches {
                 Fetches::Hang => return,
-                Fetches::Deliver => task.write_piece(index, &sealed(task, index)),
+                Fetches::Deliver => task.write_piece(index, sealed(task, index)),
                 Fetches::FailTransfer => Err(AgentError::TransferFailed("digest mismatch".into())),
             };
             tokio::spawn(async move {
@@ -503,8 +504,8 @@ mod tests {
         }
     }
 
-    fn sealed(task: &LocalTask, index: u64) -> Vec<u8> {
-        vec![0; task.layout.sealed_len(index) as usize]
+    fn sealed(task: &LocalTask, index: u64) -> Bytes {
+        Bytes::from(vec![0; task.layout.sealed_len(index) as usize])
     }
 
     /// A task of `pieces` pieces whose first `listed` hashes the edge has sent.
@@ -538,6 +539,7 @@ mod tests {
                     table: PieceTable {
                         digest,
                         layout,
+                        hash: PieceHash::Sha256,
                         pieces: vec![[0; 32]; listed],
                     },
                     complete: listed as u64 == pieces,
@@ -563,7 +565,7 @@ mod tests {
         }
 
         fn land(&self, index: u64) {
-            self.task.write_piece(index, &sealed(&self.task, index)).unwrap();
+            self.task.write_piece(index, sealed(&self.task, index)).unwrap();
         }
     }
 

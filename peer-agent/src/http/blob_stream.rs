@@ -147,13 +147,17 @@ async fn next_piece(task: Arc<LocalTask>, key: TaskKey, offset: u64, end: u64) -
         }
     }
     let plain = tokio::task::spawn_blocking(move || -> AgentResult<Bytes> {
-        let mut sealed = task.read_sealed(index)?.to_vec();
+        // One copy into a buffer of our own, unless the piece was read from disk for us alone.
+        let mut sealed = task
+            .read_sealed(index)?
+            .try_into_mut()
+            .unwrap_or_else(|shared| shared.as_ref().into());
         let len = key
             .open(index, &mut sealed)
             .map_err(|e| AgentError::Internal(format!("piece {index} on disk: {e}")))?
             .len();
         sealed.truncate(len);
-        Ok(Bytes::from(sealed))
+        Ok(sealed.freeze())
     })
     .await
     .map_err(|e| AgentError::Internal(e.to_string()))??;
