@@ -63,11 +63,7 @@ pub async fn run(edge_binary: &Path, agent_binary: &Path, args: HostArgs) -> Res
     let mut direct = Vec::new();
     let mut agent = Vec::new();
     for round in 0..args.repeat {
-        eprintln!(
-            "round {}/{}: direct, then through a fresh agent…",
-            round + 1,
-            args.repeat
-        );
+        eprintln!("round {}/{}: direct, then a fresh agent…", round + 1, args.repeat);
         direct.push(curl(&format!("{}{path}", registry.url()), blob.size).await?);
         touch_memory(2 * blob.size)?;
         let host = Agent::start(
