@@ -5,6 +5,7 @@
 mod blob_stream;
 mod files;
 mod mirror;
+mod prefetch;
 mod relayed;
 mod status_page;
 mod upload;
