@@ -150,12 +150,6 @@ pub struct DownloadConfig {
     pub piece_timeout_secs: u64,
     /// A parent that failed is not asked again for this long.
     pub bad_parent_secs: u64,
-    /// Start downloading every layer of an image manifest as soon as the manifest passes
-    /// through the mirror, instead of when the runtime asks for each layer (it asks for a few
-    /// at a time). In a swarm pulling a new image this keeps the edge's link busy across layer
-    /// boundaries; on a host that already has most layers it fetches what the runtime would
-    /// have skipped, so it is off by default.
-    pub prefetch_layers: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,7 +243,6 @@ impl Default for DownloadConfig {
             window: 64,
             piece_timeout_secs: 10,
             bad_parent_secs: 30,
-            prefetch_layers: false,
         }
     }
 }

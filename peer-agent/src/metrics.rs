@@ -26,8 +26,6 @@ pub struct Metrics {
     pub uploads_active: Gauge,
     /// Uploads whose slot was taken back because their reader stopped reading.
     pub uploads_stalled: Counter,
-    /// Layers whose download started from their image manifest (`download.prefetch_layers`).
-    pub prefetched_layers: Counter,
 }
 
 impl Metrics {
@@ -43,7 +41,6 @@ impl Metrics {
             server: ServerMetrics::register(&mut registry),
             uploads_active: Gauge::default(),
             uploads_stalled: Counter::default(),
-            prefetched_layers: Counter::default(),
         };
         registry.register(
             "download_bytes",
@@ -79,11 +76,6 @@ impl Metrics {
             "uploads_stalled",
             "Uploads whose slot was taken back after send_stall_secs without progress",
             m.uploads_stalled.clone(),
-        );
-        registry.register(
-            "prefetched_layers",
-            "Layers whose download started when their image manifest passed through",
-            m.prefetched_layers.clone(),
         );
         // Every source exported from the start, at 0: dashboards and alerts see "none yet"
         // rather than no series at all.

@@ -12,7 +12,6 @@ use damselfly_core::{Digest, RepositoryName};
 use serde::Deserialize;
 
 use super::blob_stream;
-use super::prefetch::{self, ManifestCaller};
 use super::relayed::relayed;
 use crate::client::Relay;
 use crate::error::{AgentError, AgentResult};
@@ -83,24 +82,13 @@ pub(crate) async fn dispatch(
         RegistryTarget::Blob { .. } | RegistryTarget::Manifest { .. } => {
             let full_path = format!("/v2/{path}");
             let relay = Relay {
-                method: method.clone(),
+                method,
                 path: &full_path,
                 ns: query.ns.as_deref(),
                 headers: &headers,
             };
             let (response, _) = state.relay.relay(&relay).await?;
-            let prefetch = state.config.download.prefetch_layers
-                && method == Method::GET
-                && matches!(target, RegistryTarget::Manifest { .. });
-            if !prefetch {
-                return Ok(relayed(response, None));
-            }
-            let caller = ManifestCaller {
-                repo,
-                ns: query.ns.clone(),
-                authorization: headers.get(http::header::AUTHORIZATION).cloned(),
-            };
-            Ok(prefetch::pass_manifest(&state, response, caller).await)
+            Ok(relayed(response, None))
         }
     }
 }

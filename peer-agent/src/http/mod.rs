@@ -5,7 +5,6 @@
 mod blob_stream;
 mod files;
 mod mirror;
-mod prefetch;
 mod relayed;
 mod status_page;
 mod upload;

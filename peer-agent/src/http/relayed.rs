@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use futures::TryStreamExt;
 
@@ -27,7 +26,12 @@ const RELAYED: [&str; 10] = [
 /// Turns a relayed response into ours, body streamed (and counted as `source`'s bytes when it
 /// is a blob).
 pub(crate) fn relayed(response: reqwest::Response, count: Option<(Arc<Metrics>, &'static str)>) -> Response {
-    let builder = relayed_head(response.status(), response.headers());
+    let mut builder = Response::builder().status(response.status());
+    for name in RELAYED {
+        for v in response.headers().get_all(name) {
+            builder = builder.header(name, v.clone());
+        }
+    }
     let stream = response.bytes_stream().inspect_ok(move |chunk| {
         if let Some((metrics, source)) = &count {
             metrics.downloaded(source, chunk.len() as u64);
@@ -36,16 +40,4 @@ pub(crate) fn relayed(response: reqwest::Response, count: Option<(Arc<Metrics>, 
     builder
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| Response::new(Body::empty()))
-}
-
-/// A response of ours with the relayed status and headers of an answer from an edge or the
-/// origin.
-pub(crate) fn relayed_head(status: StatusCode, headers: &HeaderMap) -> http::response::Builder {
-    let mut builder = Response::builder().status(status);
-    for name in RELAYED {
-        for v in headers.get_all(name) {
-            builder = builder.header(name, v.clone());
-        }
-    }
-    builder
 }
