@@ -28,6 +28,10 @@ enum Scenario {
     /// image, pull it through the agents with skopeo (and containerd when present), and show
     /// where the bytes came from.
     Demo,
+    /// The scheduler's load: many simulated agents speaking the agent-edge protocol to one edge
+    /// on loopback at the agents' cadence, no piece moving; the edge's CPU in hosts per core,
+    /// the scheduler's bytes per host against the data, answer latency.
+    Control(scenarios::control::ControlArgs),
     /// Edge against direct pulls: one cold and one warm pull of a large image, then many
     /// concurrent cold pulls; times and upstream bytes as ratios.
     Edge(scenarios::edge::EdgeArgs),
@@ -65,6 +69,9 @@ async fn main() -> Result<()> {
                 &scenarios::binary(&bin_dir, "peer-agent")?,
             )
             .await
+        }
+        Scenario::Control(args) => {
+            scenarios::control::run(&scenarios::binary(&bin_dir, "edge-cache")?, args).await
         }
         Scenario::Edge(args) => scenarios::edge::run(&scenarios::binary(&bin_dir, "edge-cache")?, args).await,
         Scenario::Host(args) => {

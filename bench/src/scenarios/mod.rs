@@ -1,3 +1,4 @@
+pub mod control;
 pub mod demo;
 pub mod edge;
 pub mod host;

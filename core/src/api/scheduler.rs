@@ -4,11 +4,32 @@
 //!   (also the heartbeat); `DELETE` the same path: leave.
 //! - `GET /api/v1/tasks/<task>/parents?`[`ParentsQuery`] → [`ParentsAnswer`]: ranked parents.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::bitfield::Bitfield;
 use crate::digest::Digest;
 use crate::location::Location;
+
+/// How often a downloading agent talks to the scheduler. Edges size their limits for it
+/// (`scheduler.max_announcements_per_sec`), and `bench control` loads an edge with it.
+pub mod cadence {
+    use super::Duration;
+
+    /// Parents asked for while the download can start a fetch. A piece is only passed on once
+    /// its holder has announced it and the others have asked for parents again: this and
+    /// [`ANNOUNCE_EVERY`] set how late the swarm learns of it.
+    pub const PARENTS_EVERY: Duration = Duration::from_millis(100);
+    /// New parents only matter to a download that can start a fetch; one with every slot busy
+    /// asks less often (each answer costs the edge's link).
+    pub const PARENTS_EVERY_WHEN_FULL: Duration = Duration::from_millis(500);
+    /// A change of the pieces held is announced at most this often.
+    pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+    /// Announced even when nothing changed, so the scheduler keeps the record (also while
+    /// seeding).
+    pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+}
 
 /// `/api/v1/tasks/<task>/peers/<host_id>`.
 pub fn peer_path(task: &Digest, host_id: &str) -> String {

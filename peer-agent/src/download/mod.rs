@@ -25,9 +25,10 @@ use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
 use crate::request::{BlobRequest, TaskOrigin};
 use crate::store::{LocalTask, PieceStore};
+use damselfly_core::api::scheduler::cadence::HEARTBEAT_EVERY;
 use fetch::{EdgeFetch, PieceFetch};
 use picker::Source;
-use session::{Network, Outcome, Session, HEARTBEAT_EVERY};
+use session::{Network, Outcome, Session};
 
 pub(crate) struct Downloader {
     pub(crate) edges: Arc<EdgeClient>,

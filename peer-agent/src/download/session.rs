@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use damselfly_core::api::scheduler::cadence::{
+    ANNOUNCE_EVERY, HEARTBEAT_EVERY, PARENTS_EVERY, PARENTS_EVERY_WHEN_FULL,
+};
 use damselfly_core::api::ParentCandidate;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -20,20 +23,12 @@ use crate::error::{AgentError, AgentResult};
 use crate::request::BlobRequest;
 use crate::store::LocalTask;
 
-/// How often the table (while the edge is still ingesting), parents and announcements refresh.
-/// A piece is only passed on once its holder has announced it and the others have asked for
-/// parents again: these two set how late the swarm learns of it.
+/// How often the table refreshes while the edge is still ingesting. Parents and announcements
+/// keep the protocol's cadence (`core::api::scheduler::cadence`).
 const TABLE_EVERY: Duration = Duration::from_millis(200);
-const PARENTS_EVERY: Duration = Duration::from_millis(100);
-/// New parents only matter to a download that can start a fetch; one with every slot busy asks
-/// less often (each answer costs the edge's link).
-const PARENTS_EVERY_WHEN_FULL: Duration = Duration::from_millis(500);
-const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
 /// In a swarm, pieces just asked of the edge are announced without waiting for
 /// `ANNOUNCE_EVERY`, but not more often than this (a fast download asks for many).
 const ANNOUNCE_TAKEN_EVERY: Duration = Duration::from_millis(10);
-/// Announced even when nothing changed, so the scheduler keeps the record (also while seeding).
-pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// With no fetch ending, the loop still turns this often to refresh and pick.
 const TICK: Duration = Duration::from_millis(100);
 /// A busy parent is not asked for this long; its pieces wait for it rather than go to the edge.
