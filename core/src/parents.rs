@@ -7,33 +7,66 @@ use crate::location::Location;
 /// then free upload slots, then finished pieces; then peers holding nothing yet (they offer no
 /// bytes, but tell the requester it is in a swarm and should leave the edge's pieces to be
 /// shared). The requester itself is left out.
-pub fn rank_parents(me: &str, location: &Location, peers: &[PeerRecord], max: usize) -> Vec<ParentCandidate> {
-    let mut candidates: Vec<ParentCandidate> = peers
-        .iter()
+pub fn rank_parents<'a>(
+    me: &str,
+    location: &Location,
+    peers: impl IntoIterator<Item = &'a PeerRecord>,
+    max: usize,
+) -> Vec<ParentCandidate> {
+    // Each peer's rank computed once (a popcount and a location compare), then only the best
+    // `max` ordered and copied out: the scheduler answers every agent several times a second
+    // from thousands of records, and a full sort of clones was most of an edge's work.
+    let mut ranked: Vec<(Rank, &PeerRecord)> = peers
+        .into_iter()
         .filter(|p| p.host_id != me)
-        .map(|p| ParentCandidate {
+        .map(|p| (Rank::of(location, p), p))
+        .collect();
+    let best_first = |a: &(Rank, &PeerRecord), b: &(Rank, &PeerRecord)| b.0.cmp(&a.0);
+    if ranked.len() > max && max > 0 {
+        ranked.select_nth_unstable_by(max - 1, best_first);
+    }
+    ranked.truncate(max);
+    // Host ids are unique within a task, so the order is total: unstable sorting is exact.
+    ranked.sort_unstable_by(best_first);
+    ranked
+        .into_iter()
+        .map(|(rank, p)| ParentCandidate {
             host_id: p.host_id.clone(),
             upload_url: p.announcement.upload_url.clone(),
             location: p.announcement.location.clone(),
-            shared: location.shared_prefix(&p.announcement.location),
+            shared: rank.shared,
             pieces: p.announcement.pieces.clone(),
             fetching: p.announcement.fetching.clone(),
+            free_slots: rank.free_slots,
+        })
+        .collect()
+}
+
+/// Greater is better: holding pieces, then sharing more of the location, then free upload
+/// slots, then pieces held; ties go to the smaller host id.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Rank<'a> {
+    holds_pieces: bool,
+    shared: u8,
+    free_slots: u32,
+    pieces: u64,
+    host_id: std::cmp::Reverse<&'a str>,
+}
+
+impl<'a> Rank<'a> {
+    fn of(location: &Location, p: &'a PeerRecord) -> Rank<'a> {
+        let pieces = p.announcement.pieces.count();
+        Rank {
+            holds_pieces: pieces > 0,
+            shared: location.shared_prefix(&p.announcement.location),
             free_slots: p
                 .announcement
                 .upload_slots
                 .saturating_sub(p.announcement.uploads_active),
-        })
-        .collect();
-    candidates.sort_by(|a, b| {
-        (b.pieces.count() > 0)
-            .cmp(&(a.pieces.count() > 0))
-            .then(b.shared.cmp(&a.shared))
-            .then(b.free_slots.cmp(&a.free_slots))
-            .then(b.pieces.count().cmp(&a.pieces.count()))
-            .then(a.host_id.cmp(&b.host_id))
-    });
-    candidates.truncate(max);
-    candidates
+            pieces,
+            host_id: std::cmp::Reverse(p.host_id.as_str()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +115,55 @@ mod tests {
             vec!["rack-free", "rack-busy", "zone", "other-zone", "empty"]
         );
         assert_eq!(rank_parents("me", &me, &peers, 2).len(), 2);
+    }
+
+    /// The ordering as first written: every peer cloned, the whole list sorted by the rules.
+    fn reference(me: &str, location: &Location, peers: &[PeerRecord], max: usize) -> Vec<String> {
+        let mut all: Vec<&PeerRecord> = peers.iter().filter(|p| p.host_id != me).collect();
+        let free = |p: &PeerRecord| {
+            p.announcement
+                .upload_slots
+                .saturating_sub(p.announcement.uploads_active)
+        };
+        all.sort_by(|a, b| {
+            let (ca, cb) = (a.announcement.pieces.count(), b.announcement.pieces.count());
+            (cb > 0)
+                .cmp(&(ca > 0))
+                .then(
+                    location
+                        .shared_prefix(&b.announcement.location)
+                        .cmp(&location.shared_prefix(&a.announcement.location)),
+                )
+                .then(free(b).cmp(&free(a)))
+                .then(cb.cmp(&ca))
+                .then(a.host_id.cmp(&b.host_id))
+        });
+        all.into_iter().take(max).map(|p| p.host_id.clone()).collect()
+    }
+
+    #[test]
+    fn the_best_few_are_those_a_full_sort_puts_first() {
+        let me: Location = "eu/z1/r1".parse().unwrap();
+        // A deterministic spread of locations, progress and busy slots, with many ties.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let peers: Vec<PeerRecord> = (0..500)
+            .map(|i| {
+                let loc = format!("eu/z{}/r{}", next(3), next(4));
+                peer(&format!("h{i:03}"), &loc, next(11), next(5) as u32)
+            })
+            .collect();
+        for max in [0, 1, 2, 7, 32, 499, 500, 600] {
+            let fast: Vec<String> = rank_parents("h007", &me, &peers, max)
+                .into_iter()
+                .map(|c| c.host_id)
+                .collect();
+            assert_eq!(fast, reference("h007", &me, &peers, max), "max {max}");
+        }
     }
 }

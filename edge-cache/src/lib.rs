@@ -16,6 +16,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod tickets;
 pub mod upstream;
 
 pub use config::{Cli, Config};

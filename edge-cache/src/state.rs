@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use damselfly_core::net::Pacer;
-use damselfly_core::{ClusterSecret, TicketSigner, TicketVerifier};
+use damselfly_core::{ClusterSecret, TicketSigner};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::tls::ServerTls;
 use damselfly_server::Readiness;
@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::scheduler::{AnnouncementRate, PeerStore};
 use crate::status::StatusRecorder;
 use crate::store::{BlobStore, CatalogLimits, StoreOptions};
+use crate::tickets::TicketChecker;
 use crate::upstream::Upstreams;
 
 /// Manifests may take this fraction of the quota at most (1/20): blobs are what a cache is for.
@@ -37,7 +38,8 @@ pub struct AppState {
     pub store: Arc<BlobStore>,
     pub metrics: Arc<Metrics>,
     pub tickets: TicketSigner,
-    pub ticket_verifier: TicketVerifier,
+    /// Checks tickets (the signature once per ticket).
+    pub ticket_checker: TicketChecker,
     pub secret: ClusterSecret,
     pub peers: Arc<PeerStore>,
     /// The status page's history and hosts heard from.
@@ -131,7 +133,7 @@ impl AppState {
             gate,
             store,
             metrics,
-            ticket_verifier: TicketSigner::new(&secret).verifier(),
+            ticket_checker: TicketChecker::new(TicketSigner::new(&secret).verifier()),
             tickets: TicketSigner::new(&secret),
             secret,
             readiness,

@@ -160,11 +160,12 @@ pub async fn run(edge_binary: &Path, args: ControlArgs) -> Result<()> {
         let announcements = counts.announcements.load(Ordering::Relaxed);
         let parents = counts.parents.load(Ordering::Relaxed);
         let failed = counts.failed.load(Ordering::Relaxed);
-        // What the cadence asks for: an announcement per ANNOUNCE_EVERY while pieces arrive
-        // (they arrive faster than that here) and parents per `parents_every`, per host.
-        let asked = hosts as f64
-            * args.seconds as f64
-            * (1.0 / ANNOUNCE_EVERY.as_secs_f64() + 1.0 / parents_every.as_secs_f64());
+        // What the cadence asks for, per host: an announcement per change of the pieces held,
+        // at most one per ANNOUNCE_EVERY, and parents per `parents_every`.
+        let pieces = damselfly_core::PieceLayout::for_size(blob.size).count() as f64;
+        let announcements_per_s = (pieces / args.seconds as f64).min(1.0 / ANNOUNCE_EVERY.as_secs_f64());
+        let asked =
+            hosts as f64 * args.seconds as f64 * (announcements_per_s + 1.0 / parents_every.as_secs_f64());
         let answered = (announcements + parents) as f64;
         let cores = edge_cpu / wall;
         let control_bytes = (counts.sent_bytes.load(Ordering::Relaxed)

@@ -248,7 +248,10 @@ pub(crate) async fn task(
 
 /// The public key agents use to check tickets (they cannot mint them).
 pub(crate) async fn ticket_key(State(state): State<Arc<AppState>>) -> Response {
-    Json(TicketKeyAnswer::ed25519(state.ticket_verifier.to_base64())).into_response()
+    Json(TicketKeyAnswer::ed25519(
+        state.ticket_checker.verifier().to_base64(),
+    ))
+    .into_response()
 }
 
 pub(crate) async fn piece(

@@ -65,8 +65,8 @@ impl Caller {
             .to_str()
             .map_err(|_| EdgeError::Unauthorized("ticket is not text".into()))?;
         let ticket = state
-            .ticket_verifier
-            .verify(token, task, unix_now())
+            .ticket_checker
+            .check(token, task, unix_now())
             .map_err(|e| EdgeError::Unauthorized(e.to_string()))?;
         ticket
             .check_holder(self.name())

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use damselfly_core::api::{ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord};
-use damselfly_core::{rank_parents, Digest, Location};
+use damselfly_core::{Digest, Location};
 
 use super::caller::Caller;
 use crate::error::{EdgeError, EdgeResult};
@@ -128,13 +128,11 @@ pub(crate) async fn parents(
         .location
         .parse()
         .map_err(|e: damselfly_core::location::LocationError| EdgeError::NameInvalid(e.to_string()))?;
-    let peers = state.peers.peers(&digest).await?;
     // An identified caller is left out of its own parents by its identity, whatever it asked.
-    let ranked = rank_parents(
-        caller.name().unwrap_or(&query.host_id),
-        &location,
-        &peers,
-        state.config.scheduler.max_parents,
-    );
+    let me = caller.name().unwrap_or(&query.host_id);
+    let ranked = state
+        .peers
+        .parents(&digest, me, &location, state.config.scheduler.max_parents)
+        .await?;
     Ok(Json(ParentsAnswer { parents: ranked }).into_response())
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use damselfly_core::api::PeerRecord;
-use damselfly_core::Digest;
+use damselfly_core::api::{ParentCandidate, PeerRecord};
+use damselfly_core::{rank_parents, Digest, Location};
 
 use super::scheduler_err;
 use crate::error::EdgeResult;
@@ -48,6 +48,23 @@ impl MemoryPeers {
             peers.remove(host_id);
         }
         Ok(())
+    }
+
+    pub fn parents(
+        &self,
+        task: &Digest,
+        me: &str,
+        location: &Location,
+        max: usize,
+    ) -> EdgeResult<Vec<ParentCandidate>> {
+        let tasks = self.tasks.lock().map_err(scheduler_err)?;
+        let now = now_millis();
+        let live = tasks
+            .get(task)
+            .into_iter()
+            .flat_map(|peers| peers.values())
+            .filter(|p| now.saturating_sub(p.seen_at) < self.ttl_ms);
+        Ok(rank_parents(me, location, live, max))
     }
 
     pub fn peers(&self, task: &Digest) -> EdgeResult<Vec<PeerRecord>> {

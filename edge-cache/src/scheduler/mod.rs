@@ -10,8 +10,8 @@ mod redis_store;
 
 use std::time::Duration;
 
-use damselfly_core::api::PeerRecord;
-use damselfly_core::Digest;
+use damselfly_core::api::{ParentCandidate, PeerRecord};
+use damselfly_core::{rank_parents, Digest, Location};
 
 use crate::error::{EdgeError, EdgeResult};
 
@@ -60,6 +60,21 @@ impl PeerStore {
         match self {
             PeerStore::Memory(m) => m.leave(task, host_id),
             PeerStore::Redis(r) => r.leave(task, host_id).await,
+        }
+    }
+
+    /// The best `max` live parents of a task for the host `me` at `location`
+    /// ([`rank_parents`]), ranked where the records are: in process, without copying them.
+    pub async fn parents(
+        &self,
+        task: &Digest,
+        me: &str,
+        location: &Location,
+        max: usize,
+    ) -> EdgeResult<Vec<ParentCandidate>> {
+        match self {
+            PeerStore::Memory(m) => m.parents(task, me, location, max),
+            PeerStore::Redis(r) => Ok(rank_parents(me, location, &r.peers(task).await?, max)),
         }
     }
 
