@@ -72,9 +72,22 @@ struct Counts {
 }
 
 impl Counts {
-    fn answered(&self, started: Instant, sent: usize, received: usize) {
-        self.sent_bytes.fetch_add(sent as u64, Ordering::Relaxed);
-        self.received_bytes.fetch_add(received as u64, Ordering::Relaxed);
+    /// Sends `request` with `body`, and counts it in `kind` when answered with success (its
+    /// bytes and latency too), else as failed.
+    async fn call(&self, request: reqwest::RequestBuilder, body: Vec<u8>, kind: &AtomicU64) {
+        let (started, sent) = (Instant::now(), body.len() as u64);
+        let response = request.body(body).send().await;
+        let received = match response {
+            Ok(r) if r.status().is_success() => r.bytes().await.map(|b| b.len() as u64).ok(),
+            _ => None,
+        };
+        let Some(received) = received else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        kind.fetch_add(1, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(sent, Ordering::Relaxed);
+        self.received_bytes.fetch_add(received, Ordering::Relaxed);
         if let Ok(mut l) = self.latencies.lock() {
             l.push(started.elapsed().as_micros() as u64);
         }
@@ -314,49 +327,24 @@ impl SimulatedHost {
                     upload_slots: 4,
                     downloaded: None,
                 })?;
-                let sent = Instant::now();
-                let response = self
+                let request = self
                     .client
                     .put(&peer_url)
                     .header(TICKET_HEADER, &answer.ticket)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status().is_success() => {
-                        let received = r.bytes().await.map(|b| b.len()).unwrap_or(0);
-                        counts.answered(sent, body.len(), received);
-                        counts.announcements.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        counts.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                    .header(reqwest::header::CONTENT_TYPE, "application/json");
+                counts.call(request, body, &counts.announcements).await;
                 held_announced = held;
                 last_announce = now;
                 next_announce = now + ANNOUNCE_EVERY;
             }
             if now >= next_parents {
-                let sent = Instant::now();
-                let response = self
+                let request = self
                     .client
                     .get(&parents_url)
                     .header(TICKET_HEADER, &answer.ticket)
                     .header(reqwest::header::ACCEPT_ENCODING, "gzip")
-                    .query(&query)
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status().is_success() => {
-                        let received = r.bytes().await.map(|b| b.len()).unwrap_or(0);
-                        counts.answered(sent, 0, received);
-                        counts.parents.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        counts.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                    .query(&query);
+                counts.call(request, Vec::new(), &counts.parents).await;
                 next_parents = now + parents_every;
             }
             let wake = next_announce.min(next_parents);

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use damselfly_core::api::{ParentCandidate, PeerRecord};
-use damselfly_core::{rank_parents, Digest, Location};
+use damselfly_core::api::PeerRecord;
+use damselfly_core::Digest;
 
 use super::scheduler_err;
 use crate::error::EdgeResult;
@@ -50,35 +50,19 @@ impl MemoryPeers {
         Ok(())
     }
 
-    pub fn parents(
+    /// Calls `f` with the live records of a task (heard from within the TTL), in place.
+    pub fn with_live<R>(
         &self,
         task: &Digest,
-        me: &str,
-        location: &Location,
-        max: usize,
-    ) -> EdgeResult<Vec<ParentCandidate>> {
+        f: impl FnOnce(&mut dyn Iterator<Item = &PeerRecord>) -> R,
+    ) -> EdgeResult<R> {
         let tasks = self.tasks.lock().map_err(scheduler_err)?;
         let now = now_millis();
-        let live = tasks
+        let mut live = tasks
             .get(task)
             .into_iter()
             .flat_map(|peers| peers.values())
             .filter(|p| now.saturating_sub(p.seen_at) < self.ttl_ms);
-        Ok(rank_parents(me, location, live, max))
-    }
-
-    pub fn peers(&self, task: &Digest) -> EdgeResult<Vec<PeerRecord>> {
-        let tasks = self.tasks.lock().map_err(scheduler_err)?;
-        let now = now_millis();
-        Ok(tasks
-            .get(task)
-            .map(|peers| {
-                peers
-                    .values()
-                    .filter(|p| now.saturating_sub(p.seen_at) < self.ttl_ms)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(f(&mut live))
     }
 }

@@ -73,7 +73,7 @@ impl PeerStore {
         max: usize,
     ) -> EdgeResult<Vec<ParentCandidate>> {
         match self {
-            PeerStore::Memory(m) => m.parents(task, me, location, max),
+            PeerStore::Memory(m) => m.with_live(task, |live| rank_parents(me, location, live, max)),
             PeerStore::Redis(r) => Ok(rank_parents(me, location, &r.peers(task).await?, max)),
         }
     }
@@ -81,7 +81,7 @@ impl PeerStore {
     /// The live peers of a task (heard from within the TTL).
     pub async fn peers(&self, task: &Digest) -> EdgeResult<Vec<PeerRecord>> {
         match self {
-            PeerStore::Memory(m) => m.peers(task),
+            PeerStore::Memory(m) => m.with_live(task, |live| live.cloned().collect()),
             PeerStore::Redis(r) => r.peers(task).await,
         }
     }
