@@ -82,6 +82,7 @@ impl BlobStore {
         }
         let removed = self.lock_usage()?.remove(digest).is_some();
         if removed {
+            self.forget_table(digest);
             let _ = std::fs::remove_file(self.sealed_path(digest));
             let _ = std::fs::remove_file(self.table_path(digest));
             self.index.remove_blobs(&[digest.hex()]).map_err(index_err)?;

@@ -483,6 +483,7 @@ async fn publish(store: &Arc<BlobStore>, ingest: &Arc<Ingest>, table: PieceTable
             .and_then(|f| f.sync_all())
             .map_err(|e| fail("table sync", e))?;
         std::fs::rename(&tmp, &table_path).map_err(|e| fail("table rename", e))?;
+        store2.forget_table(&digest);
         std::fs::rename(&ingest2.path, store2.sealed_path(&digest)).map_err(|e| fail("rename", e))?;
         File::open(store2.root.join("blobs"))
             .and_then(|d| d.sync_all())

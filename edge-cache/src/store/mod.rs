@@ -26,6 +26,7 @@ use damselfly_core::{ClusterSecret, Digest, PieceLayout};
 use tokio::sync::watch;
 
 pub use admin::{BlobListing, Purged, TagListing};
+use blob::{HashLists, StoredTable};
 pub use blob::{Blob, IngestState, PieceHashes, Progress};
 pub use ingest::{BlobSource, FileValidators};
 pub use manifests::{CachedManifest, CatalogLimits};
@@ -70,7 +71,18 @@ pub struct BlobStore {
     recent_failures: Mutex<HashMap<Digest, String>>,
     metrics: Arc<Metrics>,
     options: StoreOptions,
+    /// The piece hashes of complete blobs, read from their table files once: task answers and
+    /// the check of every piece sent need them (see [`TableCache`]).
+    tables: TableCache,
 }
+
+/// Piece hashes of complete blobs by digest, bounded by their size in memory. An entry goes
+/// when its blob is evicted, purged, dropped as damaged or published again.
+type TableCache = moka::sync::Cache<Digest, Arc<HashLists>>;
+
+/// Memory the table cache may hold (two 32-byte hashes a piece: about 250,000 blobs of 256
+/// pieces).
+const TABLE_CACHE_BYTES: u64 = 64 << 20;
 
 fn io_err(context: &str) -> impl Fn(std::io::Error) -> EdgeError + '_ {
     move |e| EdgeError::Internal(format!("{context}: {e}"))
@@ -179,7 +191,34 @@ impl BlobStore {
             recent_failures: Mutex::new(HashMap::new()),
             metrics,
             options,
+            tables: moka::sync::Cache::builder()
+                .max_capacity(TABLE_CACHE_BYTES)
+                .weigher(|_, lists: &Arc<HashLists>| {
+                    ((lists.sha256.len() + lists.blake3.len()) * 32).try_into().unwrap_or(u32::MAX)
+                })
+                .build(),
         }))
+    }
+
+    /// The piece hashes of a complete blob, from the cache or its table file.
+    fn stored_hashes(&self, digest: &Digest) -> PieceHashes {
+        let read = || -> Result<Arc<HashLists>, String> {
+            let text = std::fs::read(self.table_path(digest)).map_err(|e| format!("piece table: {e}"))?;
+            let stored: StoredTable = serde_json::from_slice(&text).map_err(|e| format!("piece table: {e}"))?;
+            Ok(Arc::new(HashLists {
+                sha256: stored.table.pieces,
+                blake3: stored.blake3,
+            }))
+        };
+        match self.tables.try_get_with(*digest, read) {
+            Ok(lists) => PieceHashes::Stored(lists),
+            Err(e) => PieceHashes::Unreadable(e.to_string()),
+        }
+    }
+
+    /// Forgets the cached hashes of a blob whose files are going or being replaced.
+    pub(super) fn forget_table(&self, digest: &Digest) {
+        self.tables.invalidate(digest);
     }
 
     fn sealed_path(&self, digest: &Digest) -> PathBuf {
@@ -228,7 +267,7 @@ impl BlobStore {
             key: self.secret.task_key(digest),
             file: Arc::new(file),
             progress,
-            hashes: PieceHashes::Stored(self.table_path(digest)),
+            hashes: self.stored_hashes(digest),
             _lease: Arc::new(lease),
             stall_timeout: self.stall_timeout(),
         }))
@@ -374,6 +413,7 @@ impl BlobStore {
         }
         let mut hexes = Vec::new();
         for (digest, entry) in &evicted {
+            self.forget_table(digest);
             let _ = std::fs::remove_file(self.sealed_path(digest));
             let _ = std::fs::remove_file(self.table_path(digest));
             hexes.push(digest.hex());
@@ -414,6 +454,7 @@ impl BlobStore {
             Err(_) => false,
         };
         if removed {
+            self.forget_table(&blob.digest);
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_file(self.table_path(&blob.digest));
             if let Err(e) = self.index.remove_blobs(&[blob.digest.hex()]) {
