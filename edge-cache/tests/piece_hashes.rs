@@ -34,9 +34,10 @@ async fn tables_list_the_hash_asked_for_over_the_same_sealed_pieces() {
     assert_ne!(sha256.table.pieces, blake3.table.pieces);
 
     // Both tables prove the very bytes the edge sends, and nothing else.
+    let edge_url = edge.url();
     let piece = |answer: &TaskAnswer, index: usize| {
         let (client, ticket) = (client.clone(), answer.ticket.clone());
-        let url = format!("{}/pieces/{}/{index}", edge.url(), layer.digest);
+        let url = format!("{edge_url}/pieces/{}/{index}", layer.digest);
         async move {
             let response = client
                 .get(url)
@@ -68,7 +69,8 @@ async fn tables_list_the_hash_asked_for_over_the_same_sealed_pieces() {
     assert_eq!(again.table.pieces, blake3.table.pieces);
 
     // A table file from before BLAKE3: SHA-256 to everyone, sent whole whatever the caller
-    // says it knows (its known hashes are of the other kind).
+    // says it knows (its known hashes are of the other kind). Its pieces are still checked
+    // before they are sent, by authenticating them.
     let path = edge
         .data_dir()
         .join("blobs")
@@ -79,7 +81,11 @@ async fn tables_list_the_hash_asked_for_over_the_same_sealed_pieces() {
         "{stored}"
     );
     std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
+    // Read at start-up, as an edge upgraded over an older cache reads it.
+    edge.restart().await.unwrap();
     let old = answer("&hash=blake3&known=3&follow=true").await;
     assert_eq!((old.pieces_from, old.table.hash), (0, PieceHash::Sha256));
     assert_eq!(old.table.pieces, sha256.table.pieces);
+    let sealed = piece(&old, 1).await;
+    assert!(old.table.proves(1, &sealed));
 }

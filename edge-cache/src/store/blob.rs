@@ -220,7 +220,9 @@ impl Blob {
             PieceHashes::Unreadable(e) => return Err(EdgeError::Internal(e.clone())),
         };
         let (hash, pieces) = match wanted {
-            PieceHash::Blake3 if lists.blake3.len() >= lists.sha256.len() => (PieceHash::Blake3, &lists.blake3),
+            PieceHash::Blake3 if lists.blake3.len() >= lists.sha256.len() => {
+                (PieceHash::Blake3, &lists.blake3)
+            }
             _ => (PieceHash::Sha256, &lists.sha256),
         };
         // Never advertise a hash for a piece readers cannot have yet.

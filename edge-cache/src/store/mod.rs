@@ -26,8 +26,8 @@ use damselfly_core::{ClusterSecret, Digest, PieceLayout};
 use tokio::sync::watch;
 
 pub use admin::{BlobListing, Purged, TagListing};
-use blob::{HashLists, StoredTable};
 pub use blob::{Blob, IngestState, PieceHashes, Progress};
+use blob::{HashLists, StoredTable};
 pub use ingest::{BlobSource, FileValidators};
 pub use manifests::{CachedManifest, CatalogLimits};
 pub use usage::now_millis;
@@ -194,7 +194,9 @@ impl BlobStore {
             tables: moka::sync::Cache::builder()
                 .max_capacity(TABLE_CACHE_BYTES)
                 .weigher(|_, lists: &Arc<HashLists>| {
-                    ((lists.sha256.len() + lists.blake3.len()) * 32).try_into().unwrap_or(u32::MAX)
+                    ((lists.sha256.len() + lists.blake3.len()) * 32)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
                 })
                 .build(),
         }))
@@ -204,7 +206,8 @@ impl BlobStore {
     fn stored_hashes(&self, digest: &Digest) -> PieceHashes {
         let read = || -> Result<Arc<HashLists>, String> {
             let text = std::fs::read(self.table_path(digest)).map_err(|e| format!("piece table: {e}"))?;
-            let stored: StoredTable = serde_json::from_slice(&text).map_err(|e| format!("piece table: {e}"))?;
+            let stored: StoredTable =
+                serde_json::from_slice(&text).map_err(|e| format!("piece table: {e}"))?;
             Ok(Arc::new(HashLists {
                 sha256: stored.table.pieces,
                 blake3: stored.blake3,
