@@ -77,14 +77,6 @@ impl PeerStore {
             PeerStore::Redis(r) => Ok(rank_parents(me, location, &r.peers(task).await?, max)),
         }
     }
-
-    /// The live peers of a task (heard from within the TTL).
-    pub async fn peers(&self, task: &Digest) -> EdgeResult<Vec<PeerRecord>> {
-        match self {
-            PeerStore::Memory(m) => m.with_live(task, |live| live.cloned().collect()),
-            PeerStore::Redis(r) => r.peers(task).await,
-        }
-    }
 }
 
 pub(crate) fn task_full(max: usize) -> EdgeError {

@@ -70,6 +70,16 @@ impl HashLists {
         self.sha256.push(PieceHash::Sha256.of(sealed));
         self.blake3.push(PieceHash::Blake3.of(sealed));
     }
+
+    /// The first `count` hashes of kind `wanted` when there are as many of them as of SHA-256
+    /// (a blob cached before BLAKE3 has none), else of SHA-256; and which kind they are.
+    fn listed(&self, wanted: PieceHash, count: usize) -> (PieceHash, Vec<[u8; 32]>) {
+        let (hash, list) = match wanted {
+            PieceHash::Blake3 if self.blake3.len() >= self.sha256.len() => (PieceHash::Blake3, &self.blake3),
+            _ => (PieceHash::Sha256, &self.sha256),
+        };
+        (hash, list.iter().take(count).copied().collect())
+    }
 }
 
 /// A complete blob's table file: the SHA-256 table (which is all a file from before BLAKE3
@@ -210,24 +220,16 @@ impl Blob {
     /// `wanted` when this edge has them for every piece (a blob cached before BLAKE3 has only
     /// SHA-256), else SHA-256. The table says which.
     pub fn piece_table(&self, layout: PieceLayout, wanted: PieceHash) -> EdgeResult<PieceTable> {
-        let growing;
-        let lists: &HashLists = match &self.hashes {
-            PieceHashes::Growing(h) => {
-                growing = h.lock().map(|h| h.clone()).unwrap_or_default();
-                &growing
-            }
-            PieceHashes::Stored(h) => h,
-            PieceHashes::Unreadable(e) => return Err(EdgeError::Internal(e.clone())),
-        };
-        let (hash, pieces) = match wanted {
-            PieceHash::Blake3 if lists.blake3.len() >= lists.sha256.len() => {
-                (PieceHash::Blake3, &lists.blake3)
-            }
-            _ => (PieceHash::Sha256, &lists.sha256),
-        };
         // Never advertise a hash for a piece readers cannot have yet.
         let sealed = self.progress().sealed as usize;
-        let pieces = pieces.iter().take(sealed).copied().collect();
+        let (hash, pieces) = match &self.hashes {
+            PieceHashes::Growing(h) => h
+                .lock()
+                .map(|h| h.listed(wanted, sealed))
+                .unwrap_or((PieceHash::Sha256, Vec::new())),
+            PieceHashes::Stored(h) => h.listed(wanted, sealed),
+            PieceHashes::Unreadable(e) => return Err(EdgeError::Internal(e.clone())),
+        };
         Ok(PieceTable {
             digest: self.digest,
             layout,
