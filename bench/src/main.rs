@@ -45,6 +45,10 @@ enum Scenario {
     /// agent per host. Completion times against the Kumar-Ross lower bound and the direct
     /// pulls; origin, edge and peer bytes.
     Swarm(scenarios::swarm::SwarmArgs),
+    /// The swarm (an agent per host) over a matrix of shapes: host counts, layer counts and
+    /// clients (curl, skopeo, containerd's ctr), each against its own lower bound, in one
+    /// table (needs root).
+    Shapes(scenarios::swarm::shapes::ShapesArgs),
     /// The warm path on loopback: a registry notifies the preheater during a skopeo push, two
     /// edges (two regions) cache every blob; push-to-warm latency against the push itself.
     /// Then webhook intake: events per second with duplicate deliveries, and a check that each
@@ -83,6 +87,7 @@ async fn main() -> Result<()> {
             .await
         }
         Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
+        Scenario::Shapes(args) => scenarios::swarm::shapes::run(&bin_dir, args).await,
         Scenario::Warm(args) => scenarios::warm::run(&bin_dir, args).await,
     }
 }

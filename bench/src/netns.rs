@@ -16,7 +16,8 @@ use anyhow::{bail, Context, Result};
 use damselfly_test_support::process::{self, run_checked};
 
 pub const PREFIX: &str = "dfb-";
-const SWITCH: &str = "dfb-sw";
+/// The namespace holding the bridge and every host's switch-side port.
+pub const SWITCH: &str = "dfb-sw";
 const CONTROL_LINK: &str = "dfb-ctl";
 /// Host octet of the root namespace on the bench subnet.
 const CONTROL_OCTET: u8 = 254;
@@ -28,6 +29,14 @@ pub struct Host {
     pub ip: String,
     /// Switch-side end of the host's veth.
     port: String,
+}
+
+impl Host {
+    /// The switch-side end of the host's veth (`p-<name>`, in [`SWITCH`]): it receives what the
+    /// host sends and sends what the host receives.
+    pub fn port(&self) -> &str {
+        &self.port
+    }
 }
 
 /// The switch namespace and every host added to it; all deleted on drop.

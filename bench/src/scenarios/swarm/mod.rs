@@ -7,19 +7,25 @@
 //! source of uplink u_s to N hosts of uplinks u_i and downlinks d_i:
 //! `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))`, and with the direct pulls of the same run.
 //!
-//! The pulling client is curl in each host's namespace: the manifest, then the blobs, three at a
-//! time (containerd's default), exactly the requests a runtime sends to its mirror. curl is used
-//! instead of skopeo because skopeo's own hashing and disk writes saturate a small machine long
-//! before the links do.
+//! The pulling client runs in each host's namespace: curl by default (the manifest, then the
+//! blobs, three at a time as containerd does, exactly the requests a runtime sends to its
+//! mirror), or skopeo or containerd's `ctr` (`--client`, `clients.rs`), which hash and write
+//! what they receive.
+//!
+//! `bench shapes` (`shapes.rs`) runs the `damselfly` setup over a matrix of host counts, layer
+//! counts and clients and prints one table.
 //!
 //! Two more setups measure what the plain one pays: `damselfly-tls` (the edge on TLS, agents with
 //! certificates) and `damselfly-abuse` (the plain setup while idle connections and stalled piece
 //! readers hold on to the edge, `abuse.rs`).
 
 mod abuse;
+mod clients;
 mod daemons;
+mod links;
 mod pull;
 mod report;
+pub mod shapes;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +36,7 @@ use damselfly_test_support::image::{build_image_async, BuiltImage, ImageSpec};
 use damselfly_test_support::pki::Pki;
 use damselfly_test_support::skopeo::{self, PushOptions};
 
+use self::clients::{Client, HostClient};
 use self::daemons::{AgentSetup, Daemon, REGISTRY_PORT};
 use self::report::{Bytes, Outcome};
 use crate::netns::{Host, Topology};
@@ -39,7 +46,7 @@ pub const REPOSITORY: &str = "bench/swarm";
 pub const TAG: &str = "v1";
 const ABUSE_REPOSITORY: &str = "bench/abuse";
 
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct SwarmArgs {
     /// Hosts pulling at once, each in its own network namespace.
     #[arg(long, default_value_t = 16)]
@@ -60,6 +67,9 @@ pub struct SwarmArgs {
     /// Number of layers.
     #[arg(long, default_value_t = 8)]
     layers: u64,
+    /// The pulling client on every host.
+    #[arg(long, value_enum, default_value = "curl")]
+    client: Client,
     /// Setups to run, in this order.
     #[arg(
         long,
@@ -90,6 +100,10 @@ pub struct SwarmArgs {
     /// TOML appended to the edge's config, e.g. "[scheduler]\nmax_parents = 16".
     #[arg(long, default_value = "")]
     edge_toml: String,
+    /// Print each setup's links second by second (what the origin, the edge and the hosts
+    /// sent and received), from the switch's counters sampled every 100 ms.
+    #[arg(long)]
+    timeline: bool,
     /// Keep the edge's and agents' logs (at info level: when each agent finished each blob)
     /// in this directory, as `<setup>-<daemon>.log`.
     #[arg(long, value_name = "DIR")]
@@ -131,15 +145,34 @@ pub async fn run(bin_dir: &Path, args: SwarmArgs) -> Result<()> {
         args.agent_upload_share <= 100,
         "--agent-upload-share is a percentage"
     );
+    let edge_binary = super::binary(bin_dir, "edge-cache")?;
+    let agent_binary = super::binary(bin_dir, "peer-agent")?;
+    let measured = in_topology(&edge_binary, &agent_binary, &args).await?;
+    report::print(
+        &measured.links,
+        &measured.image,
+        &measured.outcomes,
+        args.timeline,
+    );
+    Ok(())
+}
+
+/// What one swarm measured.
+pub struct Measured {
+    links: report::Links,
+    image: BuiltImage,
+    outcomes: Vec<Outcome>,
+}
+
+/// Runs the scenario in a topology of its own, deleted afterwards (also when interrupted).
+async fn in_topology(edge_binary: &Path, agent_binary: &Path, args: &SwarmArgs) -> Result<Measured> {
     if let Some(dir) = &args.keep_logs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let edge_binary = super::binary(bin_dir, "edge-cache")?;
-    let agent_binary = super::binary(bin_dir, "peer-agent")?;
     let mut topology = Topology::create(&args.subnet)?;
     // Dropping the scenario future kills the daemons; the namespaces go after them.
     let outcome = tokio::select! {
-        r = scenario(&mut topology, &edge_binary, &agent_binary, &args) => r,
+        r = scenario(&mut topology, edge_binary, agent_binary, args) => r,
         () = interrupted() => Err(anyhow!("interrupted: stopping daemons and deleting namespaces")),
     };
     drop(topology);
@@ -177,7 +210,7 @@ async fn scenario(
     edge_binary: &Path,
     agent_binary: &Path,
     args: &SwarmArgs,
-) -> Result<()> {
+) -> Result<Measured> {
     let uplink = args.uplink_mbit.unwrap_or(args.host_mbit);
     let work = tempfile::Builder::new()
         .prefix("damselfly-bench-swarm-")
@@ -234,7 +267,8 @@ async fn scenario(
         topology.shape(host, args.host_mbit, args.host_mbit)?;
     }
 
-    let servers = [&origin_host, &edge_host];
+    let servers = (&origin_host, &edge_host);
+    let clients = HostClient::for_hosts(args.client, hosts.len()).await?;
     let mut outcomes = Vec::new();
     for setup in &args.setups {
         eprintln!("{setup:?}: {} hosts pulling…", hosts.len());
@@ -245,7 +279,7 @@ async fn scenario(
         };
         let outcome = match setup {
             Setup::Direct => {
-                let round = pull::all(&hosts, &servers, |_| registry.url.clone(), &image).await?;
+                let round = pull::all(&hosts, &clients, servers, |_| registry.url.clone(), &image).await?;
                 let origin_bytes = image.total_blob_bytes * hosts.len() as u64;
                 Outcome::new(
                     *setup,
@@ -259,7 +293,7 @@ async fn scenario(
             Setup::Edge => {
                 let edge =
                     daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, None, logs).await?;
-                let round = pull::all(&hosts, &servers, |_| edge.url.clone(), &image).await?;
+                let round = pull::all(&hosts, &clients, servers, |_| edge.url.clone(), &image).await?;
                 let bytes = edge_bytes(&edge).await?;
                 Outcome::new(*setup, round, bytes)
             }
@@ -317,25 +351,25 @@ async fn scenario(
                     }
                     _ => None,
                 };
-                let round = pull::all(&hosts, &servers, |i| agents[i].url.clone(), &image).await?;
+                let round = pull::all(&hosts, &clients, servers, |i| agents[i].url.clone(), &image).await?;
                 let bytes = damselfly_bytes(&edge, &agents).await?;
                 Outcome::new(*setup, round, bytes)
             }
         };
         outcomes.push(outcome);
     }
-    report::print(
-        &report::Links {
+    Ok(Measured {
+        links: report::Links {
             hosts: hosts.len(),
             host_mbit: args.host_mbit,
             uplink_mbit: uplink,
             rack_size: args.rack_size,
             agent_upload_share: args.agent_upload_share,
+            client: args.client,
         },
-        &image,
-        &outcomes,
-    );
-    Ok(())
+        image,
+        outcomes,
+    })
 }
 
 async fn edge_bytes(edge: &Daemon) -> Result<Bytes> {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use damselfly_test_support::image::BuiltImage;
 use serde_json::json;
 
+use super::clients::Client;
+use super::links::{self, LinkSample};
 use super::pull::Round;
 use super::Setup;
 use crate::report::{json_line, ratio, secs, table, MIB};
@@ -21,6 +23,21 @@ pub struct Links {
     pub rack_size: usize,
     /// Agents' upload rate limit, percent of their link (0: none).
     pub agent_upload_share: u64,
+    pub client: Client,
+}
+
+impl Links {
+    /// The Kumar-Ross bound for `image` on these links, in seconds.
+    pub fn bound(&self, image: &BuiltImage) -> f64 {
+        let bps = |mbit: u64| mbit as f64 * 1e6 / 8.0;
+        let host_rates = vec![bps(self.host_mbit); self.hosts];
+        lower_bound(
+            image.total_blob_bytes as f64,
+            bps(self.uplink_mbit),
+            &host_rates,
+            &host_rates,
+        )
+    }
 }
 
 /// Blob bytes by where they came from.
@@ -41,6 +58,17 @@ pub struct Outcome {
     cpu_busy: f64,
     daemon_cpu_s: f64,
     bytes: Bytes,
+    links: Vec<LinkSample>,
+}
+
+/// When the edge had the whole image and how fast it got it; what came after.
+#[derive(Clone, Copy)]
+pub struct Ingest {
+    /// Seconds from the start to the edge's first and last byte from the origin.
+    pub first: f64,
+    pub done: f64,
+    /// Mean Mbit/s in between.
+    pub mbit: f64,
 }
 
 impl Outcome {
@@ -53,15 +81,37 @@ impl Outcome {
             cpu_busy: round.cpu_busy,
             daemon_cpu_s: round.daemon_cpu_s,
             bytes,
+            links: round.links,
         }
     }
 
-    fn all_done(&self) -> f64 {
+    /// The edge's transfer from the origin, for setups with an edge.
+    pub fn ingest(&self, image_bytes: u64) -> Option<Ingest> {
+        if self.setup == Setup::Direct {
+            return None;
+        }
+        let (first, done, mbit) = links::edge_ingest(&self.links, image_bytes)?;
+        Some(Ingest { first, done, mbit })
+    }
+
+    pub fn setup(&self) -> Setup {
+        self.setup
+    }
+
+    pub fn bytes(&self) -> Bytes {
+        self.bytes
+    }
+
+    pub fn cpu_busy(&self) -> f64 {
+        self.cpu_busy
+    }
+
+    pub fn all_done(&self) -> f64 {
         self.times.last().map_or(0.0, |d| secs(*d))
     }
 
     /// Nearest-rank percentile.
-    fn percentile(&self, p: f64) -> f64 {
+    pub fn percentile(&self, p: f64) -> f64 {
         let rank = ((p * self.times.len() as f64).ceil() as usize).clamp(1, self.times.len().max(1));
         self.times.get(rank - 1).map_or(0.0, |d| secs(*d))
     }
@@ -76,11 +126,11 @@ pub fn lower_bound(f: f64, u_s: f64, u: &[f64], d: &[f64]) -> f64 {
     (f / u_s).max(f / d_min).max(n * f / (u_s + sum_u))
 }
 
-pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
+/// The table, the targets and the JSON line; with `timeline`, each setup's links second by
+/// second.
+pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome], timeline: bool) {
     let f = image.total_blob_bytes as f64;
-    let bps = |mbit: u64| mbit as f64 * 1e6 / 8.0;
-    let host_rates = vec![bps(links.host_mbit); links.hosts];
-    let bound = lower_bound(f, bps(links.uplink_mbit), &host_rates, &host_rates);
+    let bound = links.bound(image);
     let direct = outcomes
         .iter()
         .find(|o| o.setup == Setup::Direct)
@@ -89,6 +139,7 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
     let rows: Vec<Vec<String>> = outcomes
         .iter()
         .map(|o| {
+            let ingest = o.ingest(image.total_blob_bytes);
             vec![
                 o.setup.name(),
                 format!("{:.1}", o.all_done()),
@@ -99,6 +150,9 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
                 mib(o.bytes.origin),
                 mib(o.bytes.edge),
                 mib(o.bytes.peer),
+                ingest.map_or("-".into(), |i| format!("{:.1}", i.done)),
+                ingest.map_or("-".into(), |i| format!("{:.0}", i.mbit)),
+                ingest.map_or("-".into(), |i| format!("{:.1}", o.all_done() - i.done)),
                 format!("{:.0}%", o.cpu_busy * 100.0),
                 format!("{:.1}", o.daemon_cpu_s),
             ]
@@ -106,10 +160,11 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
         .collect();
     table(
         &format!(
-            "{} hosts ({} per rack) at {} Mbit/s, registry and edge at {} Mbit/s, {} MiB image in {} blobs; \
-             lower bound {:.1} s; agents' uploads paced at {}",
+            "{} hosts ({} per rack, pulling with {}) at {} Mbit/s, registry and edge at {} Mbit/s, \
+             {} MiB image in {} blobs; lower bound {:.1} s; agents' uploads paced at {}",
             links.hosts,
             links.rack_size,
+            links.client.name(),
             links.host_mbit,
             links.uplink_mbit,
             mib(image.total_blob_bytes),
@@ -130,11 +185,19 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
             "origin MiB",
             "edge MiB",
             "peer MiB",
+            "edge has all s",
+            "edge in Mbit/s",
+            "after s",
             "cpu busy",
             "daemon cpu s",
         ],
         &rows,
     );
+    if timeline {
+        for o in outcomes {
+            print_timeline(o, links.hosts);
+        }
+    }
     let plain = outcomes.iter().find(|o| o.setup == Setup::Damselfly);
     let tls = outcomes.iter().find(|o| o.setup == Setup::DamselflyTls);
     if let (Some(plain), Some(tls)) = (plain, tls) {
@@ -206,6 +269,9 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
                 "peer_bytes": o.bytes.peer,
                 "cpu_busy": (o.cpu_busy * 100.0).round() / 100.0,
                 "daemon_cpu_s": (o.daemon_cpu_s * 10.0).round() / 10.0,
+                "edge_ingest": o.ingest(image.total_blob_bytes).map(|i| json!({
+                    "first_s": i.first, "done_s": i.done, "mbit": (i.mbit * 10.0).round() / 10.0,
+                })),
             })
         })
         .collect();
@@ -213,6 +279,7 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
         "scenario": "swarm",
         "hosts": links.hosts,
         "rack_size": links.rack_size,
+        "client": links.client.name(),
         "host_mbit": links.host_mbit,
         "uplink_mbit": links.uplink_mbit,
         "agent_upload_share": links.agent_upload_share,
@@ -220,6 +287,34 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome]) {
         "lower_bound_s": (bound * 1000.0).round() / 1000.0,
         "results": results,
     }));
+}
+
+/// Second by second: what the origin sent, what the edge received and sent, and what a host
+/// received and sent on average, in Mbit/s; and how many hosts were done.
+fn print_timeline(o: &Outcome, hosts: usize) {
+    let rows: Vec<Vec<String>> = links::per_second(&o.links, hosts)
+        .iter()
+        .map(|r| {
+            let done = o.times.iter().filter(|t| secs(**t) <= r[0]).count();
+            let mut row = vec![format!("{:.1}", r[0])];
+            row.extend(r[1..].iter().map(|v| format!("{v:.1}")));
+            row.push(done.to_string());
+            row
+        })
+        .collect();
+    table(
+        &format!("{}: the links second by second, Mbit/s", o.setup.name()),
+        &[
+            "until s",
+            "origin out",
+            "edge in",
+            "edge out",
+            "host in (mean)",
+            "host out (mean)",
+            "hosts done",
+        ],
+        &rows,
+    );
 }
 
 #[cfg(test)]
