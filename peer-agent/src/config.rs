@@ -150,6 +150,20 @@ pub struct DownloadConfig {
     pub piece_timeout_secs: u64,
     /// A parent that failed is not asked again for this long.
     pub bad_parent_secs: u64,
+    /// Layers of an image fetched before the runtime asks for them (see `download/read_ahead.rs`):
+    /// once the edge holds every piece of the layers being pulled, the next layer of the image
+    /// starts, so neither the edge's link from the origin nor its link to the hosts waits for
+    /// the runtime's next request. `swarm` (default): only while other hosts pull the same
+    /// layers; `always`; `off`.
+    pub read_ahead: ReadAhead,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadAhead {
+    Swarm,
+    Always,
+    Off,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +257,7 @@ impl Default for DownloadConfig {
             window: 64,
             piece_timeout_secs: 10,
             bad_parent_secs: 30,
+            read_ahead: ReadAhead::Swarm,
         }
     }
 }

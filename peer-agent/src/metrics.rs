@@ -26,6 +26,8 @@ pub struct Metrics {
     pub uploads_active: Gauge,
     /// Uploads whose slot was taken back because their reader stopped reading.
     pub uploads_stalled: Counter,
+    /// Layers started before the runtime asked (`download.read_ahead`).
+    pub read_ahead_blobs: Counter,
 }
 
 impl Metrics {
@@ -41,6 +43,7 @@ impl Metrics {
             server: ServerMetrics::register(&mut registry),
             uploads_active: Gauge::default(),
             uploads_stalled: Counter::default(),
+            read_ahead_blobs: Counter::default(),
         };
         registry.register(
             "download_bytes",
@@ -76,6 +79,11 @@ impl Metrics {
             "uploads_stalled",
             "Uploads whose slot was taken back after send_stall_secs without progress",
             m.uploads_stalled.clone(),
+        );
+        registry.register(
+            "read_ahead_blobs",
+            "Image layers started before the runtime asked for them",
+            m.read_ahead_blobs.clone(),
         );
         // Every source exported from the start, at 0: dashboards and alerts see "none yet"
         // rather than no series at all.

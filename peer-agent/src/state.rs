@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::client::{Clients, RegistryRelay, TicketKeys};
 use crate::config::{parse_size, Config};
+use crate::download::read_ahead::ReadAheads;
 use crate::download::Downloader;
 use crate::error::{AgentError, AgentResult};
 use crate::metrics::Metrics;
@@ -20,6 +21,8 @@ pub struct AgentState {
     pub(crate) relay: Arc<RegistryRelay>,
     pub store: Arc<PieceStore>,
     pub(crate) downloader: Arc<Downloader>,
+    /// Images whose next layers start before the runtime asks.
+    pub(crate) read_aheads: Arc<ReadAheads>,
     pub metrics: Arc<Metrics>,
     pub(crate) ticket_keys: Arc<TicketKeys>,
     pub upload_slots: Arc<Semaphore>,
@@ -53,7 +56,9 @@ impl AgentState {
             seed_for: Duration::from_secs(300),
             edge_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
+        let read_aheads = Arc::new(ReadAheads::new(config.download.read_ahead, downloader.clone()));
         Ok(Arc::new(AgentState {
+            read_aheads,
             upload_slots: Arc::new(Semaphore::new(config.upload.slots as usize)),
             upload_pacer: Pacer::new(upload_rate),
             config,

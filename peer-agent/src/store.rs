@@ -10,7 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use damselfly_core::{Bitfield, Digest, PieceLayout, PieceTable};
@@ -29,6 +31,13 @@ pub struct LocalTask {
     failed: Mutex<Option<String>>,
     /// The pieces that landed last, while the task downloads: see [`RecentPieces`].
     recent: Mutex<RecentPieces>,
+    /// What the download last saw: how long until the edge holds every piece (in ms;
+    /// `u64::MAX`: not known yet), and whether other hosts download the task too. Read by the
+    /// image's read-ahead.
+    edge_left_ms: AtomicU64,
+    in_swarm: AtomicBool,
+    /// A runtime (or `get`) asked for the task, not only the read-ahead.
+    asked: AtomicBool,
 }
 
 /// The sealed pieces a downloading task received last, kept in memory: a runtime streaming
@@ -80,6 +89,9 @@ impl LocalTask {
             changed,
             failed: Mutex::new(None),
             recent: Mutex::new(RecentPieces::default()),
+            edge_left_ms: AtomicU64::new(u64::MAX),
+            in_swarm: AtomicBool::new(false),
+            asked: AtomicBool::new(false),
         }
     }
 
@@ -89,6 +101,36 @@ impl LocalTask {
 
     pub fn bitfield(&self) -> Bitfield {
         self.have.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Records what the download sees of the edge and the swarm (see the fields).
+    pub(crate) fn note_download(&self, edge_left: Option<Duration>, in_swarm: bool) {
+        let ms = edge_left.map_or(u64::MAX, |d| d.as_millis().min(u64::MAX as u128 - 1) as u64);
+        self.edge_left_ms.store(ms, Ordering::Relaxed);
+        self.in_swarm.store(in_swarm, Ordering::Relaxed);
+    }
+
+    /// How long until the edge holds every piece, as the download last estimated it.
+    pub(crate) fn edge_left(&self) -> Option<Duration> {
+        match self.edge_left_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// A reader asked for the task (see `asked`).
+    pub(crate) fn note_asked(&self) {
+        self.asked.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a runtime (or `get`) asked for the task, not only the read-ahead.
+    pub(crate) fn asked(&self) -> bool {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    /// Whether other hosts were downloading the task when the download last looked.
+    pub(crate) fn in_swarm(&self) -> bool {
+        self.in_swarm.load(Ordering::Relaxed)
     }
 
     pub fn is_complete(&self) -> bool {

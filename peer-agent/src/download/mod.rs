@@ -7,6 +7,7 @@
 
 mod fetch;
 mod picker;
+pub(crate) mod read_ahead;
 mod session;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -105,6 +105,10 @@ pub(crate) struct Session<'a, N> {
     skip: Skip,
     /// When each piece became known (listed in the edge's table), to spot unclaimed ones.
     known_since: Vec<Instant>,
+    /// The first table's time and length, and when the table last grew (and to what): how fast
+    /// the edge lists pieces.
+    first_listing: Option<(Instant, usize)>,
+    last_growth: Option<(Instant, usize)>,
     last_table: Option<Instant>,
     last_parents: Option<Instant>,
     last_announce: Option<Instant>,
@@ -147,6 +151,8 @@ impl<'a, N: Network> Session<'a, N> {
             parents: Vec::new(),
             skip: Skip::default(),
             known_since: Vec::new(),
+            first_listing: None,
+            last_growth: None,
             last_table: None,
             last_parents: None,
             last_announce: None,
@@ -172,6 +178,9 @@ impl<'a, N: Network> Session<'a, N> {
             let now = Instant::now();
             self.refresh_table(now).await?;
             self.refresh_parents(now).await;
+            let edge_left = self.edge_left(now);
+            self.task
+                .note_download(edge_left, in_swarm(&self.parents, &self.skip));
             self.skip.expire(now);
             self.pick_and_fetch(now);
             // After the picks, so pieces just asked of the edge are announced at once: the
@@ -181,6 +190,27 @@ impl<'a, N: Network> Session<'a, N> {
                 self.handle(outcome).await?;
             }
         }
+    }
+
+    /// How long until the edge holds every piece: the pieces left at the rate the table grew
+    /// from the first one to its last growth, less the time since (`None` before it has grown).
+    fn edge_left(&mut self, now: Instant) -> Option<Duration> {
+        if self.info.complete {
+            return Some(Duration::ZERO);
+        }
+        let listed = self.info.table.pieces.len();
+        let (since, first) = *self.first_listing.get_or_insert((now, listed));
+        if listed > self.last_growth.map_or(first, |(_, n)| n) {
+            self.last_growth = Some((now, listed));
+        }
+        let (grew_at, grown_to) = self.last_growth?;
+        let took = grew_at.duration_since(since);
+        if took.is_zero() {
+            return None;
+        }
+        let remaining = (self.task.layout.count() as usize).saturating_sub(listed);
+        let left = took.mul_f64(remaining as f64 / (grown_to - first) as f64);
+        Some(left.saturating_sub(now.duration_since(grew_at)))
     }
 
     /// While the edge ingests, the table grows; once it is complete, only the ticket needs
@@ -662,6 +692,22 @@ mod tests {
         at_offsets(&[100, 499, 500], async |now| session.refresh_parents(now).await).await;
         let calls = net.parent_requests.lock().unwrap();
         assert_eq!(times(&calls, start), vec![0, 100, 600]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn how_long_the_edge_needs_for_the_rest_follows_how_fast_its_table_grew() {
+        let download = Download::new(8, 2);
+        let net = FakeNet::new(Fetches::Hang);
+        let mut session = download.session(&net);
+        assert_eq!(session.edge_left(Instant::now()), None, "no growth seen yet");
+        advance(500 * MS).await;
+        // 2 more of 8 listed in 0.5 s: the 4 left take 1 s, less the time since.
+        session.info.table.pieces.extend([[0; 32]; 2]);
+        assert_eq!(session.edge_left(Instant::now()), Some(1000 * MS));
+        advance(300 * MS).await;
+        assert_eq!(session.edge_left(Instant::now()), Some(700 * MS));
+        session.info.complete = true;
+        assert_eq!(session.edge_left(Instant::now()), Some(Duration::ZERO));
     }
 
     #[tokio::test(start_paused = true)]

@@ -39,6 +39,7 @@ pub(crate) async fn serve(
             return Ok(relayed(response, Some((state.metrics.clone(), "origin"))));
         }
     };
+    task.note_asked();
     let size = task.layout.size;
     let requested = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok());
     let span = parse_range(requested, size).map_err(|e| AgentError::RangeNotSatisfiable { size: e.size })?;

@@ -12,8 +12,10 @@ use damselfly_core::{Digest, RepositoryName};
 use serde::Deserialize;
 
 use super::blob_stream;
-use super::relayed::relayed;
+use super::relayed::{relayed, relayed_whole};
 use crate::client::Relay;
+use crate::config::ReadAhead;
+use crate::download::read_ahead::ImagePull;
 use crate::error::{AgentError, AgentResult};
 use crate::request::{BlobRequest, TaskOrigin};
 use crate::state::AgentState;
@@ -81,6 +83,7 @@ pub(crate) async fn dispatch(
         }
         RegistryTarget::Blob { .. } | RegistryTarget::Manifest { .. } => {
             let full_path = format!("/v2/{path}");
+            let manifest_get = method == Method::GET && matches!(target, RegistryTarget::Manifest { .. });
             let relay = Relay {
                 method,
                 path: &full_path,
@@ -88,9 +91,82 @@ pub(crate) async fn dispatch(
                 headers: &headers,
             };
             let (response, _) = state.relay.relay(&relay).await?;
+            if manifest_get && state.config.download.read_ahead != ReadAhead::Off {
+                let origin = TaskOrigin::Registry {
+                    repo: repo.to_string(),
+                    ns: query.ns.clone(),
+                };
+                return manifest_through(&state, response, origin, &headers).await;
+            }
             Ok(relayed(response, None))
         }
     }
+}
+
+/// Image manifests, whose layers may be read ahead (`download/read_ahead.rs`).
+const IMAGE_MANIFEST_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+/// Larger manifests stream through unread.
+const MAX_READ_MANIFEST: u64 = 4 << 20;
+
+/// Relays a manifest; an image manifest is read whole on the way (they are small) and its
+/// config and layers handed to the read-ahead.
+async fn manifest_through(
+    state: &AgentState,
+    response: reqwest::Response,
+    origin: TaskOrigin,
+    headers: &HeaderMap,
+) -> AgentResult<Response> {
+    let image = response.status() == http::StatusCode::OK
+        && response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| IMAGE_MANIFEST_TYPES.contains(&t.split(';').next().unwrap_or("").trim()));
+    if !image || response.content_length().is_none_or(|l| l > MAX_READ_MANIFEST) {
+        return Ok(relayed(response, None));
+    }
+    let (status, response_headers) = (response.status(), response.headers().clone());
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| AgentError::Unavailable(format!("reading a manifest: {e}")))?;
+    if let Some(blobs) = image_blobs(&body) {
+        state.read_aheads.image_pulled(ImagePull {
+            manifest: Digest::of(&body),
+            origin,
+            authorization: headers.get(http::header::AUTHORIZATION).cloned(),
+            blobs,
+        });
+    }
+    Ok(relayed_whole(status, &response_headers, body))
+}
+
+/// The config and layer digests an image manifest names, in order, each once; `None` for
+/// anything that does not read as one.
+fn image_blobs(body: &[u8]) -> Option<Vec<Digest>> {
+    #[derive(Deserialize)]
+    struct Descriptor {
+        digest: String,
+    }
+    #[derive(Deserialize)]
+    struct ImageManifest {
+        config: Option<Descriptor>,
+        #[serde(default)]
+        layers: Vec<Descriptor>,
+    }
+    let manifest: ImageManifest = serde_json::from_slice(body).ok()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut blobs: Vec<Digest> = Vec::new();
+    for d in manifest.config.iter().chain(&manifest.layers) {
+        let digest: Digest = d.digest.parse().ok()?;
+        if seen.insert(digest) {
+            blobs.push(digest);
+        }
+    }
+    Some(blobs)
 }
 
 /// `GET /v2/<name>/tags/list[?n=&last=]`, as `docker pull --all-tags` asks it.
@@ -142,6 +218,29 @@ fn tags_path(repo: &RepositoryName, raw_query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_manifest_lists_its_config_then_layers_once_each() {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},
+               "layers":[{{"digest":"{}","size":2}},{{"digest":"{}","size":3}},{{"digest":"{}","size":2}}]}}"#,
+            digest('c'),
+            digest('a'),
+            digest('b'),
+            digest('a')
+        );
+        let blobs: Vec<String> = image_blobs(body.as_bytes())
+            .unwrap()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(blobs, [digest('c'), digest('a'), digest('b')]);
+        assert!(image_blobs(br#"{"layers":[{"digest":"md5:x"}]}"#).is_none());
+        assert!(image_blobs(b"not json").is_none());
+        // An index names manifests, not layers: nothing to read ahead.
+        assert_eq!(image_blobs(br#"{"manifests":[]}"#), Some(Vec::new()));
+    }
 
     #[test]
     fn a_tags_path_keeps_paging_and_drops_the_rest() {

@@ -26,12 +26,7 @@ const RELAYED: [&str; 10] = [
 /// Turns a relayed response into ours, body streamed (and counted as `source`'s bytes when it
 /// is a blob).
 pub(crate) fn relayed(response: reqwest::Response, count: Option<(Arc<Metrics>, &'static str)>) -> Response {
-    let mut builder = Response::builder().status(response.status());
-    for name in RELAYED {
-        for v in response.headers().get_all(name) {
-            builder = builder.header(name, v.clone());
-        }
-    }
+    let builder = builder(response.status(), response.headers());
     let stream = response.bytes_stream().inspect_ok(move |chunk| {
         if let Some((metrics, source)) = &count {
             metrics.downloaded(source, chunk.len() as u64);
@@ -40,4 +35,25 @@ pub(crate) fn relayed(response: reqwest::Response, count: Option<(Arc<Metrics>, 
     builder
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// A relayed answer whose body was read whole.
+pub(crate) fn relayed_whole(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    builder(status, headers)
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn builder(status: http::StatusCode, headers: &http::HeaderMap) -> http::response::Builder {
+    let mut builder = Response::builder().status(status);
+    for name in RELAYED {
+        for v in headers.get_all(name) {
+            builder = builder.header(name, v.clone());
+        }
+    }
+    builder
 }
