@@ -144,7 +144,8 @@ impl ReadAheads {
 enum Step {
     /// Every blob is downloading or here.
     Done,
-    /// Nothing to start yet; `active`: some blob of the image is still downloading.
+    /// Nothing to start yet; `active`: the runtime is still pulling the image (one of its own
+    /// downloads of it is under way).
     Wait {
         active: bool,
     },
