@@ -24,8 +24,9 @@ pub struct ShapesArgs {
     /// Pulling clients to run.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "curl,skopeo,ctr")]
     clients: Vec<Client>,
-    /// Every link, in Mbit/s, each direction (registry and edge included). The default keeps
-    /// this 2-core machine below ~75% busy at 16 hosts with any client.
+    /// Every link, in Mbit/s, each direction (registry and edge included). At the default, 16
+    /// hosts keep a 2-core machine about half busy with curl or skopeo, and up to 90% with ctr
+    /// (16 containerds); 20 keeps every shape under ~65%.
     #[arg(long, default_value_t = 40)]
     host_mbit: u64,
     /// Image size in MiB.
