@@ -151,10 +151,10 @@ pub struct DownloadConfig {
     /// A parent that failed is not asked again for this long.
     pub bad_parent_secs: u64,
     /// Layers of an image fetched before the runtime asks for them (see `download/read_ahead.rs`):
-    /// once the edge holds every piece of the layers being pulled, the next layer of the image
-    /// starts, so neither the edge's link from the origin nor its link to the hosts waits for
-    /// the runtime's next request. `swarm` (default): only while other hosts pull the same
-    /// layers; `always`; `off`.
+    /// once the edge is about to hold every piece of the layers being pulled, the image's next
+    /// layer starts (one at a time, while the runtime pulls the image), so neither the edge's
+    /// link from the origin nor its link to the hosts waits for the runtime's next request.
+    /// `swarm` (default): only while other hosts pull the same layers; `always`; `off`.
     pub read_ahead: ReadAhead,
 }
 
