@@ -2,7 +2,7 @@
 //! round. A host's port sends what the host receives and receives what it sends, so one
 //! process in the switch's namespace reads every link at once and the daemons are not asked
 //! anything. From the samples: when the edge had the whole image, how fast it got it, and how
-//! long the hosts took after that (`--timeline` prints the seconds in between).
+//! long the hosts took after that (`--timeline` prints the time in between, step by step).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -135,13 +135,13 @@ pub fn edge_ingest(samples: &[LinkSample], image_bytes: u64) -> Option<(f64, f64
     Some((first.at, done.at, mbit))
 }
 
-/// Per-second rows: Mbit/s on the origin's and the edge's links, and the hosts' mean.
-pub fn per_second(samples: &[LinkSample], hosts: usize) -> Vec<[f64; 6]> {
+/// Rows every `step` seconds: Mbit/s on the origin's and the edge's links, and the hosts' mean.
+pub fn every(samples: &[LinkSample], hosts: usize, step: f64) -> Vec<[f64; 6]> {
     let mut rows = Vec::new();
     let mut previous = LinkSample::default();
-    let mut next_second = 1.0;
+    let mut next_row = step;
     for s in samples {
-        if s.at + 1e-9 < next_second && !std::ptr::eq(s, samples.last().unwrap_or(s)) {
+        if s.at + 1e-9 < next_row && !std::ptr::eq(s, samples.last().unwrap_or(s)) {
             continue;
         }
         let span = (s.at - previous.at).max(1e-3);
@@ -155,7 +155,7 @@ pub fn per_second(samples: &[LinkSample], hosts: usize) -> Vec<[f64; 6]> {
             mbit(s.hosts_out, previous.hosts_out) / hosts.max(1) as f64,
         ]);
         previous = s.clone();
-        next_second = s.at.floor() + 1.0;
+        next_row = (s.at / step).floor() * step + step;
     }
     rows
 }

@@ -100,10 +100,11 @@ pub struct SwarmArgs {
     /// TOML appended to the edge's config, e.g. "[scheduler]\nmax_parents = 16".
     #[arg(long, default_value = "")]
     edge_toml: String,
-    /// Print each setup's links second by second (what the origin, the edge and the hosts
-    /// sent and received), from the switch's counters sampled every 100 ms.
-    #[arg(long)]
-    timeline: bool,
+    /// Print each setup's links step by step (what the origin, the edge and the hosts sent and
+    /// received), from the switch's counters sampled every 100 ms: every second, or every
+    /// SECONDS given (0.2 and up).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1")]
+    timeline: Option<f64>,
     /// Keep the edge's and agents' logs (at info level: when each agent finished each blob)
     /// in this directory, as `<setup>-<daemon>.log`.
     #[arg(long, value_name = "DIR")]
@@ -144,6 +145,10 @@ pub async fn run(bin_dir: &Path, args: SwarmArgs) -> Result<()> {
     anyhow::ensure!(
         args.agent_upload_share <= 100,
         "--agent-upload-share is a percentage"
+    );
+    anyhow::ensure!(
+        args.timeline.is_none_or(|step| step >= 0.2),
+        "--timeline takes a step of 0.2 s or more (the counters are read every 100 ms)"
     );
     let edge_binary = super::binary(bin_dir, "edge-cache")?;
     let agent_binary = super::binary(bin_dir, "peer-agent")?;

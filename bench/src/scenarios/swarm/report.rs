@@ -126,9 +126,9 @@ pub fn lower_bound(f: f64, u_s: f64, u: &[f64], d: &[f64]) -> f64 {
     (f / u_s).max(f / d_min).max(n * f / (u_s + sum_u))
 }
 
-/// The table, the targets and the JSON line; with `timeline`, each setup's links second by
-/// second.
-pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome], timeline: bool) {
+/// The table, the targets and the JSON line; with `timeline` (a step in seconds), each setup's
+/// links step by step.
+pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome], timeline: Option<f64>) {
     let f = image.total_blob_bytes as f64;
     let bound = links.bound(image);
     let direct = outcomes
@@ -193,9 +193,9 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome], timeline: 
         ],
         &rows,
     );
-    if timeline {
+    if let Some(step) = timeline {
         for o in outcomes {
-            print_timeline(o, links.hosts);
+            print_timeline(o, links.hosts, step);
         }
     }
     let plain = outcomes.iter().find(|o| o.setup == Setup::Damselfly);
@@ -289,10 +289,10 @@ pub fn print(links: &Links, image: &BuiltImage, outcomes: &[Outcome], timeline: 
     }));
 }
 
-/// Second by second: what the origin sent, what the edge received and sent, and what a host
+/// Step by step: what the origin sent, what the edge received and sent, and what a host
 /// received and sent on average, in Mbit/s; and how many hosts were done.
-fn print_timeline(o: &Outcome, hosts: usize) {
-    let rows: Vec<Vec<String>> = links::per_second(&o.links, hosts)
+fn print_timeline(o: &Outcome, hosts: usize, step: f64) {
+    let rows: Vec<Vec<String>> = links::every(&o.links, hosts, step)
         .iter()
         .map(|r| {
             let done = o.times.iter().filter(|t| secs(**t) <= r[0]).count();
@@ -303,7 +303,7 @@ fn print_timeline(o: &Outcome, hosts: usize) {
         })
         .collect();
     table(
-        &format!("{}: the links second by second, Mbit/s", o.setup.name()),
+        &format!("{}: the links every {step} s, Mbit/s", o.setup.name()),
         &[
             "until s",
             "origin out",

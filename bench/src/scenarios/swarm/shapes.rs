@@ -121,7 +121,7 @@ fn swarm_args(args: &ShapesArgs, hosts: usize, layers: u64, client: Client) -> S
         abuse_stalled: 0,
         agent_toml: args.agent_toml.clone(),
         edge_toml: args.edge_toml.clone(),
-        timeline: false,
+        timeline: None,
         keep_logs: args
             .keep_logs
             .as_ref()
