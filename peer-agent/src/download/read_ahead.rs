@@ -70,10 +70,15 @@ impl ReadAheads {
         }
     }
 
+    /// Whether manifests are worth reading for it at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.mode != ReadAhead::Off
+    }
+
     /// The runtime fetched an image manifest: follows the image's downloads (unless off, already
     /// followed, or too many are).
     pub(crate) fn image_pulled(self: &Arc<Self>, mut image: ImagePull) {
-        if self.mode == ReadAhead::Off || image.blobs.len() < 2 {
+        if !self.enabled() || image.blobs.len() < 2 {
             return;
         }
         {
@@ -275,10 +280,33 @@ mod tests {
             image.step(ReadAhead::Swarm, &started),
             Step::Wait { active: true }
         );
-        image.asked(2, None, true);
+        let ahead = image.downloading(2, false, None, true);
         assert_eq!(
             image.step(ReadAhead::Swarm, &started),
             Step::Wait { active: true }
+        );
+        ahead.note_download(Some(Duration::ZERO), true);
+        assert_eq!(
+            image.step(ReadAhead::Swarm, &started),
+            Step::Start(image.blobs[3])
+        );
+        // The runtime's own downloads done: it is not pulling (the layer read ahead is not its
+        // own until it asks for it).
+        let layout = PieceLayout::for_size(1 << 20);
+        for i in 0..2 {
+            let (task, _) = image.store.get_or_create(&image.blobs[i], layout).unwrap();
+            for piece in 0..layout.count() {
+                task.write_piece(piece, bytes::Bytes::from(vec![0; 16])).unwrap();
+            }
+        }
+        assert_eq!(
+            image.step(ReadAhead::Swarm, &started),
+            Step::Wait { active: false }
+        );
+        ahead.note_asked();
+        assert_eq!(
+            image.step(ReadAhead::Swarm, &started),
+            Step::Start(image.blobs[3])
         );
     }
 

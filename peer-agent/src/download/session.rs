@@ -103,12 +103,9 @@ pub(crate) struct Session<'a, N> {
     in_flight: HashMap<u64, Source>,
     parents: Vec<ParentCandidate>,
     skip: Skip,
-    /// When each piece became known (listed in the edge's table), to spot unclaimed ones.
+    /// When each piece became known (listed in the edge's table), to spot unclaimed ones and to
+    /// see how fast the edge lists them.
     known_since: Vec<Instant>,
-    /// The first table's time and length, and when the table last grew (and to what): how fast
-    /// the edge lists pieces.
-    first_listing: Option<(Instant, usize)>,
-    last_growth: Option<(Instant, usize)>,
     last_table: Option<Instant>,
     last_parents: Option<Instant>,
     last_announce: Option<Instant>,
@@ -151,8 +148,6 @@ impl<'a, N: Network> Session<'a, N> {
             parents: Vec::new(),
             skip: Skip::default(),
             known_since: Vec::new(),
-            first_listing: None,
-            last_growth: None,
             last_table: None,
             last_parents: None,
             last_announce: None,
@@ -178,11 +173,10 @@ impl<'a, N: Network> Session<'a, N> {
             let now = Instant::now();
             self.refresh_table(now).await?;
             self.refresh_parents(now).await;
-            let edge_left = self.edge_left(now);
-            self.task
-                .note_download(edge_left, in_swarm(&self.parents, &self.skip));
             self.skip.expire(now);
             self.pick_and_fetch(now);
+            self.task
+                .note_download(self.edge_left(now), in_swarm(&self.parents, &self.skip));
             // After the picks, so pieces just asked of the edge are announced at once: the
             // others then wait for them rather than ask the edge too.
             self.announce_if_due(now).await;
@@ -193,24 +187,22 @@ impl<'a, N: Network> Session<'a, N> {
     }
 
     /// How long until the edge holds every piece: the pieces left at the rate the table grew
-    /// from the first one to its last growth, less the time since (`None` before it has grown).
-    fn edge_left(&mut self, now: Instant) -> Option<Duration> {
+    /// from the pieces first known to the last ones, less the time since (`None` before it has
+    /// grown). Reads `known_since`, so it follows [`Session::note_known`].
+    fn edge_left(&self, now: Instant) -> Option<Duration> {
         if self.info.complete {
             return Some(Duration::ZERO);
         }
-        let listed = self.info.table.pieces.len();
-        let (since, first) = *self.first_listing.get_or_insert((now, listed));
-        if listed > self.last_growth.map_or(first, |(_, n)| n) {
-            self.last_growth = Some((now, listed));
-        }
-        let (grew_at, grown_to) = self.last_growth?;
-        let took = grew_at.duration_since(since);
+        let (first, last) = (*self.known_since.first()?, *self.known_since.last()?);
+        let took = last.duration_since(first);
         if took.is_zero() {
             return None;
         }
-        let remaining = (self.task.layout.count() as usize).saturating_sub(listed);
-        let left = took.mul_f64(remaining as f64 / (grown_to - first) as f64);
-        Some(left.saturating_sub(now.duration_since(grew_at)))
+        let known_at_first = self.known_since.iter().take_while(|t| **t == first).count();
+        let grown = self.known_since.len() - known_at_first;
+        let remaining = (self.task.layout.count() as usize).saturating_sub(self.known_since.len());
+        let left = took.mul_f64(remaining as f64 / grown as f64);
+        Some(left.saturating_sub(now.duration_since(last)))
     }
 
     /// While the edge ingests, the table grows; once it is complete, only the ticket needs
@@ -699,10 +691,12 @@ mod tests {
         let download = Download::new(8, 2);
         let net = FakeNet::new(Fetches::Hang);
         let mut session = download.session(&net);
+        session.note_known(Instant::now());
         assert_eq!(session.edge_left(Instant::now()), None, "no growth seen yet");
         advance(500 * MS).await;
         // 2 more of 8 listed in 0.5 s: the 4 left take 1 s, less the time since.
         session.info.table.pieces.extend([[0; 32]; 2]);
+        session.note_known(Instant::now());
         assert_eq!(session.edge_left(Instant::now()), Some(1000 * MS));
         advance(300 * MS).await;
         assert_eq!(session.edge_left(Instant::now()), Some(700 * MS));

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use super::blob_stream;
 use super::relayed::{relayed, relayed_whole};
 use crate::client::Relay;
-use crate::config::ReadAhead;
 use crate::download::read_ahead::ImagePull;
 use crate::error::{AgentError, AgentResult};
 use crate::request::{BlobRequest, TaskOrigin};
@@ -91,7 +90,7 @@ pub(crate) async fn dispatch(
                 headers: &headers,
             };
             let (response, _) = state.relay.relay(&relay).await?;
-            if manifest_get && state.config.download.read_ahead != ReadAhead::Off {
+            if manifest_get && state.read_aheads.enabled() {
                 let origin = TaskOrigin::Registry {
                     repo: repo.to_string(),
                     ns: query.ns.clone(),
