@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::encoding::COMPRESSED_OVERHEAD;
 use crate::seal::TAG_LEN;
 
 pub const TARGET_PIECES: u64 = 256;
@@ -164,9 +165,79 @@ pub struct PieceTable {
     /// One hex hash of the sealed piece per piece, in order.
     #[serde(with = "hex_list")]
     pub pieces: Vec<[u8; 32]>,
+    /// Sealed piece format 2 (`encoding.rs`): one entry per piece listed, the sealed length of
+    /// a compressed piece or 0 for a piece sealed as it is. Empty when no piece is compressed,
+    /// and then left out: such a table is format 1, read by every agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zstd: Vec<u32>,
 }
 
 impl PieceTable {
+    /// The oldest sealed piece format a reader needs to use this table's pieces.
+    pub fn format(&self) -> u32 {
+        if self.zstd.iter().any(|&n| n > 0) {
+            crate::encoding::PIECE_FORMAT
+        } else {
+            1
+        }
+    }
+
+    /// Whether piece `index` is stored compressed.
+    pub fn is_compressed(&self, index: u64) -> bool {
+        self.compressed_len(index).is_some()
+    }
+
+    /// The sealed length of piece `index` when it is compressed.
+    fn compressed_len(&self, index: u64) -> Option<u64> {
+        let listed = usize::try_from(index).ok().and_then(|i| self.zstd.get(i));
+        listed.filter(|&&n| n > 0).map(|&n| n as u64)
+    }
+
+    /// How many bytes piece `index` has as stored and sent: its compressed length, or its
+    /// plaintext and tag. Never beyond the piece's slot in the sealed file (which holds it at
+    /// [`PieceLayout::sealed_offset`] either way), whatever a table from elsewhere says.
+    pub fn stored_len(&self, index: u64) -> u64 {
+        let slot = self.layout.sealed_len(index);
+        self.compressed_len(index).map_or(slot, |n| n.min(slot))
+    }
+
+    /// Drops the first `count` listed pieces (a caller holds them already); returns how many
+    /// went.
+    pub fn drain_front(&mut self, count: usize) -> usize {
+        let count = count.min(self.pieces.len());
+        self.pieces.drain(..count);
+        if !self.zstd.is_empty() {
+            self.zstd.drain(..count.min(self.zstd.len()));
+            if self.zstd.iter().all(|&n| n == 0) {
+                self.zstd.clear();
+            }
+        }
+        count
+    }
+
+    /// `later` (hashes from piece `from` on) completed with this table's first `from` pieces.
+    pub fn followed_by(&self, from: usize, mut later: PieceTable) -> PieceTable {
+        let from = from.min(self.pieces.len());
+        let mut pieces = self.pieces[..from].to_vec();
+        pieces.append(&mut later.pieces);
+        let mut zstd = Vec::new();
+        if !self.zstd.is_empty() || !later.zstd.is_empty() {
+            zstd = (0..from)
+                .map(|i| self.zstd.get(i).copied().unwrap_or(0))
+                .collect();
+            let added = pieces.len() - from;
+            zstd.extend((0..added).map(|i| later.zstd.get(i).copied().unwrap_or(0)));
+            if zstd.iter().all(|&n| n == 0) {
+                zstd.clear();
+            }
+        }
+        PieceTable {
+            pieces,
+            zstd,
+            ..later
+        }
+    }
+
     /// Whether `sealed` is piece `index` as the table lists it (false for a piece not listed).
     pub fn proves(&self, index: u64, sealed: &[u8]) -> bool {
         let listed = usize::try_from(index).ok().and_then(|i| self.pieces.get(i));
@@ -184,6 +255,8 @@ struct ReceivedTable {
     hash: PieceHash,
     #[serde(with = "hex_list")]
     pieces: Vec<[u8; 32]>,
+    #[serde(default)]
+    zstd: Vec<u32>,
 }
 
 impl TryFrom<ReceivedTable> for PieceTable {
@@ -197,11 +270,25 @@ impl TryFrom<ReceivedTable> for PieceTable {
                 received.layout.count()
             ));
         }
+        if !received.zstd.is_empty() && received.zstd.len() != received.pieces.len() {
+            return Err(format!(
+                "{} compressed lengths for {} pieces",
+                received.zstd.len(),
+                received.pieces.len()
+            ));
+        }
+        // A compressed piece has a nonce, a frame and a tag, and fits in a piece's slot.
+        let slot = received.layout.piece_length + TAG_LEN as u64;
+        let bad = |&n: &u32| n > 0 && ((n as usize) <= COMPRESSED_OVERHEAD || n as u64 > slot);
+        if let Some(n) = received.zstd.iter().find(|n| bad(n)) {
+            return Err(format!("a compressed piece of {n} bytes in slots of {slot}"));
+        }
         Ok(PieceTable {
             digest: received.digest,
             layout: received.layout,
             hash: received.hash,
             pieces: received.pieces,
+            zstd: received.zstd,
         })
     }
 }
@@ -328,6 +415,7 @@ mod tests {
                 layout: PieceLayout::for_size(1000),
                 hash,
                 pieces: vec![hash.of(&sealed)],
+                zstd: Vec::new(),
             };
             assert!(table.proves(0, &sealed), "{hash:?}");
             let mut damaged = sealed.clone();
@@ -377,12 +465,72 @@ mod tests {
     }
 
     #[test]
+    fn compressed_pieces_make_a_format_2_table_and_stay_within_their_slots() {
+        let mib = PieceLayout::for_size(MIB);
+        let table = |zstd: Vec<u32>| PieceTable {
+            digest: Digest::of(b"x"),
+            layout: mib,
+            hash: PieceHash::Blake3,
+            pieces: vec![[1; 32]; 4],
+            zstd,
+        };
+        let plain = table(Vec::new());
+        assert_eq!((plain.format(), plain.stored_len(1)), (1, mib.sealed_len(1)));
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("zstd"), "a format 1 table reads as before: {json}");
+        let mixed = table(vec![0, 5000, 0, 9000]);
+        assert_eq!(mixed.format(), crate::encoding::PIECE_FORMAT);
+        assert_eq!(
+            (0..4).map(|i| mixed.stored_len(i)).collect::<Vec<_>>(),
+            [mib.sealed_len(0), 5000, mib.sealed_len(2), 9000]
+        );
+        assert!(mixed.is_compressed(1) && !mixed.is_compressed(2) && !mixed.is_compressed(9));
+        let json = serde_json::to_string(&mixed).unwrap();
+        assert_eq!(serde_json::from_str::<PieceTable>(&json).unwrap(), mixed);
+        // Tables from elsewhere: one length per piece, each a real compressed piece in a slot.
+        for bad in [
+            vec![5000],
+            vec![0, 5000, 0, 9000, 1],
+            vec![0, 20, 0, 0],
+            vec![0, 300_000, 0, 0],
+        ] {
+            let json = serde_json::to_string(&table(bad.clone())).unwrap();
+            assert!(serde_json::from_str::<PieceTable>(&json).is_err(), "{bad:?}");
+        }
+        // Split for a caller that holds the first pieces, and joined again on its side.
+        let mut later = mixed.clone();
+        assert_eq!(later.drain_front(2), 2);
+        assert_eq!(later.zstd, [0, 9000]);
+        assert_eq!(mixed.followed_by(2, later), mixed);
+        let mut tail = mixed.clone();
+        tail.drain_front(3);
+        assert_eq!(tail.zstd, [9000]);
+        // What a caller held before any piece was compressed joins a compressed rest.
+        let head = PieceTable {
+            pieces: vec![[1; 32]; 3],
+            ..table(Vec::new())
+        };
+        assert_eq!(head.followed_by(3, tail).zstd, [0, 0, 0, 9000]);
+        let mut uncompressed_rest = mixed.clone();
+        uncompressed_rest.drain_front(2);
+        uncompressed_rest.drain_front(1);
+        assert_eq!(uncompressed_rest.zstd, [9000]);
+        let mut none = table(vec![0, 0, 7000, 0]);
+        none.drain_front(3);
+        assert!(
+            none.zstd.is_empty(),
+            "only uncompressed pieces left: format 1 again"
+        );
+    }
+
+    #[test]
     fn table_serialises_as_hex() {
         let t = PieceTable {
             digest: Digest::of(b"x"),
             layout: PieceLayout::for_size(1),
             hash: PieceHash::Sha256,
             pieces: vec![*Digest::of(b"x").as_bytes()],
+            zstd: Vec::new(),
         };
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains("\"piece_length\":262144"), "{json}");

@@ -15,6 +15,7 @@ use ring::hkdf;
 use crate::digest::Digest;
 
 pub const TAG_LEN: usize = 16;
+pub const NONCE_LEN: usize = 12;
 const HKDF_SALT: &[u8] = b"damselfly/v1";
 
 /// The cluster-wide secret every edge shares. Never leaves the edges.
@@ -29,6 +30,10 @@ pub enum SealError {
     Truncated,
     #[error("sealed piece failed authentication (wrong key, index or tampered bytes)")]
     Unauthentic,
+    /// A compressed piece that authenticated but does not decompress to exactly its plaintext
+    /// length (more is never produced: the output buffer is the piece's length).
+    #[error("compressed piece does not decompress to its {0} bytes")]
+    Decompress(usize),
 }
 
 impl ClusterSecret {
@@ -78,8 +83,8 @@ impl TaskKey {
         &self.bytes
     }
 
-    pub fn nonce_bytes(index: u64) -> [u8; 12] {
-        let mut n = [0u8; 12];
+    pub fn nonce_bytes(index: u64) -> [u8; NONCE_LEN] {
+        let mut n = [0u8; NONCE_LEN];
         n[..4].copy_from_slice(b"dfly");
         n[4..].copy_from_slice(&index.to_be_bytes());
         n
@@ -100,6 +105,30 @@ impl TaskKey {
             return Err(SealError::Truncated);
         }
         let nonce = Nonce::assume_unique_for_key(Self::nonce_bytes(index));
+        self.key
+            .open_in_place(nonce, Aad::empty(), sealed)
+            .map_err(|_| SealError::Unauthentic)
+    }
+
+    /// Encrypts `piece` in place under an explicit `nonce` (one never used for other bytes
+    /// under this key) and appends the tag: the compressed pieces' seal (`encoding.rs`).
+    pub(crate) fn seal_with_nonce(&self, nonce: [u8; NONCE_LEN], piece: &mut Vec<u8>) {
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        if let Ok(tag) = self.key.seal_in_place_separate_tag(nonce, Aad::empty(), piece) {
+            piece.extend_from_slice(tag.as_ref());
+        }
+    }
+
+    /// Authenticates and decrypts `sealed` (ciphertext and tag) under `nonce`, in place.
+    pub(crate) fn open_with_nonce<'a>(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], SealError> {
+        if sealed.len() < TAG_LEN {
+            return Err(SealError::Truncated);
+        }
+        let nonce = Nonce::assume_unique_for_key(nonce);
         self.key
             .open_in_place(nonce, Aad::empty(), sealed)
             .map_err(|_| SealError::Unauthentic)

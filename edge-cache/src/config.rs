@@ -66,6 +66,10 @@ pub struct Cli {
     /// watch the network can then decrypt every piece).
     #[arg(long, env = "DAMSELFLY_EDGE_INSECURE")]
     pub insecure: bool,
+    /// Compress pieces worth it: `auto` while the CPU has room, `always`, or `off` (tables
+    /// stay in the format agents from before compression read) (`compression.mode`).
+    #[arg(long, env = "DAMSELFLY_EDGE_COMPRESSION", value_name = "MODE")]
+    pub compression: Option<CompressionMode>,
     #[command(subcommand)]
     pub command: Option<EdgeCommand>,
 }
@@ -93,7 +97,8 @@ impl Cli {
             .set("warm_token_file", self.warm_token_file.as_ref())
             .set("admin_token_file", self.admin_token_file.as_ref())
             .set("redis", self.redis.as_ref())
-            .set("tls.client_ca", self.client_ca.as_ref());
+            .set("tls.client_ca", self.client_ca.as_ref())
+            .set("compression.mode", self.compression.as_ref());
         if self.insecure {
             o.set("insecure", Some(&true));
         }
@@ -133,6 +138,7 @@ pub struct Config {
     pub redis: Option<String>,
     pub scheduler: SchedulerConfig,
     pub files: FilesConfig,
+    pub compression: CompressionConfig,
     pub cache: CacheConfig,
     pub access: AccessConfig,
     pub limits: LimitsConfig,
@@ -215,6 +221,63 @@ impl FilesConfig {
     }
 }
 
+/// Compress, then seal: pieces that save at least `min_saving` are stored and sent as zstd
+/// frames (see `docs/compression.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// `auto`: a new blob is compressed while it pays (this edge compresses faster than
+    /// `min_rate_mbit` and the machine is less busy than `max_cpu`); `always`: whatever the
+    /// load; `off`: never, and tables stay format 1 (what agents from before compression read).
+    pub mode: CompressionMode,
+    /// The share of a piece's size compression must save for the piece to be kept compressed.
+    pub min_saving: f64,
+    /// `auto` compresses only while one core compresses faster than this (Mbit/s of input, as
+    /// measured on the pieces compressed so far): set it near the rate of the links served.
+    pub min_rate_mbit: u64,
+    /// `auto` compresses only while the machine's CPUs are busy less than this share (0-1).
+    pub max_cpu: f64,
+    /// Overrides of `mode` by source, the first match wins: `prefix` is matched against
+    /// `<registry>/<repository>` for a registry blob (`ghcr.io/org/models`) and against the URL
+    /// for a file (`https://files.example.com/weights/`).
+    pub rules: Vec<CompressionRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    Auto,
+    Always,
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionRule {
+    pub prefix: String,
+    pub mode: CompressionMode,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            mode: CompressionMode::Auto,
+            min_saving: 0.1,
+            min_rate_mbit: 1000,
+            max_cpu: 0.8,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// The mode for a source named `name` (see `rules`).
+    pub fn mode_for(&self, name: &str) -> CompressionMode {
+        let rule = self.rules.iter().find(|r| name.starts_with(&r.prefix));
+        rule.map_or(self.mode, |r| r.mode)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
@@ -293,6 +356,7 @@ impl Default for Config {
             redis: None,
             scheduler: SchedulerConfig::default(),
             files: FilesConfig::default(),
+            compression: CompressionConfig::default(),
             cache: CacheConfig::default(),
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
@@ -413,6 +477,16 @@ impl DaemonConfig for Config {
         }
         if self.cache.max_manifests == 0 || self.cache.max_tags == 0 {
             return invalid("cache.max_manifests and cache.max_tags must be > 0".into());
+        }
+        let c = &self.compression;
+        if !(0.0..1.0).contains(&c.min_saving) || !(0.0..=1.0).contains(&c.max_cpu) {
+            return invalid(format!(
+                "need 0 <= compression.min_saving ({}) < 1 and 0 <= compression.max_cpu ({}) <= 1",
+                c.min_saving, c.max_cpu
+            ));
+        }
+        if c.rules.iter().any(|r| r.prefix.is_empty()) {
+            return invalid("compression.rules: every rule needs a prefix".into());
         }
         if self.limits.piece_send_stall_ms == 0 {
             return invalid("limits.piece_send_stall_ms must be > 0".into());

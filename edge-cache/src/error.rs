@@ -83,6 +83,10 @@ pub enum EdgeError {
     /// Too much queued already: the caller should go elsewhere or come back.
     #[error("busy: {0}")]
     Busy(&'static str),
+    /// The blob's pieces need a newer sealed piece format than the caller reads (a blob stored
+    /// compressed, asked by an agent from before compression).
+    #[error("this blob's pieces are stored in piece format {needed}; the caller reads format {read} only (upgrade the agent, or set compression.mode = \"off\" on the edge)")]
+    FormatUnsupported { needed: u32, read: u32 },
     /// The caller asks too often: come back in a second.
     #[error("too many requests: {0}")]
     RateLimited(String),
@@ -120,6 +124,7 @@ impl EdgeError {
             EdgeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             EdgeError::PieceDamaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             EdgeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            EdgeError::FormatUnsupported { .. } => (StatusCode::NOT_ACCEPTABLE, "UNSUPPORTED"),
             EdgeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
@@ -141,6 +146,7 @@ impl EdgeError {
             EdgeError::Unsupported(d) | EdgeError::Busy(d) => json!(d),
             EdgeError::RangeNotSatisfiable { size } => json!({ "size": size }),
             EdgeError::PieceUnknown { index, count } => json!({ "index": index, "count": count }),
+            EdgeError::FormatUnsupported { needed, read } => json!({ "needed": needed, "read": read }),
             EdgeError::Upstream(_) => serde_json::Value::Null,
         }
     }

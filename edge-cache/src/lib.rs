@@ -5,6 +5,7 @@
 pub mod access;
 pub mod admin_cli;
 pub mod certs;
+pub mod compression;
 pub mod config;
 pub mod error;
 pub mod file_digests;

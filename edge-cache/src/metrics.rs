@@ -9,11 +9,24 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     /// `blob`, `manifest` or `piece` (`manifest` or `tag` for the catalog's counts).
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EncodingLabels {
+    /// `identity` or `zstd`.
+    pub encoding: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `compressed`, `sampled_out`, `skipped_for_load` or `off`.
+    pub decision: &'static str,
 }
 
 pub struct Metrics {
@@ -44,6 +57,15 @@ pub struct Metrics {
     pub uncached_blobs: Counter,
     /// 1 when the edge hands task keys without client certificates (`--insecure`).
     pub insecure: Gauge,
+    /// Pieces stored, by encoding: their plaintext bytes and their sealed bytes.
+    pub compression_logical_bytes: Family<EncodingLabels, Counter>,
+    pub compression_stored_bytes: Family<EncodingLabels, Counter>,
+    /// Time spent compressing pieces (one core busy the whole time).
+    pub compression_seconds: Counter<f64, AtomicU64>,
+    /// What was decided for each blob (see `compression.rs`).
+    pub compression_decisions: Family<DecisionLabels, Counter>,
+    /// Sealed piece bytes sent to agents, by encoding.
+    pub piece_sent_bytes: Family<EncodingLabels, Counter>,
 }
 
 impl Metrics {
@@ -68,6 +90,11 @@ impl Metrics {
             damaged_pieces: Counter::default(),
             uncached_blobs: Counter::default(),
             insecure: Gauge::default(),
+            compression_logical_bytes: Family::default(),
+            compression_stored_bytes: Family::default(),
+            compression_seconds: Counter::default(),
+            compression_decisions: Family::default(),
+            piece_sent_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,6 +182,42 @@ impl Metrics {
             "1 when task keys are handed to callers without a TLS client certificate (--insecure)",
             m.insecure.clone(),
         );
+        registry.register(
+            "compression_logical_bytes",
+            "Plaintext bytes of the pieces stored, by encoding (identity|zstd)",
+            m.compression_logical_bytes.clone(),
+        );
+        registry.register(
+            "compression_stored_bytes",
+            "Sealed bytes of the pieces stored, by encoding (identity|zstd)",
+            m.compression_stored_bytes.clone(),
+        );
+        registry.register(
+            "compression_seconds",
+            "Seconds spent compressing pieces",
+            m.compression_seconds.clone(),
+        );
+        registry.register(
+            "compression_decisions",
+            "Blobs by what was decided for them: compressed, sampled_out (the first piece did not pay), skipped_for_load, off",
+            m.compression_decisions.clone(),
+        );
+        registry.register(
+            "piece_sent_bytes",
+            "Sealed piece bytes sent to agents, by encoding (identity|zstd)",
+            m.piece_sent_bytes.clone(),
+        );
+        for encoding in ["identity", "zstd"] {
+            let labels = EncodingLabels { encoding };
+            let _ = m.compression_logical_bytes.get_or_create(&labels);
+            let _ = m.compression_stored_bytes.get_or_create(&labels);
+            let _ = m.piece_sent_bytes.get_or_create(&labels);
+        }
+        for decision in ["compressed", "sampled_out", "skipped_for_load", "off"] {
+            let _ = m
+                .compression_decisions
+                .get_or_create(&DecisionLabels { decision });
+        }
         // Every kind exported from the start, at 0: dashboards and alerts see "none yet"
         // rather than no series at all.
         for kind in ["blob", "manifest", "piece"] {
@@ -184,6 +247,22 @@ impl Metrics {
 
     pub fn miss(&self, kind: &'static str) {
         self.cache_misses.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn compression_decision(&self, decision: &'static str) {
+        self.compression_decisions
+            .get_or_create(&DecisionLabels { decision })
+            .inc();
+    }
+
+    pub fn compression_stored(&self, encoding: &'static str, logical: u64, stored: u64) {
+        let labels = EncodingLabels { encoding };
+        self.compression_logical_bytes
+            .get_or_create(&labels)
+            .inc_by(logical);
+        self.compression_stored_bytes
+            .get_or_create(&labels)
+            .inc_by(stored);
     }
 
     pub fn served(&self, kind: &'static str, bytes: u64) {

@@ -10,6 +10,7 @@ use damselfly_server::tls::ServerTls;
 use damselfly_server::Readiness;
 
 use crate::access::AccessGate;
+use crate::compression::Compression;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::file_digests::FileDigests;
@@ -79,7 +80,9 @@ impl AppState {
                 max_manifest_bytes: quota / MANIFEST_SHARE_OF_QUOTA,
                 max_tags: config.cache.max_tags,
             },
+            compression: Compression::new(config.compression.clone(), metrics.clone()),
         };
+        options.compression.watch_cpu();
         let store = BlobStore::load(&config.data_dir, secret.clone(), options, metrics.clone())?;
         let gate = AccessGate::new(
             Duration::from_secs(config.access.ttl_secs),

@@ -2,7 +2,7 @@
 //! and to reach the origin when the P2P path fails.
 
 use damselfly_core::api::TaskQuery;
-use damselfly_core::{Digest, PieceHash};
+use damselfly_core::{Digest, PieceHash, PIECE_FORMAT};
 use http::HeaderValue;
 
 #[derive(Clone)]
@@ -42,6 +42,8 @@ impl BlobRequest {
         query.known = known;
         // A quarter of SHA-256's CPU per byte received; an edge without it lists SHA-256.
         query.hash = Some(PieceHash::Blake3);
+        // Compressed pieces are read (and decompressed once, on the way to the runtime).
+        query.format = Some(PIECE_FORMAT);
         query
     }
 }

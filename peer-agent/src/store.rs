@@ -38,6 +38,9 @@ pub struct LocalTask {
     in_swarm: AtomicBool,
     /// A runtime (or `get`) asked for the task, not only the read-ahead.
     asked: AtomicBool,
+    /// The sealed length of each piece held compressed, 0 for the others (as the table said
+    /// when the piece was stored: these bytes are read with it, whatever the edge says later).
+    compressed: Mutex<Vec<u32>>,
 }
 
 /// The sealed pieces a downloading task received last, kept in memory: a runtime streaming
@@ -79,8 +82,15 @@ impl RecentPieces {
 }
 
 impl LocalTask {
-    fn new(digest: Digest, layout: PieceLayout, file: File, have: Bitfield) -> LocalTask {
+    fn new(
+        digest: Digest,
+        layout: PieceLayout,
+        file: File,
+        have: Bitfield,
+        mut compressed: Vec<u32>,
+    ) -> LocalTask {
         let (changed, _) = watch::channel(0);
+        compressed.resize(layout.count() as usize, 0);
         LocalTask {
             digest,
             layout,
@@ -92,6 +102,7 @@ impl LocalTask {
             edge_left_ms: AtomicU64::new(u64::MAX),
             in_swarm: AtomicBool::new(false),
             asked: AtomicBool::new(false),
+            compressed: Mutex::new(compressed),
         }
     }
 
@@ -153,8 +164,18 @@ impl LocalTask {
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// Stores a sealed piece that was already verified against the piece table.
-    pub fn write_piece(&self, index: u64, sealed: Bytes) -> AgentResult<()> {
+    /// Stores a sealed piece that was already verified against the piece table, which says
+    /// whether it is `compressed` (its sealed length then, else 0).
+    pub fn write_piece(&self, index: u64, sealed: Bytes, compressed: u32) -> AgentResult<()> {
+        if let Some(slot) = self
+            .compressed
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|c| c.get_mut(index as usize))
+        {
+            *slot = compressed;
+        }
         self.file
             .write_all_at(&sealed, self.layout.sealed_offset(index))
             .map_err(|e| AgentError::Internal(format!("write piece {index}: {e}")))?;
@@ -173,11 +194,25 @@ impl LocalTask {
         if let Some(sealed) = self.recent.lock().ok().and_then(|r| r.get(index)) {
             return Ok(sealed);
         }
-        let mut buf = vec![0u8; self.layout.sealed_len(index) as usize];
+        let len = match self.compressed_len(index) {
+            0 => self.layout.sealed_len(index),
+            n => u64::from(n).min(self.layout.sealed_len(index)),
+        };
+        let mut buf = vec![0u8; len as usize];
         self.file
             .read_exact_at(&mut buf, self.layout.sealed_offset(index))
             .map_err(|e| AgentError::Internal(format!("read piece {index}: {e}")))?;
         Ok(Bytes::from(buf))
+    }
+
+    /// Whether piece `index` is held compressed.
+    pub fn is_compressed(&self, index: u64) -> bool {
+        self.compressed_len(index) > 0
+    }
+
+    fn compressed_len(&self, index: u64) -> u32 {
+        let held = self.compressed.lock().ok();
+        held.and_then(|c| c.get(index as usize).copied()).unwrap_or(0)
     }
 
     /// Drops the pieces kept in memory (the task completed or failed).
@@ -230,7 +265,8 @@ impl PieceStore {
             let file = File::open(&sealed_path).ok();
             match (table, file) {
                 (Some(t), Some(f)) if f.metadata().map(|m| m.len()).ok() == Some(t.layout.sealed_size()) => {
-                    let task = LocalTask::new(t.digest, t.layout, f, Bitfield::full(t.layout.count()));
+                    let full = Bitfield::full(t.layout.count());
+                    let task = LocalTask::new(t.digest, t.layout, f, full, t.zstd);
                     tasks.insert(t.digest, Arc::new(task));
                 }
                 _ => {
@@ -284,6 +320,7 @@ impl PieceStore {
             layout,
             file,
             Bitfield::new(layout.count()),
+            Vec::new(),
         ));
         tasks.insert(*digest, task.clone());
         Ok((task, true))
@@ -375,7 +412,7 @@ mod tests {
         let (task, created) = store.get_or_create(&digest, layout).unwrap();
         assert!(created);
         for i in 0..layout.count() {
-            task.write_piece(i, Bytes::from(vec![7u8; layout.sealed_len(i) as usize]))
+            task.write_piece(i, Bytes::from(vec![7u8; layout.sealed_len(i) as usize]), 0)
                 .unwrap();
         }
         let table = PieceTable {
@@ -383,6 +420,7 @@ mod tests {
             layout,
             hash: PieceHash::Sha256,
             pieces: vec![[0u8; 32]; layout.count() as usize],
+            zstd: Vec::new(),
         };
         store.finish(&task, &table).unwrap();
         digest
@@ -399,7 +437,7 @@ mod tests {
         let piece = |i: u64| Bytes::from(vec![i as u8; layout.sealed_len(i) as usize]);
         let pieces = kept as u64 + 10;
         for i in 0..pieces {
-            task.write_piece(i, piece(i)).unwrap();
+            task.write_piece(i, piece(i), 0).unwrap();
         }
         let in_memory = |i: u64| task.recent.lock().unwrap().get(i).is_some();
         assert!((0..10).all(|i| !in_memory(i)), "the oldest went over the bound");
@@ -416,7 +454,7 @@ mod tests {
         assert!(!in_memory(pieces - 1));
         assert_eq!(task.read_sealed(pieces - 1).unwrap(), piece(pieces - 1));
         // A failed task gives its memory back too.
-        task.write_piece(0, piece(0)).unwrap();
+        task.write_piece(0, piece(0), 0).unwrap();
         task.fail("test".into());
         assert!(!in_memory(0));
     }
@@ -447,6 +485,45 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(left.len(), 2, "only the kept task's sealed file and table remain");
+    }
+
+    #[test]
+    fn compressed_pieces_are_read_at_their_own_length_before_and_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = PieceLayout::for_size(MIB);
+        let digest = Digest::of(b"compressed");
+        let piece = |i: u64, len: usize| Bytes::from(vec![i as u8 + 1; len]);
+        {
+            let store = PieceStore::open(dir.path(), 100 * MIB).unwrap();
+            let (task, _) = store.get_or_create(&digest, layout).unwrap();
+            for i in 0..layout.count() {
+                match i % 2 {
+                    0 => task.write_piece(i, piece(i, 1000 + i as usize), 1000 + i as u32),
+                    _ => task.write_piece(i, piece(i, layout.sealed_len(i) as usize), 0),
+                }
+                .unwrap();
+            }
+            task.forget_recent();
+            assert_eq!(task.read_sealed(2).unwrap(), piece(2, 1002), "from disk");
+            assert!(task.is_compressed(2) && !task.is_compressed(1));
+            let table = PieceTable {
+                digest,
+                layout,
+                hash: PieceHash::Sha256,
+                pieces: vec![[0u8; 32]; 4],
+                zstd: vec![1000, 0, 1002, 0],
+            };
+            store.finish(&task, &table).unwrap();
+        }
+        let store = PieceStore::open(dir.path(), 100 * MIB).unwrap();
+        let task = store.get(&digest).unwrap();
+        for i in 0..layout.count() {
+            let expected = match i % 2 {
+                0 => piece(i, 1000 + i as usize),
+                _ => piece(i, layout.sealed_len(i) as usize),
+            };
+            assert_eq!(task.read_sealed(i).unwrap(), expected, "piece {i}");
+        }
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct TaskQuery {
     /// before the choice ignore the parameter and list SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<PieceHash>,
+    /// The newest sealed piece format the caller reads (`encoding.rs`); absent means 1. An
+    /// edge holding a blob with compressed pieces answers a caller that reads only format 1
+    /// with an error (it has no other copy to offer), and lists such pieces to no one else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
 }
 
 /// What an edge answers for a task.
@@ -154,6 +159,7 @@ mod tests {
                 layout: PieceLayout::for_size(1 << 20),
                 hash: PieceHash::Sha256,
                 pieces: vec![[7; 32], [8; 32]],
+                zstd: Vec::new(),
             },
             pieces_from,
             complete: false,

@@ -26,6 +26,7 @@ use futures::StreamExt;
 use super::caller::Caller;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
+use crate::metrics::EncodingLabels;
 use crate::state::AppState;
 use crate::store::{Blob, BlobSource, BlobState, FileValidators, IngestState};
 
@@ -214,6 +215,15 @@ pub(crate) async fn task(
     let progress = blob.progress();
     let wanted = query.hash.unwrap_or_default();
     let mut table = blob.piece_table(layout, wanted)?;
+    // This edge has no other copy of a compressed blob's pieces to offer an agent that reads
+    // only format 1 (an agent from before compression): it is told why, and pulls elsewhere.
+    let reads = query.format.unwrap_or(1);
+    if table.format() > reads {
+        return Err(EdgeError::FormatUnsupported {
+            needed: table.format(),
+            read: reads,
+        });
+    }
     let complete = progress.state == IngestState::Complete && table.pieces.len() as u64 == layout.count();
     // Agents refresh the table several times a second while a blob arrives: the hashes they
     // already have would be most of the scheduler's bytes on the edge's link. Hashes of another
@@ -223,8 +233,7 @@ pub(crate) async fn task(
     } else {
         0
     };
-    let pieces_from = known.min(table.pieces.len());
-    table.pieces.drain(..pieces_from);
+    let pieces_from = table.drain_front(known);
     let expires_at = unix_now() + state.config.access.ticket_ttl_secs;
     let body = TaskAnswer {
         pieces_from,
@@ -300,6 +309,16 @@ pub(crate) async fn piece(
         Err(e) => return Err(e),
     };
     state.metrics.served("piece", sealed.len() as u64);
+    let encoding = if blob.is_compressed(index) {
+        "zstd"
+    } else {
+        "identity"
+    };
+    state
+        .metrics
+        .piece_sent_bytes
+        .get_or_create(&EncodingLabels { encoding })
+        .inc_by(sealed.len() as u64);
     let len = sealed.len();
     let pacing = state.clone();
     // The permit goes when the last chunk is handed over: with the connection's unsent bytes

@@ -11,7 +11,7 @@
 //! its own, as with any registry).
 
 use bytes::Bytes;
-use damselfly_core::{Digest, PieceHash, PieceLayout, PieceTable, Sha256Stream, TaskKey};
+use damselfly_core::{encoding, Digest, PieceHash, PieceLayout, PieceTable, Sha256Stream, TaskKey};
 use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::error::{EdgeError, EdgeResult};
@@ -78,7 +78,15 @@ impl PrefixCheck {
             bytes = &bytes[take..];
             if take == want {
                 let mut sealed = std::mem::take(&mut self.piece);
-                self.key.seal(self.index, &mut sealed);
+                // Sealed again as the table lists it: a compressed piece is compressed again,
+                // which gives the same frame with the same zstd (this process's).
+                if self.table.is_compressed(self.index) {
+                    let frame = encoding::compress(&sealed)
+                        .map_err(|e| EdgeError::Internal(format!("compress: {e}")))?;
+                    sealed = encoding::seal_frame(&self.key, self.index, &frame);
+                } else {
+                    self.key.seal(self.index, &mut sealed);
+                }
                 if !self.table.proves(self.index, &sealed) {
                     return Err(EdgeError::UpstreamUnavailable(format!(
                         "the upstream's piece {} differs from the one already sent",
@@ -271,16 +279,23 @@ mod tests {
     use super::*;
     use damselfly_core::ClusterSecret;
 
-    /// A prefix check of the blob `plain`, its table listing `hash`.
-    fn check(plain: &[u8], hash: PieceHash) -> PrefixCheck {
+    /// A prefix check of the blob `plain`, its table listing `hash`, its pieces compressed
+    /// or not.
+    fn check(plain: &[u8], hash: PieceHash, compressed: bool) -> PrefixCheck {
         let digest = Digest::of(plain);
         let key = ClusterSecret::new(&[5; 32]).unwrap().task_key(&digest);
         let layout = PieceLayout::for_size(plain.len() as u64);
+        let mut zstd = Vec::new();
         let pieces = (0..layout.count())
             .map(|i| {
                 let (start, end) = layout.range(i);
                 let mut sealed = plain[start as usize..end as usize].to_vec();
-                key.seal(i, &mut sealed);
+                if compressed {
+                    sealed = encoding::compress_and_seal(&key, i, &sealed, 0.1).unwrap();
+                    zstd.push(sealed.len() as u32);
+                } else {
+                    key.seal(i, &mut sealed);
+                }
                 hash.of(&sealed)
             })
             .collect();
@@ -292,6 +307,7 @@ mod tests {
                 layout,
                 hash,
                 pieces,
+                zstd,
             },
             index: 0,
             piece: Vec::new(),
@@ -301,9 +317,14 @@ mod tests {
     #[test]
     fn the_upstream_s_bytes_must_seal_to_the_pieces_already_sent() {
         let plain: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
-        for hash in [PieceHash::Sha256, PieceHash::Blake3] {
+        let kinds = [
+            (PieceHash::Sha256, false),
+            (PieceHash::Blake3, false),
+            (PieceHash::Blake3, true),
+        ];
+        for (hash, compressed) in kinds {
             // The same bytes, in chunks that straddle the piece boundary.
-            let mut same = check(&plain, hash);
+            let mut same = check(&plain, hash, compressed);
             for chunk in plain.chunks(100_000) {
                 same.feed(chunk).unwrap();
             }
@@ -311,7 +332,7 @@ mod tests {
             // One byte different in the second piece.
             let mut other = plain.clone();
             other[300 * 1024] ^= 1;
-            let mut differs = check(&plain, hash);
+            let mut differs = check(&plain, hash, compressed);
             let failed = other
                 .chunks(100_000)
                 .map(|c| differs.feed(c))

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use damselfly_core::{Digest, PieceHash, PieceLayout, PieceTable, TaskKey};
+use damselfly_core::{encoding, Digest, PieceHash, PieceLayout, PieceTable, TaskKey};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -48,9 +48,21 @@ impl PieceHashes {
     /// Piece `index`'s BLAKE3 hash, when known.
     fn blake3(&self, index: u64) -> Option<[u8; 32]> {
         let index = usize::try_from(index).ok()?;
+        self.with(|h| h.blake3.get(index).copied())
+    }
+
+    /// Piece `index`'s sealed length when it is compressed.
+    fn compressed(&self, index: u64) -> Option<u64> {
+        let index = usize::try_from(index).ok()?;
+        self.with(|h| h.zstd.get(index).copied())
+            .filter(|&n| n > 0)
+            .map(u64::from)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&HashLists) -> Option<T>) -> Option<T> {
         match self {
-            PieceHashes::Growing(h) => h.lock().ok()?.blake3.get(index).copied(),
-            PieceHashes::Stored(h) => h.blake3.get(index).copied(),
+            PieceHashes::Growing(h) => f(&*h.lock().ok()?),
+            PieceHashes::Stored(h) => f(h),
             PieceHashes::Unreadable(_) => None,
         }
     }
@@ -62,23 +74,38 @@ impl PieceHashes {
 pub struct HashLists {
     pub sha256: Vec<[u8; 32]>,
     pub blake3: Vec<[u8; 32]>,
+    /// The sealed length of each compressed piece, 0 for the others; empty while no piece is
+    /// compressed (`PieceTable::zstd`).
+    pub zstd: Vec<u32>,
 }
 
 impl HashLists {
-    /// Both hashes of the next sealed piece.
-    pub fn push(&mut self, sealed: &[u8]) {
+    /// Both hashes of the next sealed piece, and its sealed length if it is compressed.
+    pub fn push(&mut self, sealed: &[u8], compressed: u32) {
         self.sha256.push(PieceHash::Sha256.of(sealed));
         self.blake3.push(PieceHash::Blake3.of(sealed));
+        if compressed > 0 && self.zstd.is_empty() {
+            self.zstd.resize(self.sha256.len() - 1, 0);
+        }
+        if compressed > 0 || !self.zstd.is_empty() {
+            self.zstd.push(compressed);
+        }
     }
 
     /// The first `count` hashes of kind `wanted` when there are as many of them as of SHA-256
-    /// (a blob cached before BLAKE3 has none), else of SHA-256; and which kind they are.
-    fn listed(&self, wanted: PieceHash, count: usize) -> (PieceHash, Vec<[u8; 32]>) {
+    /// (a blob cached before BLAKE3 has none), else of SHA-256; which kind they are; and the
+    /// compressed lengths of those pieces.
+    fn listed(&self, wanted: PieceHash, count: usize) -> (PieceHash, Vec<[u8; 32]>, Vec<u32>) {
         let (hash, list) = match wanted {
             PieceHash::Blake3 if self.blake3.len() >= self.sha256.len() => (PieceHash::Blake3, &self.blake3),
             _ => (PieceHash::Sha256, &self.sha256),
         };
-        (hash, list.iter().take(count).copied().collect())
+        let pieces: Vec<_> = list.iter().take(count).copied().collect();
+        let mut zstd: Vec<u32> = self.zstd.iter().take(pieces.len()).copied().collect();
+        if zstd.iter().all(|&n| n == 0) {
+            zstd.clear();
+        }
+        (hash, pieces, zstd)
     }
 }
 
@@ -163,7 +190,10 @@ impl Blob {
     pub async fn read_sealed(&self, layout: PieceLayout, index: u64) -> EdgeResult<Bytes> {
         self.wait_piece(index).await?;
         let file = self.file.clone();
-        let (offset, len) = (layout.sealed_offset(index), layout.sealed_len(index) as usize);
+        let (offset, len) = (
+            layout.sealed_offset(index),
+            self.stored_len(layout, index) as usize,
+        );
         let key = self.key.clone();
         let expected = self.hashes.blake3(index);
         tokio::task::spawn_blocking(move || {
@@ -195,11 +225,20 @@ impl Blob {
     pub async fn read_plain(&self, layout: PieceLayout, index: u64) -> EdgeResult<Bytes> {
         self.wait_piece(index).await?;
         let (file, key) = (self.file.clone(), self.key.clone());
-        let (offset, len) = (layout.sealed_offset(index), layout.sealed_len(index) as usize);
+        let (offset, len) = (
+            layout.sealed_offset(index),
+            self.stored_len(layout, index) as usize,
+        );
+        let compressed = self.is_compressed(index);
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, offset)
                 .map_err(|e| EdgeError::Internal(format!("read piece {index}: {e}")))?;
+            if compressed {
+                let plain = encoding::open_compressed(&key, &mut buf, layout.plain_len(index) as usize)
+                    .map_err(|e| EdgeError::PieceDamaged(format!("piece {index}: {e}")))?;
+                return Ok(Bytes::from(plain));
+            }
             let plain_len = key
                 .open(index, &mut buf)
                 .map_err(|e| EdgeError::PieceDamaged(format!("piece {index}: {e}")))?
@@ -209,6 +248,17 @@ impl Blob {
         })
         .await
         .map_err(|e| EdgeError::Internal(format!("read task: {e}")))?
+    }
+
+    /// Whether piece `index` is stored compressed (as far as the table is known).
+    pub fn is_compressed(&self, index: u64) -> bool {
+        self.hashes.compressed(index).is_some()
+    }
+
+    /// The sealed length of piece `index` as stored (within its slot, whatever the table says).
+    fn stored_len(&self, layout: PieceLayout, index: u64) -> u64 {
+        let slot = layout.sealed_len(index);
+        self.hashes.compressed(index).map_or(slot, |n| n.min(slot))
     }
 
     /// Whether this is a complete blob opened from the cache (not a transfer in flight).
@@ -222,11 +272,12 @@ impl Blob {
     pub fn piece_table(&self, layout: PieceLayout, wanted: PieceHash) -> EdgeResult<PieceTable> {
         // Never advertise a hash for a piece readers cannot have yet.
         let sealed = self.progress().sealed as usize;
-        let (hash, pieces) = match &self.hashes {
-            PieceHashes::Growing(h) => h
-                .lock()
-                .map(|h| h.listed(wanted, sealed))
-                .unwrap_or((PieceHash::Sha256, Vec::new())),
+        let (hash, pieces, zstd) = match &self.hashes {
+            PieceHashes::Growing(h) => h.lock().map(|h| h.listed(wanted, sealed)).unwrap_or((
+                PieceHash::Sha256,
+                Vec::new(),
+                Vec::new(),
+            )),
             PieceHashes::Stored(h) => h.listed(wanted, sealed),
             PieceHashes::Unreadable(e) => return Err(EdgeError::Internal(e.clone())),
         };
@@ -235,6 +286,7 @@ impl Blob {
             layout,
             hash,
             pieces,
+            zstd,
         })
     }
 }

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use super::blob::{HashLists, IngestState, Progress, StoredTable};
 use super::usage::{now_millis, Entry};
 use super::BlobStore;
+use crate::compression::{BlobCompression, Compression};
 use crate::error::{EdgeError, EdgeResult};
 use crate::upstream::Upstream;
 
@@ -128,6 +129,15 @@ impl BlobSource {
         }
     }
 
+    /// What compression rules match (`CompressionConfig::rules`): `<registry>/<repository>`
+    /// for a registry blob, the URL for a file.
+    fn name(&self) -> String {
+        match self {
+            BlobSource::Registry { upstream, repo, .. } => format!("{}/{repo}", upstream.registry()),
+            BlobSource::File { url, .. } => url.clone(),
+        }
+    }
+
     /// The sha256 the whole content must have before it is published, when known.
     fn expected(&self, task: &Digest) -> Option<Digest> {
         match self {
@@ -180,7 +190,8 @@ pub(super) async fn run(store: Arc<BlobStore>, ingest: Arc<Ingest>, source: Blob
     // A blob larger than the whole cache is streamed through to its readers, verified, and not
     // stored: keeping it would evict everything else and still not fit.
     let mut keep = true;
-    let mut outcome = transfer(&store, &ingest, &source, &mut reserved, &mut keep).await;
+    let compression = Arc::new(store.options.compression.for_blob(&source.name()));
+    let mut outcome = transfer(&store, &ingest, &source, &compression, &mut reserved, &mut keep).await;
     if keep {
         if let Ok(table) = outcome {
             outcome = publish(&store, &ingest, table).await;
@@ -253,6 +264,7 @@ async fn transfer(
     store: &BlobStore,
     ingest: &Arc<Ingest>,
     source: &BlobSource,
+    compression: &Arc<BlobCompression>,
     reserved: &mut u64,
     keep: &mut bool,
 ) -> EdgeResult<PieceTable> {
@@ -398,7 +410,12 @@ async fn transfer(
                     }
                     let full =
                         std::mem::replace(&mut piece, Vec::with_capacity(l.piece_length as usize + TAG_LEN));
-                    pending = Some(seal_and_write(ingest.clone(), l, next_piece, full, is_last));
+                    let sealing = Sealing {
+                        ingest: ingest.clone(),
+                        policy: store.options.compression.clone(),
+                        blob: compression.clone(),
+                    };
+                    pending = Some(sealing.seal_and_write(l, next_piece, full, is_last));
                     next_piece += 1;
                 }
             }
@@ -417,12 +434,17 @@ async fn transfer(
             "upstream bytes do not match the digest".into(),
         ));
     }
-    let pieces = ingest.hashes.lock().map(|h| h.sha256.clone()).unwrap_or_default();
+    let (pieces, zstd) = ingest
+        .hashes
+        .lock()
+        .map(|h| (h.sha256.clone(), h.zstd.clone()))
+        .unwrap_or_default();
     Ok(PieceTable {
         digest,
         layout,
         hash: PieceHash::Sha256,
         pieces,
+        zstd,
     })
 }
 
@@ -431,31 +453,43 @@ async fn join(task: JoinHandle<EdgeResult<()>>) -> EdgeResult<()> {
         .map_err(|e| EdgeError::Internal(format!("seal task: {e}")))?
 }
 
-/// Hashes and seals one piece, writes it at its offset, and makes it readable (unless it is
-/// the last piece, which waits for publication).
-fn seal_and_write(
+/// What sealing a transfer's pieces needs.
+struct Sealing {
     ingest: Arc<Ingest>,
-    layout: PieceLayout,
-    index: u64,
-    mut piece: Vec<u8>,
-    is_last: bool,
-) -> JoinHandle<EdgeResult<()>> {
-    tokio::task::spawn_blocking(move || {
-        ingest.key.seal(index, &mut piece);
-        ingest
-            .file
-            .write_all_at(&piece, layout.sealed_offset(index))
-            .map_err(|e| EdgeError::Internal(format!("write piece {index}: {e}")))?;
-        // The table proves sealed bytes: receivers hash what they receive once, store it as it
-        // is, and decrypt it once when they stream it.
-        if let Ok(mut hashes) = ingest.hashes.lock() {
-            hashes.push(&piece);
-        }
-        if !is_last {
-            ingest.progress.send_modify(|p| p.sealed = index + 1);
-        }
-        Ok(())
-    })
+    policy: Arc<Compression>,
+    blob: Arc<BlobCompression>,
+}
+
+impl Sealing {
+    /// Compresses (when it pays), seals and hashes one piece, writes it at its offset, and
+    /// makes it readable (unless it is the last piece, which waits for publication). A
+    /// compressed piece takes the start of its slot; the rest of the slot is never written, so
+    /// it stays a hole in the sparse file and costs no disk.
+    fn seal_and_write(
+        self,
+        layout: PieceLayout,
+        index: u64,
+        piece: Vec<u8>,
+        is_last: bool,
+    ) -> JoinHandle<EdgeResult<()>> {
+        tokio::task::spawn_blocking(move || {
+            let Sealing { ingest, policy, blob } = self;
+            let sealed = policy.seal(&blob, &ingest.key, index, piece);
+            ingest
+                .file
+                .write_all_at(&sealed.bytes, layout.sealed_offset(index))
+                .map_err(|e| EdgeError::Internal(format!("write piece {index}: {e}")))?;
+            // The table proves sealed bytes: receivers hash what they receive once, store it as
+            // it is, and decrypt it once when they stream it.
+            if let Ok(mut hashes) = ingest.hashes.lock() {
+                hashes.push(&sealed.bytes, sealed.compressed);
+            }
+            if !is_last {
+                ingest.progress.send_modify(|p| p.sealed = index + 1);
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Makes a verified blob durable and visible: data synced, table written, then the sealed

@@ -57,6 +57,8 @@ pub struct StoreOptions {
     pub response_timeout: Duration,
     pub resume_attempts: u32,
     pub catalog: CatalogLimits,
+    /// Whether and when pieces are compressed.
+    pub compression: Arc<crate::compression::Compression>,
 }
 
 pub struct BlobStore {
@@ -194,7 +196,7 @@ impl BlobStore {
             tables: moka::sync::Cache::builder()
                 .max_capacity(TABLE_CACHE_BYTES)
                 .weigher(|_, lists: &Arc<HashLists>| {
-                    ((lists.sha256.len() + lists.blake3.len()) * 32)
+                    ((lists.sha256.len() + lists.blake3.len()) * 32 + lists.zstd.len() * 4)
                         .try_into()
                         .unwrap_or(u32::MAX)
                 })
@@ -211,6 +213,7 @@ impl BlobStore {
             Ok(Arc::new(HashLists {
                 sha256: stored.table.pieces,
                 blake3: stored.blake3,
+                zstd: stored.table.zstd,
             }))
         };
         match self.tables.try_get_with(*digest, read) {

@@ -258,11 +258,7 @@ impl EdgeClient {
 }
 
 /// A table whose hashes start at `from`, completed with the first `from` hashes of `known`.
-fn with_known_hashes(
-    mut table: PieceTable,
-    from: usize,
-    known: Option<&PieceTable>,
-) -> AgentResult<PieceTable> {
+fn with_known_hashes(table: PieceTable, from: usize, known: Option<&PieceTable>) -> AgentResult<PieceTable> {
     if from == 0 {
         return Ok(table);
     }
@@ -276,10 +272,7 @@ fn with_known_hashes(
         .ok_or_else(|| {
             AgentError::Unavailable(format!("the edge sent a table from piece {from} of one not held"))
         })?;
-    let mut pieces = known.pieces[..from].to_vec();
-    pieces.append(&mut table.pieces);
-    table.pieces = pieces;
-    Ok(table)
+    Ok(known.followed_by(from, table))
 }
 
 #[cfg(test)]
@@ -293,6 +286,7 @@ mod tests {
             layout: PieceLayout::for_size(8 << 20),
             hash: PieceHash::Blake3,
             pieces: hashes.map(|i| [i; 32]).collect(),
+            zstd: Vec::new(),
         }
     }
 

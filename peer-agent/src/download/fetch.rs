@@ -19,6 +19,9 @@ pub(crate) struct PieceFetch {
     pub(crate) expected: Option<[u8; 32]>,
     /// The kind of hash the table lists.
     pub(crate) hash: PieceHash,
+    /// The piece's sealed length as the table lists it, and whether it is compressed.
+    pub(crate) sealed_len: u64,
+    pub(crate) compressed: bool,
     /// The upload server asked: a peer's or the edge's.
     pub(crate) base: String,
     pub(crate) ticket: String,
@@ -52,19 +55,20 @@ impl PieceFetch {
         let expected = self
             .expected
             .ok_or_else(|| AgentError::Internal(format!("piece {index} has no hash yet")))?;
-        let max_len = self.task.layout.sealed_len(index);
+        let max_len = self.sealed_len;
         let sealed = pieces
             .fetch(&self.base, &self.task.digest, index, &self.ticket, max_len)
             .await?;
         let len = sealed.len() as u64;
         let (task, hash) = (self.task.clone(), self.hash);
+        let compressed = if self.compressed { len as u32 } else { 0 };
         tokio::task::spawn_blocking(move || -> AgentResult<()> {
             if hash.of(&sealed) != expected {
                 return Err(AgentError::BadPiece(format!(
                     "piece {index} does not match the table"
                 )));
             }
-            task.write_piece(index, sealed)
+            task.write_piece(index, sealed, compressed)
         })
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))??;

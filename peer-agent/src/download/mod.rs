@@ -207,6 +207,8 @@ impl Network for Downloader {
             index,
             expected: info.table.pieces.get(index as usize).copied(),
             hash: info.table.hash,
+            sealed_len: info.table.stored_len(index),
+            compressed: info.table.is_compressed(index),
             base: match &source {
                 Source::Peer { url, .. } => url.clone(),
                 Source::Edge => self.edges.url(info.edge).to_string(),

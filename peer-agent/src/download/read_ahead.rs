@@ -296,7 +296,8 @@ mod tests {
         for i in 0..2 {
             let (task, _) = image.store.get_or_create(&image.blobs[i], layout).unwrap();
             for piece in 0..layout.count() {
-                task.write_piece(piece, bytes::Bytes::from(vec![0; 16])).unwrap();
+                task.write_piece(piece, bytes::Bytes::from(vec![0; 16]), 0)
+                    .unwrap();
             }
         }
         assert_eq!(

@@ -502,7 +502,7 @@ mod tests {
             assert!(started < 10_000, "the download keeps fetching and never ends");
             let result = match self.fetches {
                 Fetches::Hang => return,
-                Fetches::Deliver => task.write_piece(index, sealed(task, index)),
+                Fetches::Deliver => task.write_piece(index, sealed(task, index), 0),
                 Fetches::FailTransfer => Err(AgentError::TransferFailed("digest mismatch".into())),
             };
             tokio::spawn(async move {
@@ -558,6 +558,7 @@ mod tests {
                         layout,
                         hash: PieceHash::Sha256,
                         pieces: vec![[0; 32]; listed],
+                        zstd: Vec::new(),
                     },
                     complete: listed as u64 == pieces,
                     key: TaskKey::from_bytes([0; 32]),
@@ -582,7 +583,9 @@ mod tests {
         }
 
         fn land(&self, index: u64) {
-            self.task.write_piece(index, sealed(&self.task, index)).unwrap();
+            self.task
+                .write_piece(index, sealed(&self.task, index), 0)
+                .unwrap();
         }
     }
 

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use damselfly_core::{parse_range, TaskKey};
+use damselfly_core::{encoding, parse_range, TaskKey};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
@@ -153,6 +153,12 @@ async fn next_piece(task: Arc<LocalTask>, key: TaskKey, offset: u64, end: u64) -
             .read_sealed(index)?
             .try_into_mut()
             .unwrap_or_else(|shared| shared.as_ref().into());
+        if task.is_compressed(index) {
+            // Decrypted in place, then decompressed into the piece's length and no more.
+            let plain = encoding::open_compressed(&key, &mut sealed, layout.plain_len(index) as usize)
+                .map_err(|e| AgentError::Internal(format!("piece {index} on disk: {e}")))?;
+            return Ok(Bytes::from(plain));
+        }
         let len = key
             .open(index, &mut sealed)
             .map_err(|e| AgentError::Internal(format!("piece {index} on disk: {e}")))?

@@ -33,10 +33,28 @@ pub fn sha256(bytes: &[u8]) -> String {
     damselfly_core::Digest::of(bytes).to_string()
 }
 
+/// What a region is started with besides its registry and racks.
+#[derive(Default)]
+struct Setup<'a> {
+    /// Top-level keys and whole sections of the edge's configuration.
+    edge_top_toml: &'a str,
+    edge_toml: &'a str,
+    /// Whole sections of every agent's configuration.
+    agent_toml: &'a str,
+    /// A cluster CA: the edge serves TLS and agents present certificates.
+    pki: Option<Arc<Pki>>,
+    /// The edge in a network namespace of its own, behind this link.
+    link: Option<Link>,
+    /// Agents reach the edge through a counting proxy.
+    edge_proxy: bool,
+}
+
 pub struct Region {
     pub registry: Registry,
     pub proxy: FaultProxy,
     pub edge: Edge,
+    /// Between the agents and the edge, when asked for: counts (and can break) the pieces sent.
+    pub edge_proxy: Option<FaultProxy>,
     pub agents: Vec<Agent>,
     work: tempfile::TempDir,
     /// The edge's one link, when it runs behind one (declared last: dropped after the edge).
@@ -56,12 +74,28 @@ impl Region {
         racks: &[&str],
         edge_toml: &str,
     ) -> Region {
-        Region::start_on(registry_options, racks, "", edge_toml, "", None, None).await
+        Region::start_on(
+            registry_options,
+            racks,
+            Setup {
+                edge_toml,
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
     /// As [`Region::start`], with `agent_toml` (whole sections) in every agent's configuration.
     pub async fn start_with_agent_toml(racks: &[&str], agent_toml: &str) -> Region {
-        Region::start_on(RegistryOptions::default(), racks, "", "", agent_toml, None, None).await
+        Region::start_on(
+            RegistryOptions::default(),
+            racks,
+            Setup {
+                agent_toml,
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
     /// As [`Region::start`], with whole sections added to the edge's and every agent's
@@ -70,11 +104,26 @@ impl Region {
         Region::start_on(
             RegistryOptions::default(),
             racks,
-            "",
-            edge_toml,
-            agent_toml,
-            None,
-            None,
+            Setup {
+                edge_toml,
+                agent_toml,
+                ..Setup::default()
+            },
+        )
+        .await
+    }
+
+    /// As [`Region::start_with_edge_toml`], with the agents reaching the edge through a
+    /// counting proxy ([`Region::edge_proxy`]).
+    pub async fn start_with_edge_proxy(racks: &[&str], edge_toml: &str) -> Region {
+        Region::start_on(
+            RegistryOptions::default(),
+            racks,
+            Setup {
+                edge_toml,
+                edge_proxy: true,
+                ..Setup::default()
+            },
         )
         .await
     }
@@ -87,11 +136,11 @@ impl Region {
         Region::start_on(
             RegistryOptions::default(),
             racks,
-            "",
-            "",
-            agent_toml,
-            None,
-            Some(link),
+            Setup {
+                agent_toml,
+                link: Some(link),
+                ..Setup::default()
+            },
         )
         .await
     }
@@ -99,25 +148,41 @@ impl Region {
     /// As [`Region::start`], with the edge's scheduler state in the Redis at `redis_url`.
     pub async fn start_with_redis(racks: &[&str], redis_url: &str) -> Region {
         let top = format!("redis = \"{redis_url}\"\n");
-        Region::start_on(RegistryOptions::default(), racks, &top, "", "", None, None).await
+        Region::start_on(
+            RegistryOptions::default(),
+            racks,
+            Setup {
+                edge_top_toml: &top,
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
     /// As [`Region::start`], the way a region is deployed: the edge serves TLS with a
     /// certificate of a cluster CA and hands task keys only to agents presenting theirs.
     pub async fn start_secure(registry_options: RegistryOptions, racks: &[&str]) -> Region {
         let pki = Pki::new().expect("cluster CA");
-        Region::start_on(registry_options, racks, "", "", "", Some(pki), None).await
+        Region::start_on(
+            registry_options,
+            racks,
+            Setup {
+                pki: Some(pki),
+                ..Setup::default()
+            },
+        )
+        .await
     }
 
-    async fn start_on(
-        registry_options: RegistryOptions,
-        racks: &[&str],
-        edge_top_toml: &str,
-        edge_toml: &str,
-        agent_toml: &str,
-        pki: Option<Arc<Pki>>,
-        link: Option<Link>,
-    ) -> Region {
+    async fn start_on(registry_options: RegistryOptions, racks: &[&str], setup: Setup<'_>) -> Region {
+        let Setup {
+            edge_top_toml,
+            edge_toml,
+            agent_toml,
+            pki,
+            link,
+            edge_proxy,
+        } = setup;
         let registry = Registry::start(registry_options).await.expect("registry");
         // Behind a link, the edge reaches the origin across it: the proxy listens on its near end.
         let proxy_ip = link.as_ref().map_or("127.0.0.1", |l| l.near_ip.as_str());
@@ -133,9 +198,14 @@ impl Region {
         options.extra_toml.push_str(edge_toml);
         options.tls = pki.clone();
         let edge = Edge::start(&edge_binary(), options).await.expect("edge");
+        let edge_proxy = match edge_proxy {
+            true => Some(FaultProxy::start(&edge.addr()).await.expect("edge proxy")),
+            false => None,
+        };
+        let edge_url = edge_proxy.as_ref().map_or_else(|| edge.url(), FaultProxy::url);
         let mut agents = Vec::new();
         for (i, rack) in racks.iter().enumerate() {
-            let mut options = AgentOptions::host(i, rack, edge.url(), &registry);
+            let mut options = AgentOptions::host(i, rack, edge_url.clone(), &registry);
             options.tls = pki.clone();
             options.extra_toml.push_str(agent_toml);
             agents.push(Agent::start(agent_binary(), options).await.expect("agent"));
@@ -144,6 +214,7 @@ impl Region {
             registry,
             proxy,
             edge,
+            edge_proxy,
             agents,
             work: tempfile::tempdir().expect("tempdir"),
             link,

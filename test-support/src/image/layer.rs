@@ -84,6 +84,66 @@ pub fn write_layer(blob_dir: &Path, size: u64, seed: [u8; 32], gzip: bool) -> Re
     })
 }
 
+/// Streams a plain `tar` layer of the regular files under `root` into `blob_dir`, until
+/// `max_bytes` of file content (see `FileLayer`).
+pub fn write_file_layer(blob_dir: &Path, root: &Path, max_bytes: u64) -> Result<LayerBlob> {
+    let mut pending = PendingBlob::create(blob_dir)?;
+    let out = pending.writer();
+    let mut written = 0u64;
+    for (name, path) in regular_files(root)? {
+        if written >= max_bytes {
+            break;
+        }
+        let Ok(content) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(header) = tar::file_header(&name, content.len() as u64) else {
+            continue;
+        };
+        out.write_all(&header)?;
+        out.write_all(&content)?;
+        out.write_all(&[0u8; tar::BLOCK][..tar::padding_len(content.len() as u64)])?;
+        written += content.len() as u64;
+    }
+    out.write_all(&tar::TRAILER)?;
+    let (digest, size) = pending.commit()?;
+    Ok(LayerBlob {
+        diff_id: digest.clone(),
+        digest,
+        size,
+        media_type: MEDIA_TYPE_LAYER_TAR,
+    })
+}
+
+/// (name in the archive, path) of every regular file under `root`, sorted by name.
+fn regular_files(root: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            let path = entry.path();
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if kind.is_file() {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .to_string();
+                if name.len() < 100 {
+                    found.push((name, path));
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Writes the tar archive: header, payload, padding, end-of-archive marker.
 fn write_tar(out: &mut impl Write, size: u64, seed: [u8; 32]) -> Result<()> {
     out.write_all(&tar::file_header(LAYER_FILE_NAME, size)?)?;

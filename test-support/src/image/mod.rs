@@ -20,7 +20,7 @@ use anyhow::{ensure, Context, Result};
 pub use self::blobs::digest_of;
 use self::blobs::store_bytes;
 pub use self::layer::LAYER_FILE_NAME;
-use self::layer::{layer_seed, write_layer};
+use self::layer::{layer_seed, write_file_layer, write_layer};
 use self::oci::{Descriptor, ImageConfig, Index, Manifest, Platform, RootFs};
 pub use self::oci::{
     ANNOTATION_REF_NAME, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR,
@@ -40,6 +40,18 @@ pub struct ImageSpec {
     pub platforms: Vec<(String, Option<String>)>,
     /// Whether layers are `tar+gzip` (stored deflate blocks) rather than plain `tar`.
     pub gzip: bool,
+    /// Plain `tar` layers of real files, after the generated ones: content that compresses the
+    /// way a root filesystem does (see [`FileLayer`]).
+    pub file_layers: Vec<FileLayer>,
+}
+
+/// A plain `tar` layer of the regular files under `root` (in name order, symbolic links and
+/// names too long for a ustar header left out) until `max_bytes` of content: the same bytes
+/// for the same tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLayer {
+    pub root: PathBuf,
+    pub max_bytes: u64,
 }
 
 impl ImageSpec {
@@ -50,7 +62,17 @@ impl ImageSpec {
             seed: seed.into(),
             platforms: Vec::new(),
             gzip: true,
+            file_layers: Vec::new(),
         }
+    }
+
+    /// Adds a layer of the files under `root`, up to `max_bytes` of them.
+    pub fn with_file_layer(mut self, root: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        self.file_layers.push(FileLayer {
+            root: root.into(),
+            max_bytes,
+        });
+        self
     }
 
     /// Replaces the platform list, e.g. `[("amd64", None), ("arm64", Some("v8"))]`.
@@ -215,6 +237,17 @@ fn build_manifest(
             spec.gzip,
         )
         .with_context(|| format!("writing layer {index} for {platform_key}"))?;
+        blobs.push(BlobInfo {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: layer.media_type.into(),
+        });
+        layers.push(Descriptor::plain(layer.media_type, layer.digest, layer.size));
+        diff_ids.push(layer.diff_id);
+    }
+    for (index, files) in spec.file_layers.iter().enumerate() {
+        let layer = write_file_layer(blob_dir, &files.root, files.max_bytes)
+            .with_context(|| format!("writing file layer {index} from {}", files.root.display()))?;
         blobs.push(BlobInfo {
             digest: layer.digest.clone(),
             size: layer.size,

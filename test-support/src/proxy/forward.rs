@@ -42,10 +42,12 @@ pub(crate) struct Forwarder {
     pub(crate) upstream: String,
 }
 
-/// Whether a request is a blob download. Upload-session paths (`/blobs/uploads/`) are excluded:
-/// they carry pushes, not the pull traffic the counters and faults are about.
+/// Whether a request is a blob download: a registry blob, or a sealed piece (`/pieces/`) when
+/// the proxy stands between agents and an edge. Upload-session paths (`/blobs/uploads/`) are
+/// excluded: they carry pushes, not the pull traffic the counters and faults are about.
 pub(crate) fn is_blob_get(method: &Method, path: &str) -> bool {
-    method == Method::GET && path.contains("/blobs/") && !path.contains("/blobs/uploads")
+    let blob = path.contains("/blobs/") && !path.contains("/blobs/uploads");
+    method == Method::GET && (blob || path.starts_with("/pieces/"))
 }
 
 impl Forwarder {
@@ -163,6 +165,8 @@ mod tests {
         assert!(is_blob_get(&Method::GET, "/v2/a/b/blobs/sha256:00"));
         assert!(!is_blob_get(&Method::HEAD, "/v2/a/blobs/sha256:00"));
         assert!(!is_blob_get(&Method::GET, "/v2/a/blobs/uploads/123"));
+        assert!(is_blob_get(&Method::GET, "/pieces/sha256:00/3"));
+        assert!(!is_blob_get(&Method::GET, "/api/v1/tasks/sha256:00"));
         assert!(!is_blob_get(&Method::GET, "/v2/a/manifests/v1"));
     }
 
