@@ -49,6 +49,10 @@ enum Scenario {
     /// clients (curl, skopeo, containerd's ctr), each against its own lower bound, in one
     /// table (needs root).
     Shapes(scenarios::swarm::shapes::ShapesArgs),
+    /// The swarm (an agent per host) with the edge's compression off and auto in the same run:
+    /// plain tar layers of this machine's /usr, a float16 weights file, gzip layers. Time to
+    /// all done, wire bytes, edge and agent CPU (needs root).
+    Compress(scenarios::swarm::compress::CompressArgs),
     /// The warm path on loopback: a registry notifies the preheater during a skopeo push, two
     /// edges (two regions) cache every blob; push-to-warm latency against the push itself.
     /// Then webhook intake: events per second with duplicate deliveries, and a check that each
@@ -88,6 +92,7 @@ async fn main() -> Result<()> {
         }
         Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
         Scenario::Shapes(args) => scenarios::swarm::shapes::run(&bin_dir, args).await,
+        Scenario::Compress(args) => scenarios::swarm::compress::run(&bin_dir, args).await,
         Scenario::Warm(args) => scenarios::warm::run(&bin_dir, args).await,
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! Sealed piece formats (a table names the newest one its pieces need, see [`PieceTable`]):
 //! - **1**: every piece is `ciphertext || tag`, nonce `"dfly" || index` (`seal.rs`).
-//! - **2**: a piece may instead be compressed: `nonce || ciphertext || tag` of the zstd frame of
-//!   its plaintext, with a synthetic nonce `"z" || BLAKE3(index || frame)[..11]`. The table
-//!   lists the sealed length of every compressed piece (`PieceTable::zstd`).
+//! - **2**: a piece may instead be compressed: `nonce || ciphertext || tag` of a *frame*, with a
+//!   synthetic nonce `"z" || BLAKE3(index || frame)[..11]`. The frame is one byte naming the
+//!   byte planes the plaintext was split into (1: none; 2 or 4: every 2nd or 4th byte together,
+//!   which lets zstd see the repeating sign and exponent bytes of 16- and 32-bit numbers such as
+//!   model weights), then the zstd frame of the (split) plaintext. The table lists the sealed
+//!   length of every compressed piece (`PieceTable::zstd`).
 //!
 //! The nonce is derived from the frame rather than the index because a frame is not a function
 //! of the plaintext alone: two edges with different zstd builds, or one edge before and after
@@ -30,9 +33,42 @@ pub const COMPRESSED_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// The newest sealed piece format this build reads and writes.
 pub const PIECE_FORMAT: u32 = 2;
 
-/// The zstd frame of `plain`.
-pub fn compress(plain: &[u8]) -> std::io::Result<Vec<u8>> {
-    zstd::bulk::compress(plain, ZSTD_LEVEL)
+/// The byte plane counts a frame may name, the plaintext as it is first.
+pub const PLANES: [u8; 3] = [1, 2, 4];
+
+/// The frame of `plain` split into `planes` byte planes: the plane count, then the zstd frame.
+pub fn compress(plain: &[u8], planes: u8) -> std::io::Result<Vec<u8>> {
+    let arranged = match planes {
+        1 => zstd::bulk::compress(plain, ZSTD_LEVEL)?,
+        n => zstd::bulk::compress(&split(plain, n as usize), ZSTD_LEVEL)?,
+    };
+    let mut frame = Vec::with_capacity(arranged.len() + 1);
+    frame.push(planes);
+    frame.extend_from_slice(&arranged);
+    Ok(frame)
+}
+
+/// Every `planes`th byte together: plane 0 (bytes 0, n, 2n…), then plane 1, and so on.
+fn split(bytes: &[u8], planes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for plane in 0..planes {
+        out.extend(bytes.iter().skip(plane).step_by(planes));
+    }
+    out
+}
+
+/// The inverse of [`split`].
+fn join(split: &[u8], planes: usize) -> Vec<u8> {
+    let mut out = vec![0u8; split.len()];
+    let mut from = 0;
+    for plane in 0..planes {
+        let len = split.len().saturating_sub(plane).div_ceil(planes);
+        for (k, byte) in split[from..from + len].iter().enumerate() {
+            out[plane + k * planes] = *byte;
+        }
+        from += len;
+    }
+    out
 }
 
 /// Seals a zstd frame as piece `index` of format 2.
@@ -46,10 +82,17 @@ pub fn seal_frame(key: &TaskKey, index: u64, frame: &[u8]) -> Vec<u8> {
     sealed
 }
 
-/// Piece `index` compressed and sealed, when that saves at least `min_saving` (a share of the
-/// plain piece's sealed size, `0.1` = 10%); `None` when it does not pay.
-pub fn compress_and_seal(key: &TaskKey, index: u64, plain: &[u8], min_saving: f64) -> Option<Vec<u8>> {
-    let frame = compress(plain).ok()?;
+/// Piece `index` compressed (split into `planes` byte planes) and sealed, when that saves at
+/// least `min_saving` (a share of the plain piece's sealed size, `0.1` = 10%); `None` when it
+/// does not pay.
+pub fn compress_and_seal(
+    key: &TaskKey,
+    index: u64,
+    plain: &[u8],
+    planes: u8,
+    min_saving: f64,
+) -> Option<Vec<u8>> {
+    let frame = compress(plain, planes).ok()?;
     let plain_sealed = (plain.len() + TAG_LEN) as f64;
     let sealed = (frame.len() + COMPRESSED_OVERHEAD) as f64;
     (sealed <= plain_sealed * (1.0 - min_saving)).then(|| seal_frame(key, index, &frame))
@@ -67,11 +110,19 @@ pub fn open_compressed(key: &TaskKey, sealed: &mut [u8], plain_len: usize) -> Re
         return Err(SealError::Unauthentic);
     }
     let frame = key.open_with_nonce(nonce, body)?;
-    let plain = zstd::bulk::decompress(frame, plain_len).map_err(|_| SealError::Decompress(plain_len))?;
-    if plain.len() != plain_len {
-        return Err(SealError::Decompress(plain_len));
+    let refused = SealError::Decompress(plain_len);
+    let (&planes, compressed) = frame.split_first().ok_or(refused.clone())?;
+    if !PLANES.contains(&planes) {
+        return Err(refused);
     }
-    Ok(plain)
+    let plain = zstd::bulk::decompress(compressed, plain_len).map_err(|_| refused.clone())?;
+    if plain.len() != plain_len {
+        return Err(refused);
+    }
+    Ok(match planes {
+        1 => plain,
+        n => join(&plain, n as usize),
+    })
 }
 
 fn frame_nonce(index: u64, frame: &[u8]) -> [u8; NONCE_LEN] {
@@ -106,21 +157,22 @@ mod tests {
     #[test]
     fn a_compressed_piece_is_a_standard_aes_256_gcm_message_of_a_zstd_frame() {
         let plain = text(256 * 1024);
-        let sealed = compress_and_seal(&key(), 4, &plain, 0.1).expect("text compresses");
+        let sealed = compress_and_seal(&key(), 4, &plain, 1, 0.1).expect("text compresses");
         assert!(sealed.len() < plain.len() / 4, "{} bytes", sealed.len());
         assert_eq!(sealed[0], b'z');
         // RustCrypto's aes-gcm is the reference: the nonce in front, then ciphertext and tag.
         let reference = aes_gcm::Aes256Gcm::new_from_slice(key().as_bytes()).unwrap();
         let nonce = aes_gcm::Nonce::from_slice(&sealed[..NONCE_LEN]);
         let frame = reference.decrypt(nonce, &sealed[NONCE_LEN..]).unwrap();
-        assert_eq!(zstd::bulk::decompress(&frame, plain.len()).unwrap(), plain);
+        assert_eq!(frame[0], 1, "one byte plane: the plaintext as it is");
+        assert_eq!(zstd::bulk::decompress(&frame[1..], plain.len()).unwrap(), plain);
         let mut copy = sealed.clone();
         assert_eq!(open_compressed(&key(), &mut copy, plain.len()).unwrap(), plain);
         // The same frame seals to the same bytes (an edge sealing it again agrees with itself);
         // another index gives another nonce.
-        assert_eq!(compress_and_seal(&key(), 4, &plain, 0.1).unwrap(), sealed);
+        assert_eq!(compress_and_seal(&key(), 4, &plain, 1, 0.1).unwrap(), sealed);
         assert_ne!(
-            compress_and_seal(&key(), 5, &plain, 0.1).unwrap()[..NONCE_LEN],
+            compress_and_seal(&key(), 5, &plain, 1, 0.1).unwrap()[..NONCE_LEN],
             sealed[..NONCE_LEN]
         );
     }
@@ -135,17 +187,61 @@ mod tests {
             x ^= x << 17;
             *b = x as u8;
         }
-        assert!(compress_and_seal(&key(), 0, &random, 0.1).is_none());
+        assert!(compress_and_seal(&key(), 0, &random, 1, 0.1).is_none());
         // Half random, half text: saves about half, which passes 10% but not 60%.
         random[128 * 1024..].copy_from_slice(&text(128 * 1024));
-        assert!(compress_and_seal(&key(), 0, &random, 0.1).is_some());
-        assert!(compress_and_seal(&key(), 0, &random, 0.6).is_none());
+        assert!(compress_and_seal(&key(), 0, &random, 1, 0.1).is_some());
+        assert!(compress_and_seal(&key(), 0, &random, 1, 0.6).is_none());
+    }
+
+    #[test]
+    fn byte_planes_round_trip_and_help_numbers_whose_high_bytes_repeat() {
+        for len in [0, 1, 2, 3, 7, 1000, 1001, 1003] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            for planes in [2, 4] {
+                assert_eq!(
+                    join(&split(&bytes, planes), planes),
+                    bytes,
+                    "{len} bytes, {planes} planes"
+                );
+            }
+        }
+        // 16-bit numbers with a random low byte and a high byte from a few values, as the sign
+        // and exponent of small float16 weights: two planes let zstd see the repetition.
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let weights: Vec<u8> = (0..128 * 1024)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                [
+                    x as u8,
+                    [0x20, 0x21, 0x22, 0xa0, 0xa1, 0xa2][(x >> 8) as usize % 6],
+                ]
+            })
+            .collect();
+        let one = compress(&weights, 1).unwrap().len();
+        let two = compress(&weights, 2).unwrap().len();
+        assert!(two * 10 < one * 9, "two planes {two} B, one {one} B");
+        let mut sealed = compress_and_seal(&key(), 3, &weights, 2, 0.1).unwrap();
+        assert_eq!(
+            open_compressed(&key(), &mut sealed, weights.len()).unwrap(),
+            weights
+        );
+        // A frame naming another plane count is refused.
+        let mut frame = compress(&weights, 2).unwrap();
+        frame[0] = 3;
+        let mut odd = seal_frame(&key(), 3, &frame);
+        assert_eq!(
+            open_compressed(&key(), &mut odd, weights.len()),
+            Err(SealError::Decompress(weights.len()))
+        );
     }
 
     #[test]
     fn tampered_wrong_key_or_oversized_pieces_are_refused_before_or_instead_of_decompression() {
         let plain = text(300_000);
-        let sealed = compress_and_seal(&key(), 1, &plain, 0.1).unwrap();
+        let sealed = compress_and_seal(&key(), 1, &plain, 1, 0.1).unwrap();
         for at in [0, 5, NONCE_LEN + 3, sealed.len() - 1] {
             let mut damaged = sealed.clone();
             damaged[at] ^= 1;

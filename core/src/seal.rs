@@ -22,7 +22,7 @@ const HKDF_SALT: &[u8] = b"damselfly/v1";
 #[derive(Clone)]
 pub struct ClusterSecret(hkdf::Prk);
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
     #[error("cluster secret must be at least 32 bytes")]
     SecretTooShort,

@@ -6,8 +6,10 @@
 //! it compressed in the last minute). Under load new blobs go uncompressed; a blob already
 //! being compressed goes on (its table would otherwise change format half-way for nothing).
 //!
-//! The first piece is the sample: when it does not save `min_saving`, the rest of the blob is
-//! sealed as it is (a gzip layer costs one piece's compression). After that each piece is kept
+//! The first piece is the sample: it is compressed as it is and split into 2 and 4 byte planes
+//! (`core::encoding`: numbers such as model weights compress only so), and the smallest wins
+//! for the whole blob; when none saves `min_saving`, the rest of the blob is sealed as it is (a
+//! gzip layer costs three compressions of one piece). After that each piece is kept
 //! compressed only when it saves `min_saving`. Both decisions are made in piece order (pieces
 //! are sealed one at a time, `store/ingest.rs`), so a blob's state needs no lock.
 
@@ -37,8 +39,12 @@ pub struct Compression {
     metrics: Arc<Metrics>,
 }
 
-/// One blob's state: sampling its first piece, compressing, or sealing as it is.
-pub struct BlobCompression(AtomicU8);
+/// One blob's state: sampling its first piece, compressing, or sealing as it is; and the byte
+/// planes its pieces are split into when compressed.
+pub struct BlobCompression {
+    state: AtomicU8,
+    planes: AtomicU8,
+}
 
 const PLAIN: u8 = 0;
 const SAMPLING: u8 = 1;
@@ -93,12 +99,16 @@ impl Compression {
             CompressionMode::Auto if !self.pays() => Err("skipped_for_load"),
             CompressionMode::Auto => Ok(()),
         };
-        match decision {
-            Ok(()) => BlobCompression(AtomicU8::new(SAMPLING)),
+        let state = match decision {
+            Ok(()) => SAMPLING,
             Err(why) => {
                 self.metrics.compression_decision(why);
-                BlobCompression(AtomicU8::new(PLAIN))
+                PLAIN
             }
+        };
+        BlobCompression {
+            state: AtomicU8::new(state),
+            planes: AtomicU8::new(1),
         }
     }
 
@@ -120,15 +130,27 @@ impl Compression {
     /// say so. Runs on a blocking thread.
     pub fn seal(&self, blob: &BlobCompression, key: &TaskKey, index: u64, mut plain: Vec<u8>) -> SealedPiece {
         let logical = plain.len() as u64;
-        let state = blob.0.load(Ordering::Relaxed);
+        let state = blob.state.load(Ordering::Relaxed);
         if state != PLAIN {
-            let started = Instant::now();
-            let compressed = encoding::compress_and_seal(key, index, &plain, self.config.min_saving);
-            self.note_rate(logical, started.elapsed());
-            match (compressed, state) {
-                (Some(bytes), _) => {
+            let tried: &[u8] = match state {
+                SAMPLING => &encoding::PLANES,
+                _ => &[blob.planes.load(Ordering::Relaxed)],
+            };
+            let mut best: Option<(u8, Vec<u8>)> = None;
+            for &planes in tried {
+                let started = Instant::now();
+                let sealed = encoding::compress_and_seal(key, index, &plain, planes, self.config.min_saving);
+                self.note_rate(logical, started.elapsed());
+                if let Some(sealed) = sealed.filter(|s| best.as_ref().is_none_or(|(_, b)| s.len() < b.len()))
+                {
+                    best = Some((planes, sealed));
+                }
+            }
+            match (best, state) {
+                (Some((planes, bytes)), _) => {
                     if state == SAMPLING {
-                        blob.0.store(COMPRESSING, Ordering::Relaxed);
+                        blob.planes.store(planes, Ordering::Relaxed);
+                        blob.state.store(COMPRESSING, Ordering::Relaxed);
                         self.metrics.compression_decision("compressed");
                     }
                     self.metrics
@@ -137,7 +159,7 @@ impl Compression {
                     return SealedPiece { bytes, compressed };
                 }
                 (None, SAMPLING) => {
-                    blob.0.store(PLAIN, Ordering::Relaxed);
+                    blob.state.store(PLAIN, Ordering::Relaxed);
                     self.metrics.compression_decision("sampled_out");
                 }
                 (None, _) => {}
@@ -240,8 +262,17 @@ mod tests {
             0,
             "sampled out: the rest is not tried"
         );
+        // Numbers whose high bytes repeat: the sample finds two byte planes pay, and keeps them.
+        let weights: Vec<u8> = noise()
+            .chunks(2)
+            .flat_map(|pair| [pair[0], [0x20, 0x21, 0xa0, 0xa1][pair[1] as usize % 4]])
+            .collect();
+        let numbers = p.for_blob("registry.local/model");
+        assert!(p.seal(&numbers, &key(), 0, weights.clone()).compressed > 0);
+        assert_eq!(numbers.planes.load(Ordering::Relaxed), 2);
+        assert!(p.seal(&numbers, &key(), 1, weights).compressed > 0);
         let counts = decisions(&p);
-        assert!(counts.contains(r#"decision="compressed"} 1"#), "{counts}");
+        assert!(counts.contains(r#"decision="compressed"} 2"#), "{counts}");
         assert!(counts.contains(r#"decision="sampled_out"} 1"#), "{counts}");
     }
 

@@ -79,15 +79,19 @@ impl PrefixCheck {
             if take == want {
                 let mut sealed = std::mem::take(&mut self.piece);
                 // Sealed again as the table lists it: a compressed piece is compressed again,
-                // which gives the same frame with the same zstd (this process's).
-                if self.table.is_compressed(self.index) {
-                    let frame = encoding::compress(&sealed)
-                        .map_err(|e| EdgeError::Internal(format!("compress: {e}")))?;
-                    sealed = encoding::seal_frame(&self.key, self.index, &frame);
+                // which gives the same frame with the same zstd (this process's), with the byte
+                // planes it was compressed with (the table does not say which: each is tried).
+                let proven = if self.table.is_compressed(self.index) {
+                    encoding::PLANES.iter().any(|&planes| {
+                        let frame = encoding::compress(&sealed, planes).unwrap_or_default();
+                        let again = encoding::seal_frame(&self.key, self.index, &frame);
+                        self.table.proves(self.index, &again)
+                    })
                 } else {
                     self.key.seal(self.index, &mut sealed);
-                }
-                if !self.table.proves(self.index, &sealed) {
+                    self.table.proves(self.index, &sealed)
+                };
+                if !proven {
                     return Err(EdgeError::UpstreamUnavailable(format!(
                         "the upstream's piece {} differs from the one already sent",
                         self.index
@@ -291,7 +295,7 @@ mod tests {
                 let (start, end) = layout.range(i);
                 let mut sealed = plain[start as usize..end as usize].to_vec();
                 if compressed {
-                    sealed = encoding::compress_and_seal(&key, i, &sealed, 0.1).unwrap();
+                    sealed = encoding::compress_and_seal(&key, i, &sealed, 2, 0.1).unwrap();
                     zstd.push(sealed.len() as u32);
                 } else {
                     key.seal(i, &mut sealed);

@@ -91,8 +91,10 @@ pub fn write_file_layer(blob_dir: &Path, root: &Path, max_bytes: u64) -> Result<
     let out = pending.writer();
     let mut written = 0u64;
     for (name, path) in regular_files(root)? {
-        if written >= max_bytes {
-            break;
+        // Whole files only, and none that would pass the size asked for.
+        let fits = std::fs::metadata(&path).is_ok_and(|m| written + m.len() <= max_bytes);
+        if !fits {
+            continue;
         }
         let Ok(content) = std::fs::read(&path) else {
             continue;

@@ -45,9 +45,9 @@ pub struct ImageSpec {
     pub file_layers: Vec<FileLayer>,
 }
 
-/// A plain `tar` layer of the regular files under `root` (in name order, symbolic links and
-/// names too long for a ustar header left out) until `max_bytes` of content: the same bytes
-/// for the same tree.
+/// A plain `tar` layer of the regular files under `root` (in name order, symbolic links, names
+/// too long for a ustar header and files that would pass `max_bytes` left out), at most
+/// `max_bytes` of content: the same bytes for the same tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLayer {
     pub root: PathBuf,

@@ -21,6 +21,7 @@
 
 mod abuse;
 mod clients;
+pub mod compress;
 mod daemons;
 mod links;
 mod pull;
@@ -109,6 +110,10 @@ pub struct SwarmArgs {
     /// in this directory, as `<setup>-<daemon>.log`.
     #[arg(long, value_name = "DIR")]
     keep_logs: Option<std::path::PathBuf>,
+    /// The image pulled, when a scenario brings its own (`bench compress`); else generated
+    /// layers of --image-mib in --layers.
+    #[arg(skip)]
+    image: Option<ImageSpec>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,16 +226,18 @@ async fn scenario(
         .prefix("damselfly-bench-swarm-")
         .tempdir()?;
     let per_layer = args.image_mib * MIB / args.layers;
-    eprintln!(
-        "building a {} MiB image in {} layers…",
-        args.image_mib, args.layers
-    );
-    let image = build_image_async(
-        ImageSpec::new("swarm", vec![per_layer; args.layers as usize]),
-        work.path().join("layout"),
-        TAG.into(),
-    )
-    .await?;
+    match &args.image {
+        Some(_) => eprintln!("building the image…"),
+        None => eprintln!(
+            "building a {} MiB image in {} layers…",
+            args.image_mib, args.layers
+        ),
+    }
+    let spec = args
+        .image
+        .clone()
+        .unwrap_or_else(|| ImageSpec::new("swarm", vec![per_layer; args.layers as usize]));
+    let image = build_image_async(spec, work.path().join("layout"), TAG.into()).await?;
 
     let origin_host = topology.add_host("origin", 1)?;
     let edge_host = topology.add_host("edge", 2)?;
@@ -383,6 +390,8 @@ async fn edge_bytes(edge: &Daemon) -> Result<Bytes> {
         origin: m.get("damselfly_edge_upstream_bytes_total") as u64,
         edge: m.get("damselfly_edge_served_bytes_total") as u64,
         peer: 0,
+        stored_plain: m.get("damselfly_edge_compression_logical_bytes_total") as u64,
+        stored_sealed: m.get("damselfly_edge_compression_stored_bytes_total") as u64,
     })
 }
 

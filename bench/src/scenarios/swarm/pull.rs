@@ -18,6 +18,10 @@ pub struct Round {
     pub cpu_busy: f64,
     /// CPU seconds used by the bench's daemons (registry, edge, agents; not the clients).
     pub daemon_cpu_s: f64,
+    /// Of which the edge's, and the hosts' (their agents; a client that has exited counts
+    /// nothing).
+    pub edge_cpu_s: f64,
+    pub hosts_cpu_s: f64,
     /// What each link carried, every 100 ms.
     pub links: Vec<LinkSample>,
 }
@@ -34,6 +38,8 @@ pub async fn all(
 ) -> Result<Round> {
     let namespaces = || hosts.iter().chain([origin, edge]).map(|h| h.ns.as_str());
     let daemon_cpu = netns::cpu_seconds(namespaces());
+    let edge_cpu = netns::cpu_seconds([edge.ns.as_str()]);
+    let hosts_cpu = netns::cpu_seconds(hosts.iter().map(|h| h.ns.as_str()));
     let cpu = CpuSample::now();
     let start = Instant::now();
     let recorder = Recorder::start(origin, edge, hosts, start)?;
@@ -55,6 +61,8 @@ pub async fn all(
         times,
         cpu_busy,
         daemon_cpu_s: netns::cpu_seconds(namespaces()) - daemon_cpu,
+        edge_cpu_s: netns::cpu_seconds([edge.ns.as_str()]) - edge_cpu,
+        hosts_cpu_s: netns::cpu_seconds(hosts.iter().map(|h| h.ns.as_str())) - hosts_cpu,
         links,
     })
 }

@@ -49,6 +49,10 @@ pub struct Bytes {
     pub edge: u64,
     /// Sent by other agents.
     pub peer: u64,
+    /// The pieces the edge stored: their plaintext bytes, and their sealed bytes (below the
+    /// plaintext when pieces were compressed).
+    pub stored_plain: u64,
+    pub stored_sealed: u64,
 }
 
 pub struct Outcome {
@@ -57,6 +61,8 @@ pub struct Outcome {
     times: Vec<Duration>,
     cpu_busy: f64,
     daemon_cpu_s: f64,
+    edge_cpu_s: f64,
+    hosts_cpu_s: f64,
     bytes: Bytes,
     links: Vec<LinkSample>,
 }
@@ -80,6 +86,8 @@ impl Outcome {
             times,
             cpu_busy: round.cpu_busy,
             daemon_cpu_s: round.daemon_cpu_s,
+            edge_cpu_s: round.edge_cpu_s,
+            hosts_cpu_s: round.hosts_cpu_s,
             bytes,
             links: round.links,
         }
@@ -104,6 +112,11 @@ impl Outcome {
 
     pub fn cpu_busy(&self) -> f64 {
         self.cpu_busy
+    }
+
+    /// CPU seconds of the edge, and of the hosts' daemons, during the round.
+    pub fn cpu_seconds(&self) -> (f64, f64) {
+        (self.edge_cpu_s, self.hosts_cpu_s)
     }
 
     pub fn all_done(&self) -> f64 {

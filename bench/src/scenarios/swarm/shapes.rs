@@ -126,6 +126,7 @@ fn swarm_args(args: &ShapesArgs, hosts: usize, layers: u64, client: Client) -> S
             .keep_logs
             .as_ref()
             .map(|dir| dir.join(format!("{hosts}h-{layers}l-{}", client.name()))),
+        image: None,
     }
 }
 
