@@ -157,6 +157,28 @@ async fn a_tar_layer_travels_compressed_a_gzip_layer_as_it_is_and_both_pull_righ
         gzip.size
     );
 
+    // At rest too: a compressed piece fills the start of its slot and the rest stays a hole,
+    // on the edge and on the agents.
+    let hex = tar.digest.trim_start_matches("sha256:");
+    let on_disk = |path: PathBuf| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        (meta.len(), meta.blocks() * 512)
+    };
+    for path in [
+        region.edge.data_dir().join(format!("blobs/{hex}.sealed")),
+        region.agents[0].data_dir().join(format!("tasks/{hex}.sealed")),
+    ] {
+        let (len, allocated) = on_disk(path.clone());
+        assert!(len > tar.size, "{}: {len} B", path.display());
+        assert!(
+            (allocated as f64) < tar.size as f64 * (1.0 - saving + 0.05),
+            "{}: {allocated} B on disk for a {} B layer",
+            path.display(),
+            tar.size
+        );
+    }
+
     let edge = region.edge.metrics().await.unwrap();
     let stored = |encoding: &str| {
         let label = format!("encoding=\"{encoding}\"");
