@@ -149,6 +149,19 @@ mod tests {
             .task_key(&Digest::of(b"blob"))
     }
 
+    /// Incompressible bytes (xorshift64).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x2545F4914F6CDD1Du64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     fn text(len: usize) -> Vec<u8> {
         let words = b"layer config manifest sbom weights ";
         (0..len).map(|i| words[(i * 7 + i / 13) % words.len()]).collect()
@@ -179,14 +192,7 @@ mod tests {
 
     #[test]
     fn a_piece_that_saves_too_little_is_not_compressed() {
-        let mut random = vec![0u8; 256 * 1024];
-        let mut x = 0x2545F4914F6CDD1Du64;
-        for b in random.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
+        let mut random = noise(256 * 1024);
         assert!(compress_and_seal(&key(), 0, &random, 1, 0.1).is_none());
         // Half random, half text: saves about half, which passes 10% but not 60%.
         random[128 * 1024..].copy_from_slice(&text(128 * 1024));
@@ -208,15 +214,12 @@ mod tests {
         }
         // 16-bit numbers with a random low byte and a high byte from a few values, as the sign
         // and exponent of small float16 weights: two planes let zstd see the repetition.
-        let mut x = 0x9e3779b97f4a7c15u64;
-        let weights: Vec<u8> = (0..128 * 1024)
-            .flat_map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+        let weights: Vec<u8> = noise(256 * 1024)
+            .chunks(2)
+            .flat_map(|pair| {
                 [
-                    x as u8,
-                    [0x20, 0x21, 0x22, 0xa0, 0xa1, 0xa2][(x >> 8) as usize % 6],
+                    pair[0],
+                    [0x20, 0x21, 0x22, 0xa0, 0xa1, 0xa2][pair[1] as usize % 6],
                 ]
             })
             .collect();

@@ -224,15 +224,10 @@ mod tests {
     }
 
     fn noise() -> Vec<u8> {
-        let mut x = 88172645463325252u64;
-        (0..256 * 1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        use rand::{RngCore, SeedableRng};
+        let mut bytes = vec![0u8; 256 * 1024];
+        rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut bytes);
+        bytes
     }
 
     fn decisions(p: &Compression) -> String {

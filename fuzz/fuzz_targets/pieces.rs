@@ -3,7 +3,9 @@
 //!
 //! Properties: no panic; a bitfield read back from what it wrote is equal, counts no more bits
 //! than it has and counts what `get` says; a piece table round-trips, follows the layout rule,
-//! lists no more hashes than it has pieces, and its pieces tile the blob and the sealed file.
+//! lists no more hashes than it has pieces, and its pieces tile the blob and the sealed file; a
+//! compressed piece's length never passes its slot, and a table split for a caller who holds
+//! its first pieces joins again into the same pieces and lengths.
 
 #![no_main]
 
@@ -21,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, table);
         check_layout(&table.layout);
         assert!(table.pieces.len() as u64 <= table.layout.count());
+        check_encodings(&table);
     }
     if let Ok(layout) = serde_json::from_slice::<PieceLayout>(data) {
         check_layout(&layout);
@@ -39,6 +42,25 @@ fn check_bitfield(bits: &Bitfield) {
         let set = (0..bits.len()).filter(|i| bits.get(*i)).count() as u64;
         assert_eq!(set, bits.count(), "{bits:?}");
         assert!(!bits.get(bits.len()));
+    }
+}
+
+fn check_encodings(table: &PieceTable) {
+    assert!(table.zstd.is_empty() || table.zstd.len() == table.pieces.len());
+    let listed = table.pieces.len() as u64;
+    for i in 0..listed {
+        assert!(table.stored_len(i) <= table.layout.sealed_len(i), "piece {i}");
+    }
+    let held = (table.pieces.len() / 2, table.pieces.len());
+    for from in [held.0, held.1] {
+        let mut later = table.clone();
+        let dropped = later.drain_front(from);
+        let joined = table.followed_by(dropped, later);
+        assert_eq!(joined.pieces, table.pieces);
+        for i in 0..listed {
+            assert_eq!(joined.stored_len(i), table.stored_len(i), "piece {i}");
+            assert_eq!(joined.is_compressed(i), table.is_compressed(i), "piece {i}");
+        }
     }
 }
 

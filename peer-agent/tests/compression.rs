@@ -13,7 +13,9 @@ use common::{agent_binary, downloaded_from, sha256, sum, Region, MIB};
 use damselfly_core::encoding;
 use damselfly_test_support::containerd::{Containerd, CtrPullOptions};
 use damselfly_test_support::file_server::FileServer;
-use damselfly_test_support::image::{ImageSpec, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR};
+use damselfly_test_support::image::{
+    BlobInfo, BuiltImage, ImageSpec, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR,
+};
 use damselfly_test_support::net::loopback_client;
 
 const ALWAYS: &str = "[compression]\nmode = \"always\"\n";
@@ -43,6 +45,12 @@ fn zstd_saving(bytes: &[u8], piece: usize) -> f64 {
     1.0 - compressed as f64 / bytes.len() as f64
 }
 
+/// The image's first layer of `media_type`.
+fn layer(image: &BuiltImage, media_type: &str) -> BlobInfo {
+    let found = image.blobs.iter().find(|b| b.media_type == media_type);
+    found.cloned().unwrap_or_else(|| panic!("no {media_type} layer"))
+}
+
 fn blob_bytes(layout: &Path, digest: &str) -> Vec<u8> {
     std::fs::read(
         layout
@@ -69,18 +77,10 @@ async fn a_tar_layer_travels_compressed_a_gzip_layer_as_it_is_and_both_pull_righ
     let region = Region::start_with_edge_proxy(&["eu/z1/r1", "eu/z1/r2"], ALWAYS).await;
     let spec = ImageSpec::new("compress", vec![3 * MIB]).with_file_layer(real_files(), 4 * MIB);
     let image = region.push(spec, "demo/compress:v1").await;
-    let tar = image
-        .blobs
-        .iter()
-        .find(|b| b.media_type == MEDIA_TYPE_LAYER_TAR)
-        .unwrap()
-        .clone();
-    let gzip = image
-        .blobs
-        .iter()
-        .find(|b| b.media_type == MEDIA_TYPE_LAYER_GZIP)
-        .unwrap()
-        .clone();
+    let (tar, gzip) = (
+        layer(&image, MEDIA_TYPE_LAYER_TAR),
+        layer(&image, MEDIA_TYPE_LAYER_GZIP),
+    );
     assert!(tar.size > 3 * MIB, "the file layer holds {} bytes", tar.size);
 
     // skopeo through the first agent: every piece comes from the edge, through the proxy.
@@ -252,15 +252,7 @@ async fn a_file_is_fetched_with_fewer_wire_bytes_and_a_piece_damaged_on_the_wire
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_from_before_compression_read_an_edge_with_it_off_and_are_told_why_otherwise() {
     let spec = || ImageSpec::new("formats", vec![MIB]).with_file_layer(real_files(), 2 * MIB);
-    let tar_of = |image: &damselfly_test_support::image::BuiltImage| {
-        image
-            .blobs
-            .iter()
-            .find(|b| b.media_type == MEDIA_TYPE_LAYER_TAR)
-            .unwrap()
-            .digest
-            .clone()
-    };
+    let tar_of = |image: &BuiltImage| layer(image, MEDIA_TYPE_LAYER_TAR).digest;
     let client = loopback_client().unwrap();
 
     // Compression off: an agent that names no format (as before compression) gets a table of

@@ -227,8 +227,7 @@ fn build_manifest(
         Some(variant) => format!("{}/{variant}", platform.architecture),
         None => platform.architecture.clone(),
     };
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
+    let mut written = Vec::new();
     for (index, &size) in spec.layer_sizes.iter().enumerate() {
         let layer = write_layer(
             blob_dir,
@@ -237,17 +236,16 @@ fn build_manifest(
             spec.gzip,
         )
         .with_context(|| format!("writing layer {index} for {platform_key}"))?;
-        blobs.push(BlobInfo {
-            digest: layer.digest.clone(),
-            size: layer.size,
-            media_type: layer.media_type.into(),
-        });
-        layers.push(Descriptor::plain(layer.media_type, layer.digest, layer.size));
-        diff_ids.push(layer.diff_id);
+        written.push(layer);
     }
     for (index, files) in spec.file_layers.iter().enumerate() {
         let layer = write_file_layer(blob_dir, &files.root, files.max_bytes)
             .with_context(|| format!("writing file layer {index} from {}", files.root.display()))?;
+        written.push(layer);
+    }
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in written {
         blobs.push(BlobInfo {
             digest: layer.digest.clone(),
             size: layer.size,
