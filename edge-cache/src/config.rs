@@ -55,9 +55,26 @@ pub struct Cli {
     /// File holding the admin API's bearer token (mode 0600; unset: the admin API is off).
     #[arg(long, env = "DAMSELFLY_EDGE_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// Redis URL for scheduler state shared by the edges of a region (default: in process).
+    /// Redis URL for scheduler state shared by the edges of a region (default: in process);
+    /// with --advertise-url, also where the edges of the region find each other.
     #[arg(long, env = "DAMSELFLY_EDGE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
+    /// How other edges reach this one (e.g. https://edge-1.eu.internal:5080): with --redis,
+    /// the edges of a region form a cluster, each blob fetched from the origin by one of them.
+    #[arg(long, env = "DAMSELFLY_EDGE_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// File holding the secret shared by every edge of the cluster (>= 32 bytes, mode 0600).
+    #[arg(long, env = "DAMSELFLY_EDGE_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// An edge of another region asked for a blob before the origin (repeatable, tried in
+    /// order): regions chained so that the origin sends each blob once.
+    #[arg(
+        long = "parent",
+        env = "DAMSELFLY_EDGE_PARENTS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub parents: Vec<String>,
     /// PEM CA that signs agents' client certificates: agents get task keys only over TLS with a
     /// certificate from it (`tls.client_ca`).
     #[arg(long, env = "DAMSELFLY_EDGE_CLIENT_CA", value_name = "FILE")]
@@ -97,6 +114,9 @@ impl Cli {
             .set("warm_token_file", self.warm_token_file.as_ref())
             .set("admin_token_file", self.admin_token_file.as_ref())
             .set("redis", self.redis.as_ref())
+            .set("advertise_url", self.advertise_url.as_ref())
+            .set("cluster_secret_file", self.cluster_secret_file.as_ref())
+            .set_list("parents", &self.parents)
             .set("tls.client_ca", self.client_ca.as_ref())
             .set("compression.mode", self.compression.as_ref());
         if self.insecure {
@@ -136,6 +156,11 @@ pub struct Config {
     pub insecure: bool,
     /// Redis URL for shared scheduler state; unset keeps it in this process.
     pub redis: Option<String>,
+    /// How other edges reach this one; with `redis`, the region's edges form a cluster.
+    pub advertise_url: Option<String>,
+    pub cluster: ClusterConfig,
+    /// Edges of other regions asked for a blob, in order, before the origin (`chain.rs`).
+    pub parents: Vec<String>,
     pub scheduler: SchedulerConfig,
     pub files: FilesConfig,
     pub compression: CompressionConfig,
@@ -218,6 +243,25 @@ impl FilesConfig {
         self.allow
             .iter()
             .any(|prefix| damselfly_core::normalise_url(prefix).is_ok_and(|p| normalised_url.starts_with(&p)))
+    }
+}
+
+/// The edges of a region as one cache (`advertise_url` and `redis` set; see `cluster.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// How often this edge says it is alive and reads who else is.
+    pub heartbeat_ms: u64,
+    /// An edge not heard from for this long is out of the ring (its blobs move to others).
+    pub member_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_ms: 1000,
+            member_timeout_ms: 3000,
+        }
     }
 }
 
@@ -354,6 +398,9 @@ impl Default for Config {
             admin_token_file: None,
             insecure: false,
             redis: None,
+            advertise_url: None,
+            cluster: ClusterConfig::default(),
+            parents: Vec::new(),
             scheduler: SchedulerConfig::default(),
             files: FilesConfig::default(),
             compression: CompressionConfig::default(),
@@ -443,6 +490,30 @@ impl DaemonConfig for Config {
         }
         if let Some(url) = &self.upstream {
             check_url(url)?;
+        }
+        if let Some(url) = &self.advertise_url {
+            check_url(url)?;
+            if self.redis.is_none() {
+                return invalid(
+                    "advertise_url needs redis: the edges of a region find each other through it".into(),
+                );
+            }
+        }
+        for url in &self.parents {
+            check_url(url)?;
+        }
+        if self.region.is_empty() || self.region.contains(',') {
+            return invalid(format!(
+                "region {:?} must be a non-empty name without commas",
+                self.region
+            ));
+        }
+        let c = &self.cluster;
+        if c.heartbeat_ms == 0 || c.member_timeout_ms < 2 * c.heartbeat_ms {
+            return invalid(format!(
+                "need cluster.heartbeat_ms > 0 and cluster.member_timeout_ms ({}) >= twice it ({})",
+                c.member_timeout_ms, c.heartbeat_ms
+            ));
         }
         for u in &self.upstreams {
             check_url(&u.url)?;

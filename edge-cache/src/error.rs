@@ -87,6 +87,9 @@ pub enum EdgeError {
     /// compressed, asked by an agent from before compression).
     #[error("this blob's pieces are stored in piece format {needed}; the caller reads format {read} only (upgrade the agent, or set compression.mode = \"off\" on the edge)")]
     FormatUnsupported { needed: u32, read: u32 },
+    /// A request between edges that has already passed through this edge's region.
+    #[error("edge chain loop: {0}")]
+    LoopDetected(String),
     /// The caller asks too often: come back in a second.
     #[error("too many requests: {0}")]
     RateLimited(String),
@@ -125,6 +128,7 @@ impl EdgeError {
             EdgeError::PieceDamaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             EdgeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             EdgeError::FormatUnsupported { .. } => (StatusCode::NOT_ACCEPTABLE, "UNSUPPORTED"),
+            EdgeError::LoopDetected(_) => (StatusCode::LOOP_DETECTED, "UNSUPPORTED"),
             EdgeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
@@ -141,6 +145,7 @@ impl EdgeError {
             | EdgeError::UpstreamUnavailable(d)
             | EdgeError::IngestFailed(d)
             | EdgeError::RateLimited(d)
+            | EdgeError::LoopDetected(d)
             | EdgeError::PieceDamaged(d)
             | EdgeError::Internal(d) => json!(d),
             EdgeError::Unsupported(d) | EdgeError::Busy(d) => json!(d),

@@ -5,6 +5,8 @@
 pub mod access;
 pub mod admin_cli;
 pub mod certs;
+pub mod chain;
+pub mod cluster;
 pub mod compression;
 pub mod config;
 pub mod error;

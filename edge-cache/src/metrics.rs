@@ -66,6 +66,15 @@ pub struct Metrics {
     pub compression_decisions: Family<DecisionLabels, Counter>,
     /// Sealed piece bytes sent to agents, by encoding.
     pub piece_sent_bytes: Family<EncodingLabels, Counter>,
+    /// Live members of the region's cluster as this edge sees them (0: no cluster).
+    pub cluster_members: Gauge,
+    /// Blob transfers fetched from their owner edge, and owners that could not serve one.
+    pub owner_fetches: Counter,
+    pub owner_failures: Counter,
+    /// Blob transfers fetched from a parent edge (another region), and parents that could not
+    /// serve one.
+    pub parent_fetches: Counter,
+    pub parent_failures: Counter,
 }
 
 impl Metrics {
@@ -95,6 +104,11 @@ impl Metrics {
             compression_seconds: Counter::default(),
             compression_decisions: Family::default(),
             piece_sent_bytes: Family::default(),
+            cluster_members: Gauge::default(),
+            owner_fetches: Counter::default(),
+            owner_failures: Counter::default(),
+            parent_fetches: Counter::default(),
+            parent_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -206,6 +220,31 @@ impl Metrics {
             "piece_sent_bytes",
             "Sealed piece bytes sent to agents, by encoding (identity|zstd)",
             m.piece_sent_bytes.clone(),
+        );
+        registry.register(
+            "cluster_members",
+            "Live members of the region's edge cluster as this edge sees them (0: no cluster)",
+            m.cluster_members.clone(),
+        );
+        registry.register(
+            "owner_fetches",
+            "Blob transfers fetched from the blob's owner edge instead of the origin",
+            m.owner_fetches.clone(),
+        );
+        registry.register(
+            "owner_failures",
+            "Owner edges that could not serve a transfer (it went to the origin)",
+            m.owner_failures.clone(),
+        );
+        registry.register(
+            "parent_fetches",
+            "Blob transfers fetched from a parent edge in another region instead of the origin",
+            m.parent_fetches.clone(),
+        );
+        registry.register(
+            "parent_failures",
+            "Parent edges that could not serve a transfer (the next one, then the origin, was asked)",
+            m.parent_failures.clone(),
         );
         for encoding in ["identity", "zstd"] {
             let labels = EncodingLabels { encoding };

@@ -10,6 +10,8 @@ use damselfly_server::tls::ServerTls;
 use damselfly_server::Readiness;
 
 use crate::access::AccessGate;
+use crate::chain::Parents;
+use crate::cluster::Cluster;
 use crate::compression::Compression;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
@@ -54,6 +56,10 @@ pub struct AppState {
     pub piece_sends: Arc<tokio::sync::Semaphore>,
     /// `limits.piece_rate_limit` across all piece sends, if any.
     pub piece_pacer: Option<Pacer>,
+    /// The region's edges as one cache, when `advertise_url` and `redis` are set.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Edges of other regions asked for blobs before the origin (`parents`).
+    pub parents: Option<Arc<Parents>>,
 }
 
 impl AppState {
@@ -124,7 +130,38 @@ impl AppState {
             false => None,
         };
         metrics.insecure.set(i64::from(config.insecure));
+        // Other edges' bytes as they send them: the digest is over those.
+        let edges_http = damselfly_server::tls::client_builder(&config.tls, false)
+            .map_err(EdgeError::Internal)?
+            .no_gzip()
+            .connect_timeout(Duration::from_secs(config.limits.upstream_connect_timeout_secs))
+            .user_agent(concat!("damselfly-edge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| EdgeError::Internal(format!("http client: {e}")))?;
+        let parents = (!config.parents.is_empty()).then(|| {
+            Arc::new(Parents::new(
+                &config.region,
+                &config.parents,
+                edges_http.clone(),
+                metrics.clone(),
+            ))
+        });
+        let cluster = match (&redis, &config.advertise_url) {
+            (Some(redis), Some(me)) => {
+                let http = edges_http.clone();
+                let timing = (
+                    Duration::from_millis(config.cluster.heartbeat_ms),
+                    Duration::from_millis(config.cluster.member_timeout_ms),
+                );
+                let joined = Cluster::join(redis, me, &config.region, timing, http, metrics.clone()).await?;
+                tracing::info!(me = joined.me(), members = ?joined.members(), "joined the region's edge cluster");
+                Some(joined)
+            }
+            _ => None,
+        };
         Ok(Arc::new(AppState {
+            cluster,
+            parents,
             tls,
             announcements: AnnouncementRate::new(config.scheduler.max_announcements_per_sec),
             file_ingests: Arc::new(tokio::sync::Semaphore::new(config.limits.file_ingests)),

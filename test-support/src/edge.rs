@@ -45,6 +45,11 @@ pub struct EdgeOptions {
     /// Run in this network namespace, listening on `bind_ip` there (its far end of a
     /// [`crate::link::Link`]).
     pub netns: Option<String>,
+    /// The edge's region (`region`), `test` by default.
+    pub region: String,
+    /// Tell other edges where this one is (`advertise_url` = its own URL): with `redis` in
+    /// `top_toml`, the edges sharing that Redis form a cluster.
+    pub advertise: bool,
 }
 
 impl EdgeOptions {
@@ -63,6 +68,8 @@ impl EdgeOptions {
             tls: None,
             insecure: true,
             netns: None,
+            region: "test".into(),
+            advertise: false,
         }
     }
 
@@ -114,13 +121,18 @@ impl Edge {
             None if options.insecure => ("http", "insecure = true\n", String::new()),
             None => ("http", "", String::new()),
         };
+        let advertise = match options.advertise {
+            true => format!("advertise_url = \"{scheme}://{addr}\"\n"),
+            false => String::new(),
+        };
         let config = format!(
-            "listen = \"{addr}\"\n{trust}data_dir = \"{}\"\nupstream = \"{}\"\nregion = \"test\"\n{warm_token}{}\n\
+            "listen = \"{addr}\"\n{advertise}{trust}data_dir = \"{}\"\nupstream = \"{}\"\nregion = \"{}\"\n{warm_token}{}\n\
              [cache]\nquota = \"{}\"\n{}\n\
              [server]\nshutdown_grace_secs = 5\n{}\n\
              [limits]\nupstream_idle_timeout_secs = 5\n{}\n{tls_toml}{}\n",
             data_dir.display(),
             options.upstream,
+            options.region,
             options.top_toml,
             options.quota,
             options.cache_toml,

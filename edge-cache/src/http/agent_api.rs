@@ -67,6 +67,9 @@ async fn registry_source(
         upstream,
         repo,
         authorization: auth.cloned(),
+        cluster: state.cluster.clone(),
+        parents: state.parents.clone(),
+        passed: Vec::new(),
     })
 }
 

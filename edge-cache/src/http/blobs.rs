@@ -11,6 +11,8 @@ use futures::{Stream, StreamExt};
 use super::blob_fallback::{with_upstream_fallback, Span};
 use super::range;
 use crate::access::Object;
+use crate::chain::{regions_passed, MAX_REGIONS};
+use crate::cluster::EDGE_HOP_HEADER;
 use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -41,10 +43,23 @@ pub(crate) async fn serve(
         let size = size.ok_or_else(|| EdgeError::UpstreamUnavailable("upstream sent no blob size".into()))?;
         return Ok(blob_response(StatusCode::OK, digest, size, None, Body::empty()));
     }
+    // Another edge of the region asking for a blob it does not own: not to a third member.
+    let from_member = headers.contains_key(EDGE_HOP_HEADER);
+    // An edge of another region: never back into a region the request has passed through.
+    let passed = regions_passed(headers);
+    if passed.contains(&state.config.region) || passed.len() >= MAX_REGIONS {
+        return Err(EdgeError::LoopDetected(format!(
+            "the request has passed through {passed:?}; this edge is in {:?}",
+            state.config.region
+        )));
+    }
     let source = BlobSource::Registry {
         upstream: upstream.clone(),
         repo: repo.clone(),
         authorization: auth.cloned(),
+        cluster: state.cluster.clone().filter(|_| !from_member),
+        parents: state.parents.clone(),
+        passed,
     };
     let blob = state.store.open(digest, source.clone())?;
     let unverified = (blob.progress().state != IngestState::Complete).then(|| blob.clone());

@@ -33,6 +33,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(scheduler_json())
         .route("/pieces/{digest}/{index}", get(agent_api::piece))
         .route("/api/v1/ticket-key", get(agent_api::ticket_key))
+        .route("/api/v1/cluster", get(cluster))
         .route(
             "/api/v1/tasks/{digest}/peers/{host_id}",
             axum::routing::put(scheduler_api::announce).delete(scheduler_api::leave),
@@ -47,6 +48,21 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.readiness.clone(),
             Arc::new(move || metrics.encode()),
         ))
+}
+
+/// `GET /api/v1/cluster`: this edge's view of its region's cluster (`cluster.rs`).
+async fn cluster(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::Json<serde_json::Value> {
+    let (me, members) = match &state.cluster {
+        Some(c) => (Some(c.me().to_string()), c.members()),
+        None => (None, Vec::new()),
+    };
+    axum::Json(serde_json::json!({
+        "region": state.config.region,
+        "me": me,
+        "members": members,
+    }))
 }
 
 /// Piece tables and parent lists, gzip-compressed for agents that accept it: every download

@@ -69,6 +69,9 @@ pub(crate) async fn warm(
                     upstream: upstream.clone(),
                     repo: repo.clone(),
                     authorization: auth,
+                    cluster: state.cluster.clone(),
+                    parents: state.parents.clone(),
+                    passed: Vec::new(),
                 };
                 // The handle is dropped at once: the transfer runs on without a reader.
                 state.store.open(&digest, source)?;

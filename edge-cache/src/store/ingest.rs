@@ -28,6 +28,8 @@ use tokio::task::JoinHandle;
 use super::blob::{HashLists, IngestState, Progress, StoredTable};
 use super::usage::{now_millis, Entry};
 use super::BlobStore;
+use crate::chain::Parents;
+use crate::cluster::{Cluster, OwnerRequest};
 use crate::compression::{BlobCompression, Compression};
 use crate::error::{EdgeError, EdgeResult};
 use crate::upstream::Upstream;
@@ -41,6 +43,13 @@ pub enum BlobSource {
         upstream: Arc<Upstream>,
         repo: RepositoryName,
         authorization: Option<HeaderValue>,
+        /// The region's cluster, when the blob may come from its owner edge (not for a request
+        /// that another edge of the region made: that one goes on to the parents or the origin).
+        cluster: Option<Arc<Cluster>>,
+        /// Edges of other regions asked before the origin, and the regions the request had
+        /// passed through.
+        parents: Option<Arc<Parents>>,
+        passed: Vec<String>,
     },
     /// A plain file under an allowed URL prefix; the task is named by its URL. Its content is
     /// verified against `expected` when the caller named a digest.
@@ -98,7 +107,29 @@ impl BlobSource {
                 upstream,
                 repo,
                 authorization,
+                cluster,
+                parents,
+                passed,
             } => {
+                // From the blob's owner if another edge of the region owns it, else from a
+                // parent region, and from the origin when none of them can serve.
+                let blob = OwnerRequest {
+                    digest: task,
+                    repo,
+                    registry: upstream.registry(),
+                    authorization: authorization.as_ref(),
+                    passed,
+                };
+                if let Some(cluster) = cluster {
+                    if let Some(response) = cluster.fetch_owned(&blob, from).await {
+                        return Ok(response);
+                    }
+                }
+                if let Some(parents) = parents {
+                    if let Some(response) = parents.fetch(&blob, passed, from).await {
+                        return Ok(response);
+                    }
+                }
                 let request = Request {
                     scope: Some(format!("repository:{repo}:pull")),
                     authorization: authorization.as_ref(),
