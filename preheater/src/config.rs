@@ -164,8 +164,9 @@ pub struct Config {
     /// Lab use only: serve without TLS (webhook, API and provider tokens then cross the network
     /// in clear). Off, the preheater refuses to start without `[tls] cert` and `key`.
     pub insecure: bool,
-    /// Edges to warm, one per region (edges of one region share one view, so warming one is
-    /// enough for the region).
+    /// Edges to warm. Several entries of one region are one cluster of edges (they share one
+    /// Redis and each blob has one owner among them): a warm goes to the first that answers
+    /// and the next on a retry, and any of them routes it to the owner.
     pub edges: Vec<EdgeConfig>,
     /// Registries images are resolved from; events naming any other registry are ignored.
     pub registries: Vec<RegistryConfig>,
@@ -265,11 +266,22 @@ pub struct ClusterConfig {
     pub region: String,
 }
 
+/// The regions of `edges`, each once, in configuration order.
+pub fn regions_of(edges: &[EdgeConfig]) -> Vec<String> {
+    let mut regions: Vec<String> = Vec::new();
+    for e in edges {
+        if !regions.contains(&e.region) {
+            regions.push(e.region.clone());
+        }
+    }
+    regions
+}
+
 impl HarborConfig {
     /// `(cluster id, region)` for every region Harbor can name, in configuration order.
     pub fn clusters(&self, edges: &[EdgeConfig]) -> Vec<(u64, String)> {
         if self.clusters.is_empty() {
-            (1..).zip(edges.iter().map(|e| e.region.clone())).collect()
+            (1..).zip(regions_of(edges)).collect()
         } else {
             self.clusters.iter().map(|c| (c.id, c.region.clone())).collect()
         }
@@ -513,11 +525,8 @@ impl DaemonConfig for Config {
                     e.region
                 ));
             }
-            if !regions.insert(e.region.as_str()) {
-                return invalid(format!(
-                    "region {:?} has two edges; give one URL per region",
-                    e.region
-                ));
+            if !regions.insert((e.region.as_str(), e.url.trim_end_matches('/'))) {
+                return invalid(format!("edge {} of region {:?} is listed twice", e.url, e.region));
             }
         }
         let mut hosts = std::collections::HashSet::new();
@@ -568,7 +577,7 @@ impl DaemonConfig for Config {
             if !cluster_ids.insert(c.id) {
                 return invalid(format!("harbor cluster {} is mapped twice", c.id));
             }
-            if !regions.contains(c.region.as_str()) {
+            if !regions.iter().any(|(region, _)| *region == c.region) {
                 return invalid(format!(
                     "harbor cluster {} maps to region {:?}, which has no [[edges]] entry",
                     c.id, c.region
@@ -785,7 +794,8 @@ max_attempts = 3
         let bad_flags: [&[&str]; 5] = [
             &["--edge", "eu"],
             &["--edge", "eu=ftp://x"],
-            &["--edge", "eu=http://a", "--edge", "eu=http://b"],
+            // One edge listed twice (several edges of one region are a cluster, not an error).
+            &["--edge", "eu=http://a", "--edge", "eu=http://a/"],
             &["--registry", "a/b=http://x"],
             &["--redis", "http://127.0.0.1:6379"],
         ];
@@ -801,6 +811,16 @@ max_attempts = 3
             let cli = Cli::parse_from(args);
             assert!(Config::load(&cli).is_err(), "{flags:?} must be refused");
         }
+        let cluster = [
+            "preheater",
+            "--insecure",
+            "--edge",
+            "eu=http://a",
+            "--edge",
+            "eu=http://b",
+        ];
+        let c = Config::load(&Cli::parse_from(cluster)).expect("two edges of one region");
+        assert_eq!(regions_of(&c.edges), ["eu"]);
         let c = Config {
             platforms: vec!["linux".into()],
             ..lab()

@@ -16,6 +16,7 @@ use damselfly_harbor::provider::{
     RegionOutcome,
 };
 
+use crate::config::regions_of;
 use crate::error::Error;
 use crate::events::Intent;
 use crate::job::{
@@ -62,10 +63,9 @@ impl Backend {
         let config = &self.state.config;
         let clusters = config.harbor.clusters(&config.edges);
         let mut selected: Vec<(u64, String)> = match &request.cluster_ids {
-            None => config
-                .edges
-                .iter()
-                .map(|e| (cluster_of(&clusters, &e.region), e.region.clone()))
+            None => regions_of(&config.edges)
+                .into_iter()
+                .map(|region| (cluster_of(&clusters, &region), region))
                 .collect(),
             Some(ids) => ids
                 .iter()

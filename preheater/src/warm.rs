@@ -74,8 +74,9 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
+/// A region's edges (several when they form a cluster) and its warms at once.
 struct EdgeSlot {
-    client: EdgeClient,
+    clients: Vec<EdgeClient>,
     permits: Semaphore,
 }
 
@@ -90,14 +91,21 @@ pub struct Warmer {
 
 impl Warmer {
     pub fn new(edges: Vec<EdgeClient>, config: WarmConfig, metrics: Arc<Metrics>) -> Self {
-        let edges = edges
+        let mut by_region: BTreeMap<String, Vec<EdgeClient>> = BTreeMap::new();
+        for client in edges {
+            by_region
+                .entry(client.region().to_string())
+                .or_default()
+                .push(client);
+        }
+        let edges = by_region
             .into_iter()
-            .map(|client| {
+            .map(|(region, clients)| {
                 let slot = EdgeSlot {
-                    client,
+                    clients,
                     permits: Semaphore::new(config.concurrency_per_region),
                 };
-                (slot.client.region().to_string(), Arc::new(slot))
+                (region, Arc::new(slot))
             })
             .collect();
         Warmer {
@@ -169,11 +177,14 @@ impl Warmer {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // The region's edges in turn, one per attempt: an edge of a cluster that is down
+            // (or failing) leaves the warm to the next, which routes it to the blob's owner.
+            let client = &slot.clients[(attempt as usize - 1) % slot.clients.len()];
             let result = {
                 let _permit = slot.permits.acquire().await;
                 match task.kind {
-                    ItemKind::Blob => self.warm_blob(&slot.client, task).await,
-                    ItemKind::Manifest => self.warm_manifest(&slot.client, task).await,
+                    ItemKind::Blob => self.warm_blob(client, task).await,
+                    ItemKind::Manifest => self.warm_manifest(client, task).await,
                 }
             };
             let outcome = match result {
