@@ -127,7 +127,9 @@ impl EdgeError {
             EdgeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             EdgeError::PieceDamaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             EdgeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
-            EdgeError::FormatUnsupported { .. } => (StatusCode::NOT_ACCEPTABLE, "UNSUPPORTED"),
+            // A server error, so that an agent from before compression treats it as an edge that
+            // cannot serve, tries the others and then fetches the blob from the origin itself.
+            EdgeError::FormatUnsupported { .. } => (StatusCode::NOT_IMPLEMENTED, "UNSUPPORTED"),
             EdgeError::LoopDetected(_) => (StatusCode::LOOP_DETECTED, "UNSUPPORTED"),
             EdgeError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }

@@ -106,6 +106,10 @@ pub struct Config {
     pub advertise_url: Option<String>,
     /// Edge caches of this region, nearest first.
     pub edges: Vec<String>,
+    /// The edges listed are one cluster (a region's edges sharing one Redis): each agent starts
+    /// with the one its host id picks and keeps the others as fallbacks, so a region's agents
+    /// spread over its edges. Off: the first listed first.
+    pub spread_edges: bool,
     /// Default origin registry URL (for requests without `?ns=`).
     pub upstream: Option<String>,
     /// Origin registries by the name clients use in `?ns=`, for direct fallback.
@@ -222,6 +226,7 @@ impl Default for Config {
             ops_listen: SocketAddr::from(([0, 0, 0, 0], 5092)),
             advertise_url: None,
             edges: Vec::new(),
+            spread_edges: false,
             upstream: None,
             registries: Vec::new(),
             location: Location {

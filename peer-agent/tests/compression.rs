@@ -290,7 +290,7 @@ async fn agents_from_before_compression_read_an_edge_with_it_off_and_are_told_wh
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 406);
+    assert_eq!(refused.status(), 501);
     let body = refused.text().await.unwrap();
     assert!(body.contains("piece format 2"), "{body}");
     let url = format!("{}/api/v1/tasks/{tar}?repo=demo/formats&format=2", on.edge.url());

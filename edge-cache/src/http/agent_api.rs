@@ -219,7 +219,8 @@ pub(crate) async fn task(
     let wanted = query.hash.unwrap_or_default();
     let mut table = blob.piece_table(layout, wanted)?;
     // This edge has no other copy of a compressed blob's pieces to offer an agent that reads
-    // only format 1 (an agent from before compression): it is told why, and pulls elsewhere.
+    // only format 1 (an agent from before compression): it is told why (501), and pulls from
+    // the origin.
     let reads = query.format.unwrap_or(1);
     if table.format() > reads {
         return Err(EdgeError::FormatUnsupported {

@@ -50,6 +50,8 @@ pub(crate) fn unix_now() -> u64 {
 
 pub(crate) struct EdgeClient {
     urls: Vec<String>,
+    /// The edge asked first (`spread_edges`); the others follow in the order listed.
+    first: usize,
     dead_until: Vec<Mutex<Option<Instant>>>,
     /// Announcements, leaving, the ticket key: small, sent as they are.
     http: reqwest::Client,
@@ -64,12 +66,19 @@ impl EdgeClient {
     pub(crate) fn new(urls: &[String], http: reqwest::Client, control_http: reqwest::Client) -> Self {
         EdgeClient {
             urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            first: 0,
             dead_until: urls.iter().map(|_| Mutex::new(None)).collect(),
             http,
             control_http,
             response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Asks edge `first` first (the others after it, wrapping round).
+    pub(crate) fn starting_with(mut self, first: usize) -> Self {
+        self.first = first % self.urls.len().max(1);
+        self
     }
 
     pub(crate) fn with_timeouts(mut self, response: Duration, idle: Duration) -> Self {
@@ -95,10 +104,14 @@ impl EdgeClient {
         }
     }
 
-    /// Edges worth trying now, nearest first (all of them if every one is marked dead).
+    /// Edges worth trying now, nearest (or this agent's own, `starting_with`) first; all of
+    /// them if every one is marked dead.
     pub(crate) fn live(&self) -> Vec<usize> {
         let now = Instant::now();
-        let live: Vec<usize> = (0..self.urls.len())
+        let n = self.urls.len();
+        let order = (0..n).map(|k| (self.first + k) % n);
+        let live: Vec<usize> = order
+            .clone()
             .filter(|i| {
                 self.dead_until[*i]
                     .lock()
@@ -107,7 +120,7 @@ impl EdgeClient {
             })
             .collect();
         if live.is_empty() {
-            (0..self.urls.len()).collect()
+            order.collect()
         } else {
             live
         }
@@ -257,6 +270,14 @@ impl EdgeClient {
     }
 }
 
+/// Which of `edges` edges a host starts with when they are spread (`spread_edges`): the same
+/// for the same host id, and evenly spread over many hosts.
+pub(crate) fn pick(host_id: &str, edges: usize) -> usize {
+    let hash = damselfly_core::Digest::of(host_id.as_bytes());
+    let first = u64::from_be_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default());
+    (first % edges.max(1) as u64) as usize
+}
+
 /// A table whose hashes start at `from`, completed with the first `from` hashes of `known`.
 fn with_known_hashes(table: PieceTable, from: usize, known: Option<&PieceTable>) -> AgentResult<PieceTable> {
     if from == 0 {
@@ -314,6 +335,25 @@ mod tests {
             ..table(0..3)
         };
         assert!(with_known_hashes(table(2..6), 2, Some(&sha256)).is_err());
+    }
+
+    #[test]
+    fn spread_agents_start_at_their_own_edge_and_fall_back_to_the_others() {
+        let http = reqwest::Client::new();
+        let urls: Vec<String> = ["http://a", "http://b", "http://c"].map(String::from).into();
+        let edges = EdgeClient::new(&urls, http.clone(), http).starting_with(1);
+        assert_eq!(edges.live(), vec![1, 2, 0]);
+        edges.mark_dead(1);
+        assert_eq!(edges.live(), vec![2, 0]);
+        // Many hosts spread about evenly over three edges, each host always to the same one.
+        let mut counts = [0usize; 3];
+        for host in 0..3000 {
+            let id = format!("node-{host}");
+            assert_eq!(pick(&id, 3), pick(&id, 3));
+            counts[pick(&id, 3)] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert_eq!(pick("x", 0), 0);
     }
 
     #[test]

@@ -45,7 +45,11 @@ impl Clients {
         )?;
         let edges = Arc::new(
             EdgeClient::new(&config.edges, passthrough.clone(), control)
-                .with_timeouts(config.outbound.response_timeout(), config.outbound.idle_timeout()),
+                .with_timeouts(config.outbound.response_timeout(), config.outbound.idle_timeout())
+                .starting_with(match config.spread_edges {
+                    true => edge::pick(&config.host_id(), config.edges.len()),
+                    false => 0,
+                }),
         );
         let registries = config
             .registries
