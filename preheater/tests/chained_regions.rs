@@ -10,7 +10,6 @@ use common::*;
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::proxy::FaultProxy;
-use damselfly_test_support::registry::{Registry, RegistryOptions};
 
 async fn edge_in(region: &str, origin: &str, parents: &[String]) -> Edge {
     let mut options = EdgeOptions::new(origin);
@@ -27,15 +26,7 @@ async fn edge_in(region: &str, origin: &str, parents: &[String]) -> Edge {
 async fn a_push_warms_a_region_and_its_child_region_and_the_origin_sends_each_blob_once() {
     init_logging();
     let preheater_addr = Preheater::reserve();
-    let registry = Registry::start(RegistryOptions {
-        notifications: Some((
-            format!("http://{preheater_addr}/webhooks/distribution"),
-            Some(format!("Bearer {WEBHOOK_TOKEN}")),
-        )),
-        ..RegistryOptions::default()
-    })
-    .await
-    .expect("registry");
+    let registry = notifying_registry(preheater_addr).await;
     let origin = FaultProxy::start(&registry.addr()).await.unwrap();
     let eu = edge_in("eu", &origin.url(), &[]).await;
     let us = edge_in("us", &origin.url(), &[eu.url()]).await;

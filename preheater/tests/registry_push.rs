@@ -15,15 +15,7 @@ use damselfly_test_support::skopeo::{self, PushOptions};
 async fn pushes_warm_every_layer_at_two_regions_and_edges_serve_without_the_origin() {
     init_logging();
     let preheater_addr = Preheater::reserve();
-    let mut registry = Registry::start(RegistryOptions {
-        notifications: Some((
-            format!("http://{preheater_addr}/webhooks/distribution"),
-            Some(format!("Bearer {WEBHOOK_TOKEN}")),
-        )),
-        ..RegistryOptions::default()
-    })
-    .await
-    .expect("registry");
+    let mut registry = notifying_registry(preheater_addr).await;
     let eu = start_edge(&registry.url()).await;
     let us = start_edge(&registry.url()).await;
     let preheater = Preheater::start_on(

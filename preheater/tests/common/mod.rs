@@ -68,6 +68,20 @@ pub async fn registry_with(spec: ImageSpec, repo_tag: &str) -> (Registry, BuiltI
     (registry, image)
 }
 
+/// A registry that sends its notifications to a preheater at `preheater` (see
+/// [`Preheater::reserve`]), with the preheater's webhook token.
+pub async fn notifying_registry(preheater: SocketAddr) -> Registry {
+    Registry::start(RegistryOptions {
+        notifications: Some((
+            format!("http://{preheater}/webhooks/distribution"),
+            Some(format!("Bearer {WEBHOOK_TOKEN}")),
+        )),
+        ..RegistryOptions::default()
+    })
+    .await
+    .expect("registry")
+}
+
 /// An edge with the warm API enabled, fetching from `upstream_url`.
 pub async fn start_edge(upstream_url: &str) -> Edge {
     let mut options = EdgeOptions::new(upstream_url);
