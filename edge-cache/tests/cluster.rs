@@ -14,8 +14,9 @@ use damselfly_test_support::edge::Edge;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::redis::Redis;
 
-/// Heartbeats every 200 ms, out after 1 s without one: the tests' waits stay short.
-const CLUSTER_TOML: &str = "[cluster]\nheartbeat_ms = 200\nmember_timeout_ms = 1000\n";
+/// Heartbeats every 200 ms, out after 2 s without one: the tests' waits stay short, and a
+/// heartbeat delayed on a busy machine does not drop a member.
+const CLUSTER_TOML: &str = "[cluster]\nheartbeat_ms = 200\nmember_timeout_ms = 2000\n";
 
 async fn cluster_of(origin: &Origin, redis: &Redis, n: usize) -> Vec<Edge> {
     let mut edges = Vec::new();
@@ -185,12 +186,12 @@ async fn an_edge_that_stops_leaves_the_ring_within_its_timeout_and_comes_back() 
     let redis = Redis::start().await.unwrap();
     let edges = cluster_of(&origin, &redis, 3).await;
     edges[2].pause().unwrap();
-    // Out after 1 s without a heartbeat, seen at the next read (200 ms), with a margin.
-    let left = until_members(&edges[0], 2, Duration::from_secs(3)).await;
-    until_members(&edges[1], 2, Duration::from_secs(3)).await;
+    // Out after 2 s without a heartbeat, seen at the next read (200 ms), with a margin.
+    let left = until_members(&edges[0], 2, Duration::from_secs(5)).await;
+    until_members(&edges[1], 2, Duration::from_secs(5)).await;
     assert!(!members(&edges[1]).await.contains(&edges[2].url()));
     edges[2].resume().unwrap();
-    let back = until_members(&edges[0], 3, Duration::from_secs(3)).await;
+    let back = until_members(&edges[0], 3, Duration::from_secs(5)).await;
     eprintln!("left after {left:?}, back after {back:?}");
-    assert!(left >= Duration::from_millis(600), "out too early: {left:?}");
+    assert!(left >= Duration::from_millis(1500), "out too early: {left:?}");
 }

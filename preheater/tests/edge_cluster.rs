@@ -27,13 +27,13 @@ async fn a_region_of_three_edges_is_warmed_through_its_live_members_and_the_orig
         let mut options = EdgeOptions::new(origin.url());
         options.warm_token = Some(EDGE_TOKEN.into());
         options.top_toml = format!("redis = \"{}\"\n", redis.url());
-        options.extra_toml = "[cluster]\nheartbeat_ms = 200\nmember_timeout_ms = 1000\n".into();
+        options.extra_toml = "[cluster]\nheartbeat_ms = 200\nmember_timeout_ms = 2000\n".into();
         options.advertise = true;
         edges.push(Edge::start(&edge_binary(), options).await.unwrap());
     }
     // The first listed edge is down before the job starts, and out of the others' ring.
     edges[0].kill().unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let listed: Vec<(&str, String)> = edges.iter().map(|e| ("eu", e.url())).collect();
     let preheater = Preheater::start(&PreheaterSetup::new(&registry, &listed)).await;
