@@ -53,6 +53,14 @@ enum Scenario {
     /// plain tar layers of this machine's /usr, a float16 weights file, gzip layers. Time to
     /// all done, wire bytes, edge and agent CPU (needs root).
     Compress(scenarios::swarm::compress::CompressArgs),
+    /// Two regions of edge clusters (each on its own Redis), the second chained to the first,
+    /// agents in both, over shaped links in network namespaces: time to all done against a
+    /// bound, origin bytes and bytes between the regions over the image, with all edges up and
+    /// with one killed mid-run (needs root).
+    Region(scenarios::swarm::region::RegionArgs),
+    /// Forwards TCP connections: LISTEN=TO pairs (used by `region` inside a namespace).
+    #[command(hide = true)]
+    Relay { pairs: Vec<String> },
     /// The warm path on loopback: a registry notifies the preheater during a skopeo push, two
     /// edges (two regions) cache every blob; push-to-warm latency against the push itself.
     /// Then webhook intake: events per second with duplicate deliveries, and a check that each
@@ -93,6 +101,8 @@ async fn main() -> Result<()> {
         Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
         Scenario::Shapes(args) => scenarios::swarm::shapes::run(&bin_dir, args).await,
         Scenario::Compress(args) => scenarios::swarm::compress::run(&bin_dir, args).await,
+        Scenario::Region(args) => scenarios::swarm::region::run(&bin_dir, args).await,
+        Scenario::Relay { pairs } => scenarios::swarm::region::serve_relay(pairs).await,
         Scenario::Warm(args) => scenarios::warm::run(&bin_dir, args).await,
     }
 }

@@ -76,6 +76,13 @@ impl Cluster {
         if let Err(e) = cluster.beat().await {
             tracing::warn!(error = %e, "cluster: first heartbeat failed; retrying");
         }
+        // A second look one heartbeat later, before serving: edges started together (a
+        // StatefulSet's) then see each other from their first request on, instead of each
+        // taking itself for every blob's owner until its next heartbeat.
+        tokio::time::sleep(cluster.heartbeat).await;
+        if let Err(e) = cluster.beat().await {
+            tracing::warn!(error = %e, "cluster: second heartbeat failed; retrying");
+        }
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(async move {
             loop {

@@ -498,6 +498,14 @@ impl DaemonConfig for Config {
                     "advertise_url needs redis: the edges of a region find each other through it".into(),
                 );
             }
+            // Agents of one region take tickets, keys and pieces from different members: they
+            // must all derive them from one secret.
+            if self.cluster_secret_file.is_none() {
+                return invalid(
+                    "advertise_url needs cluster_secret_file: every edge of the cluster must share one secret"
+                        .into(),
+                );
+            }
         }
         for url in &self.parents {
             check_url(url)?;
@@ -643,6 +651,25 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_cluster_member_needs_redis_and_the_shared_secret() {
+        let member = |redis: bool, secret: bool| Config {
+            advertise_url: Some("http://edge-1.eu:5080".into()),
+            redis: redis.then(|| "redis://redis.eu:6379".into()),
+            cluster_secret_file: secret.then(|| "/etc/damselfly/cluster.secret".into()),
+            ..Config::default()
+        };
+        assert!(member(true, true).validate().is_ok());
+        let no_secret = member(true, false).validate().unwrap_err().to_string();
+        assert!(no_secret.contains("cluster_secret_file"), "{no_secret}");
+        assert!(member(false, true).validate().is_err());
+        let chained = Config {
+            parents: vec!["not a url".into()],
+            ..Config::default()
+        };
+        assert!(chained.validate().is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::process::private_file;
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::redis::Redis;
 
@@ -22,11 +23,17 @@ async fn a_region_of_three_edges_is_warmed_through_its_live_members_and_the_orig
     .await;
     let origin = FaultProxy::start(&registry.addr()).await.unwrap();
     let redis = Redis::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = private_file(dir.path(), "cluster.secret", &"s".repeat(48));
     let mut edges = Vec::new();
     for _ in 0..3 {
         let mut options = EdgeOptions::new(origin.url());
         options.warm_token = Some(EDGE_TOKEN.into());
-        options.top_toml = format!("redis = \"{}\"\n", redis.url());
+        options.top_toml = format!(
+            "redis = \"{}\"\ncluster_secret_file = \"{}\"\n",
+            redis.url(),
+            secret.display()
+        );
         options.extra_toml = "[cluster]\nheartbeat_ms = 200\nmember_timeout_ms = 2000\n".into();
         options.advertise = true;
         edges.push(Edge::start(&edge_binary(), options).await.unwrap());

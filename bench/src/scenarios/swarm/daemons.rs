@@ -110,6 +110,20 @@ pub async fn edge(
     tls: Option<&Pki>,
     logs: Logs<'_>,
 ) -> Result<Daemon> {
+    edge_with_flags(binary, host, origin, extra_toml, tls, logs, &[]).await
+}
+
+/// [`edge`] with command-line flags, which override its config (`--region`, `--redis`,
+/// `--advertise-url`, `--parent`).
+pub async fn edge_with_flags(
+    binary: &Path,
+    host: &Host,
+    origin: &str,
+    extra_toml: &str,
+    tls: Option<&Pki>,
+    logs: Logs<'_>,
+    flags: &[String],
+) -> Result<Daemon> {
     let dir = workdir("edge")?;
     let (scheme, insecure, tls_toml) = match tls {
         Some(pki) => ("https", "", pki.toml(&pki.issue("edge", &[&host.ip])?, true)),
@@ -123,13 +137,34 @@ pub async fn edge(
         dir.path().join("data").display(),
     );
     let url = format!("{scheme}://{}:{EDGE_PORT}", host.ip);
-    start_damselfly(host, binary, "edge-cache", dir, &config, logs, url, tls).await
+    // `edge-cache` for the swarm's one edge; `edge-cache-<host>` when there are several.
+    let name = match host.ns.trim_start_matches(crate::netns::PREFIX) {
+        "edge" => "edge-cache".to_string(),
+        other => format!("edge-cache-{other}"),
+    };
+    let daemon = Launch {
+        host,
+        binary,
+        name: &name,
+        flags,
+    };
+    start_damselfly(daemon, dir, &config, logs, url, tls).await
+}
+
+/// Which daemon runs where, and with what flags.
+struct Launch<'a> {
+    host: &'a Host,
+    binary: &'a Path,
+    name: &'a str,
+    flags: &'a [String],
 }
 
 /// What an agent needs to know besides its host.
 pub struct AgentSetup<'a> {
     pub binary: &'a Path,
-    pub edge_url: &'a str,
+    /// The region's edges; with `spread_edges`, each agent starts at the one its name picks.
+    pub edges: &'a [String],
+    pub spread_edges: bool,
     pub origin: &'a str,
     /// `region/zone/rack`.
     pub location: String,
@@ -145,11 +180,17 @@ pub async fn agent(host: &Host, name: &str, setup: &AgentSetup<'_>) -> Result<Da
     let dir = workdir(name)?;
     let config = format!(
         "listen = \"{ip}:{MIRROR_PORT}\"\nupload_listen = \"{ip}:{UPLOAD_PORT}\"\n\
-         ops_listen = \"{ip}:{OPS_PORT}\"\nedges = [\"{edge}\"]\nupstream = \"http://{origin}\"\nlocation = \"{location}\"\n\
+         ops_listen = \"{ip}:{OPS_PORT}\"\nedges = [{edges}]\nspread_edges = {spread}\nupstream = \"http://{origin}\"\nlocation = \"{location}\"\n\
          host_id = \"{name}\"\ndata_dir = \"{data}\"\n\
          [[registries]]\nregistry = \"{origin}\"\nurl = \"http://{origin}\"\n{extra}\n",
         ip = host.ip,
-        edge = setup.edge_url,
+        edges = setup
+            .edges
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        spread = setup.spread_edges,
         origin = setup.origin,
         location = setup.location,
         data = dir.path().join("data").display(),
@@ -160,26 +201,35 @@ pub async fn agent(host: &Host, name: &str, setup: &AgentSetup<'_>) -> Result<Da
         None => config,
     };
     let url = format!("http://{}:{MIRROR_PORT}", host.ip);
-    start_damselfly(host, setup.binary, name, dir, &config, setup.logs, url, None).await
+    let daemon = Launch {
+        host,
+        binary: setup.binary,
+        name,
+        flags: &[],
+    };
+    start_damselfly(daemon, dir, &config, setup.logs, url, None).await
 }
 
-/// Writes `config` to `<dir>/<name>.toml` and runs the Damselfly daemon `binary` on it in
-/// `host`'s namespace, until it answers on `url`'s `/readyz` (trusting `tls`'s CA).
-#[allow(clippy::too_many_arguments)]
+/// Writes `config` to `<dir>/<name>.toml` and runs the Damselfly daemon on it in its host's
+/// namespace, until it answers on `url`'s `/readyz` (trusting `tls`'s CA).
 async fn start_damselfly(
-    host: &Host,
-    binary: &Path,
-    name: &str,
+    daemon: Launch<'_>,
     dir: tempfile::TempDir,
     config: &str,
     logs: Logs<'_>,
     url: String,
     tls: Option<&Pki>,
 ) -> Result<Daemon> {
+    let Launch {
+        host,
+        binary,
+        name,
+        flags,
+    } = daemon;
     let config_path = dir.path().join(format!("{name}.toml"));
     std::fs::write(&config_path, config)?;
     let mut cmd = in_namespace(&host.ns, binary);
-    cmd.arg("--config").arg(&config_path);
+    cmd.arg("--config").arg(&config_path).args(flags);
     let (log_name, log_dir) = logs.apply(&mut cmd, name, dir.path());
     let ca = tls.map(|pki| pki.ca());
     let client = probe_client(ca.as_deref())?;

@@ -25,6 +25,7 @@ pub mod compress;
 mod daemons;
 mod links;
 mod pull;
+pub mod region;
 mod report;
 pub mod shapes;
 
@@ -328,7 +329,8 @@ async fn scenario(
                 for (i, host) in hosts.iter().enumerate() {
                     let setup = AgentSetup {
                         binary: agent_binary,
-                        edge_url: &edge.url,
+                        edges: std::slice::from_ref(&edge.url),
+                        spread_edges: false,
                         origin: &origin,
                         location: format!("bench/z1/r{}", i / args.rack_size + 1),
                         extra_toml: &agent_toml,
