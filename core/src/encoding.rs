@@ -36,16 +36,51 @@ pub const PIECE_FORMAT: u32 = 2;
 /// The byte plane counts a frame may name, the plaintext as it is first.
 pub const PLANES: [u8; 3] = [1, 2, 4];
 
-/// The frame of `plain` split into `planes` byte planes: the plane count, then the zstd frame.
-pub fn compress(plain: &[u8], planes: u8) -> std::io::Result<Vec<u8>> {
-    let arranged = match planes {
-        1 => zstd::bulk::compress(plain, ZSTD_LEVEL)?,
-        n => zstd::bulk::compress(&split(plain, n as usize), ZSTD_LEVEL)?,
-    };
-    let mut frame = Vec::with_capacity(arranged.len() + 1);
-    frame.push(planes);
-    frame.extend_from_slice(&arranged);
-    Ok(frame)
+/// A compressed piece before it is sealed, in the buffer it will be sealed in: room for the
+/// nonce, then the frame (the plane count and the zstd frame); the tag is appended by
+/// [`Frame::seal`]. So a piece is compressed straight into its final place and sealed there.
+pub struct Frame {
+    buf: Vec<u8>,
+}
+
+impl Frame {
+    /// `plain` split into `planes` byte planes (1: as it is) and compressed.
+    pub fn compress(plain: &[u8], planes: u8) -> std::io::Result<Frame> {
+        let split_planes;
+        let arranged = match planes {
+            1 => plain,
+            n => {
+                split_planes = split(plain, n as usize);
+                &split_planes
+            }
+        };
+        let bound = zstd::zstd_safe::compress_bound(arranged.len());
+        let mut buf = vec![0u8; NONCE_LEN + 1 + bound];
+        buf[NONCE_LEN] = planes;
+        let written = zstd::bulk::compress_to_buffer(arranged, &mut buf[NONCE_LEN + 1..], ZSTD_LEVEL)?;
+        buf.truncate(NONCE_LEN + 1 + written);
+        Ok(Frame { buf })
+    }
+
+    /// The length of the piece once sealed: nonce, frame and tag.
+    pub fn sealed_len(&self) -> usize {
+        self.buf.len() + TAG_LEN
+    }
+
+    /// Whether the sealed piece is at least `min_saving` smaller than `plain_len` bytes sealed
+    /// as they are.
+    pub fn saves(&self, plain_len: usize, min_saving: f64) -> bool {
+        self.sealed_len() as f64 <= (plain_len + TAG_LEN) as f64 * (1.0 - min_saving)
+    }
+
+    /// Seals the frame in place as piece `index` of format 2.
+    pub fn seal(mut self, key: &TaskKey, index: u64) -> Vec<u8> {
+        let nonce = frame_nonce(index, &self.buf[NONCE_LEN..]);
+        self.buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = key.seal_with_nonce(nonce, &mut self.buf[NONCE_LEN..]);
+        self.buf.extend_from_slice(&tag);
+        self.buf
+    }
 }
 
 /// Every `planes`th byte together: plane 0 (bytes 0, n, 2n…), then plane 1, and so on.
@@ -71,17 +106,6 @@ fn join(split: &[u8], planes: usize) -> Vec<u8> {
     out
 }
 
-/// Seals a zstd frame as piece `index` of format 2.
-pub fn seal_frame(key: &TaskKey, index: u64, frame: &[u8]) -> Vec<u8> {
-    let nonce = frame_nonce(index, frame);
-    let mut sealed = Vec::with_capacity(frame.len() + COMPRESSED_OVERHEAD);
-    sealed.extend_from_slice(&nonce);
-    let mut body = frame.to_vec();
-    key.seal_with_nonce(nonce, &mut body);
-    sealed.extend_from_slice(&body);
-    sealed
-}
-
 /// Piece `index` compressed (split into `planes` byte planes) and sealed, when that saves at
 /// least `min_saving` (a share of the plain piece's sealed size, `0.1` = 10%); `None` when it
 /// does not pay.
@@ -92,10 +116,10 @@ pub fn compress_and_seal(
     planes: u8,
     min_saving: f64,
 ) -> Option<Vec<u8>> {
-    let frame = compress(plain, planes).ok()?;
-    let plain_sealed = (plain.len() + TAG_LEN) as f64;
-    let sealed = (frame.len() + COMPRESSED_OVERHEAD) as f64;
-    (sealed <= plain_sealed * (1.0 - min_saving)).then(|| seal_frame(key, index, &frame))
+    let frame = Frame::compress(plain, planes).ok()?;
+    frame
+        .saves(plain.len(), min_saving)
+        .then(|| frame.seal(key, index))
 }
 
 /// Authenticates and decrypts a compressed piece, then decompresses it into exactly
@@ -223,8 +247,8 @@ mod tests {
                 ]
             })
             .collect();
-        let one = compress(&weights, 1).unwrap().len();
-        let two = compress(&weights, 2).unwrap().len();
+        let one = Frame::compress(&weights, 1).unwrap().sealed_len();
+        let two = Frame::compress(&weights, 2).unwrap().sealed_len();
         assert!(two * 10 < one * 9, "two planes {two} B, one {one} B");
         let mut sealed = compress_and_seal(&key(), 3, &weights, 2, 0.1).unwrap();
         assert_eq!(
@@ -232,9 +256,9 @@ mod tests {
             weights
         );
         // A frame naming another plane count is refused.
-        let mut frame = compress(&weights, 2).unwrap();
-        frame[0] = 3;
-        let mut odd = seal_frame(&key(), 3, &frame);
+        let mut frame = Frame::compress(&weights, 2).unwrap();
+        frame.buf[NONCE_LEN] = 3;
+        let mut odd = frame.seal(&key(), 3);
         assert_eq!(
             open_compressed(&key(), &mut odd, weights.len()),
             Err(SealError::Decompress(weights.len()))

@@ -110,13 +110,16 @@ impl TaskKey {
             .map_err(|_| SealError::Unauthentic)
     }
 
-    /// Encrypts `piece` in place under an explicit `nonce` (one never used for other bytes
-    /// under this key) and appends the tag: the compressed pieces' seal (`encoding.rs`).
-    pub(crate) fn seal_with_nonce(&self, nonce: [u8; NONCE_LEN], piece: &mut Vec<u8>) {
+    /// Encrypts `body` in place under an explicit `nonce` (one never used for other bytes
+    /// under this key) and returns the tag: the compressed pieces' seal (`encoding.rs`).
+    pub(crate) fn seal_with_nonce(&self, nonce: [u8; NONCE_LEN], body: &mut [u8]) -> [u8; TAG_LEN] {
         let nonce = Nonce::assume_unique_for_key(nonce);
-        if let Ok(tag) = self.key.seal_in_place_separate_tag(nonce, Aad::empty(), piece) {
-            piece.extend_from_slice(tag.as_ref());
+        let mut out = [0u8; TAG_LEN];
+        // Sealing fails only beyond GCM's 64 GiB message limit, far above any piece.
+        if let Ok(tag) = self.key.seal_in_place_separate_tag(nonce, Aad::empty(), body) {
+            out.copy_from_slice(tag.as_ref());
         }
+        out
     }
 
     /// Authenticates and decrypts `sealed` (ciphertext and tag) under `nonce`, in place.

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use damselfly_core::{encoding, TaskKey};
+use damselfly_core::encoding::{self, Frame};
+use damselfly_core::TaskKey;
 
 use crate::config::{CompressionConfig, CompressionMode};
 use crate::metrics::Metrics;
@@ -136,18 +137,25 @@ impl Compression {
                 SAMPLING => &encoding::PLANES,
                 _ => &[blob.planes.load(Ordering::Relaxed)],
             };
-            let mut best: Option<(u8, Vec<u8>)> = None;
+            // Each plane count is compressed; only the smallest frame is sealed, if it pays.
+            let mut best: Option<(u8, Frame)> = None;
             for &planes in tried {
                 let started = Instant::now();
-                let sealed = encoding::compress_and_seal(key, index, &plain, planes, self.config.min_saving);
+                let frame = Frame::compress(&plain, planes);
                 self.note_rate(logical, started.elapsed());
-                if let Some(sealed) = sealed.filter(|s| best.as_ref().is_none_or(|(_, b)| s.len() < b.len()))
-                {
-                    best = Some((planes, sealed));
+                if let Ok(frame) = frame {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| frame.sealed_len() < b.sealed_len())
+                    {
+                        best = Some((planes, frame));
+                    }
                 }
             }
+            let best = best.filter(|(_, frame)| frame.saves(plain.len(), self.config.min_saving));
             match (best, state) {
-                (Some((planes, bytes)), _) => {
+                (Some((planes, frame)), _) => {
+                    let bytes = frame.seal(key, index);
                     if state == SAMPLING {
                         blob.planes.store(planes, Ordering::Relaxed);
                         blob.state.store(COMPRESSING, Ordering::Relaxed);

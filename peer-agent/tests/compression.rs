@@ -40,7 +40,7 @@ fn real_files() -> PathBuf {
 fn zstd_saving(bytes: &[u8], piece: usize) -> f64 {
     let compressed: usize = bytes
         .chunks(piece)
-        .map(|c| encoding::compress(c, 1).unwrap().len() + encoding::COMPRESSED_OVERHEAD)
+        .map(|c| encoding::Frame::compress(c, 1).unwrap().sealed_len())
         .sum();
     1.0 - compressed as f64 / bytes.len() as f64
 }

@@ -83,9 +83,9 @@ impl PrefixCheck {
                 // planes it was compressed with (the table does not say which: each is tried).
                 let proven = if self.table.is_compressed(self.index) {
                     encoding::PLANES.iter().any(|&planes| {
-                        let frame = encoding::compress(&sealed, planes).unwrap_or_default();
-                        let again = encoding::seal_frame(&self.key, self.index, &frame);
-                        self.table.proves(self.index, &again)
+                        let again = encoding::Frame::compress(&sealed, planes)
+                            .map(|frame| frame.seal(&self.key, self.index));
+                        again.is_ok_and(|again| self.table.proves(self.index, &again))
                     })
                 } else {
                     self.key.seal(self.index, &mut sealed);
