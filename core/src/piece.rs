@@ -206,12 +206,8 @@ impl PieceTable {
     pub fn drain_front(&mut self, count: usize) -> usize {
         let count = count.min(self.pieces.len());
         self.pieces.drain(..count);
-        if !self.zstd.is_empty() {
-            self.zstd.drain(..count.min(self.zstd.len()));
-            if self.zstd.iter().all(|&n| n == 0) {
-                self.zstd.clear();
-            }
-        }
+        self.zstd.drain(..count.min(self.zstd.len()));
+        self.zstd = compressed_lengths(std::mem::take(&mut self.zstd));
         count
     }
 
@@ -220,17 +216,9 @@ impl PieceTable {
         let from = from.min(self.pieces.len());
         let mut pieces = self.pieces[..from].to_vec();
         pieces.append(&mut later.pieces);
-        let mut zstd = Vec::new();
-        if !self.zstd.is_empty() || !later.zstd.is_empty() {
-            zstd = (0..from)
-                .map(|i| self.zstd.get(i).copied().unwrap_or(0))
-                .collect();
-            let added = pieces.len() - from;
-            zstd.extend((0..added).map(|i| later.zstd.get(i).copied().unwrap_or(0)));
-            if zstd.iter().all(|&n| n == 0) {
-                zstd.clear();
-            }
-        }
+        let held = (0..from).map(|i| self.zstd.get(i).copied().unwrap_or(0));
+        let added = (0..pieces.len() - from).map(|i| later.zstd.get(i).copied().unwrap_or(0));
+        let zstd = compressed_lengths(held.chain(added).collect());
         PieceTable {
             pieces,
             zstd,
@@ -242,6 +230,15 @@ impl PieceTable {
     pub fn proves(&self, index: u64, sealed: &[u8]) -> bool {
         let listed = usize::try_from(index).ok().and_then(|i| self.pieces.get(i));
         listed.is_some_and(|expected| self.hash.of(sealed) == *expected)
+    }
+}
+
+/// A table's `zstd` list from per-piece compressed lengths: empty when no piece is compressed
+/// (a format-1 table), else as given.
+pub fn compressed_lengths(lengths: Vec<u32>) -> Vec<u32> {
+    match lengths.iter().any(|&n| n > 0) {
+        true => lengths,
+        false => Vec::new(),
     }
 }
 

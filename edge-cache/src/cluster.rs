@@ -83,11 +83,11 @@ impl Cluster {
         if let Err(e) = cluster.beat().await {
             tracing::warn!(error = %e, "cluster: second heartbeat failed; retrying");
         }
-        let weak = Arc::downgrade(&cluster);
+        let (weak, heartbeat) = (Arc::downgrade(&cluster), cluster.heartbeat);
         tokio::spawn(async move {
             loop {
+                tokio::time::sleep(heartbeat).await;
                 let Some(cluster) = weak.upgrade() else { return };
-                tokio::time::sleep(cluster.heartbeat).await;
                 if let Err(e) = cluster.beat().await {
                     // Alone until Redis answers again: every blob is this edge's own.
                     tracing::warn!(error = %e, "cluster: heartbeat failed");

@@ -19,7 +19,9 @@ use damselfly_test_support::redis::Redis;
 const CLUSTER_TOML: &str = "[cluster]\nheartbeat_ms = 200\nmember_timeout_ms = 2000\n";
 
 async fn cluster_of(origin: &Origin, redis: &Redis, n: usize) -> Vec<Edge> {
-    let secret = shared_secret();
+    // Read by each edge as it starts: the file can go once they run.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = damselfly_test_support::process::private_file(dir.path(), "cluster.secret", &"s".repeat(48));
     let mut edges = Vec::new();
     for _ in 0..n {
         let mut options = origin.edge_options();
@@ -36,12 +38,6 @@ async fn cluster_of(origin: &Origin, redis: &Redis, n: usize) -> Vec<Edge> {
         until_members(edge, n, Duration::from_secs(10)).await;
     }
     edges
-}
-
-/// A secret file every edge of a test's cluster shares (kept for the test process's life).
-fn shared_secret() -> std::path::PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep();
-    damselfly_test_support::process::private_file(&dir, "cluster.secret", &"s".repeat(48))
 }
 
 async fn members(edge: &Edge) -> Vec<String> {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use damselfly_core::piece::compressed_lengths;
 use damselfly_core::{encoding, Digest, PieceHash, PieceLayout, PieceTable, TaskKey};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -101,10 +102,7 @@ impl HashLists {
             _ => (PieceHash::Sha256, &self.sha256),
         };
         let pieces: Vec<_> = list.iter().take(count).copied().collect();
-        let mut zstd: Vec<u32> = self.zstd.iter().take(pieces.len()).copied().collect();
-        if zstd.iter().all(|&n| n == 0) {
-            zstd.clear();
-        }
+        let zstd = compressed_lengths(self.zstd.iter().take(pieces.len()).copied().collect());
         (hash, pieces, zstd)
     }
 }

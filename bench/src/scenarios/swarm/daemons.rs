@@ -101,21 +101,9 @@ pub async fn registry(host: &Host) -> Result<Daemon> {
 /// A cold edge (empty data directory) whose default upstream is `origin` (`ip:port`);
 /// `extra_toml` (whole sections) is appended to its config. With `tls`, it serves TLS with a
 /// certificate of that CA and hands task keys only to agents presenting one; without, it is a
-/// lab edge (`insecure`).
-pub async fn edge(
-    binary: &Path,
-    host: &Host,
-    origin: &str,
-    extra_toml: &str,
-    tls: Option<&Pki>,
-    logs: Logs<'_>,
-) -> Result<Daemon> {
-    edge_with_flags(binary, host, origin, extra_toml, tls, logs, &[]).await
-}
-
-/// [`edge`] with command-line flags, which override its config (`--region`, `--redis`,
+/// lab edge (`insecure`). `flags` override its config (`--region`, `--redis`,
 /// `--advertise-url`, `--parent`).
-pub async fn edge_with_flags(
+pub async fn edge(
     binary: &Path,
     host: &Host,
     origin: &str,

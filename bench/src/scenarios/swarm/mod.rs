@@ -305,7 +305,7 @@ async fn scenario(
             }
             Setup::Edge => {
                 let edge =
-                    daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, None, logs).await?;
+                    daemons::edge(edge_binary, &edge_host, &origin, &args.edge_toml, None, logs, &[]).await?;
                 let round = pull::all(&hosts, &clients, servers, |_| edge.url.clone(), &image).await?;
                 let bytes = edge_bytes(&edge).await?;
                 Outcome::new(*setup, round, bytes)
@@ -322,6 +322,7 @@ async fn scenario(
                     &args.edge_toml,
                     pki.as_deref(),
                     logs,
+                    &[],
                 )
                 .await?;
                 let mut agents = Vec::new();

@@ -189,8 +189,7 @@ async fn round(
             if r == 1 {
                 flags.extend(parents.iter().map(|p| format!("--parent={p}")));
             }
-            let edge = daemons::edge_with_flags(edge_binary, host, &origin, cluster_toml, None, logs, &flags)
-                .await?;
+            let edge = daemons::edge(edge_binary, host, &origin, cluster_toml, None, logs, &flags).await?;
             edges[r].push(edge);
         }
     }
@@ -303,12 +302,14 @@ fn sent_by(host: &Host) -> Result<u64> {
         .map_err(|e| anyhow!("{path}: {e}"))
 }
 
+/// A process in a namespace and the directory holding its log (removed after it stops).
+type Helper = (ChildGuard, tempfile::TempDir);
+
 /// A Redis without persistence on `host`'s address.
-fn redis(host: &Host) -> Result<ChildGuard> {
+fn redis(host: &Host) -> Result<Helper> {
     let dir = tempfile::Builder::new()
         .prefix("damselfly-bench-redis-")
-        .tempdir()?
-        .keep();
+        .tempdir()?;
     let mut cmd = std::process::Command::new("ip");
     cmd.args(["netns", "exec", &host.ns, "redis-server", "--bind", &host.ip])
         .args([
@@ -320,28 +321,27 @@ fn redis(host: &Host) -> Result<ChildGuard> {
             "no",
         ])
         .args(["--protected-mode", "no"]);
-    let guard = ChildGuard::spawn_logged("redis", cmd, &dir)?;
+    let guard = ChildGuard::spawn_logged("redis", cmd, dir.path())?;
     wait_port(&format!("{}:{REDIS_PORT}", host.ip))?;
-    Ok(guard)
+    Ok((guard, dir))
 }
 
 /// `bench relay` in `host`'s namespace, forwarding each `(listen, to)` pair.
-fn relay(host: &Host, pairs: &[(String, String)]) -> Result<ChildGuard> {
+fn relay(host: &Host, pairs: &[(String, String)]) -> Result<Helper> {
     let dir = tempfile::Builder::new()
         .prefix("damselfly-bench-relay-")
-        .tempdir()?
-        .keep();
+        .tempdir()?;
     let bench = std::env::current_exe()?;
     let mut cmd = std::process::Command::new("ip");
     cmd.args(["netns", "exec", &host.ns]).arg(bench).arg("relay");
     for (listen, to) in pairs {
         cmd.arg(format!("{listen}={to}"));
     }
-    let guard = ChildGuard::spawn_logged("relay", cmd, &dir)?;
+    let guard = ChildGuard::spawn_logged("relay", cmd, dir.path())?;
     for (listen, _) in pairs {
         wait_port(listen)?;
     }
-    Ok(guard)
+    Ok((guard, dir))
 }
 
 /// Waits until something listens at `addr` (reached over the unshaped control link).
