@@ -510,6 +510,18 @@ impl DaemonConfig for Config {
         for url in &self.parents {
             check_url(url)?;
         }
+        // Edges forward their callers' credentials to owners and parents.
+        let plain = self
+            .advertise_url
+            .iter()
+            .chain(&self.parents)
+            .find(|u| u.starts_with("http://"));
+        if let (Some(url), false) = (plain, self.insecure) {
+            return invalid(format!(
+                "{url}: edges pass callers' credentials to each other, so advertise_url and parents \
+                 must be https:// (the edges' [tls]), or set insecure = true for a lab"
+            ));
+        }
         if self.region.is_empty() || self.region.contains(',') {
             return invalid(format!(
                 "region {:?} must be a non-empty name without commas",
@@ -656,7 +668,7 @@ mod tests {
     #[test]
     fn a_cluster_member_needs_redis_and_the_shared_secret() {
         let member = |redis: bool, secret: bool| Config {
-            advertise_url: Some("http://edge-1.eu:5080".into()),
+            advertise_url: Some("https://edge-1.eu:5080".into()),
             redis: redis.then(|| "redis://redis.eu:6379".into()),
             cluster_secret_file: secret.then(|| "/etc/damselfly/cluster.secret".into()),
             ..Config::default()
@@ -665,6 +677,23 @@ mod tests {
         let no_secret = member(true, false).validate().unwrap_err().to_string();
         assert!(no_secret.contains("cluster_secret_file"), "{no_secret}");
         assert!(member(false, true).validate().is_err());
+        // Credentials cross between edges: plain HTTP only in a lab.
+        let plain = Config {
+            advertise_url: Some("http://edge-1.eu:5080".into()),
+            ..member(true, true)
+        };
+        assert!(plain.validate().unwrap_err().to_string().contains("https://"));
+        assert!(Config {
+            insecure: true,
+            ..plain
+        }
+        .validate()
+        .is_ok());
+        let plain_parent = Config {
+            parents: vec!["http://edge.us:5080".into()],
+            ..Config::default()
+        };
+        assert!(plain_parent.validate().is_err());
         let chained = Config {
             parents: vec!["not a url".into()],
             ..Config::default()
