@@ -16,6 +16,9 @@ pub mod state;
 pub mod status;
 pub mod store;
 
+/// The download's decisions (pieces, parents, timing) as pure functions: what `bench sim` runs.
+pub use download::{picker, policy};
+
 use std::future::Future;
 use std::sync::Arc;
 

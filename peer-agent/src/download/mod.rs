@@ -3,10 +3,13 @@
 //! verified against the edge's table before it is stored, progress announced to the scheduler.
 //!
 //! [`Downloader`] starts one download per task and does its network work; the loop's state and
-//! decisions are a [`session::Session`]; which pieces to fetch from whom is [`picker`]'s.
+//! decisions are a [`session::Session`], its timing rules [`policy`]'s; which pieces to fetch
+//! from whom is [`picker`]'s. The last two are public for `bench sim`, which runs them for
+//! thousands of simulated hosts.
 
 mod fetch;
-mod picker;
+pub mod picker;
+pub mod policy;
 pub(crate) mod read_ahead;
 mod session;
 

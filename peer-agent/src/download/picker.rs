@@ -23,7 +23,7 @@ use rand::seq::SliceRandom;
 use crate::config::DownloadConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Source {
+pub enum Source {
     Peer { host_id: String, url: String },
     Edge,
 }
@@ -39,16 +39,16 @@ impl Source {
 
 /// Parents to leave alone for a while.
 #[derive(Default)]
-pub(crate) struct Skip {
+pub struct Skip {
     /// Failed, timed out or sent a piece not matching the table: not trusted to hold anything.
-    pub(crate) failed: HashMap<String, Instant>,
+    pub failed: HashMap<String, Instant>,
     /// Answered "busy": still holds its pieces (they wait for it rather than go to the edge),
     /// but is not asked for a moment.
-    pub(crate) busy: HashMap<String, Instant>,
+    pub busy: HashMap<String, Instant>,
 }
 
 impl Skip {
-    pub(crate) fn expire(&mut self, now: Instant) {
+    pub fn expire(&mut self, now: Instant) {
         self.failed.retain(|_, until| *until > now);
         self.busy.retain(|_, until| *until > now);
     }
@@ -64,37 +64,45 @@ impl Skip {
 
 /// Whether usable peers share the task (even ones holding nothing yet): then the edge's
 /// pieces are to be shared, not fetched by everyone.
-pub(crate) fn in_swarm(parents: &[ParentCandidate], skip: &Skip) -> bool {
+pub fn in_swarm(parents: &[ParentCandidate], skip: &Skip) -> bool {
     parents.iter().any(|p| skip.trusted(&p.host_id))
 }
 
 /// How this download may use the edge now.
-pub(crate) struct EdgeTurn<'a> {
+pub struct EdgeTurn<'a> {
     /// Pieces it may still take from the edge.
-    pub(crate) room: usize,
+    pub room: usize,
     /// This agent's host id: in a swarm, each piece nobody holds has one owner among the
     /// members (rendezvous hashing), who takes it from the edge; the others wait for it.
-    pub(crate) me: &'a str,
+    pub me: &'a str,
     /// How many of a piece's candidate owners may take it: 1 normally, more the longer it
     /// stays unclaimed (its first owner is slow or gone), so a late piece is fetched twice
     /// rather than by everyone.
-    pub(crate) owners: &'a dyn Fn(u64) -> usize,
+    pub owners: &'a dyn Fn(u64) -> usize,
 }
 
-fn score(member: &str, index: u64) -> u64 {
-    mix(fnv1a(member.as_bytes()) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+/// A member's hash, computed once per pick: its score for each piece mixes it with the index.
+fn member_key(member: &str) -> u64 {
+    fnv1a(member.as_bytes())
 }
 
-/// `me`'s place among `members` as owner of piece `index` (0: the owner; highest score wins, so
-/// a member joining or leaving moves only its own share).
-fn owner_rank(index: u64, me: &str, members: &[&str]) -> usize {
+fn score(key: u64, index: u64) -> u64 {
+    mix(key ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// `me`'s place among `members` (their [`member_key`]s) as owner of piece `index` (0: the owner;
+/// highest score wins, so a member joining or leaving moves only its own share).
+fn owner_rank(index: u64, me: u64, members: &[u64]) -> usize {
     let mine = score(me, index);
-    members.iter().filter(|m| score(m, index) > mine).count()
+    members.iter().filter(|m| score(**m, index) > mine).count()
 }
 
 #[cfg(test)]
 fn owner<'a>(index: u64, members: &[&'a str]) -> Option<&'a str> {
-    members.iter().max_by_key(|m| score(m, index)).copied()
+    members
+        .iter()
+        .max_by_key(|m| score(member_key(m), index))
+        .copied()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -110,7 +118,7 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-pub(crate) fn pick(
+pub fn pick(
     have: &Bitfield,
     hashes: &[[u8; 32]],
     in_flight: &HashMap<u64, Source>,
@@ -135,33 +143,45 @@ pub(crate) fn pick(
     candidates.shuffle(&mut rand::thread_rng());
     candidates.sort_by_key(|(rarity, _)| *rarity);
 
-    let mut load: HashMap<String, usize> = HashMap::new();
+    // What the skip lists say of each parent, looked up once: the loops below ask it for
+    // every piece.
+    let trusted: Vec<bool> = parents.iter().map(|p| skip.trusted(&p.host_id)).collect();
+    let askable: Vec<bool> = parents.iter().map(|p| skip.askable(&p.host_id)).collect();
+    // Pieces in flight from each parent.
+    let mut load = vec![0usize; parents.len()];
     for source in in_flight.values() {
         if let Source::Peer { host_id, .. } = source {
-            *load.entry(host_id.clone()).or_default() += 1;
+            if let Some(i) = parents.iter().position(|p| p.host_id == *host_id) {
+                load[i] += 1;
+            }
         }
     }
     let held_by_a_peer = |index: u64| {
         parents
             .iter()
-            .any(|p| p.pieces.get(index) && skip.trusted(&p.host_id))
+            .zip(&trusted)
+            .any(|(p, trusted)| *trusted && p.pieces.get(index))
     };
     let mut edge_room = edge.room;
     let mut picks = Vec::new();
-    if in_swarm(parents, skip) {
-        let mut members: Vec<&str> = parents
+    if trusted.iter().any(|t| *t) {
+        // In a swarm ([`in_swarm`]).
+        let mut members: Vec<u64> = parents
             .iter()
-            .filter(|p| skip.trusted(&p.host_id))
-            .map(|p| p.host_id.as_str())
+            .zip(&trusted)
+            .filter(|(_, trusted)| **trusted)
+            .map(|(p, _)| member_key(&p.host_id))
             .collect();
-        members.push(edge.me);
-        let mine = |index: u64| owner_rank(index, edge.me, &members) < (edge.owners)(index);
+        let me = member_key(edge.me);
+        members.push(me);
+        let mine = |index: u64| owner_rank(index, me, &members) < (edge.owners)(index);
         // A piece another member is taking from the edge is left to it, unless it is late.
         let coming = |index: u64| {
             (edge.owners)(index) == 1
                 && parents
                     .iter()
-                    .any(|p| p.fetching(index) && skip.trusted(&p.host_id))
+                    .zip(&trusted)
+                    .any(|(p, trusted)| *trusted && p.fetching(index))
         };
         let mut owned_by_me: Vec<u64> = (0..known.min(have.len()))
             .filter(|i| {
@@ -182,13 +202,11 @@ pub(crate) fn pick(
         if picks.iter().any(|(i, _)| *i == index) {
             continue;
         }
-        let parent = parents.iter().find(|p| {
-            p.pieces.get(index)
-                && skip.askable(&p.host_id)
-                && load.get(&p.host_id).copied().unwrap_or(0) < config.per_parent
-        });
-        if let Some(p) = parent {
-            *load.entry(p.host_id.clone()).or_default() += 1;
+        let parent = (0..parents.len())
+            .find(|i| parents[*i].pieces.get(index) && askable[*i] && load[*i] < config.per_parent);
+        if let Some(i) = parent {
+            load[i] += 1;
+            let p = &parents[i];
             picks.push((
                 index,
                 Source::Peer {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use damselfly_core::Digest;
 use tokio::time::Instant;
 
+use super::policy::READ_AHEAD_LEAD as LEAD;
 use super::Downloader;
 use crate::config::ReadAhead;
 use crate::request::{BlobRequest, TaskOrigin};
@@ -28,10 +29,6 @@ use crate::store::LocalTask;
 
 /// How often an image's downloads are looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
-/// The next layer starts when the edge is this close to holding every piece of the layers
-/// being pulled: about what it takes the download to see that (tables every 200 ms), to ask
-/// the edge and the edge to ask the origin, so the edge's link from the origin does not pause.
-const LEAD: Duration = Duration::from_millis(500);
 /// With none of its layers downloading for this long, the runtime is done with the image.
 const IDLE_END: Duration = Duration::from_secs(5);
 /// An image is followed at most this long.

@@ -9,39 +9,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use damselfly_core::api::scheduler::cadence::{
-    ANNOUNCE_EVERY, HEARTBEAT_EVERY, PARENTS_EVERY, PARENTS_EVERY_WHEN_FULL,
-};
+use damselfly_core::api::scheduler::cadence::PARENTS_EVERY;
 use damselfly_core::api::ParentCandidate;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::picker::{in_swarm, pick, EdgeTurn, Skip, Source};
+use super::policy::{self, due, Announced, EdgeUse, BUSY_PARENT_PAUSE, TABLE_EVERY, TICK};
 use crate::client::TaskInfo;
 use crate::config::DownloadConfig;
 use crate::error::{AgentError, AgentResult};
 use crate::request::BlobRequest;
 use crate::store::LocalTask;
 
-/// How often the table refreshes while the edge is still ingesting. Parents and announcements
-/// keep the protocol's cadence (`core::api::scheduler::cadence`).
-const TABLE_EVERY: Duration = Duration::from_millis(200);
-/// In a swarm, pieces just asked of the edge are announced without waiting for
-/// `ANNOUNCE_EVERY`, but not more often than this (a fast download asks for many).
-const ANNOUNCE_TAKEN_EVERY: Duration = Duration::from_millis(10);
-/// With no fetch ending, the loop still turns this often to refresh and pick.
-const TICK: Duration = Duration::from_millis(100);
-/// A busy parent is not asked for this long; its pieces wait for it rather than go to the edge.
-const BUSY_PARENT_PAUSE: Duration = Duration::from_millis(300);
-/// Pieces one agent fetches from the edge at once, all downloads together, while peers share
-/// the task (only pieces it owns: the edge sends each piece to one agent and the swarm passes
-/// it on). Two keep an owner busy while many share the edge's link.
-const SWARM_EDGE_PIECES: usize = 2;
-/// Each period a piece stays unclaimed after it became known, one more candidate owner may take
-/// it from the edge (its owner is slow, busy elsewhere or gone). Long enough for an owner whose
-/// request waits in the edge's send queue: a second owner's copy costs edge bandwidth that every
-/// other piece is waiting for.
-const UNCLAIMED_AFTER: Duration = Duration::from_secs(5);
 /// A scheduler that does not answer (its Redis stopped, an edge overloaded) must not hold the
 /// download loop, which also hands out and collects piece fetches: each parents query and
 /// announcement is bounded, and after one fails the next waits longer, doubling up to
@@ -83,14 +63,6 @@ pub(crate) trait Network {
     fn edge_pieces_in_flight(&self) -> usize;
 }
 
-/// What the last announcement said.
-#[derive(Debug, PartialEq, Eq)]
-struct Announced {
-    held: u64,
-    /// Pieces being taken from the edge, sorted.
-    fetching: Vec<u64>,
-}
-
 pub(crate) struct Session<'a, N> {
     net: &'a N,
     /// This agent's host id (its share of the pieces nobody holds depends on it).
@@ -119,11 +91,6 @@ pub(crate) struct Session<'a, N> {
     pieces_from: Option<(&'static str, tracing::Span)>,
     done_tx: mpsc::Sender<Outcome>,
     done_rx: mpsc::Receiver<Outcome>,
-}
-
-/// Whether `every` has passed since `last` (or nothing happened yet).
-fn due(last: Option<Instant>, every: Duration, now: Instant) -> bool {
-    last.is_none_or(|t| now.duration_since(t) >= every)
 }
 
 impl<'a, N: Network> Session<'a, N> {
@@ -190,19 +157,8 @@ impl<'a, N: Network> Session<'a, N> {
     /// from the pieces first known to the last ones, less the time since (`None` before it has
     /// grown). Reads `known_since`, so it follows [`Session::note_known`].
     fn edge_left(&self, now: Instant) -> Option<Duration> {
-        if self.info.complete {
-            return Some(Duration::ZERO);
-        }
-        let (first, last) = (*self.known_since.first()?, *self.known_since.last()?);
-        let took = last.duration_since(first);
-        if took.is_zero() {
-            return None;
-        }
-        let known_at_first = self.known_since.iter().take_while(|t| **t == first).count();
-        let grown = self.known_since.len() - known_at_first;
-        let remaining = (self.task.layout.count() as usize).saturating_sub(self.known_since.len());
-        let left = took.mul_f64(remaining as f64 / grown as f64);
-        Some(left.saturating_sub(now.duration_since(last)))
+        let pieces = self.task.layout.count();
+        policy::edge_left(self.info.complete, &self.known_since, pieces, now)
     }
 
     /// While the edge ingests, the table grows; once it is complete, only the ticket needs
@@ -223,11 +179,7 @@ impl<'a, N: Network> Session<'a, N> {
     }
 
     fn parents_every(&self) -> Duration {
-        if self.in_flight.len() < self.config.concurrent_pieces {
-            PARENTS_EVERY
-        } else {
-            PARENTS_EVERY_WHEN_FULL
-        }
+        policy::parents_every(self.in_flight.len(), self.config)
     }
 
     async fn refresh_parents(&mut self, now: Instant) {
@@ -292,25 +244,18 @@ impl<'a, N: Network> Session<'a, N> {
     /// How many of piece `index`'s candidate owners may take it from the edge: one more for each
     /// period it has stayed unclaimed since it became known.
     fn owners(&self, index: u64, now: Instant) -> usize {
-        let waited = self
-            .known_since
-            .get(index as usize)
-            .map_or(Duration::ZERO, |t| now.duration_since(*t));
-        1 + (waited.as_millis() / UNCLAIMED_AFTER.as_millis()) as usize
+        policy::owners(self.known_since.get(index as usize).copied(), now)
     }
 
     /// Pieces this download may take from the edge now.
     fn edge_room(&self, now: Instant) -> usize {
-        // Agents starting together see nobody in their first answers; until the scheduler has
-        // had time to show the others, each behaves as in a swarm and takes one edge piece at a
-        // time (a lone agent loses well under a second).
-        let settling = now.duration_since(self.began) < 2 * PARENTS_EVERY;
-        if settling || in_swarm(&self.parents, &self.skip) {
-            SWARM_EDGE_PIECES.saturating_sub(self.net.edge_pieces_in_flight())
-        } else {
-            let mine = self.in_flight.values().filter(|s| **s == Source::Edge).count();
-            self.config.per_parent.saturating_sub(mine)
-        }
+        let edge = EdgeUse {
+            running_for: now.duration_since(self.began),
+            in_swarm: in_swarm(&self.parents, &self.skip),
+            agent_in_flight: self.net.edge_pieces_in_flight(),
+            own_in_flight: self.in_flight.values().filter(|s| **s == Source::Edge).count(),
+        };
+        policy::edge_room(&edge, self.config)
     }
 
     async fn announce_if_due(&mut self, now: Instant) {
@@ -339,21 +284,9 @@ impl<'a, N: Network> Session<'a, N> {
         self.announced = Some(state);
     }
 
-    /// A change at most every `ANNOUNCE_EVERY`; in a swarm, pieces newly taken from the edge at
-    /// once (at most every `ANNOUNCE_TAKEN_EVERY`); a heartbeat every `HEARTBEAT_EVERY`.
     fn announcement_due(&self, state: &Announced, now: Instant) -> bool {
-        let (Some(last), Some(announced)) = (self.last_announce, &self.announced) else {
-            return true;
-        };
-        let since = now.duration_since(last);
-        // Only others in the swarm care what this agent takes from the edge.
-        let taking_more = in_swarm(&self.parents, &self.skip)
-            && since >= ANNOUNCE_TAKEN_EVERY
-            && state
-                .fetching
-                .iter()
-                .any(|i| announced.fetching.binary_search(i).is_err());
-        since >= HEARTBEAT_EVERY || taking_more || (state != announced && since >= ANNOUNCE_EVERY)
+        let last = self.last_announce.zip(self.announced.as_ref());
+        policy::announcement_due(last, state, in_swarm(&self.parents, &self.skip), now)
     }
 
     async fn handle(&mut self, outcome: Outcome) -> AgentResult<()> {
