@@ -27,7 +27,7 @@ pub use digest::{Digest, DigestError, Sha256Stream};
 pub use encoding::PIECE_FORMAT;
 pub use file_task::{file_task_id, file_version_id, normalise_url, FileUrlError};
 pub use location::Location;
-pub use parents::rank_parents;
+pub use parents::{rank_parents, rank_parents_rack_first};
 pub use piece::{LayoutError, PieceHash, PieceLayout, PieceTable};
 pub use range::{parse_range, ContentRange, RangeNotSatisfiable};
 pub use reference::{Reference, RepositoryName};

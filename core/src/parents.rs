@@ -42,6 +42,32 @@ pub fn rank_parents<'a>(
         .collect()
 }
 
+/// The same answer as [`rank_parents`] over `everyone`, from the requester's rack alone when
+/// that suffices: nobody outside the rack ranks above a rack-mate holding pieces, so when at
+/// least `max` rack-mates hold some, the best `max` of them are the answer. A scheduler of
+/// thousands of hosts then ranks a rack's records per answer, not the whole task's; `everyone`
+/// is only walked while a rack holds little (the first moments of a download).
+pub fn rank_parents_rack_first<'a, R, E>(
+    me: &str,
+    location: &Location,
+    rack: R,
+    everyone: impl FnOnce() -> E,
+    max: usize,
+) -> Vec<ParentCandidate>
+where
+    R: IntoIterator<Item = &'a PeerRecord>,
+    E: IntoIterator<Item = &'a PeerRecord>,
+{
+    let from_rack = rank_parents(me, location, rack, max);
+    let rack_suffices =
+        from_rack.len() == max && from_rack.iter().all(|c| c.shared == 3 && c.pieces.count() > 0);
+    if rack_suffices {
+        from_rack
+    } else {
+        rank_parents(me, location, everyone(), max)
+    }
+}
+
 /// Greater is better: holding pieces, then sharing more of the location, then free upload
 /// slots, then pieces held; ties go to the smaller host id.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -164,6 +190,41 @@ mod tests {
                 .map(|c| c.host_id)
                 .collect();
             assert_eq!(fast, reference("h007", &me, &peers, max), "max {max}");
+        }
+    }
+
+    #[test]
+    fn ranking_the_rack_first_gives_the_answer_of_ranking_everyone() {
+        let me: Location = "eu/z1/r1".parse().unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for round in 0..40 {
+            // Racks holding more and more: from "the rack has too few" to "the rack suffices".
+            let holding = round % 8;
+            let peers: Vec<PeerRecord> = (0..300)
+                .map(|i| {
+                    let loc = format!("eu/z{}/r{}", next(2), next(3));
+                    let pieces = if next(8) < holding { next(11) } else { 0 };
+                    peer(&format!("h{i:03}"), &loc, pieces, next(5) as u32)
+                })
+                .collect();
+            for max in [1, 4, 16, 32] {
+                let rack = peers.iter().filter(|p| p.announcement.location == me);
+                let fast: Vec<String> = rank_parents_rack_first("h007", &me, rack, || peers.iter(), max)
+                    .into_iter()
+                    .map(|c| c.host_id)
+                    .collect();
+                assert_eq!(
+                    fast,
+                    reference("h007", &me, &peers, max),
+                    "round {round} max {max}"
+                );
+            }
         }
     }
 }
