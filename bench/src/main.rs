@@ -40,6 +40,11 @@ enum Scenario {
     /// decrypt each byte once, the same code in this process); CPU seconds per GiB for agent
     /// and edge, and what BLAKE3 as the piece hash would change.
     Host(scenarios::host::HostArgs),
+    /// Thousands of hosts in racks on modelled links, running the agent's own piece picker and
+    /// download timing against the edge's own parent ranking: completion against the bound
+    /// with rack uplinks, origin and edge copies, bytes into racks, scheduler traffic per host.
+    /// `--compare` first runs the real swarm at 16 hosts and the simulation of its shape.
+    Sim(scenarios::sim::SimArgs),
     /// Many hosts pull one image at once over rate-limited links, each host in its own network
     /// namespace (needs root): direct from the registry, through the edge alone, and with an
     /// agent per host. Completion times against the Kumar-Ross lower bound and the direct
@@ -98,6 +103,7 @@ async fn main() -> Result<()> {
             )
             .await
         }
+        Scenario::Sim(args) => scenarios::sim::run(&bin_dir, args).await,
         Scenario::Swarm(args) => scenarios::swarm::run(&bin_dir, args).await,
         Scenario::Shapes(args) => scenarios::swarm::shapes::run(&bin_dir, args).await,
         Scenario::Compress(args) => scenarios::swarm::compress::run(&bin_dir, args).await,

@@ -2,6 +2,7 @@ pub mod control;
 pub mod demo;
 pub mod edge;
 pub mod host;
+pub mod sim;
 pub mod swarm;
 pub mod warm;
 

@@ -255,3 +255,53 @@ fn print(args: &ShapesArgs, rows: &[Row]) {
         "results": results,
     }));
 }
+
+/// One real swarm at `bench swarm`'s defaults but for its host and layer counts: what `bench sim
+/// --compare` holds its model against.
+pub struct RealShape {
+    pub all_done: f64,
+    pub bound: f64,
+    pub rack_size: usize,
+    pub host_mbit: u64,
+    pub image_bytes: u64,
+    pub agent_upload_share: u64,
+}
+
+pub async fn run_one(
+    bin_dir: &std::path::Path,
+    hosts: usize,
+    layers: u64,
+    subnet: &str,
+) -> Result<RealShape> {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        swarm: SwarmArgs,
+    }
+    let hosts = hosts.to_string();
+    let layers = layers.to_string();
+    let argv = [
+        "swarm",
+        "--hosts",
+        &hosts,
+        "--layers",
+        &layers,
+        "--setups",
+        "damselfly",
+        "--subnet",
+        subnet,
+    ];
+    let swarm = <Defaults as clap::Parser>::try_parse_from(argv)?.swarm;
+    let edge_binary = crate::scenarios::binary(bin_dir, "edge-cache")?;
+    let agent_binary = crate::scenarios::binary(bin_dir, "peer-agent")?;
+    let measured = in_topology(&edge_binary, &agent_binary, &swarm).await?;
+    let figures = figures(&measured)?;
+    Ok(RealShape {
+        all_done: figures.all_done,
+        bound: figures.bound,
+        rack_size: swarm.rack_size,
+        host_mbit: swarm.host_mbit,
+        image_bytes: measured.image.total_blob_bytes,
+        agent_upload_share: swarm.agent_upload_share,
+    })
+}
