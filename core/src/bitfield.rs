@@ -51,6 +51,13 @@ impl Bitfield {
     pub fn is_complete(&self) -> bool {
         self.count() == self.len
     }
+
+    /// The first index not set (`None`: all are), a byte at a time.
+    pub fn first_clear(&self) -> Option<u64> {
+        let byte = self.bits.iter().position(|b| *b != 0xff)?;
+        let index = byte as u64 * 8 + u64::from(self.bits[byte].leading_ones());
+        (index < self.len).then_some(index)
+    }
 }
 
 /// On the wire: `"<len>:<base64 bits>"`.
@@ -85,6 +92,23 @@ impl<'de> Deserialize<'de> for Bitfield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_clear_bit_is_found_in_any_byte_and_never_past_the_end() {
+        for len in [1u64, 7, 8, 9, 64, 100] {
+            let mut b = Bitfield::new(len);
+            for i in 0..len {
+                assert_eq!(b.first_clear(), Some(i), "len {len}");
+                b.set(i);
+            }
+            assert_eq!(b.first_clear(), None, "len {len}: all set");
+        }
+        let mut b = Bitfield::new(20);
+        b.set(0);
+        b.set(2);
+        assert_eq!(b.first_clear(), Some(1));
+        assert_eq!(Bitfield::new(0).first_clear(), None);
+    }
 
     #[test]
     fn sets_counts_and_round_trips() {

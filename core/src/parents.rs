@@ -28,18 +28,59 @@ pub fn rank_parents<'a>(
     ranked.truncate(max);
     // Host ids are unique within a task, so the order is total: unstable sorting is exact.
     ranked.sort_unstable_by(best_first);
-    ranked
-        .into_iter()
-        .map(|(rank, p)| ParentCandidate {
-            host_id: p.host_id.clone(),
-            upload_url: p.announcement.upload_url.clone(),
-            location: p.announcement.location.clone(),
-            shared: rank.shared,
-            pieces: p.announcement.pieces.clone(),
-            fetching: p.announcement.fetching.clone(),
-            free_slots: rank.free_slots,
-        })
-        .collect()
+    ranked.into_iter().map(|(rank, p)| candidate(&rank, p)).collect()
+}
+
+fn candidate(rank: &Rank<'_>, p: &PeerRecord) -> ParentCandidate {
+    ParentCandidate {
+        host_id: p.host_id.clone(),
+        upload_url: p.announcement.upload_url.clone(),
+        location: p.announcement.location.clone(),
+        shared: rank.shared,
+        pieces: p.announcement.pieces.clone(),
+        fetching: p.announcement.fetching.clone(),
+        free_slots: rank.free_slots,
+    }
+}
+
+/// Where [`add_drawn`] takes parents from, relative to the requester's rack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drawn {
+    /// Rack-mates: ranked alone, every answer of a large rack names the same few (most free
+    /// slots, most pieces) and the others' uploads stay idle.
+    Rack,
+    /// Other racks ("bridges"): ranked, a large task's answer holds only rack-mates, and a rack
+    /// would never see the pieces that entered the region through another.
+    OtherRacks,
+}
+
+/// Adds peers holding pieces from `scope`, drawn at random (`draw` yields a random peer of
+/// the task, `None` when it has none), to `parents` (the ranked answer) until it has `max`,
+/// making at most `tries` draws. Never the requester or a parent twice.
+pub fn add_drawn<'a>(
+    me: &str,
+    location: &Location,
+    parents: &mut Vec<ParentCandidate>,
+    max: usize,
+    scope: Drawn,
+    tries: usize,
+    mut draw: impl FnMut() -> Option<&'a PeerRecord>,
+) {
+    for _ in 0..tries {
+        if parents.len() >= max {
+            return;
+        }
+        let Some(p) = draw() else { return };
+        let rank = Rank::of(location, p);
+        let in_scope = match scope {
+            Drawn::Rack => rank.shared == 3,
+            Drawn::OtherRacks => rank.shared < 3,
+        };
+        let useful = rank.holds_pieces && in_scope && p.host_id != me;
+        if useful && !parents.iter().any(|c| c.host_id == p.host_id) {
+            parents.push(candidate(&rank, p));
+        }
+    }
 }
 
 /// The same answer as [`rank_parents`] over `everyone`, from the requester's rack alone when
@@ -191,6 +232,36 @@ mod tests {
                 .collect();
             assert_eq!(fast, reference("h007", &me, &peers, max), "max {max}");
         }
+    }
+
+    #[test]
+    fn drawn_parents_are_holders_of_their_scope_added_up_to_the_maximum() {
+        let me: Location = "eu/z1/r1".parse().unwrap();
+        let peers = [
+            peer("rack", "eu/z1/r1", 5, 0),
+            peer("empty", "eu/z1/r2", 0, 0),
+            peer("zone", "eu/z1/r2", 5, 0),
+            peer("me", "eu/z2/r1", 5, 0),
+            peer("far", "eu/z2/r1", 5, 0),
+            peer("rack2", "eu/z1/r1", 5, 0),
+        ];
+        let mut parents = rank_parents("me", &me, &peers[..1], 1);
+        let mut next = 0;
+        let mut draw = || {
+            next += 1;
+            peers.get(next % peers.len())
+        };
+        add_drawn("me", &me, &mut parents, 3, Drawn::OtherRacks, 20, &mut draw);
+        let ids: Vec<&str> = parents.iter().map(|c| c.host_id.as_str()).collect();
+        // Never a rack-mate, an empty peer, itself or one twice; at most `max` in all.
+        assert_eq!(ids, ["rack", "zone", "far"]);
+        add_drawn("me", &me, &mut parents, 8, Drawn::OtherRacks, 20, || {
+            peers.first()
+        });
+        assert_eq!(parents.len(), 3, "a rack-mate is no bridge");
+        add_drawn("me", &me, &mut parents, 8, Drawn::Rack, 20, &mut draw);
+        let ids: Vec<&str> = parents.iter().map(|c| c.host_id.as_str()).collect();
+        assert_eq!(ids, ["rack", "zone", "far", "rack2"], "rack-mates not named yet");
     }
 
     #[test]

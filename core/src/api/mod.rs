@@ -16,7 +16,7 @@ pub mod warm;
 
 pub use registry::RegistryTarget;
 pub use scheduler::{
-    BytesBySource, ParentCandidate, ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord,
+    BytesBySource, ParentCandidate, ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord, RackPlace,
 };
 pub use task::{TaskAnswer, TaskKeyError, TaskQuery, TicketKeyAnswer};
 pub use warm::{WarmAnswer, WarmKind, WarmRequest, WarmState};

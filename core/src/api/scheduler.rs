@@ -99,6 +99,13 @@ pub struct PeerRecord {
 pub struct ParentsQuery {
     pub host_id: String,
     pub location: String,
+    /// Pieces the agent could take from the edge now (absent: it asks for none to be handed
+    /// out, as agents before [`crate::handout`] did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_room: Option<u32>,
+    /// Pieces listed in the agent's copy of the task's table: only those can be handed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<u64>,
 }
 
 impl ParentsQuery {
@@ -106,7 +113,16 @@ impl ParentsQuery {
         ParentsQuery {
             host_id: host_id.to_string(),
             location: location.to_string(),
+            edge_room: None,
+            known: None,
         }
+    }
+
+    /// Asking as well for up to `edge_room` pieces below `known` to take from the edge.
+    pub fn with_edge_room(mut self, edge_room: u32, known: u64) -> Self {
+        self.edge_room = Some(edge_room);
+        self.known = Some(known);
+        self
     }
 }
 
@@ -114,6 +130,32 @@ impl ParentsQuery {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentsAnswer {
     pub parents: Vec<ParentCandidate>,
+    /// Pieces handed to this agent to take from the edge ([`crate::handout`]); absent when the
+    /// scheduler hands none out (the agents then share them by their own rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_pieces: Option<Vec<u64>>,
+    /// The asker's place among its rack's peers of the task: a piece only other racks hold is
+    /// brought into the rack by the one peer whose place it falls on, so each piece crosses
+    /// into a rack once (absent: agents choose among the rack-mates they know of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_place: Option<RackPlace>,
+}
+
+/// A peer's place among the `of` peers of its rack in a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RackPlace {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl RackPlace {
+    /// Whether piece `index` falls on this place (the pieces spread evenly over the places).
+    pub fn brings(&self, piece: u64) -> bool {
+        let mut x = piece.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 29;
+        self.of > 0 && x % u64::from(self.of) == u64::from(self.index)
+    }
 }
 
 /// A proposed parent.
@@ -171,6 +213,25 @@ mod tests {
     }
 
     #[test]
+    fn each_piece_falls_on_one_place_in_a_rack_and_all_places_get_some() {
+        for of in [1u32, 2, 7, 100] {
+            let places: Vec<RackPlace> = (0..of).map(|index| RackPlace { index, of }).collect();
+            let mut per_place = vec![0; of as usize];
+            for piece in 0..2000u64 {
+                let bringers: Vec<u32> = places
+                    .iter()
+                    .filter(|p| p.brings(piece))
+                    .map(|p| p.index)
+                    .collect();
+                assert_eq!(bringers.len(), 1, "piece {piece} of {of}");
+                per_place[bringers[0] as usize] += 1;
+            }
+            assert!(per_place.iter().all(|n| *n > 0), "{per_place:?}");
+        }
+        assert!(!RackPlace { index: 0, of: 0 }.brings(3));
+    }
+
+    #[test]
     fn pieces_being_fetched_round_trip_and_may_be_absent() {
         let mut fetching = Bitfield::new(10);
         fetching.set(5);
@@ -187,10 +248,24 @@ mod tests {
                 fetching: sent.fetching.clone(),
                 free_slots: 3,
             }],
+            edge_pieces: None,
+            rack_place: None,
         };
         let read: ParentsAnswer = serde_json::from_str(&serde_json::to_string(&answer).unwrap()).unwrap();
         assert_eq!(read, answer);
         assert!(read.parents[0].fetching(5) && !read.parents[0].fetching(3));
+        // Pieces handed out travel; an answer without them (an edge before hand-outs) reads
+        // as none, and a query's new fields are optional the same way.
+        let handed = ParentsAnswer {
+            edge_pieces: Some(vec![4, 9]),
+            ..answer
+        };
+        let text = serde_json::to_string(&handed).unwrap();
+        assert!(text.contains(r#""edge_pieces":[4,9]"#), "{text}");
+        let old: ParentsAnswer = serde_json::from_str(r#"{"parents":[]}"#).unwrap();
+        assert_eq!((old.edge_pieces, old.rack_place), (None, None));
+        let query: ParentsQuery = serde_json::from_str(r#"{"host_id":"a","location":"r/z/k"}"#).unwrap();
+        assert_eq!((query.edge_room, query.known), (None, None));
     }
 
     #[test]

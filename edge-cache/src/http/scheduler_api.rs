@@ -10,7 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use damselfly_core::api::{ParentsAnswer, ParentsQuery, PeerAnnouncement, PeerRecord};
+use damselfly_core::api::{ParentsQuery, PeerAnnouncement, PeerRecord};
+use damselfly_core::task_peers::Asking;
 use damselfly_core::{Digest, Location};
 
 use super::caller::Caller;
@@ -130,9 +131,15 @@ pub(crate) async fn parents(
         .map_err(|e: damselfly_core::location::LocationError| EdgeError::NameInvalid(e.to_string()))?;
     // An identified caller is left out of its own parents by its identity, whatever it asked.
     let me = caller.name().unwrap_or(&query.host_id);
-    let ranked = state
+    let asking = Asking {
+        host_id: me,
+        location: &location,
+        edge_room: query.edge_room,
+        known: query.known,
+    };
+    let answer = state
         .peers
-        .parents(&digest, me, &location, state.config.scheduler.max_parents)
+        .parents(&digest, &asking, state.config.scheduler.max_parents)
         .await?;
-    Ok(Json(ParentsAnswer { parents: ranked }).into_response())
+    Ok(Json(answer).into_response())
 }

@@ -10,8 +10,9 @@ mod redis_store;
 
 use std::time::Duration;
 
-use damselfly_core::api::{ParentCandidate, PeerRecord};
-use damselfly_core::{rank_parents, Digest, Location};
+use damselfly_core::api::{ParentsAnswer, PeerRecord};
+use damselfly_core::task_peers::{Asking, TaskPeers};
+use damselfly_core::Digest;
 
 use crate::error::{EdgeError, EdgeResult};
 
@@ -63,18 +64,24 @@ impl PeerStore {
         }
     }
 
-    /// The best `max` live parents of a task for the host `me` at `location`
-    /// ([`rank_parents`]), ranked where the records are: in process, without copying them.
-    pub async fn parents(
-        &self,
-        task: &Digest,
-        me: &str,
-        location: &Location,
-        max: usize,
-    ) -> EdgeResult<Vec<ParentCandidate>> {
+    /// The answer to a parents query ([`TaskPeers::answer`]: ranked, random rack-mates and
+    /// other racks' peers). Pieces are handed out to take from the edge only by the in-process
+    /// state: with Redis, each edge of a region would hand out the same pieces, so none are,
+    /// and agents share them by their own rule.
+    pub async fn parents(&self, task: &Digest, asking: &Asking<'_>, max: usize) -> EdgeResult<ParentsAnswer> {
         match self {
-            PeerStore::Memory(m) => m.with_live(task, |live| rank_parents(me, location, live, max)),
-            PeerStore::Redis(r) => Ok(rank_parents(me, location, &r.peers(task).await?, max)),
+            PeerStore::Memory(m) => m.answer(task, asking, max),
+            PeerStore::Redis(r) => {
+                let mut peers = TaskPeers::default();
+                r.peers(task).await?.into_iter().for_each(|p| peers.announce(p));
+                let asking = Asking {
+                    edge_room: None,
+                    ..*asking
+                };
+                let mut rng = rand::thread_rng();
+                let mut random = |n: usize| rand::Rng::gen_range(&mut rng, 0..n);
+                Ok(peers.answer(&asking, max, crate::store::now_millis(), &mut random))
+            }
         }
     }
 }

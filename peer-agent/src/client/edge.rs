@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use damselfly_core::api::scheduler::{parents_path, peer_path};
 use damselfly_core::api::task::{task_path, TICKET_KEY_PATH};
 use damselfly_core::api::{
-    ParentCandidate, ParentsAnswer, ParentsQuery, PeerAnnouncement, TaskAnswer, TicketKeyAnswer,
-    TICKET_HEADER, TRANSFER_FAILED_HEADER,
+    ParentsAnswer, ParentsQuery, PeerAnnouncement, TaskAnswer, TicketKeyAnswer, TICKET_HEADER,
+    TRANSFER_FAILED_HEADER,
 };
 use damselfly_core::{Digest, Location, PieceTable, TaskKey, TicketVerifier};
 
@@ -197,6 +197,9 @@ impl EdgeClient {
         Err(AgentError::Unavailable(last))
     }
 
+    /// Parents, and up to `edge_room` pieces among the first `known` handed to this agent to
+    /// take from the edge (`core::handout`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn parents(
         &self,
         edge: usize,
@@ -204,11 +207,14 @@ impl EdgeClient {
         ticket: &str,
         host_id: &str,
         location: &Location,
-    ) -> AgentResult<Vec<ParentCandidate>> {
+        edge_room: usize,
+        known: u64,
+    ) -> AgentResult<ParentsAnswer> {
+        let query = ParentsQuery::new(host_id, location).with_edge_room(edge_room as u32, known);
         let response = self
             .control_http
             .get(format!("{}{}", self.urls[edge], parents_path(digest)))
-            .query(&ParentsQuery::new(host_id, location))
+            .query(&query)
             .header(TICKET_HEADER, ticket)
             .timeout(Duration::from_secs(5))
             .send()
@@ -220,7 +226,13 @@ impl EdgeClient {
             .json()
             .await
             .map_err(|e| AgentError::Unavailable(e.to_string()))?;
-        Ok(answer.parents)
+        let mut answer: ParentsAnswer = answer;
+        // From the network: never more than it could ask for (the picker looks each one up).
+        if let Some(handed) = &mut answer.edge_pieces {
+            handed.retain(|i| *i < known);
+            handed.truncate(edge_room);
+        }
+        Ok(answer)
     }
 
     pub(crate) async fn announce(

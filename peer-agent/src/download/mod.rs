@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use damselfly_core::api::{ParentCandidate, PeerAnnouncement};
+use damselfly_core::api::{ParentsAnswer, PeerAnnouncement};
 use damselfly_core::{Bitfield, Location, TaskKey};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -158,7 +158,7 @@ impl Network for Downloader {
         self.edges.task(request, Some(failed.edge), None).await
     }
 
-    async fn parents(&self, info: &TaskInfo) -> AgentResult<Vec<ParentCandidate>> {
+    async fn parents(&self, info: &TaskInfo, edge_room: usize, known: u64) -> AgentResult<ParentsAnswer> {
         self.edges
             .parents(
                 info.edge,
@@ -166,6 +166,8 @@ impl Network for Downloader {
                 &info.ticket,
                 &self.host_id,
                 &self.location,
+                edge_room,
+                known,
             )
             .await
     }

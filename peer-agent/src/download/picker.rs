@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use tokio::time::Instant;
 
-use damselfly_core::api::ParentCandidate;
+use damselfly_core::api::{ParentCandidate, RackPlace};
 use damselfly_core::Bitfield;
 use rand::seq::SliceRandom;
 
@@ -79,6 +79,13 @@ pub struct EdgeTurn<'a> {
     /// stays unclaimed (its first owner is slow or gone), so a late piece is fetched twice
     /// rather than by everyone.
     pub owners: &'a dyn Fn(u64) -> usize,
+    /// Pieces the scheduler handed to this agent (`core::handout`), when it hands them out:
+    /// then those are its share, not the ones rendezvous hashing over its parents gives it (a
+    /// late piece still goes by the hashing).
+    pub handed: Option<&'a [u64]>,
+    /// This agent's place among its rack's peers (`ParentsAnswer::rack_place`, given in large
+    /// racks): a piece only other racks hold is brought in by the place it falls on.
+    pub rack_place: Option<RackPlace>,
 }
 
 /// A member's hash, computed once per pick: its score for each piece mixes it with the index.
@@ -132,12 +139,18 @@ pub fn pick(
         return Vec::new();
     }
     let known = hashes.len() as u64;
-    let Some(first_missing) = (0..have.len()).find(|i| !have.get(*i)) else {
+    let Some(first_missing) = have.first_clear() else {
         return Vec::new();
     };
     let end = (first_missing + config.window).min(known).min(have.len());
+    // Pieces in flight, as a bitfield: the loops below ask for every piece.
+    let mut flying = Bitfield::new(have.len());
+    in_flight
+        .keys()
+        .filter(|i| **i < have.len())
+        .for_each(|i| flying.set(*i));
     let mut candidates: Vec<(usize, u64)> = (first_missing..end)
-        .filter(|i| !have.get(*i) && !in_flight.contains_key(i))
+        .filter(|i| !have.get(*i) && !flying.get(*i))
         .map(|i| (parents.iter().filter(|p| p.pieces.get(i)).count(), i))
         .collect();
     candidates.shuffle(&mut rand::thread_rng());
@@ -162,6 +175,7 @@ pub fn pick(
             .zip(&trusted)
             .any(|(p, trusted)| *trusted && p.pieces.get(index))
     };
+    let me = member_key(edge.me);
     let mut edge_room = edge.room;
     let mut picks = Vec::new();
     if trusted.iter().any(|t| *t) {
@@ -172,9 +186,14 @@ pub fn pick(
             .filter(|(_, trusted)| **trusted)
             .map(|(p, _)| member_key(&p.host_id))
             .collect();
-        let me = member_key(edge.me);
         members.push(me);
-        let mine = |index: u64| owner_rank(index, me, &members) < (edge.owners)(index);
+        let mine = |index: u64| {
+            let owners = (edge.owners)(index);
+            match edge.handed {
+                Some(handed) if owners == 1 => handed.contains(&index),
+                _ => owner_rank(index, me, &members) < owners,
+            }
+        };
         // A piece another member is taking from the edge is left to it, unless it is late.
         let coming = |index: u64| {
             (edge.owners)(index) == 1
@@ -183,18 +202,38 @@ pub fn pick(
                     .zip(&trusted)
                     .any(|(p, trusted)| *trusted && p.fetching(index))
         };
-        let mut owned_by_me: Vec<u64> = (0..known.min(have.len()))
-            .filter(|i| {
-                !have.get(*i) && !in_flight.contains_key(i) && !held_by_a_peer(*i) && !coming(*i) && mine(*i)
-            })
-            .collect();
-        owned_by_me.shuffle(&mut rand::thread_rng());
-        for index in owned_by_me.into_iter().take(edge_room.min(room)) {
-            picks.push((index, Source::Edge));
+        let takes = edge_room.min(room);
+        if takes > 0 {
+            // The cheapest test first: with pieces handed out, `mine` is a lookup in a few;
+            // without, a rendezvous over the members.
+            let handed = edge.handed.is_some();
+            let mut owned_by_me: Vec<u64> = (0..known.min(have.len()))
+                .filter(|i| !have.get(*i) && !flying.get(*i) && (!handed || mine(*i)))
+                .filter(|i| !held_by_a_peer(*i) && !coming(*i) && (handed || mine(*i)))
+                .collect();
+            owned_by_me.shuffle(&mut rand::thread_rng());
+            for index in owned_by_me.into_iter().take(takes) {
+                picks.push((index, Source::Edge));
+            }
         }
         // In a swarm, the edge serves only the pieces this agent owns (or late ones).
         edge_room = 0;
     }
+    // In a rack the scheduler gives places in (a large one), a piece only parents in other
+    // racks hold is brought across by the rack-mate whose place it falls on (by anyone once it
+    // is late), and a piece a rack-mate holds comes from one: the rack's uplink then carries
+    // each piece once, not once per host. In a small rack anyone may bring it (one bringer
+    // for a few hosts only slows them down).
+    let held_in_rack = |index: u64| {
+        parents
+            .iter()
+            .zip(&trusted)
+            .any(|(p, t)| *t && p.shared >= 3 && p.pieces.get(index))
+    };
+    let may_bring = |index: u64| match edge.rack_place {
+        None => true,
+        Some(place) => !held_in_rack(index) && ((edge.owners)(index) > 1 || place.brings(index)),
+    };
     for (_, index) in candidates {
         if picks.len() >= room {
             break;
@@ -205,8 +244,11 @@ pub fn pick(
         let parent = (0..parents.len())
             .find(|i| parents[*i].pieces.get(index) && askable[*i] && load[*i] < config.per_parent);
         if let Some(i) = parent {
-            load[i] += 1;
             let p = &parents[i];
+            if p.shared < 3 && !may_bring(index) {
+                continue;
+            }
+            load[i] += 1;
             picks.push((
                 index,
                 Source::Peer {
@@ -250,6 +292,8 @@ mod tests {
             room,
             me: "me",
             owners: FIRST_OWNER,
+            handed: None,
+            rack_place: None,
         }
     }
 
@@ -358,6 +402,8 @@ mod tests {
             room: 64,
             me: "me",
             owners: all,
+            handed: None,
+            rack_place: None,
         };
         let config = DownloadConfig {
             concurrent_pieces: 64,
@@ -422,6 +468,98 @@ mod tests {
     }
 
     #[test]
+    fn in_a_swarm_the_edge_serves_the_pieces_the_scheduler_handed_out_and_late_ones() {
+        let have = Bitfield::new(8);
+        let hashes = vec![[0u8; 32]; 8];
+        let config = DownloadConfig {
+            concurrent_pieces: 8,
+            ..config()
+        };
+        let parents = [parent("a", &[])];
+        let edge_picks = |turn: &EdgeTurn<'_>| {
+            let mut picks: Vec<u64> = pick(
+                &have,
+                &hashes,
+                &HashMap::new(),
+                &parents,
+                &Skip::default(),
+                &config,
+                turn,
+            )
+            .into_iter()
+            .filter(|(_, s)| *s == Source::Edge)
+            .map(|(i, _)| i)
+            .collect();
+            picks.sort_unstable();
+            picks
+        };
+        let handed = EdgeTurn {
+            handed: Some(&[2, 5]),
+            ..turn(8)
+        };
+        assert_eq!(edge_picks(&handed), [2, 5], "only what was handed out");
+        let none = EdgeTurn {
+            handed: Some(&[]),
+            ..turn(8)
+        };
+        assert!(edge_picks(&none).is_empty());
+        // Late pieces go by rendezvous hashing again: with both members allowed, all are ours.
+        let late = EdgeTurn {
+            handed: Some(&[]),
+            owners: &|_| 2,
+            ..turn(8)
+        };
+        assert_eq!(edge_picks(&late), (0..8).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_piece_only_other_racks_hold_is_brought_in_by_the_place_it_falls_on() {
+        let have = Bitfield::new(8);
+        let hashes = vec![[0u8; 32]; 8];
+        let config = DownloadConfig {
+            concurrent_pieces: 8,
+            per_parent: 8,
+            ..config()
+        };
+        let mut remote = parent("far", &[0, 1, 2, 3, 4, 5, 6, 7]);
+        remote.shared = 1;
+        // A rack-mate holding piece 0: that one never comes from the other rack.
+        let parents = [parent("mate", &[0]), remote];
+        let taken_across = |place: RackPlace| {
+            let turn = EdgeTurn {
+                rack_place: Some(place),
+                ..turn(0)
+            };
+            let mut across: Vec<u64> = pick(
+                &have,
+                &hashes,
+                &HashMap::new(),
+                &parents,
+                &Skip::default(),
+                &config,
+                &turn,
+            )
+            .into_iter()
+            .filter(|(_, s)| matches!(s, Source::Peer { host_id, .. } if host_id == "far"))
+            .map(|(i, _)| i)
+            .collect();
+            across.sort_unstable();
+            across
+        };
+        let of = 3;
+        let mut all = Vec::new();
+        for index in 0..of {
+            let place = RackPlace { index, of };
+            let across = taken_across(place);
+            assert!(across.iter().all(|i| place.brings(*i)), "{across:?}");
+            all.extend(across);
+        }
+        all.sort_unstable();
+        // Each piece but the rack-mate's crosses once, by exactly one place.
+        assert_eq!(all, [1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
     fn a_piece_another_member_takes_from_the_edge_is_left_to_it_until_late() {
         let have = Bitfield::new(8);
         let hashes = vec![[0u8; 32]; 8];
@@ -454,6 +592,8 @@ mod tests {
             room: 8,
             me: "me",
             owners: &|_| 2,
+            handed: None,
+            rack_place: None,
         };
         assert_eq!(edge_picks(&[taking], &late).len(), 8);
     }

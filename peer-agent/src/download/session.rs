@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use damselfly_core::api::scheduler::cadence::PARENTS_EVERY;
-use damselfly_core::api::ParentCandidate;
+use damselfly_core::api::{ParentCandidate, ParentsAnswer, RackPlace};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -46,7 +46,9 @@ pub(crate) trait Network {
     fn edge_failed(&self, info: &TaskInfo, cause: &AgentError);
     /// The task from an edge other than `failed`'s (which starts its own transfer if needed).
     async fn task_elsewhere(&self, request: &BlobRequest, failed: &TaskInfo) -> AgentResult<TaskInfo>;
-    async fn parents(&self, info: &TaskInfo) -> AgentResult<Vec<ParentCandidate>>;
+    /// Parents, and up to `edge_room` of the first `known` pieces handed to this agent to take
+    /// from the edge.
+    async fn parents(&self, info: &TaskInfo, edge_room: usize, known: u64) -> AgentResult<ParentsAnswer>;
     /// Tells the scheduler this agent's pieces and the ones it is taking from the edge now.
     /// Best effort: a lost announcement is repeated by the next one.
     async fn announce(&self, info: &TaskInfo, task: &LocalTask, fetching: &[u64]);
@@ -74,6 +76,11 @@ pub(crate) struct Session<'a, N> {
     began: Instant,
     in_flight: HashMap<u64, Source>,
     parents: Vec<ParentCandidate>,
+    /// Pieces the scheduler handed this download to take from the edge, in its last answer
+    /// (`None`: it hands none out).
+    handed: Option<Vec<u64>>,
+    /// Its place among its rack's peers, in the last answer.
+    rack_place: Option<RackPlace>,
     skip: Skip,
     /// When each piece became known (listed in the edge's table), to spot unclaimed ones and to
     /// see how fast the edge lists them.
@@ -113,6 +120,8 @@ impl<'a, N: Network> Session<'a, N> {
             began: Instant::now(),
             in_flight: HashMap::new(),
             parents: Vec::new(),
+            handed: None,
+            rack_place: None,
             skip: Skip::default(),
             known_since: Vec::new(),
             last_table: None,
@@ -190,9 +199,16 @@ impl<'a, N: Network> Session<'a, N> {
             return;
         }
         self.last_parents = Some(now);
-        match tokio::time::timeout(SCHEDULER_CALL_TIMEOUT, self.net.parents(&self.info)).await {
-            Ok(Ok(parents)) => {
-                self.parents = parents;
+        // Handed pieces it could not start would wait for their hand-out to lapse.
+        let free = self.config.concurrent_pieces.saturating_sub(self.in_flight.len());
+        let room = self.edge_room(now).min(free);
+        let known = self.info.table.pieces.len() as u64;
+        let parents = self.net.parents(&self.info, room, known);
+        match tokio::time::timeout(SCHEDULER_CALL_TIMEOUT, parents).await {
+            Ok(Ok(answer)) => {
+                self.parents = answer.parents;
+                self.handed = answer.edge_pieces;
+                self.rack_place = answer.rack_place;
                 self.scheduler_failures = 0;
             }
             Ok(Err(_)) | Err(_) => self.scheduler_failed(now),
@@ -219,6 +235,8 @@ impl<'a, N: Network> Session<'a, N> {
             room: self.edge_room(now),
             me: self.me,
             owners: &owners,
+            handed: self.handed.as_deref(),
+            rack_place: self.rack_place,
         };
         let picks = pick(
             &have,
@@ -412,9 +430,13 @@ mod tests {
             })
         }
 
-        async fn parents(&self, _: &TaskInfo) -> AgentResult<Vec<ParentCandidate>> {
+        async fn parents(&self, _: &TaskInfo, _: usize, _: u64) -> AgentResult<ParentsAnswer> {
             self.parent_requests.lock().unwrap().push(Instant::now());
-            Ok(self.parents.clone())
+            Ok(ParentsAnswer {
+                parents: self.parents.clone(),
+                edge_pieces: None,
+                rack_place: None,
+            })
         }
 
         async fn announce(&self, _: &TaskInfo, _: &LocalTask, fetching: &[u64]) {
