@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use damselfly_agent::config::DownloadConfig;
 use damselfly_agent::picker::{self, EdgeTurn, Skip, Source};
 use damselfly_agent::policy::{self, due, Announced, EdgeUse, TABLE_EVERY};
-use damselfly_core::api::ParentCandidate;
+use damselfly_core::api::{ParentCandidate, ParentsAnswer, RackPlace};
 use damselfly_core::Bitfield;
 use tokio::time::Instant;
 
@@ -19,6 +19,9 @@ pub struct Download {
     pub have: Bitfield,
     pub in_flight: HashMap<u64, Source>,
     pub parents: Vec<ParentCandidate>,
+    /// Pieces the scheduler handed this download to take from the edge (its last answer).
+    pub handed: Option<Vec<u64>>,
+    pub rack_place: Option<RackPlace>,
     pub skip: Skip,
     /// Pieces listed in this host's copy of the edge's table, and when each first was.
     pub known_since: Vec<Instant>,
@@ -37,7 +40,9 @@ pub struct Download {
 pub trait World {
     /// The edge's table of the task: pieces listed, and whether it is complete.
     fn table(&mut self, task: usize) -> (u64, bool);
-    fn parents(&mut self, task: usize) -> Vec<ParentCandidate>;
+    /// Parents, and pieces handed out to take from the edge: up to `edge_room` of the first
+    /// `known`.
+    fn parents(&mut self, task: usize, edge_room: usize, known: u64) -> ParentsAnswer;
     /// Pieces this host takes from the edge now, all its downloads together.
     fn edge_in_flight(&self) -> usize;
     fn fetch(&mut self, task: usize, index: u64, source: &Source);
@@ -52,6 +57,8 @@ impl Download {
             have: Bitfield::new(pieces),
             in_flight: HashMap::new(),
             parents: Vec::new(),
+            handed: None,
+            rack_place: None,
             skip: Skip::default(),
             known_since: Vec::new(),
             table_complete: false,
@@ -87,9 +94,9 @@ impl Download {
     }
 
     /// One turn of the loop (`Session::drive`'s body), for a download not yet complete.
-    pub fn turn(
+    pub fn turn<W: World>(
         &mut self,
-        world: &mut impl World,
+        world: &mut W,
         me: &str,
         config: &DownloadConfig,
         hashes: &[[u8; 32]],
@@ -103,28 +110,36 @@ impl Download {
             self.known_since.resize(listed as usize, now);
             self.table_complete = complete;
         }
+        let edge_use = |parents: &[ParentCandidate], skip: &Skip, world: &W| EdgeUse {
+            running_for: now.duration_since(self.began),
+            in_swarm: picker::in_swarm(parents, skip),
+            agent_in_flight: world.edge_in_flight(),
+            own_in_flight: self.in_flight.values().filter(|s| **s == Source::Edge).count(),
+        };
         if due(
             self.last_parents,
             policy::parents_every(self.in_flight.len(), config),
             now,
         ) {
             self.last_parents = Some(now);
-            self.parents = world.parents(self.task);
+            let free = config.concurrent_pieces.saturating_sub(self.in_flight.len());
+            let room = policy::edge_room(&edge_use(&self.parents, &self.skip, world), config).min(free);
+            let known = self.known_since.len() as u64;
+            let answer = world.parents(self.task, room, known);
+            (self.parents, self.handed, self.rack_place) =
+                (answer.parents, answer.edge_pieces, answer.rack_place);
         }
         self.skip.expire(now);
         let in_swarm = picker::in_swarm(&self.parents, &self.skip);
-        let edge_use = EdgeUse {
-            running_for: now.duration_since(self.began),
-            in_swarm,
-            agent_in_flight: world.edge_in_flight(),
-            own_in_flight: self.in_flight.values().filter(|s| **s == Source::Edge).count(),
-        };
+        let edge_use = edge_use(&self.parents, &self.skip, world);
         let known_since = &self.known_since;
         let owners = |index: u64| policy::owners(known_since.get(index as usize).copied(), now);
         let edge = EdgeTurn {
             room: policy::edge_room(&edge_use, config),
             me,
             owners: &owners,
+            handed: self.handed.as_deref(),
+            rack_place: self.rack_place,
         };
         let picks = picker::pick(
             &self.have,

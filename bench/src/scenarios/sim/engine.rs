@@ -9,7 +9,8 @@ use std::time::Duration;
 use damselfly_agent::config::{DownloadConfig, ReadAhead};
 use damselfly_agent::picker::Source;
 use damselfly_agent::policy::{READ_AHEAD_LEAD, TICK};
-use damselfly_core::api::{ParentCandidate, PeerAnnouncement};
+use damselfly_core::api::{ParentsAnswer, PeerAnnouncement};
+use damselfly_core::task_peers::Asking;
 use damselfly_core::{Bitfield, Location, PieceLayout};
 use tokio::time::Instant;
 
@@ -183,6 +184,7 @@ pub fn run(shape: &Shape, config: &DownloadConfig, upload_slots: u32, max_parent
     while finished < sim.hosts.len() {
         seconds += dt;
         let now = start + Duration::from_secs_f64(seconds);
+        sim.scheduler.now_ms = (seconds * 1000.0) as u64;
         let tasks = &mut sim.tasks;
         let second = seconds as usize;
         if outcome.timeline.len() <= second {
@@ -307,7 +309,7 @@ impl Sim {
             edge_up,
             edge_down,
             origin_up,
-            scheduler: Scheduler::new(tasks.len(), racks, shape.hosts, max_parents),
+            scheduler: Scheduler::new(tasks.len(), max_parents),
             hashes: vec![[0; 32]; most_pieces as usize],
             tasks,
             hosts,
@@ -448,9 +450,15 @@ impl World for HostWorld<'_> {
         (t.listed(), t.listed() == t.layout.count())
     }
 
-    fn parents(&mut self, task: usize) -> Vec<ParentCandidate> {
+    fn parents(&mut self, task: usize, edge_room: usize, known: u64) -> ParentsAnswer {
         let h = &self.sim.hosts[self.host];
-        self.sim.scheduler.parents(task, h.rack, &h.id, &h.location)
+        let asking = Asking {
+            host_id: &h.id,
+            location: &h.location,
+            edge_room: Some(edge_room as u32),
+            known: Some(known),
+        };
+        self.sim.scheduler.parents(task, &asking)
     }
 
     fn edge_in_flight(&self) -> usize {
@@ -527,10 +535,8 @@ impl World for HostWorld<'_> {
             upload_slots: self.sim.upload_slots,
             downloaded: None,
         };
-        let (rack, id) = (h.rack, h.id.clone());
-        self.sim
-            .scheduler
-            .announce(task, self.host, rack, &id, announcement);
+        let id = h.id.clone();
+        self.sim.scheduler.announce(task, &id, announcement);
     }
 }
 
