@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::metrics::Metrics;
-use crate::net::free_addr_on;
+use crate::net::free_addrs_on;
 use crate::pki::Pki;
 use crate::registry::Registry;
 
@@ -62,10 +62,22 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start(binary: &Path, options: AgentOptions) -> Result<Agent> {
+        // Between choosing its free ports and binding them, another test's process may take one:
+        // started again on fresh ports when that is why it stopped.
+        let mut attempt = 1;
+        loop {
+            match Agent::start_once(binary, &options).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(binary: &Path, options: &AgentOptions) -> Result<Agent> {
         let dir = tempfile::Builder::new().prefix("damselfly-agent-").tempdir()?;
-        let mirror = free_addr_on(&options.ip)?.to_string();
-        let upload = free_addr_on(&options.ip)?.to_string();
-        let ops = free_addr_on(&options.ip)?.to_string();
+        let [mirror, upload, ops] = free_addrs_on(&options.ip)?;
         let edges: Vec<String> = options.edges.iter().map(|e| format!("\"{e}\"")).collect();
         let tls_toml = match &options.tls {
             Some(pki) => pki.toml(
@@ -98,7 +110,7 @@ impl Agent {
             upload,
             ops,
             daemon,
-            _pki: options.tls,
+            _pki: options.tls.clone(),
         })
     }
 

@@ -29,6 +29,20 @@ pub fn free_addr_on(ip: &str) -> Result<SocketAddr> {
     listener.local_addr().context("reading bound address")
 }
 
+/// `N` distinct free `ip:port`s on the given local address: each socket is held until all are
+/// chosen, so the kernel cannot hand out one port twice.
+pub fn free_addrs_on<const N: usize>(ip: &str) -> Result<[String; N]> {
+    let ip: IpAddr = ip.parse().with_context(|| format!("invalid IP address {ip:?}"))?;
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0")))
+        .collect::<Result<Vec<_>>>()?;
+    let addrs = listeners
+        .iter()
+        .map(|l| Ok(l.local_addr().context("reading bound address")?.to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(addrs.try_into().expect("N listeners, N addresses"))
+}
+
 /// An HTTP client suited to talking to loopback test servers.
 ///
 /// Environment proxies are ignored (a CI proxy must never see loopback traffic), redirects are
@@ -141,6 +155,19 @@ mod tests {
         assert_eq!(alias.ip().to_string(), "127.0.0.2");
         TcpListener::bind(alias)?;
         assert!(free_addr_on("not-an-ip").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn free_addresses_chosen_together_are_distinct_and_bindable() -> Result<()> {
+        for _ in 0..50 {
+            let addrs: [String; 3] = free_addrs_on("127.0.0.3")?;
+            assert!(addrs[0] != addrs[1] && addrs[1] != addrs[2] && addrs[0] != addrs[2]);
+            let _held: Vec<TcpListener> = addrs
+                .iter()
+                .map(TcpListener::bind)
+                .collect::<std::io::Result<_>>()?;
+        }
         Ok(())
     }
 
