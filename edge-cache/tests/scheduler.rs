@@ -294,3 +294,81 @@ async fn a_stopped_redis_is_waited_on_once_not_by_every_request() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// In process, the scheduler hands each piece nobody holds or takes to one asker at a time (to
+/// take from the edge), and in a rack of 8 or more gives each asker its place in the rack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_nobody_holds_are_handed_to_one_asker_and_large_racks_get_places() {
+    let origin = Origin::start().await;
+    let edge = Edge::start(common::edge_binary(), origin.edge_options())
+        .await
+        .unwrap();
+    let image = origin
+        .push(layers(&[2 * MIB], "handout"), "demo/handout:v1")
+        .await;
+    let layer = image.largest_blob();
+    let client = loopback_client().unwrap();
+    let url = format!("{}/api/v1/tasks/{}?repo=demo/handout", edge.url(), layer.digest);
+    let task = get_json(&client, &url).await;
+    let ticket = task["ticket"].as_str().unwrap().to_string();
+    let layout: damselfly_core::PieceLayout = serde_json::from_value(task.clone()).unwrap();
+    let pieces = layout.count();
+    assert!(pieces >= 8, "{pieces} pieces");
+    let peer_url = |host: &str| format!("{}/api/v1/tasks/{}/peers/{host}", edge.url(), layer.digest);
+    let announce = |host: String, pieces_held: damselfly_core::Bitfield, taking: Option<u64>| {
+        let mut a = announcement(&format!("http://{host}:1"), "eu/z1/r1", &json!(pieces_held));
+        if let Some(i) = taking {
+            let mut bits = damselfly_core::Bitfield::new(pieces);
+            bits.set(i);
+            a["fetching"] = json!(bits);
+        }
+        let request = client
+            .put(peer_url(&host))
+            .header("x-damselfly-ticket", &ticket)
+            .json(&a)
+            .send();
+        async move { assert_eq!(request.await.unwrap().status(), 204) }
+    };
+    let parents = |host: &str, room: Option<u32>| {
+        let mut query = vec![
+            ("host_id", host.to_string()),
+            ("location", "eu/z1/r1".to_string()),
+        ];
+        if let Some(room) = room {
+            query.push(("edge_room", room.to_string()));
+            query.push(("known", pieces.to_string()));
+        }
+        let request = client
+            .get(format!("{}/api/v1/tasks/{}/parents", edge.url(), layer.digest))
+            .query(&query)
+            .header("x-damselfly-ticket", &ticket)
+            .send();
+        async move {
+            let answer: serde_json::Value = request.await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+    // One peer holds piece 0, another takes piece 1 from the edge.
+    let mut first = damselfly_core::Bitfield::new(pieces);
+    first.set(0);
+    announce("a".into(), first, None).await;
+    announce("b".into(), damselfly_core::Bitfield::new(pieces), Some(1)).await;
+    // Without edge room asked for (an agent from before hand-outs), none are handed out.
+    let old = parents("c", None).await;
+    assert!(old.get("edge_pieces").is_none(), "{old}");
+    // Askers get the next pieces nobody holds or takes, in stream order, none twice.
+    assert_eq!(parents("c", Some(2)).await["edge_pieces"], json!([2, 3]));
+    assert_eq!(parents("d", Some(2)).await["edge_pieces"], json!([4, 5]));
+    // A rack of two peers gets no places; of eight, each its own.
+    assert!(parents("a", Some(0)).await.get("rack_place").is_none());
+    for i in 0..6 {
+        announce(format!("h{i}"), damselfly_core::Bitfield::new(pieces), None).await;
+    }
+    let mut places = std::collections::BTreeSet::new();
+    for host in ["a", "b", "h0", "h1", "h2", "h3", "h4", "h5"] {
+        let place = parents(host, Some(0)).await["rack_place"].clone();
+        assert_eq!(place["of"], 8, "{host}: {place}");
+        places.insert(place["index"].as_u64().unwrap());
+    }
+    assert_eq!(places.len(), 8, "{places:?}");
+}

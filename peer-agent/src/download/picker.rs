@@ -467,96 +467,83 @@ mod tests {
         assert!(picks.iter().all(|(_, s)| *s == Source::Edge));
     }
 
-    #[test]
-    fn in_a_swarm_the_edge_serves_the_pieces_the_scheduler_handed_out_and_late_ones() {
-        let have = Bitfield::new(8);
-        let hashes = vec![[0u8; 32]; 8];
+    /// The pieces of an empty download of 8 a pick takes from sources `from` accepts, sorted.
+    fn picked(parents: &[ParentCandidate], turn: &EdgeTurn<'_>, from: fn(&Source) -> bool) -> Vec<u64> {
         let config = DownloadConfig {
             concurrent_pieces: 8,
+            per_parent: 8,
             ..config()
         };
-        let parents = [parent("a", &[])];
-        let edge_picks = |turn: &EdgeTurn<'_>| {
-            let mut picks: Vec<u64> = pick(
-                &have,
-                &hashes,
-                &HashMap::new(),
-                &parents,
-                &Skip::default(),
-                &config,
-                turn,
-            )
+        let (have, hashes) = (Bitfield::new(8), vec![[0u8; 32]; 8]);
+        let picks = pick(
+            &have,
+            &hashes,
+            &HashMap::new(),
+            parents,
+            &Skip::default(),
+            &config,
+            turn,
+        );
+        let mut picked: Vec<u64> = picks
             .into_iter()
-            .filter(|(_, s)| *s == Source::Edge)
+            .filter(|(_, s)| from(s))
             .map(|(i, _)| i)
             .collect();
-            picks.sort_unstable();
-            picks
-        };
+        picked.sort_unstable();
+        picked
+    }
+
+    #[test]
+    fn in_a_swarm_the_edge_serves_the_pieces_the_scheduler_handed_out_and_late_ones() {
+        let parents = [parent("a", &[])];
+        let edge = |s: &Source| *s == Source::Edge;
         let handed = EdgeTurn {
             handed: Some(&[2, 5]),
             ..turn(8)
         };
-        assert_eq!(edge_picks(&handed), [2, 5], "only what was handed out");
+        assert_eq!(
+            picked(&parents, &handed, edge),
+            [2, 5],
+            "only what was handed out"
+        );
         let none = EdgeTurn {
             handed: Some(&[]),
             ..turn(8)
         };
-        assert!(edge_picks(&none).is_empty());
+        assert!(picked(&parents, &none, edge).is_empty());
         // Late pieces go by rendezvous hashing again: with both members allowed, all are ours.
         let late = EdgeTurn {
             handed: Some(&[]),
             owners: &|_| 2,
             ..turn(8)
         };
-        assert_eq!(edge_picks(&late), (0..8).collect::<Vec<u64>>());
+        assert_eq!(picked(&parents, &late, edge), (0..8).collect::<Vec<u64>>());
     }
 
     #[test]
     fn a_piece_only_other_racks_hold_is_brought_in_by_the_place_it_falls_on() {
-        let have = Bitfield::new(8);
-        let hashes = vec![[0u8; 32]; 8];
-        let config = DownloadConfig {
-            concurrent_pieces: 8,
-            per_parent: 8,
-            ..config()
-        };
         let mut remote = parent("far", &[0, 1, 2, 3, 4, 5, 6, 7]);
         remote.shared = 1;
         // A rack-mate holding piece 0: that one never comes from the other rack.
         let parents = [parent("mate", &[0]), remote];
-        let taken_across = |place: RackPlace| {
-            let turn = EdgeTurn {
-                rack_place: Some(place),
-                ..turn(0)
-            };
-            let mut across: Vec<u64> = pick(
-                &have,
-                &hashes,
-                &HashMap::new(),
-                &parents,
-                &Skip::default(),
-                &config,
-                &turn,
-            )
-            .into_iter()
-            .filter(|(_, s)| matches!(s, Source::Peer { host_id, .. } if host_id == "far"))
-            .map(|(i, _)| i)
-            .collect();
-            across.sort_unstable();
-            across
-        };
+        let from_far = |s: &Source| matches!(s, Source::Peer { host_id, .. } if host_id == "far");
         let of = 3;
         let mut all = Vec::new();
         for index in 0..of {
             let place = RackPlace { index, of };
-            let across = taken_across(place);
+            let turn = EdgeTurn {
+                rack_place: Some(place),
+                ..turn(0)
+            };
+            let across = picked(&parents, &turn, from_far);
             assert!(across.iter().all(|i| place.brings(*i)), "{across:?}");
             all.extend(across);
         }
         all.sort_unstable();
         // Each piece but the rack-mate's crosses once, by exactly one place.
         assert_eq!(all, [1, 2, 3, 4, 5, 6, 7]);
+        // Without a place (a small rack), anyone may bring any of them.
+        assert_eq!(picked(&parents, &turn(0), from_far), [1, 2, 3, 4, 5, 6, 7]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! state. [`super::session::Session`] runs them for one download; `bench sim` runs the same
 //! functions for thousands of simulated hosts, so what it measures is this code's behaviour.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use damselfly_core::api::scheduler::cadence::{
@@ -9,6 +10,7 @@ use damselfly_core::api::scheduler::cadence::{
 };
 use tokio::time::Instant;
 
+use super::picker::Source;
 use crate::config::DownloadConfig;
 
 /// How often the table refreshes while the edge is still ingesting. Parents and announcements
@@ -89,6 +91,20 @@ pub struct Announced {
     pub held: u64,
     /// Pieces being taken from the edge, sorted.
     pub fetching: Vec<u64>,
+}
+
+impl Announced {
+    /// What an announcement would say now: `held` pieces, and those of `in_flight` taken from
+    /// the edge.
+    pub fn now(held: u64, in_flight: &HashMap<u64, Source>) -> Announced {
+        let mut fetching: Vec<u64> = in_flight
+            .iter()
+            .filter(|(_, s)| **s == Source::Edge)
+            .map(|(i, _)| *i)
+            .collect();
+        fetching.sort_unstable();
+        Announced { held, fetching }
+    }
 }
 
 /// A change at most every `ANNOUNCE_EVERY`; in a swarm, pieces newly taken from the edge at

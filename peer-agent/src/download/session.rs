@@ -277,17 +277,7 @@ impl<'a, N: Network> Session<'a, N> {
     }
 
     async fn announce_if_due(&mut self, now: Instant) {
-        let mut fetching: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, s)| **s == Source::Edge)
-            .map(|(i, _)| *i)
-            .collect();
-        fetching.sort_unstable();
-        let state = Announced {
-            held: self.task.bitfield().count(),
-            fetching,
-        };
+        let state = Announced::now(self.task.bitfield().count(), &self.in_flight);
         if !self.announcement_due(&state, now) || self.scheduler_backing_off(now) {
             return;
         }

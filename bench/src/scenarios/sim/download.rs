@@ -158,17 +158,7 @@ impl Download {
     }
 
     fn announce_if_due(&mut self, world: &mut impl World, in_swarm: bool, now: Instant) {
-        let mut fetching: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, s)| **s == Source::Edge)
-            .map(|(i, _)| *i)
-            .collect();
-        fetching.sort_unstable();
-        let state = Announced {
-            held: self.have.count(),
-            fetching,
-        };
+        let state = Announced::now(self.have.count(), &self.in_flight);
         let last = self.last_announce.zip(self.announced.as_ref());
         if !policy::announcement_due(last, &state, in_swarm, now) {
             return;
