@@ -14,6 +14,14 @@ use crate::api::PeerAnnouncement;
 /// meanwhile) must not hold it back long, as the edge's link would wait.
 pub const HANDED_FOR_MS: u64 = 300;
 
+/// Pieces handed out per answer at most, whatever an agent asks for (agents ask for two).
+pub const MAX_HANDED_PER_ANSWER: usize = 8;
+
+/// Pieces of a task tracked at most (a 1 TiB blob in 16 MiB pieces): announcements name their
+/// own bitfield's length, and memory here must not follow what a peer claims. Pieces beyond are
+/// never handed out; agents take them by their rule for late pieces.
+pub const MAX_TRACKED_PIECES: u64 = 1 << 16;
+
 /// One task's pieces as the scheduler hands them out.
 #[derive(Debug, Default)]
 pub struct HandOut {
@@ -27,7 +35,7 @@ pub struct HandOut {
 impl HandOut {
     /// Notes what a peer holds and takes.
     pub fn note(&mut self, announcement: &PeerAnnouncement) {
-        let pieces = announcement.pieces.len() as usize;
+        let pieces = announcement.pieces.len().min(MAX_TRACKED_PIECES) as usize;
         if self.claimed.len() < pieces {
             self.claimed.resize(pieces, false);
             self.handed_until.resize(pieces, 0);
@@ -42,6 +50,7 @@ impl HandOut {
     /// Up to `room` pieces below `known` (those in the asker's table) that nobody holds, takes
     /// or was handed lately, first in stream order; they count as handed from now on.
     pub fn hand_out(&mut self, known: u64, room: usize, now_ms: u64) -> Vec<u64> {
+        let room = room.min(MAX_HANDED_PER_ANSWER);
         let mut handed = Vec::new();
         let known = (known as usize).min(self.claimed.len());
         for i in 0..known {
@@ -95,5 +104,17 @@ mod tests {
         out.note(&announcement(&[5], &[6, 7]));
         assert!(out.hand_out(8, 8, 10_000).iter().all(|i| ![5, 6, 7].contains(i)));
         assert!(out.hand_out(8, 0, 20_000).is_empty());
+    }
+
+    #[test]
+    fn what_a_peer_claims_bounds_neither_memory_nor_a_hand_out() {
+        let mut out = HandOut::default();
+        let mut huge = announcement(&[], &[]);
+        huge.pieces = Bitfield::new(1 << 24);
+        huge.fetching = None;
+        out.note(&huge);
+        assert_eq!(out.claimed.len() as u64, MAX_TRACKED_PIECES);
+        let handed = out.hand_out(u64::MAX, usize::MAX, 0);
+        assert_eq!(handed, (0..MAX_HANDED_PER_ANSWER as u64).collect::<Vec<_>>());
     }
 }
