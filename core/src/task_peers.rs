@@ -62,6 +62,19 @@ impl TaskPeers {
         self.records.iter()
     }
 
+    /// A task's peers read from shared state for one answer that hands nothing out (no claims
+    /// are noted: that would walk every record's pieces for nothing).
+    pub fn from_records(records: impl IntoIterator<Item = PeerRecord>) -> TaskPeers {
+        let mut peers = TaskPeers::default();
+        for record in records {
+            if peers.contains(&record.host_id) {
+                peers.leave(&record.host_id.clone());
+            }
+            peers.insert(record);
+        }
+        peers
+    }
+
     /// Records (or refreshes) a peer.
     pub fn announce(&mut self, record: PeerRecord) {
         self.handout.note(&record.announcement);
@@ -239,6 +252,16 @@ mod tests {
         assert_eq!(names, ["b", "c"]);
         assert_eq!(answer.edge_pieces, None, "none asked for");
         assert_eq!(answer.rack_place, None, "the asker has not announced itself");
+        // Read from shared state, the same peers answer the same (no pieces handed out).
+        let mut read = TaskPeers::from_records(task.records().cloned());
+        let mut again: Vec<String> = read
+            .answer(&asking, 8, 0, &mut random)
+            .parents
+            .into_iter()
+            .map(|p| p.host_id)
+            .collect();
+        again.sort_unstable();
+        assert_eq!(again, ["b", "c"]);
         // Every record is where its rack says.
         for (location, places) in &task.racks {
             for p in places {

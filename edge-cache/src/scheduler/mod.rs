@@ -72,8 +72,7 @@ impl PeerStore {
         match self {
             PeerStore::Memory(m) => m.answer(task, asking, max),
             PeerStore::Redis(r) => {
-                let mut peers = TaskPeers::default();
-                r.peers(task).await?.into_iter().for_each(|p| peers.announce(p));
+                let mut peers = TaskPeers::from_records(r.peers(task).await?);
                 let asking = Asking {
                     edge_room: None,
                     ..*asking

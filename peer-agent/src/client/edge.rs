@@ -220,13 +220,12 @@ impl EdgeClient {
             .send()
             .await
             .map_err(|e| AgentError::Unavailable(e.to_string()))?;
-        let answer: ParentsAnswer = response
+        let mut answer: ParentsAnswer = response
             .error_for_status()
             .map_err(|e| AgentError::Unavailable(e.to_string()))?
             .json()
             .await
             .map_err(|e| AgentError::Unavailable(e.to_string()))?;
-        let mut answer: ParentsAnswer = answer;
         // From the network: never more than it could ask for (the picker looks each one up).
         if let Some(handed) = &mut answer.edge_pieces {
             handed.retain(|i| *i < known);
