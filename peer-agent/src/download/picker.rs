@@ -306,21 +306,44 @@ mod tests {
         }
     }
 
+    /// A download as `pick` sees it: pieces held, hashes known, parents to skip, limits;
+    /// nothing in flight.
+    struct Download {
+        have: Bitfield,
+        hashes: Vec<[u8; 32]>,
+        skip: Skip,
+        config: DownloadConfig,
+    }
+
+    impl Download {
+        /// `len` pieces, `known` of them with hashes, none held, no parent skipped.
+        fn new(len: u64, known: usize) -> Self {
+            Download {
+                have: Bitfield::new(len),
+                hashes: vec![[0u8; 32]; known],
+                skip: Skip::default(),
+                config: config(),
+            }
+        }
+
+        fn pick(&self, parents: &[ParentCandidate], turn: &EdgeTurn<'_>) -> Vec<(u64, Source)> {
+            pick(
+                &self.have,
+                &self.hashes,
+                &HashMap::new(),
+                parents,
+                &self.skip,
+                &self.config,
+                turn,
+            )
+        }
+    }
+
     #[test]
     fn peers_first_edge_for_the_rest_within_limits() {
-        let mut have = Bitfield::new(8);
-        have.set(0);
-        let hashes = vec![[0u8; 32]; 8];
-        let parents = vec![parent("a", &[1, 2, 3])];
-        let picks = pick(
-            &have,
-            &hashes,
-            &HashMap::new(),
-            &parents,
-            &Skip::default(),
-            &config(),
-            &turn(1),
-        );
+        let mut download = Download::new(8, 8);
+        download.have.set(0);
+        let picks = download.pick(&[parent("a", &[1, 2, 3])], &turn(1));
         // Two from the peer (its limit); the third piece it holds waits for it rather than
         // going to the edge. The edge serves at most one piece nobody else has, and only one
         // this agent owns among the members (here: "a" and "me").
@@ -345,48 +368,28 @@ mod tests {
 
     #[test]
     fn only_pieces_with_known_hashes_and_never_bad_parents() {
-        let have = Bitfield::new(8);
-        let hashes = vec![[0u8; 32]; 2];
-        let parents = vec![parent("a", &[0, 1])];
-        let mut skip = Skip::default();
-        skip.failed.insert("a".to_string(), Instant::now());
-        let picks = pick(
-            &have,
-            &hashes,
-            &HashMap::new(),
-            &parents,
-            &skip,
-            &config(),
-            &turn(2),
-        );
+        let mut download = Download::new(8, 2);
+        download.skip.failed.insert("a".to_string(), Instant::now());
+        let picks = download.pick(&[parent("a", &[0, 1])], &turn(2));
         assert_eq!(picks.len(), 2);
         assert!(picks.iter().all(|(i, s)| *i < 2 && *s == Source::Edge));
     }
 
     #[test]
     fn in_a_swarm_each_agent_takes_only_its_own_share_from_the_edge() {
-        let have = Bitfield::new(64);
-        let hashes = vec![[0u8; 32]; 64];
-        // Peers holding nothing yet: a swarm, but no source.
-        let parents = vec![parent("a", &[]), parent("b", &[]), parent("c", &[])];
-        let members = ["a", "b", "c", "me"];
-        let config = DownloadConfig {
+        let mut download = Download::new(64, 64);
+        download.config = DownloadConfig {
             concurrent_pieces: 8,
             per_parent: 2,
             window: 4,
             ..DownloadConfig::default()
         };
+        // Peers holding nothing yet: a swarm, but no source.
+        let parents = vec![parent("a", &[]), parent("b", &[]), parent("c", &[])];
+        let members = ["a", "b", "c", "me"];
         let mut taken = std::collections::HashSet::new();
         for _ in 0..200 {
-            let picks = pick(
-                &have,
-                &hashes,
-                &HashMap::new(),
-                &parents,
-                &Skip::default(),
-                &config,
-                &turn(1),
-            );
+            let picks = download.pick(&parents, &turn(1));
             assert_eq!(picks.len(), 1, "one edge piece at a time: {picks:?}");
             assert_eq!(owner(picks[0].0, &members), Some("me"), "{picks:?}");
             taken.insert(picks[0].0);
@@ -405,29 +408,9 @@ mod tests {
             handed: None,
             rack_place: None,
         };
-        let config = DownloadConfig {
-            concurrent_pieces: 64,
-            ..config
-        };
-        let picks = pick(
-            &have,
-            &hashes,
-            &HashMap::new(),
-            &parents,
-            &Skip::default(),
-            &config,
-            &late,
-        );
-        assert_eq!(picks.len(), 64);
-        let none = pick(
-            &have,
-            &hashes,
-            &HashMap::new(),
-            &parents,
-            &Skip::default(),
-            &config,
-            &turn(0),
-        );
+        download.config.concurrent_pieces = 64;
+        assert_eq!(download.pick(&parents, &late).len(), 64);
+        let none = download.pick(&parents, &turn(0));
         assert!(
             none.is_empty(),
             "no edge budget left, no peer holds anything: {none:?}"
@@ -436,55 +419,26 @@ mod tests {
 
     #[test]
     fn pieces_of_a_busy_parent_wait_for_it_instead_of_going_to_the_edge() {
-        let have = Bitfield::new(8);
-        let hashes = vec![[0u8; 32]; 8];
-        let parents = vec![parent("a", &[0, 1, 2, 3, 4, 5, 6, 7])];
-        let mut skip = Skip::default();
-        skip.busy.insert("a".to_string(), Instant::now());
-        let picks = pick(
-            &have,
-            &hashes,
-            &HashMap::new(),
-            &parents,
-            &skip,
-            &config(),
-            &turn(1),
-        );
+        let parents = [parent("a", &[0, 1, 2, 3, 4, 5, 6, 7])];
+        let mut download = Download::new(8, 8);
+        download.skip.busy.insert("a".to_string(), Instant::now());
+        let picks = download.pick(&parents, &turn(1));
         assert!(picks.is_empty(), "{picks:?}");
         // A parent that failed is not trusted to hold anything: the edge serves.
-        let mut skip = Skip::default();
-        skip.failed.insert("a".to_string(), Instant::now());
-        let picks = pick(
-            &have,
-            &hashes,
-            &HashMap::new(),
-            &parents,
-            &skip,
-            &config(),
-            &turn(2),
-        );
+        let mut download = Download::new(8, 8);
+        download.skip.failed.insert("a".to_string(), Instant::now());
+        let picks = download.pick(&parents, &turn(2));
         assert_eq!(picks.len(), 2);
         assert!(picks.iter().all(|(_, s)| *s == Source::Edge));
     }
 
     /// The pieces of an empty download of 8 a pick takes from sources `from` accepts, sorted.
     fn picked(parents: &[ParentCandidate], turn: &EdgeTurn<'_>, from: fn(&Source) -> bool) -> Vec<u64> {
-        let config = DownloadConfig {
-            concurrent_pieces: 8,
-            per_parent: 8,
-            ..config()
-        };
-        let (have, hashes) = (Bitfield::new(8), vec![[0u8; 32]; 8]);
-        let picks = pick(
-            &have,
-            &hashes,
-            &HashMap::new(),
-            parents,
-            &Skip::default(),
-            &config,
-            turn,
-        );
-        let mut picked: Vec<u64> = picks
+        let mut download = Download::new(8, 8);
+        download.config.concurrent_pieces = 8;
+        download.config.per_parent = 8;
+        let mut picked: Vec<u64> = download
+            .pick(parents, turn)
             .into_iter()
             .filter(|(_, s)| from(s))
             .map(|(i, _)| i)
@@ -548,40 +502,22 @@ mod tests {
 
     #[test]
     fn a_piece_another_member_takes_from_the_edge_is_left_to_it_until_late() {
-        let have = Bitfield::new(8);
-        let hashes = vec![[0u8; 32]; 8];
-        let config = DownloadConfig {
-            concurrent_pieces: 8,
-            ..config()
-        };
-        let edge_picks = |parents: &[ParentCandidate], turn: &EdgeTurn<'_>| {
-            pick(
-                &have,
-                &hashes,
-                &HashMap::new(),
-                parents,
-                &Skip::default(),
-                &config,
-                turn,
-            )
-        };
+        let mut download = Download::new(8, 8);
+        download.config.concurrent_pieces = 8;
         // Another member holding nothing: this agent takes its own share of the pieces.
         let mine = (0..8).filter(|i| owner(*i, &["a", "me"]) == Some("me")).count();
         assert!(mine > 0);
-        assert_eq!(edge_picks(&[parent("a", &[])], &turn(8)).len(), mine);
+        assert_eq!(download.pick(&[parent("a", &[])], &turn(8)).len(), mine);
         // The same member already taking every piece from the edge: nothing to take.
         let mut taking = parent("a", &[]);
         taking.fetching = Some(Bitfield::full(8));
-        let picks = edge_picks(std::slice::from_ref(&taking), &turn(8));
+        let picks = download.pick(std::slice::from_ref(&taking), &turn(8));
         assert!(picks.is_empty(), "{picks:?}");
         // Unless they are late (a second owner may take each one): then all are this agent's.
         let late = EdgeTurn {
-            room: 8,
-            me: "me",
             owners: &|_| 2,
-            handed: None,
-            rack_place: None,
+            ..turn(8)
         };
-        assert_eq!(edge_picks(&[taking], &late).len(), 8);
+        assert_eq!(download.pick(&[taking], &late).len(), 8);
     }
 }
