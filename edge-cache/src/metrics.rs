@@ -2,13 +2,11 @@
 //!
 //! Labels are bounded sets (kind, route, status class); never a digest or repository name.
 
-use damselfly_server::ServerMetrics;
-use prometheus_client::encoding::text::encode;
+use damselfly_server::{MetricsRegistry, ServerMetrics};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,7 +28,7 @@ pub struct DecisionLabels {
 }
 
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Requests, connections and build information, as every daemon exports them.
     pub server: ServerMetrics,
     pub cache_hits: Family<KindLabels, Counter>,
@@ -79,173 +77,38 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("damselfly_edge");
+        let mut r = MetricsRegistry::new("damselfly_edge");
         let m = Metrics {
-            server: ServerMetrics::register(&mut registry),
-            cache_hits: Family::default(),
-            cache_misses: Family::default(),
-            upstream_bytes: Counter::default(),
-            served_bytes: Family::default(),
-            coalesced_requests: Counter::default(),
-            upstream_resumes: Counter::default(),
-            ingest_failures: Counter::default(),
-            ingests_in_flight: Gauge::default(),
-            evicted_blobs: Counter::default(),
-            cache_used_bytes: Gauge::default(),
-            catalog_entries: Family::default(),
-            pinned_blobs: Gauge::default(),
-            evicted_catalog_entries: Family::default(),
-            piece_sends_stalled: Counter::default(),
-            damaged_pieces: Counter::default(),
-            uncached_blobs: Counter::default(),
-            insecure: Gauge::default(),
-            compression_logical_bytes: Family::default(),
-            compression_stored_bytes: Family::default(),
-            compression_seconds: Counter::default(),
-            compression_decisions: Family::default(),
-            piece_sent_bytes: Family::default(),
-            cluster_members: Gauge::default(),
-            owner_fetches: Counter::default(),
-            owner_failures: Counter::default(),
-            parent_fetches: Counter::default(),
-            parent_failures: Counter::default(),
-            registry: Registry::default(),
+            server: r.server(),
+            cache_hits: r.add("cache_hits", "Requests answered from the cache"),
+            cache_misses: r.add("cache_misses", "Requests that needed the upstream"),
+            upstream_bytes: r.add("upstream_bytes", "Bytes received from upstream registries"),
+            served_bytes: r.add("served_bytes", "Bytes sent to clients and agents"),
+            coalesced_requests: r.add("coalesced_requests", "Blob requests that joined a transfer already in flight"),
+            upstream_resumes: r.add("upstream_resumes", "Interrupted upstream transfers resumed with Range"),
+            ingest_failures: r.add("ingest_failures", "Blob transfers abandoned"),
+            ingests_in_flight: r.add("ingests_in_flight", "Blob transfers running now"),
+            evicted_blobs: r.add("evicted_blobs", "Blobs evicted to stay within the quota"),
+            cache_used_bytes: r.add("cache_used_bytes", "Disk bytes held by cached blobs and manifests"),
+            catalog_entries: r.add("catalog_entries", "Cached manifests and tag mappings (kind=manifest|tag), within cache.max_manifests and cache.max_tags"),
+            pinned_blobs: r.add("pinned_blobs", "Blobs pinned against eviction through the admin API"),
+            evicted_catalog_entries: r.add("evicted_catalog_entries", "Manifests and tag mappings evicted to stay within their caps"),
+            piece_sends_stalled: r.add("piece_sends_stalled", "Piece sends whose permit was taken back after send_stall_secs without progress"),
+            damaged_pieces: r.add("damaged_pieces", "Pieces on disk that failed authentication; their blob was dropped"),
+            uncached_blobs: r.add("uncached_blobs", "Blobs larger than the cache quota, streamed through and not stored"),
+            insecure: r.add("insecure", "1 when task keys are handed to callers without a TLS client certificate (--insecure)"),
+            compression_logical_bytes: r.add("compression_logical_bytes", "Plaintext bytes of the pieces stored, by encoding (identity|zstd)"),
+            compression_stored_bytes: r.add("compression_stored_bytes", "Sealed bytes of the pieces stored, by encoding (identity|zstd)"),
+            compression_seconds: r.add("compression_seconds", "Seconds spent compressing pieces"),
+            compression_decisions: r.add("compression_decisions", "Blobs by what was decided for them: compressed, sampled_out (the first piece did not pay), skipped_for_load, off"),
+            piece_sent_bytes: r.add("piece_sent_bytes", "Sealed piece bytes sent to agents, by encoding (identity|zstd)"),
+            cluster_members: r.add("cluster_members", "Live members of the region's edge cluster as this edge sees them (0: no cluster)"),
+            owner_fetches: r.add("owner_fetches", "Blob transfers fetched from the blob's owner edge instead of the origin"),
+            owner_failures: r.add("owner_failures", "Owner edges that could not serve a transfer (it went to the origin)"),
+            parent_fetches: r.add("parent_fetches", "Blob transfers fetched from a parent edge in another region instead of the origin"),
+            parent_failures: r.add("parent_failures", "Parent edges that could not serve a transfer (the next one, then the origin, was asked)"),
+            registry: r,
         };
-        registry.register(
-            "cache_hits",
-            "Requests answered from the cache",
-            m.cache_hits.clone(),
-        );
-        registry.register(
-            "cache_misses",
-            "Requests that needed the upstream",
-            m.cache_misses.clone(),
-        );
-        registry.register(
-            "upstream_bytes",
-            "Bytes received from upstream registries",
-            m.upstream_bytes.clone(),
-        );
-        registry.register(
-            "served_bytes",
-            "Bytes sent to clients and agents",
-            m.served_bytes.clone(),
-        );
-        registry.register(
-            "coalesced_requests",
-            "Blob requests that joined a transfer already in flight",
-            m.coalesced_requests.clone(),
-        );
-        registry.register(
-            "upstream_resumes",
-            "Interrupted upstream transfers resumed with Range",
-            m.upstream_resumes.clone(),
-        );
-        registry.register(
-            "ingest_failures",
-            "Blob transfers abandoned",
-            m.ingest_failures.clone(),
-        );
-        registry.register(
-            "ingests_in_flight",
-            "Blob transfers running now",
-            m.ingests_in_flight.clone(),
-        );
-        registry.register(
-            "evicted_blobs",
-            "Blobs evicted to stay within the quota",
-            m.evicted_blobs.clone(),
-        );
-        registry.register(
-            "cache_used_bytes",
-            "Disk bytes held by cached blobs and manifests",
-            m.cache_used_bytes.clone(),
-        );
-        registry.register(
-            "catalog_entries",
-            "Cached manifests and tag mappings (kind=manifest|tag), within cache.max_manifests and cache.max_tags",
-            m.catalog_entries.clone(),
-        );
-        registry.register(
-            "pinned_blobs",
-            "Blobs pinned against eviction through the admin API",
-            m.pinned_blobs.clone(),
-        );
-        registry.register(
-            "evicted_catalog_entries",
-            "Manifests and tag mappings evicted to stay within their caps",
-            m.evicted_catalog_entries.clone(),
-        );
-        registry.register(
-            "piece_sends_stalled",
-            "Piece sends whose permit was taken back after send_stall_secs without progress",
-            m.piece_sends_stalled.clone(),
-        );
-        registry.register(
-            "damaged_pieces",
-            "Pieces on disk that failed authentication; their blob was dropped",
-            m.damaged_pieces.clone(),
-        );
-        registry.register(
-            "uncached_blobs",
-            "Blobs larger than the cache quota, streamed through and not stored",
-            m.uncached_blobs.clone(),
-        );
-        registry.register(
-            "insecure",
-            "1 when task keys are handed to callers without a TLS client certificate (--insecure)",
-            m.insecure.clone(),
-        );
-        registry.register(
-            "compression_logical_bytes",
-            "Plaintext bytes of the pieces stored, by encoding (identity|zstd)",
-            m.compression_logical_bytes.clone(),
-        );
-        registry.register(
-            "compression_stored_bytes",
-            "Sealed bytes of the pieces stored, by encoding (identity|zstd)",
-            m.compression_stored_bytes.clone(),
-        );
-        registry.register(
-            "compression_seconds",
-            "Seconds spent compressing pieces",
-            m.compression_seconds.clone(),
-        );
-        registry.register(
-            "compression_decisions",
-            "Blobs by what was decided for them: compressed, sampled_out (the first piece did not pay), skipped_for_load, off",
-            m.compression_decisions.clone(),
-        );
-        registry.register(
-            "piece_sent_bytes",
-            "Sealed piece bytes sent to agents, by encoding (identity|zstd)",
-            m.piece_sent_bytes.clone(),
-        );
-        registry.register(
-            "cluster_members",
-            "Live members of the region's edge cluster as this edge sees them (0: no cluster)",
-            m.cluster_members.clone(),
-        );
-        registry.register(
-            "owner_fetches",
-            "Blob transfers fetched from the blob's owner edge instead of the origin",
-            m.owner_fetches.clone(),
-        );
-        registry.register(
-            "owner_failures",
-            "Owner edges that could not serve a transfer (it went to the origin)",
-            m.owner_failures.clone(),
-        );
-        registry.register(
-            "parent_fetches",
-            "Blob transfers fetched from a parent edge in another region instead of the origin",
-            m.parent_fetches.clone(),
-        );
-        registry.register(
-            "parent_failures",
-            "Parent edges that could not serve a transfer (the next one, then the origin, was asked)",
-            m.parent_failures.clone(),
-        );
         for encoding in ["identity", "zstd"] {
             let labels = EncodingLabels { encoding };
             let _ = m.compression_logical_bytes.get_or_create(&labels);
@@ -270,14 +133,11 @@ impl Metrics {
             let _ = m.catalog_entries.get_or_create(&KindLabels { kind });
             let _ = m.evicted_catalog_entries.get_or_create(&KindLabels { kind });
         }
-        Metrics { registry, ..m }
+        m
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Encoding into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        self.registry.encode()
     }
 
     pub fn hit(&self, kind: &'static str) {

@@ -187,3 +187,13 @@ impl AppState {
         }))
     }
 }
+
+impl damselfly_server::ops::OpsState for AppState {
+    fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+}

@@ -1,12 +1,10 @@
 //! Every metric the agent exports, defined in one place.
 
-use damselfly_server::ServerMetrics;
-use prometheus_client::encoding::text::encode;
+use damselfly_server::{MetricsRegistry, ServerMetrics};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
@@ -15,7 +13,7 @@ pub struct SourceLabels {
 }
 
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     pub download_bytes: Family<SourceLabels, Counter>,
     pub upload_bytes: Counter,
     pub bad_pieces: Family<SourceLabels, Counter>,
@@ -32,59 +30,28 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("damselfly_agent");
+        let mut r = MetricsRegistry::new("damselfly_agent");
         let m = Metrics {
-            registry: Registry::default(),
-            download_bytes: Family::default(),
-            upload_bytes: Counter::default(),
-            bad_pieces: Family::default(),
-            piece_failures: Family::default(),
-            origin_fallbacks: Counter::default(),
-            server: ServerMetrics::register(&mut registry),
-            uploads_active: Gauge::default(),
-            uploads_stalled: Counter::default(),
-            read_ahead_blobs: Counter::default(),
+            server: r.server(),
+            download_bytes: r.add("download_bytes", "Blob bytes received, by source"),
+            upload_bytes: r.add("upload_bytes", "Sealed piece bytes sent to other agents"),
+            bad_pieces: r.add("bad_pieces", "Pieces that failed verification, by source"),
+            piece_failures: r.add("piece_failures", "Piece requests that failed, by source"),
+            origin_fallbacks: r.add(
+                "origin_fallbacks",
+                "Blob requests served from the origin directly",
+            ),
+            uploads_active: r.add("uploads_active", "Uploads being served now"),
+            uploads_stalled: r.add(
+                "uploads_stalled",
+                "Uploads whose slot was taken back after send_stall_secs without progress",
+            ),
+            read_ahead_blobs: r.add(
+                "read_ahead_blobs",
+                "Image layers started before the runtime asked for them",
+            ),
+            registry: r,
         };
-        registry.register(
-            "download_bytes",
-            "Blob bytes received, by source",
-            m.download_bytes.clone(),
-        );
-        registry.register(
-            "upload_bytes",
-            "Sealed piece bytes sent to other agents",
-            m.upload_bytes.clone(),
-        );
-        registry.register(
-            "bad_pieces",
-            "Pieces that failed verification, by source",
-            m.bad_pieces.clone(),
-        );
-        registry.register(
-            "piece_failures",
-            "Piece requests that failed, by source",
-            m.piece_failures.clone(),
-        );
-        registry.register(
-            "origin_fallbacks",
-            "Blob requests served from the origin directly",
-            m.origin_fallbacks.clone(),
-        );
-        registry.register(
-            "uploads_active",
-            "Uploads being served now",
-            m.uploads_active.clone(),
-        );
-        registry.register(
-            "uploads_stalled",
-            "Uploads whose slot was taken back after send_stall_secs without progress",
-            m.uploads_stalled.clone(),
-        );
-        registry.register(
-            "read_ahead_blobs",
-            "Image layers started before the runtime asked for them",
-            m.read_ahead_blobs.clone(),
-        );
         // Every source exported from the start, at 0: dashboards and alerts see "none yet"
         // rather than no series at all.
         for source in ["peer", "edge", "origin"] {
@@ -93,7 +60,7 @@ impl Metrics {
             let _ = m.bad_pieces.get_or_create(&labels);
             let _ = m.piece_failures.get_or_create(&labels);
         }
-        Metrics { registry, ..m }
+        m
     }
 
     pub fn downloaded(&self, source: &'static str, bytes: u64) {
@@ -113,9 +80,7 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = encode(&mut out, &self.registry);
-        out
+        self.registry.encode()
     }
 }
 

@@ -72,3 +72,13 @@ impl AgentState {
         }))
     }
 }
+
+impl damselfly_server::ops::OpsState for AgentState {
+    fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+}

@@ -88,3 +88,13 @@ impl AppState {
         seen.insert(registry.to_string())
     }
 }
+
+impl damselfly_server::ops::OpsState for AppState {
+    fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+}

@@ -26,7 +26,7 @@ pub mod shutdown;
 pub mod tls;
 
 pub use config::ServerConfig;
-pub use metrics::ServerMetrics;
+pub use metrics::{MetricsRegistry, ServerMetrics};
 pub use readiness::Readiness;
 pub use serve::{Listener, Server};
 

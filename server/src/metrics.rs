@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -46,35 +46,35 @@ pub struct ServerMetrics {
 impl ServerMetrics {
     /// Registers the shared metrics in `registry`.
     pub fn register(registry: &mut Registry) -> ServerMetrics {
+        // 1 ms … ~65 s: a ping and a whole layer pulled through a slow link both fit.
+        let request_seconds: Family<RouteLabels, Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17)));
         let metrics = ServerMetrics {
-            requests: Family::default(),
-            // 1 ms … ~65 s: a ping and a whole layer pulled through a slow link both fit.
-            request_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 17))
-            }),
-            connections_open: Family::default(),
-            connections_shed: Family::default(),
+            requests: added(
+                registry,
+                "http_requests",
+                "HTTP requests answered, by route, method and status",
+                Family::default(),
+            ),
+            request_seconds: added(
+                registry,
+                "http_request_duration_seconds",
+                "Time from a request's arrival to the end of its response body, by route",
+                request_seconds,
+            ),
+            connections_open: added(
+                registry,
+                "connections_open",
+                "Client connections open now, by listener",
+                Family::default(),
+            ),
+            connections_shed: added(
+                registry,
+                "connections_shed",
+                "Connections answered 503 and closed because the listener was at its connection limit",
+                Family::default(),
+            ),
         };
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route, method and status",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "Time from a request's arrival to the end of its response body, by route",
-            metrics.request_seconds.clone(),
-        );
-        registry.register(
-            "connections_open",
-            "Client connections open now, by listener",
-            metrics.connections_open.clone(),
-        );
-        registry.register(
-            "connections_shed",
-            "Connections answered 503 and closed because the listener was at its connection limit",
-            metrics.connections_shed.clone(),
-        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -83,6 +83,51 @@ impl ServerMetrics {
             .set(1);
         registry.register("build_info", "Always 1; the version in its label", build);
         metrics
+    }
+}
+
+/// Registers `metric` as `name` and hands it back, so that a metric is made, named and
+/// described in one expression.
+fn added<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A daemon's metrics: each one made, named and described in one expression of its `Metrics`
+/// constructor, the shared ones ([`ServerMetrics`]) first; all under the daemon's prefix.
+pub struct MetricsRegistry {
+    registry: Registry,
+}
+
+impl MetricsRegistry {
+    /// An empty registry whose metrics are named `<prefix>_<name>`.
+    pub fn new(prefix: &str) -> Self {
+        MetricsRegistry {
+            registry: Registry::with_prefix(prefix),
+        }
+    }
+
+    /// The metrics every daemon exports.
+    pub fn server(&mut self) -> ServerMetrics {
+        ServerMetrics::register(&mut self.registry)
+    }
+
+    /// A new metric (starting at zero), registered as `name` with `help`.
+    pub fn add<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        added(&mut self.registry, name, help, M::default())
+    }
+
+    /// `metric` (one made otherwise, e.g. a histogram with its buckets), registered as `name`.
+    pub fn add_made<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        added(&mut self.registry, name, help, metric)
+    }
+
+    /// Every metric in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 }
 

@@ -20,6 +20,18 @@ pub fn is_ops_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// What the ops routes need of a daemon's state.
+pub trait OpsState: Send + Sync + 'static {
+    fn readiness(&self) -> &Readiness;
+    /// Every metric of the daemon, in the text format.
+    fn metrics_text(&self) -> String;
+}
+
+/// [`routes`] for a daemon's state.
+pub fn routes_of<S: Clone + Send + Sync + 'static>(state: Arc<impl OpsState>) -> Router<S> {
+    routes(state.readiness().clone(), Arc::new(move || state.metrics_text()))
+}
+
 pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness, metrics: RenderMetrics) -> Router<S> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

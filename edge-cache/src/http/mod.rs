@@ -25,7 +25,6 @@ use crate::state::AppState;
 
 /// Every route; the listener adds the request bounds and metrics (`damselfly_server`).
 pub fn app(state: Arc<AppState>) -> Router {
-    let metrics = state.metrics.clone();
     Router::new()
         .route("/v2/", get(registry::ping))
         .route("/v2", get(registry::ping))
@@ -44,10 +43,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/", get(status_page::page))
         .route("/api/v1/status", get(status_page::json))
         .with_state(state.clone())
-        .merge(damselfly_server::ops::routes(
-            state.readiness.clone(),
-            Arc::new(move || metrics.encode()),
-        ))
+        .merge(damselfly_server::ops::routes_of(state))
 }
 
 /// `GET /api/v1/cluster`: this edge's view of its region's cluster (`cluster.rs`).

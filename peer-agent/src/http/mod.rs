@@ -19,31 +19,23 @@ use crate::state::AgentState;
 /// The mirror for the local runtime, with `/healthz`, `/readyz` and `/metrics`; the listener
 /// adds the request bounds and metrics (`damselfly_server`).
 pub fn mirror_app(state: Arc<AgentState>) -> Router {
-    let metrics = state.metrics.clone();
     Router::new()
         .route("/v2/", get(mirror::ping))
         .route("/v2", get(mirror::ping))
         .route("/v2/{*path}", axum::routing::any(mirror::dispatch))
         .route("/api/v1/files", get(files::get))
         .with_state(state.clone())
-        .merge(damselfly_server::ops::routes(
-            state.readiness.clone(),
-            Arc::new(move || metrics.encode()),
-        ))
+        .merge(damselfly_server::ops::routes_of(state))
 }
 
 /// `/healthz`, `/readyz` and `/metrics` on a listener of their own, with the status page
 /// (`/`, `/api/v1/status`).
 pub fn ops_app(state: Arc<AgentState>) -> Router {
-    let metrics = state.metrics.clone();
     Router::new()
         .route("/", get(status_page::page))
         .route("/api/v1/status", get(status_page::json))
         .with_state(state.clone())
-        .merge(damselfly_server::ops::routes(
-            state.readiness.clone(),
-            Arc::new(move || metrics.encode()),
-        ))
+        .merge(damselfly_server::ops::routes_of(state))
 }
 
 /// Pieces for other agents.

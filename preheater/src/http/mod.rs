@@ -22,7 +22,6 @@ use crate::state::AppState;
 /// Every route; the listener adds the request bounds and metrics (`damselfly_server`).
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.config.limits.max_body_bytes;
-    let metrics = state.metrics.clone();
     // Harbor's P2P Preheat ("Dragonfly" provider): /healthy, /oapi/v1/jobs, /_ping, /preheats.
     let provider = crate::provider::routes(state.clone());
     Router::new()
@@ -34,10 +33,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}", get(pages::job))
         .with_state(state.clone())
         .merge(provider)
-        .merge(damselfly_server::ops::routes(
-            state.readiness.clone(),
-            Arc::new(move || metrics.encode()),
-        ))
+        .merge(damselfly_server::ops::routes_of(state))
         .layer(DefaultBodyLimit::max(max_body))
 }
 
