@@ -34,38 +34,28 @@ pub struct Envelope {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Event {
     pub id: String,
-    #[serde(default)]
     pub timestamp: Option<String>,
     pub action: String,
     pub target: Target,
-    #[serde(default)]
     pub request: Option<Request>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Target {
-    #[serde(default)]
     pub media_type: Option<String>,
-    #[serde(default)]
     pub size: Option<u64>,
-    #[serde(default)]
     pub digest: Option<String>,
-    #[serde(default)]
     pub repository: Option<String>,
-    #[serde(default)]
     pub from_repository: Option<String>,
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct Request {
-    #[serde(default)]
     pub host: Option<String>,
-    #[serde(default)]
     pub method: Option<String>,
 }
 

@@ -17,9 +17,7 @@ pub struct DefaultPayload {
     #[serde(rename = "type")]
     pub kind: String,
     pub occur_at: i64,
-    #[serde(default)]
     pub operator: Option<String>,
-    #[serde(default)]
     pub event_data: Option<EventData>,
 }
 
@@ -30,33 +28,28 @@ pub struct CloudEvent {
     pub source: String,
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
     pub time: Option<String>,
-    #[serde(default)]
     pub data: Option<EventData>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct EventData {
-    #[serde(default)]
     pub resources: Vec<Resource>,
-    #[serde(default)]
     pub repository: Option<Repository>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct Resource {
-    #[serde(default)]
     pub digest: Option<String>,
-    #[serde(default)]
     pub tag: Option<String>,
-    #[serde(default)]
     pub resource_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct Repository {
-    #[serde(default)]
     pub repo_full_name: Option<String>,
 }
 
