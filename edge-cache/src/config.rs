@@ -588,16 +588,8 @@ impl DaemonConfig for Config {
         Ok(())
     }
 
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-
-    fn tls(&self) -> &TlsConfig {
-        &self.tls
+    fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig) {
+        (&self.server, &self.log, &self.tls)
     }
 
     fn redacted(&self) -> Self {

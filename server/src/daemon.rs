@@ -18,12 +18,8 @@ use crate::ServerConfig;
 
 /// A daemon's whole configuration: the sections every daemon has, and its own.
 pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
-    /// `[server]`.
-    fn server(&self) -> &ServerConfig;
-    /// `[log]`.
-    fn log(&self) -> &LogConfig;
-    /// `[tls]`.
-    fn tls(&self) -> &TlsConfig;
+    /// The sections every daemon has: `[server]`, `[log]` and `[tls]`.
+    fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig);
     /// Reads secrets named by `*_file` keys into their values (see
     /// [`crate::config::secret_from_file`]).
     fn load_secrets(&mut self) -> Result<(), ConfigError> {
@@ -51,9 +47,10 @@ pub fn load<C: DaemonConfig>(
         .set("tls.ca_file", common.ca_file.as_ref());
     let mut config: C = crate::config::load(daemon, common.config.as_deref(), flags)?;
     config.load_secrets()?;
-    config.server().validate()?;
-    config.log().validate()?;
-    config.tls().validate()?;
+    let (server, log, tls) = config.sections();
+    server.validate()?;
+    log.validate()?;
+    tls.validate()?;
     config.validate()?;
     Ok(config)
 }
@@ -72,7 +69,7 @@ pub fn start<C: DaemonConfig>(
     if common.check_config {
         return Err(crate::config::print_checked(daemon, &config.redacted()));
     }
-    let telemetry = crate::logging::init(daemon, config.log()).map_err(|e| {
+    let telemetry = crate::logging::init(daemon, config.sections().1).map_err(|e| {
         eprintln!("{}: {e}", daemon.name);
         ExitCode::FAILURE
     })?;
