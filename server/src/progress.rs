@@ -122,6 +122,20 @@ impl<I> ProgressIo<I> {
         }
     }
 
+    /// What a write gave: bytes it wrote are counted, and a blocked one is timed.
+    fn sent(&mut self, cx: &mut Context<'_>, sent: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match sent {
+            Poll::Ready(Ok(n)) => {
+                self.written(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => self
+                .blocked(cx)
+                .map_or_else(|e| Poll::Ready(Err(e)), |()| Poll::Pending),
+            other => other,
+        }
+    }
+
     /// Called when a write is blocked: `Err` once the reader has been too slow for too long;
     /// otherwise makes sure the task wakes at the end of the window.
     fn blocked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -158,17 +172,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for ProgressIo<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for ProgressIo<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                self.written(n);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match self.blocked(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            other => other,
-        }
+        let sent = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.sent(cx, sent)
     }
 
     fn poll_write_vectored(
@@ -176,17 +181,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ProgressIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                self.written(n);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match self.blocked(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            other => other,
-        }
+        let sent = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.sent(cx, sent)
     }
 
     fn is_write_vectored(&self) -> bool {
