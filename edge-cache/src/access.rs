@@ -15,7 +15,7 @@ use damselfly_core::{Digest, RepositoryName};
 use damselfly_registry::{Request, MANIFEST_ACCEPT};
 use http::{HeaderValue, StatusCode};
 
-use crate::error::{EdgeError, EdgeResult, UpstreamReply};
+use crate::error::{EdgeError, EdgeResult, PassedReply};
 use crate::upstream::Upstream;
 
 /// What is being read.
@@ -186,7 +186,7 @@ fn refusal(status: StatusCode, headers: &http::HeaderMap, object: Object) -> Edg
         _ => ("UNKNOWN", "upstream refused the request"),
     };
     let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
-    let mut reply = UpstreamReply::new(status, headers, Bytes::from(body.to_string()));
+    let mut reply = PassedReply::new(status, headers, Bytes::from(body.to_string()));
     reply
         .headers
         .insert("content-type", HeaderValue::from_static("application/json"));

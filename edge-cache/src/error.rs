@@ -4,46 +4,15 @@
 //! every client understands; upstream refusals (401 with a challenge, 403, 404) are handed back
 //! as the upstream wrote them so clients fetch tokens from the real realm.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use damselfly_core::api::TRANSFER_FAILED_HEADER;
+pub use damselfly_registry::PassedReply;
 use serde_json::json;
 
-/// An upstream's answer that the client must see as it is (auth challenges, 404s).
-#[derive(Debug, Clone)]
-pub struct UpstreamReply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// Headers of an upstream error answer worth passing to the client.
-const PASSED_HEADERS: [&str; 3] = [
-    "www-authenticate",
-    "content-type",
-    "docker-distribution-api-version",
-];
-
-impl From<UpstreamReply> for EdgeError {
-    fn from(reply: UpstreamReply) -> Self {
+impl From<PassedReply> for EdgeError {
+    fn from(reply: PassedReply) -> Self {
         EdgeError::Upstream(Box::new(reply))
-    }
-}
-
-impl UpstreamReply {
-    pub fn new(status: StatusCode, upstream_headers: &HeaderMap, body: Bytes) -> Self {
-        let mut headers = HeaderMap::new();
-        for name in PASSED_HEADERS {
-            for v in upstream_headers.get_all(name) {
-                headers.append(name, v.clone());
-            }
-        }
-        UpstreamReply {
-            status,
-            headers,
-            body,
-        }
     }
 }
 
@@ -71,7 +40,7 @@ pub enum EdgeError {
     #[error("no upstream registry is configured for {0:?}")]
     UnknownNamespace(String),
     #[error("upstream answered {}", .0.status)]
-    Upstream(Box<UpstreamReply>),
+    Upstream(Box<PassedReply>),
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
     #[error("blob transfer failed: {0}")]
@@ -175,14 +144,12 @@ impl From<damselfly_registry::Error> for EdgeError {
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
         if let EdgeError::Upstream(reply) = self {
-            let UpstreamReply {
+            let PassedReply {
                 status,
                 headers,
                 body,
             } = *reply;
-            let mut response = (status, body).into_response();
-            response.headers_mut().extend(headers);
-            return response;
+            return (status, headers, body).into_response();
         }
         let (status, code) = self.oci_code();
         if status.is_server_error() {

@@ -1,40 +1,10 @@
 //! The agent's error type and its HTTP form (OCI error JSON on the mirror).
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 
-/// An answer from an edge or the origin that the runtime must see as it is (401 with a
-/// challenge, 404).
-#[derive(Debug, Clone)]
-pub struct PassedReply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-const PASSED_HEADERS: [&str; 3] = [
-    "www-authenticate",
-    "content-type",
-    "docker-distribution-api-version",
-];
-
-impl PassedReply {
-    pub fn from_parts(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
-        let mut kept = HeaderMap::new();
-        for name in PASSED_HEADERS {
-            for v in headers.get_all(name) {
-                kept.append(name, v.clone());
-            }
-        }
-        PassedReply {
-            status,
-            headers: kept,
-            body,
-        }
-    }
-}
+pub use damselfly_registry::PassedReply;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -85,9 +55,12 @@ impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             AgentError::Refused(reply) => {
-                let mut response = (reply.status, reply.body.clone()).into_response();
-                response.headers_mut().extend(reply.headers.clone());
-                return response;
+                let PassedReply {
+                    status,
+                    headers,
+                    body,
+                } = (**reply).clone();
+                return (status, headers, body).into_response();
             }
             AgentError::Unavailable(_) | AgentError::TransferFailed(_) | AgentError::BadPiece(_) => {
                 (StatusCode::BAD_GATEWAY, "UNAVAILABLE")

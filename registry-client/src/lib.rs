@@ -17,6 +17,7 @@
 mod client;
 mod error;
 mod manifest;
+mod reply;
 mod tokens;
 
 #[cfg(test)]
@@ -25,3 +26,4 @@ mod fake_registry_tests;
 pub use client::{http_builder, OwnAuth, RegistryClient, Request};
 pub use error::{Error, Result};
 pub use manifest::{content_type, media_type_in_body, read_bounded, Manifest, MANIFEST_ACCEPT};
+pub use reply::PassedReply;

@@ -13,7 +13,7 @@ use damselfly_registry::Request;
 use serde::Deserialize;
 
 use super::{blobs, manifests};
-use crate::error::{EdgeError, EdgeResult, UpstreamReply};
+use crate::error::{EdgeError, EdgeResult, PassedReply};
 use crate::state::AppState;
 
 /// Query parameters registry clients send; containerd names the registry in `ns`.
@@ -39,7 +39,7 @@ pub(crate) async fn ping(
         Ok(r) if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::FORBIDDEN => {
             let (status, upstream_headers) = (r.status(), r.headers().clone());
             let body = r.bytes().await.unwrap_or_default();
-            let mut reply = UpstreamReply::new(status, &upstream_headers, body);
+            let mut reply = PassedReply::new(status, &upstream_headers, body);
             reply
                 .headers
                 .insert(API_VERSION.0, http::HeaderValue::from_static(API_VERSION.1));

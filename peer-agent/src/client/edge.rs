@@ -176,7 +176,7 @@ impl EdgeClient {
             if !status.is_success() {
                 let headers = response.headers().clone();
                 let body = response.bytes().await.unwrap_or_default();
-                return Err(AgentError::Refused(Box::new(PassedReply::from_parts(
+                return Err(AgentError::Refused(Box::new(PassedReply::new(
                     status, &headers, body,
                 ))));
             }
