@@ -6,11 +6,11 @@ use std::time::Duration;
 use damselfly_core::api::warm::{warm_status_path, WARM_PATH};
 use damselfly_core::api::{WarmAnswer, WarmRequest};
 use http::StatusCode;
-use serde::Deserialize;
 
 use damselfly_server::tls::TlsConfig;
 
 use crate::error::{Error, Result};
+use damselfly_core::error_summary as oci_error_message;
 
 pub struct EdgeClient {
     region: String,
@@ -144,35 +144,6 @@ impl EdgeClient {
                 message,
             })
         }
-    }
-}
-
-/// `{"errors":[{"code","message","detail"}]}` → `CODE: message (detail)`; else the raw text.
-fn oci_error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Errors {
-        errors: Vec<OciError>,
-    }
-    #[derive(Deserialize)]
-    struct OciError {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-        #[serde(default)]
-        detail: serde_json::Value,
-    }
-    match serde_json::from_slice::<Errors>(body) {
-        Ok(e) if !e.errors.is_empty() => e
-            .errors
-            .iter()
-            .map(|e| match &e.detail {
-                serde_json::Value::Null => format!("{}: {}", e.code, e.message),
-                d => format!("{}: {} ({d})", e.code, e.message),
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod model;
 
 use std::time::Duration;
 
+use damselfly_core::error_summary as error_message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -165,30 +166,6 @@ impl HarborClient {
 
 fn to_value<T: Serialize>(body: &T) -> Result<serde_json::Value, HarborError> {
     serde_json::to_value(body).map_err(|e| HarborError::Invalid(format!("encoding a request: {e}")))
-}
-
-/// Harbor's `{"errors":[{"code","message"}]}`, else the start of the body.
-fn error_message(body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<Item>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    match serde_json::from_slice::<Errors>(body) {
-        Ok(e) if !e.errors.is_empty() => e
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-    }
 }
 
 #[cfg(test)]
