@@ -21,6 +21,8 @@
 //!
 //! [`PieceTable`]: crate::PieceTable
 
+use bytes::{Bytes, BytesMut};
+
 use crate::seal::{SealError, TaskKey, NONCE_LEN, TAG_LEN};
 
 /// The zstd level pieces are compressed at: the fastest of the standard levels, several hundred
@@ -120,6 +122,24 @@ pub fn compress_and_seal(
     frame
         .saves(plain.len(), min_saving)
         .then(|| frame.seal(key, index))
+}
+
+/// The plaintext of piece `index` as stored (see [`crate::PieceTable::zstd`]), authenticated
+/// and decrypted where it lies in `sealed`: a compressed piece is then decompressed into a
+/// buffer of exactly `plain_len` bytes; any other is `sealed` cut to its plaintext.
+pub fn open_stored(
+    key: &TaskKey,
+    index: u64,
+    mut sealed: BytesMut,
+    compressed: bool,
+    plain_len: usize,
+) -> Result<Bytes, SealError> {
+    if compressed {
+        return open_compressed(key, &mut sealed, plain_len).map(Bytes::from);
+    }
+    let len = key.open(index, &mut sealed)?.len();
+    sealed.truncate(len);
+    Ok(sealed.freeze())
 }
 
 /// Authenticates and decrypts a compressed piece, then decompresses it into exactly

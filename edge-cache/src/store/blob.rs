@@ -229,20 +229,12 @@ impl Blob {
         );
         let compressed = self.is_compressed(index);
         tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
+            let mut buf = bytes::BytesMut::zeroed(len);
             file.read_exact_at(&mut buf, offset)
                 .map_err(|e| EdgeError::Internal(format!("read piece {index}: {e}")))?;
-            if compressed {
-                let plain = encoding::open_compressed(&key, &mut buf, layout.plain_len(index) as usize)
-                    .map_err(|e| EdgeError::PieceDamaged(format!("piece {index}: {e}")))?;
-                return Ok(Bytes::from(plain));
-            }
-            let plain_len = key
-                .open(index, &mut buf)
-                .map_err(|e| EdgeError::PieceDamaged(format!("piece {index}: {e}")))?
-                .len();
-            buf.truncate(plain_len);
-            Ok(Bytes::from(buf))
+            let plain_len = layout.plain_len(index) as usize;
+            encoding::open_stored(&key, index, buf, compressed, plain_len)
+                .map_err(|e| EdgeError::PieceDamaged(format!("piece {index}: {e}")))
         })
         .await
         .map_err(|e| EdgeError::Internal(format!("read task: {e}")))?

@@ -149,22 +149,14 @@ async fn next_piece(task: Arc<LocalTask>, key: TaskKey, offset: u64, end: u64) -
     }
     let plain = tokio::task::spawn_blocking(move || -> AgentResult<Bytes> {
         // One copy into a buffer of our own, unless the piece was read from disk for us alone.
-        let mut sealed = task
+        let sealed = task
             .read_sealed(index)?
             .try_into_mut()
             .unwrap_or_else(|shared| shared.as_ref().into());
-        if task.is_compressed(index) {
-            // Decrypted in place, then decompressed into the piece's length and no more.
-            let plain = encoding::open_compressed(&key, &mut sealed, layout.plain_len(index) as usize)
-                .map_err(|e| AgentError::Internal(format!("piece {index} on disk: {e}")))?;
-            return Ok(Bytes::from(plain));
-        }
-        let len = key
-            .open(index, &mut sealed)
-            .map_err(|e| AgentError::Internal(format!("piece {index} on disk: {e}")))?
-            .len();
-        sealed.truncate(len);
-        Ok(sealed.freeze())
+        // Decrypted in place (a compressed piece then decompressed into its length, no more).
+        let plain_len = layout.plain_len(index) as usize;
+        encoding::open_stored(&key, index, sealed, task.is_compressed(index), plain_len)
+            .map_err(|e| AgentError::Internal(format!("piece {index} on disk: {e}")))
     })
     .await
     .map_err(|e| AgentError::Internal(e.to_string()))??;
