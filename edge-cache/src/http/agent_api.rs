@@ -29,6 +29,7 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::metrics::EncodingLabels;
 use crate::state::AppState;
 use crate::store::{Blob, BlobSource, BlobState, FileValidators, IngestState};
+use crate::upstream::Upstream;
 
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
@@ -49,13 +50,14 @@ fn parse_repo(query: &TaskQuery) -> EdgeResult<RepositoryName> {
     repo.parse().map_err(|_| EdgeError::NameInvalid(repo.to_string()))
 }
 
-/// A registry blob, once the caller's credentials pass the upstream's check.
-async fn registry_source(
+/// The upstream and repository a request names (`?ns=`, `?repo=`), once the caller's
+/// credentials pass the upstream's check for the blob.
+async fn allowed_repo(
     state: &AppState,
     digest: &Digest,
     query: &TaskQuery,
     headers: &HeaderMap,
-) -> EdgeResult<BlobSource> {
+) -> EdgeResult<(Arc<Upstream>, RepositoryName)> {
     let repo = parse_repo(query)?;
     let upstream = state.upstreams.select(query.ns.as_deref())?;
     let auth = headers.get(http::header::AUTHORIZATION);
@@ -63,6 +65,18 @@ async fn registry_source(
         .gate
         .check(&upstream, &repo, Object::Blob(*digest), auth)
         .await?;
+    Ok((upstream, repo))
+}
+
+/// A registry blob, once the caller's credentials pass the upstream's check.
+async fn registry_source(
+    state: &AppState,
+    digest: &Digest,
+    query: &TaskQuery,
+    headers: &HeaderMap,
+) -> EdgeResult<BlobSource> {
+    let (upstream, repo) = allowed_repo(state, digest, query, headers).await?;
+    let auth = headers.get(http::header::AUTHORIZATION);
     Ok(BlobSource::Registry {
         upstream,
         repo,
@@ -374,13 +388,7 @@ async fn authorised_blob(
     if headers.contains_key(TICKET_HEADER) {
         caller.ticket(state, headers, digest)?;
     } else if query.repo.is_some() {
-        let repo = parse_repo(query)?;
-        let upstream = state.upstreams.select(query.ns.as_deref())?;
-        let auth = headers.get(http::header::AUTHORIZATION);
-        state
-            .gate
-            .check(&upstream, &repo, Object::Blob(*digest), auth)
-            .await?;
+        allowed_repo(state, digest, query, headers).await?;
     } else {
         return Err(EdgeError::Unauthorized(
             "a ticket or ?repo= with credentials is required".into(),
