@@ -233,6 +233,17 @@ impl PieceTable {
     }
 }
 
+/// A new file of sealed pieces at `path` (one there before is emptied), open for reading and
+/// writing: pieces are written and read at their offsets, in any order.
+pub fn create_pieces_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 /// A table's `zstd` list from per-piece compressed lengths: empty when no piece is compressed
 /// (a format-1 table), else as given.
 pub fn compressed_lengths(lengths: Vec<u32>) -> Vec<u32> {

@@ -7,7 +7,7 @@
 //! needs the edge's access check (and key) again.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -306,12 +306,7 @@ impl PieceStore {
         }
         self.evict_for(&mut tasks, layout.sealed_size());
         let path = self.root.join(format!("{}.partial", digest.hex()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
+        let file = damselfly_core::piece::create_pieces_file(&path)
             .map_err(|e| AgentError::Internal(format!("create {}: {e}", path.display())))?;
         file.set_len(layout.sealed_size())
             .map_err(|e| AgentError::Internal(format!("allocate: {e}")))?;

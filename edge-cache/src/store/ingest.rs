@@ -8,7 +8,7 @@
 //! (A plain file fetched without a known digest has nothing to be checked against but its
 //! announced length; its pieces are still sealed and hashed, so agents verify every byte.)
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -190,12 +190,7 @@ pub(super) struct Ingest {
 impl Ingest {
     pub fn create(store: &BlobStore, digest: Digest) -> EdgeResult<Arc<Ingest>> {
         let path = store.root.join("ingest").join(format!("{}.sealed", digest.hex()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
+        let file = damselfly_core::piece::create_pieces_file(&path)
             .map_err(|e| EdgeError::Internal(format!("create {}: {e}", path.display())))?;
         let (progress, _) = watch::channel(Progress {
             layout: None,
