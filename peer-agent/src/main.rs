@@ -10,27 +10,17 @@ use damselfly_server::daemon;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = damselfly_server::cli::parse(&DAEMON);
-    let tool = match &cli.command {
-        Some(Command::Configure(args)) => Some(("configure", damselfly_agent::configure::run(args))),
+    let tool = |name, outcome| daemon::tool_exit(&DAEMON, name, outcome);
+    match &cli.command {
+        Some(Command::Configure(args)) => tool("configure", damselfly_agent::configure::run(args)),
         Some(Command::Unconfigure(args)) => {
-            Some(("unconfigure", damselfly_agent::configure::run_unconfigure(args)))
+            tool("unconfigure", damselfly_agent::configure::run_unconfigure(args))
         }
-        Some(Command::Get(args)) => Some(("get", damselfly_agent::get::run(args).await)),
-        Some(Command::Status(args)) => Some(("status", damselfly_agent::status::run(args).await)),
-        None => None,
-    };
-    if let Some((name, result)) = tool {
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("peer-agent {name}: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        Some(Command::Get(args)) => tool("get", damselfly_agent::get::run(args).await),
+        Some(Command::Status(args)) => tool("status", damselfly_agent::status::run(args).await),
+        None => {
+            let flags = Ok(cli.daemon.overrides());
+            daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, flags, damselfly_agent::run).await
+        }
     }
-    let (config, _telemetry) = match daemon::start::<Config>(&DAEMON, &cli.common, cli.daemon.overrides()) {
-        Ok(started) => started,
-        Err(exit) => return exit,
-    };
-    daemon::exit(damselfly_agent::run(config, damselfly_server::shutdown::signal()).await)
 }

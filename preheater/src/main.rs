@@ -11,24 +11,7 @@ use damselfly_server::daemon;
 async fn main() -> ExitCode {
     let cli: Cli = damselfly_server::cli::parse(&DAEMON);
     if let Some(PreheaterCommand::Jobs(args)) = &cli.command {
-        return match damselfly_preheater::jobs_cli::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("preheater jobs: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return daemon::tool_exit(&DAEMON, "jobs", damselfly_preheater::jobs_cli::run(args).await);
     }
-    let flags = match cli.overrides() {
-        Ok(flags) => flags,
-        Err(e) => {
-            eprintln!("preheater: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let (config, _telemetry) = match daemon::start::<Config>(&DAEMON, &cli.common, flags) {
-        Ok(started) => started,
-        Err(exit) => return exit,
-    };
-    daemon::exit(damselfly_preheater::run(config, damselfly_server::shutdown::signal()).await)
+    daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, cli.overrides(), damselfly_preheater::run).await
 }

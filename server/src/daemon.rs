@@ -2,6 +2,7 @@
 //! wires: flags → configuration (or `--check-config`'s answer) → logging → run → exit status.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -74,6 +75,49 @@ pub fn start<C: DaemonConfig>(
         ExitCode::FAILURE
     })?;
     Ok((config, telemetry))
+}
+
+/// What a daemon's `run` is given to stop on: SIGTERM or SIGINT ([`crate::shutdown::signal`]).
+pub type Signal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The life of a daemon once its flags are parsed: configuration (or `--check-config`'s
+/// answer), logging, `run` until SIGTERM or SIGINT, and the exit status. Flags that cannot be
+/// read as configuration exit with 2, as an invalid configuration does.
+pub async fn run_daemon<C, F, Fut>(
+    daemon: &Daemon,
+    common: &CommonArgs,
+    flags: Result<Overrides, ConfigError>,
+    run: F,
+) -> ExitCode
+where
+    C: DaemonConfig,
+    F: FnOnce(C, Signal) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let flags = match flags {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("{}: {e}", daemon.name);
+            return ExitCode::from(2);
+        }
+    };
+    let (config, _telemetry) = match start::<C>(daemon, common, flags) {
+        Ok(started) => started,
+        Err(exit) => return exit,
+    };
+    exit(run(config, Box::pin(crate::shutdown::signal())).await)
+}
+
+/// The exit status of a daemon's subcommand (`certs`, `jobs`, …); its error is printed with
+/// its causes.
+pub fn tool_exit<E: Display>(daemon: &Daemon, name: &str, outcome: Result<(), E>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{} {name}: {e:#}", daemon.name);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Binds a listener, with an error that names the address.
