@@ -127,3 +127,8 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// Adds `n` to `family`'s series for `source`.
+pub fn count(family: &Family<SourceLabels, Counter>, source: &'static str, n: u64) {
+    family.get_or_create(&SourceLabels { source }).inc_by(n);
+}

@@ -65,18 +65,14 @@ pub(crate) async fn dispatch(
     let head = method == Method::HEAD;
     let mut response = match target {
         RegistryTarget::Manifest { name, reference } => {
-            let repo: RepositoryName = name
-                .parse()
-                .map_err(|_| EdgeError::NameInvalid(name.to_string()))?;
+            let repo = repository(name)?;
             let reference = reference
                 .parse()
                 .map_err(|_| EdgeError::ManifestUnknown(format!("invalid reference {reference}")))?;
             manifests::serve(&state, &upstream, &repo, &reference, &headers, head).await?
         }
         RegistryTarget::Blob { name, digest } => {
-            let repo: RepositoryName = name
-                .parse()
-                .map_err(|_| EdgeError::NameInvalid(name.to_string()))?;
+            let repo = repository(name)?;
             let digest = digest
                 .parse()
                 .map_err(|_| EdgeError::DigestInvalid(digest.to_string()))?;
@@ -88,4 +84,8 @@ pub(crate) async fn dispatch(
         .headers_mut()
         .insert(API_VERSION.0, http::HeaderValue::from_static(API_VERSION.1));
     Ok(response)
+}
+
+fn repository(name: &str) -> EdgeResult<RepositoryName> {
+    name.parse().map_err(|_| EdgeError::NameInvalid(name.to_string()))
 }

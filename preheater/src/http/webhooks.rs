@@ -20,7 +20,7 @@ use super::{authorize, body, content_type};
 use crate::error::{Error, Result};
 use crate::events::{distribution, harbor, ClassifiedEvent};
 use crate::job::{now_millis, Job, JobSpec};
-use crate::metrics::{EventLabels, SourceLabels};
+use crate::metrics::{count, EventLabels};
 use crate::state::AppState;
 use crate::store::Admission;
 
@@ -115,22 +115,14 @@ async fn admit(
         }
     }
     if jobs.is_empty() {
-        state
-            .metrics
-            .events_ignored
-            .get_or_create(&SourceLabels { source })
-            .inc();
+        count(&state.metrics.events_ignored, source, 1);
         receipt.ignored += 1;
         tracing::debug!(source, key = %event.dedupe_key, action = event.action, reasons = ?reasons, "event needs no warming");
         return Ok(());
     }
     match state.store.admit(Some(&event.dedupe_key), &jobs).await? {
         Admission::Created => {
-            state
-                .metrics
-                .jobs_created
-                .get_or_create(&SourceLabels { source })
-                .inc_by(jobs.len() as u64);
+            count(&state.metrics.jobs_created, source, jobs.len() as u64);
             receipt.accepted += 1;
             for job in &jobs {
                 tracing::info!(source, job = %job.id, registry = %job.registry, repository = %job.repository,
@@ -139,11 +131,7 @@ async fn admit(
             }
         }
         Admission::Duplicate => {
-            state
-                .metrics
-                .events_deduplicated
-                .get_or_create(&SourceLabels { source })
-                .inc();
+            count(&state.metrics.events_deduplicated, source, 1);
             receipt.duplicates += 1;
             tracing::debug!(source, key = %event.dedupe_key, "duplicate event");
         }
