@@ -151,11 +151,13 @@ impl Session<'_> {
         self.client.post(path, body).await
     }
 
-    async fn update<T: Serialize>(&mut self, path: &str, body: &T) -> Result<(), HarborError> {
+    /// Replaces the entry `name` (or id) of the collection at `path`.
+    async fn update<T: Serialize>(&mut self, path: &str, name: &str, body: &T) -> Result<(), HarborError> {
+        let path = format!("{path}/{}", segment(name));
         if self.dry_run {
-            return self.show("PUT", path, body);
+            return self.show("PUT", &path, body);
         }
-        self.client.put(path, body).await
+        self.client.put(&path, body).await
     }
 
     fn show<T: Serialize>(&mut self, method: &str, path: &str, body: &T) -> Result<(), HarborError> {
@@ -233,7 +235,7 @@ async fn webhook(
         id: Some(id),
         ..desired
     };
-    harbor.update(&format!("{path}/{id}"), &update).await?;
+    harbor.update(&path, &id.to_string(), &update).await?;
     Ok(outcome(Change::Updated))
 }
 
@@ -295,9 +297,7 @@ async fn provider(
         id: current.id,
         ..desired
     };
-    harbor
-        .update(&format!("{path}/{}", segment(&spec.name)), &update)
-        .await?;
+    harbor.update(path, &spec.name, &update).await?;
     Ok((outcome(Change::Updated), current.id))
 }
 
@@ -382,9 +382,7 @@ async fn policy(
         id: current.id,
         ..desired
     };
-    harbor
-        .update(&format!("{path}/{}", segment(&spec.name)), &update)
-        .await?;
+    harbor.update(&path, &spec.name, &update).await?;
     Ok(outcome(Change::Updated))
 }
 
