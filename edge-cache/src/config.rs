@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use damselfly_server::cli::CommonArgs;
+use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
 use damselfly_server::config::{redact, redact_url, secret_from_file, ConfigError, LogConfig, Overrides};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::tls::TlsConfig;
@@ -26,67 +26,8 @@ pub const DAEMON: Daemon = Daemon {
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Address for the registry API, the agent API and the health/metrics endpoints.
-    #[arg(long, env = "DAMSELFLY_EDGE_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Directory for the piece store, the index and the generated cluster secret.
-    #[arg(long, env = "DAMSELFLY_EDGE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Default upstream registry URL, used when a request names no `?ns=` (e.g. http://127.0.0.1:5000).
-    #[arg(long, env = "DAMSELFLY_EDGE_UPSTREAM", value_name = "URL")]
-    pub upstream: Option<String>,
-    /// Region this edge serves (a label such as `eu-west`).
-    #[arg(long, env = "DAMSELFLY_EDGE_REGION", value_name = "NAME")]
-    pub region: Option<String>,
-    /// Disk quota for cached blobs, e.g. `50GiB` or `500MiB`.
-    #[arg(long, env = "DAMSELFLY_EDGE_QUOTA", value_name = "SIZE")]
-    pub quota: Option<String>,
-    /// Bearer token the preheater presents on `/api/v1/warm` (unset: warming disabled).
-    #[arg(
-        long,
-        env = "DAMSELFLY_EDGE_WARM_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub warm_token: Option<String>,
-    /// File holding the warm token (mode 0600): keeps it out of the process list.
-    #[arg(long, env = "DAMSELFLY_EDGE_WARM_TOKEN_FILE", value_name = "FILE")]
-    pub warm_token_file: Option<PathBuf>,
-    /// File holding the admin API's bearer token (mode 0600; unset: the admin API is off).
-    #[arg(long, env = "DAMSELFLY_EDGE_ADMIN_TOKEN_FILE", value_name = "FILE")]
-    pub admin_token_file: Option<PathBuf>,
-    /// Redis URL for scheduler state shared by the edges of a region (default: in process);
-    /// with --advertise-url, also where the edges of the region find each other.
-    #[arg(long, env = "DAMSELFLY_EDGE_REDIS", value_name = "URL")]
-    pub redis: Option<String>,
-    /// How other edges reach this one (e.g. https://edge-1.eu.internal:5080): with --redis,
-    /// the edges of a region form a cluster, each blob fetched from the origin by one of them.
-    #[arg(long, env = "DAMSELFLY_EDGE_ADVERTISE_URL", value_name = "URL")]
-    pub advertise_url: Option<String>,
-    /// File holding the secret shared by every edge of the cluster (>= 32 bytes, mode 0600).
-    #[arg(long, env = "DAMSELFLY_EDGE_CLUSTER_SECRET_FILE", value_name = "FILE")]
-    pub cluster_secret_file: Option<PathBuf>,
-    /// An edge of another region asked for a blob before the origin (repeatable, tried in
-    /// order): regions chained so that the origin sends each blob once.
-    #[arg(
-        long = "parent",
-        env = "DAMSELFLY_EDGE_PARENTS",
-        value_name = "URL",
-        value_delimiter = ','
-    )]
-    pub parents: Vec<String>,
-    /// PEM CA that signs agents' client certificates: agents get task keys only over TLS with a
-    /// certificate from it (`tls.client_ca`).
-    #[arg(long, env = "DAMSELFLY_EDGE_CLIENT_CA", value_name = "FILE")]
-    pub client_ca: Option<PathBuf>,
-    /// Lab use only: hand task keys to callers without a TLS client certificate (anyone who can
-    /// watch the network can then decrypt every piece).
-    #[arg(long, env = "DAMSELFLY_EDGE_INSECURE")]
-    pub insecure: bool,
-    /// Compress pieces worth it: `auto` while the CPU has room, `always`, or `off` (tables
-    /// stay in the format agents from before compression read) (`compression.mode`).
-    #[arg(long, env = "DAMSELFLY_EDGE_COMPRESSION", value_name = "MODE")]
-    pub compression: Option<CompressionMode>,
+    #[command(flatten)]
+    pub flags: Flags<EdgeFlags>,
     #[command(subcommand)]
     pub command: Option<EdgeCommand>,
 }
@@ -101,28 +42,108 @@ pub enum EdgeCommand {
     Admin(crate::admin_cli::AdminArgs),
 }
 
+/// The edge's flags, each with the configuration key it sets.
+#[derive(Debug, Clone)]
+pub struct EdgeFlags;
+
+impl FlagTable for EdgeFlags {
+    const PREFIX: &'static str = DAEMON.env_prefix;
+    const FLAGS: &'static [Flag] = &[
+        Flag::value(
+            "listen",
+            "ADDR",
+            "Address for the registry API, the agent API and the health/metrics endpoints",
+        ),
+        Flag::value(
+            "data-dir",
+            "DIR",
+            "Directory for the piece store, the index and the generated cluster secret",
+        ),
+        Flag::value(
+            "upstream",
+            "URL",
+            "Default upstream registry URL, used when a request names no `?ns=` (e.g. http://127.0.0.1:5000)",
+        ),
+        Flag::value(
+            "region",
+            "NAME",
+            "Region this edge serves (a label such as `eu-west`)",
+        ),
+        Flag::value(
+            "quota",
+            "SIZE",
+            "Disk quota for cached blobs, e.g. `50GiB` or `500MiB`",
+        )
+        .key("cache.quota"),
+        Flag::value(
+            "warm-token",
+            "TOKEN",
+            "Bearer token the preheater presents on `/api/v1/warm` (unset: warming disabled)",
+        )
+        .secret(),
+        Flag::value(
+            "warm-token-file",
+            "FILE",
+            "File holding the warm token (mode 0600): keeps it out of the process list",
+        ),
+        Flag::value(
+            "admin-token-file",
+            "FILE",
+            "File holding the admin API's bearer token (mode 0600; unset: the admin API is off)",
+        ),
+        Flag::value(
+            "redis",
+            "URL",
+            "Redis URL for scheduler state shared by the edges of a region (default: in process); with \
+             --advertise-url, also where the edges of the region find each other",
+        ),
+        Flag::value(
+            "advertise-url",
+            "URL",
+            "How other edges reach this one (e.g. https://edge-1.eu.internal:5080): with --redis, the \
+             edges of a region form a cluster, each blob fetched from the origin by one of them",
+        ),
+        Flag::value(
+            "cluster-secret-file",
+            "FILE",
+            "File holding the secret shared by every edge of the cluster (>= 32 bytes, mode 0600)",
+        ),
+        Flag::value(
+            "parent",
+            "URL",
+            "An edge of another region asked for a blob before the origin (repeatable, tried in \
+             order): regions chained so that the origin sends each blob once",
+        )
+        .list()
+        .key("parents")
+        .env("PARENTS"),
+        Flag::value(
+            "client-ca",
+            "FILE",
+            "PEM CA that signs agents' client certificates: agents get task keys only over TLS with a \
+             certificate from it (`tls.client_ca`)",
+        )
+        .key("tls.client_ca"),
+        Flag::switch(
+            "insecure",
+            "Lab use only: hand task keys to callers without a TLS client certificate (anyone who can \
+             watch the network can then decrypt every piece)",
+        ),
+        Flag::value(
+            "compression",
+            "MODE",
+            "Compress pieces worth it: `auto` while the CPU has room, `always`, or `off` (tables stay \
+             in the format agents from before compression read) (`compression.mode`)",
+        )
+        .key("compression.mode")
+        .one_of(&["auto", "always", "off"]),
+    ];
+}
+
 impl Cli {
     /// The flags given, as configuration keys.
-    pub fn overrides(&self) -> Overrides {
-        let mut o = Overrides::default();
-        o.set("listen", self.listen.as_ref())
-            .set("data_dir", self.data_dir.as_ref())
-            .set("upstream", self.upstream.as_ref())
-            .set("region", self.region.as_ref())
-            .set("cache.quota", self.quota.as_ref())
-            .set("warm_token", self.warm_token.as_ref())
-            .set("warm_token_file", self.warm_token_file.as_ref())
-            .set("admin_token_file", self.admin_token_file.as_ref())
-            .set("redis", self.redis.as_ref())
-            .set("advertise_url", self.advertise_url.as_ref())
-            .set("cluster_secret_file", self.cluster_secret_file.as_ref())
-            .set_list("parents", &self.parents)
-            .set("tls.client_ca", self.client_ca.as_ref())
-            .set("compression.mode", self.compression.as_ref());
-        if self.insecure {
-            o.set("insecure", Some(&true));
-        }
-        o
+    pub fn overrides(&self) -> Result<Overrides, ConfigError> {
+        self.flags.overrides()
     }
 }
 
@@ -287,7 +308,7 @@ pub struct CompressionConfig {
     pub rules: Vec<CompressionRule>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionMode {
     Auto,
@@ -456,7 +477,7 @@ impl Default for LimitsConfig {
 impl Config {
     /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides())
+        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides()?)
     }
 
     pub fn quota_bytes(&self) -> Result<u64, ConfigError> {

@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
             daemon::tool_exit(&DAEMON, "admin", damselfly_edge::admin_cli::run(args).await)
         }
         None => {
-            daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, Ok(cli.overrides()), damselfly_edge::run)
+            daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, cli.overrides(), damselfly_edge::run)
                 .await
         }
     }

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use damselfly_core::Location;
-use damselfly_server::cli::CommonArgs;
-use damselfly_server::config::{ConfigError, LogConfig, Overrides};
+use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
+use damselfly_server::config::{ConfigError, LogConfig};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
@@ -26,7 +26,7 @@ pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
-    pub daemon: DaemonArgs,
+    pub daemon: Flags<AgentFlags>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -43,53 +43,46 @@ pub enum Command {
     Status(crate::status::StatusArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct DaemonArgs {
-    /// Registry mirror address for the local runtime.
-    #[arg(long, env = "DAMSELFLY_AGENT_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Address other agents fetch pieces from.
-    #[arg(long, env = "DAMSELFLY_AGENT_UPLOAD_LISTEN", value_name = "ADDR")]
-    pub upload_listen: Option<SocketAddr>,
-    /// Address of `/healthz`, `/readyz` and `/metrics` for probes and Prometheus.
-    #[arg(long, env = "DAMSELFLY_AGENT_OPS_LISTEN", value_name = "ADDR")]
-    pub ops_listen: Option<SocketAddr>,
-    /// URL other agents use to reach the upload address (default: http://<upload-listen>).
-    #[arg(long, env = "DAMSELFLY_AGENT_ADVERTISE", value_name = "URL")]
-    pub advertise_url: Option<String>,
-    /// Edge cache URL; repeat for fallbacks, nearest first.
-    #[arg(
-        long = "edge",
-        env = "DAMSELFLY_AGENT_EDGES",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
-    pub edges: Vec<String>,
-    /// Default origin registry URL, for clients that send no `?ns=`.
-    #[arg(long, env = "DAMSELFLY_AGENT_UPSTREAM", value_name = "URL")]
-    pub upstream: Option<String>,
-    /// Where this host sits: region/zone/rack.
-    #[arg(long, env = "DAMSELFLY_AGENT_LOCATION", value_name = "REGION/ZONE/RACK")]
-    pub location: Option<Location>,
-    /// Directory for sealed pieces.
-    #[arg(long, env = "DAMSELFLY_AGENT_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-}
+/// The agent's flags, each with the configuration key it sets.
+#[derive(Debug, Clone)]
+pub struct AgentFlags;
 
-impl DaemonArgs {
-    /// The flags given, as configuration keys.
-    pub fn overrides(&self) -> Overrides {
-        let mut o = Overrides::default();
-        o.set("listen", self.listen.as_ref())
-            .set("upload_listen", self.upload_listen.as_ref())
-            .set("ops_listen", self.ops_listen.as_ref())
-            .set("advertise_url", self.advertise_url.as_ref())
-            .set_list("edges", &self.edges)
-            .set("upstream", self.upstream.as_ref())
-            .set("location", self.location.as_ref())
-            .set("data_dir", self.data_dir.as_ref());
-        o
-    }
+impl FlagTable for AgentFlags {
+    const PREFIX: &'static str = DAEMON.env_prefix;
+    const FLAGS: &'static [Flag] = &[
+        Flag::value("listen", "ADDR", "Registry mirror address for the local runtime"),
+        Flag::value("upload-listen", "ADDR", "Address other agents fetch pieces from"),
+        Flag::value(
+            "ops-listen",
+            "ADDR",
+            "Address of `/healthz`, `/readyz` and `/metrics` for probes and Prometheus",
+        ),
+        Flag::value(
+            "advertise-url",
+            "URL",
+            "URL other agents use to reach the upload address (default: http://<upload-listen>)",
+        )
+        .env("ADVERTISE"),
+        Flag::value(
+            "edge",
+            "URL",
+            "Edge cache URL; repeat for fallbacks, nearest first",
+        )
+        .list()
+        .key("edges")
+        .env("EDGES"),
+        Flag::value(
+            "upstream",
+            "URL",
+            "Default origin registry URL, for clients that send no `?ns=`",
+        ),
+        Flag::value(
+            "location",
+            "REGION/ZONE/RACK",
+            "Where this host sits: region/zone/rack",
+        ),
+        Flag::value("data-dir", "DIR", "Directory for sealed pieces"),
+    ];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,7 +272,7 @@ impl Default for UploadConfig {
 impl Config {
     /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.daemon.overrides())
+        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.daemon.overrides()?)
     }
 
     pub fn advertise(&self) -> String {

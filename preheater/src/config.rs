@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use damselfly_server::cli::CommonArgs;
+use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
 use damselfly_server::config::{
     redact, redact_url, secret_from_file, ConfigError, LogConfig, Overrides, REDACTED,
 };
@@ -28,105 +28,8 @@ pub const DAEMON: Daemon = Daemon {
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Address for the webhooks, the job API and the health/metrics endpoints.
-    #[arg(long, env = "DAMSELFLY_PREHEATER_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Directory of the embedded job store (unused with --redis).
-    #[arg(long, env = "DAMSELFLY_PREHEATER_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// An edge to warm, as REGION=URL (repeatable; replaces the file's `edges`).
-    #[arg(
-        long = "edge",
-        env = "DAMSELFLY_PREHEATER_EDGES",
-        value_name = "REGION=URL",
-        value_delimiter = ','
-    )]
-    pub edges: Vec<String>,
-    /// Bearer token presented to the edges' warm API.
-    #[arg(
-        long,
-        env = "DAMSELFLY_PREHEATER_EDGE_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub edge_token: Option<String>,
-    /// Token registries must send as `Authorization: Bearer <token>` on /webhooks/distribution.
-    #[arg(
-        long,
-        env = "DAMSELFLY_PREHEATER_WEBHOOK_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub webhook_token: Option<String>,
-    /// Exact `Authorization` value Harbor sends on /webhooks/harbor (the policy's auth_header).
-    #[arg(
-        long,
-        env = "DAMSELFLY_PREHEATER_HARBOR_AUTH",
-        value_name = "VALUE",
-        hide_env_values = true
-    )]
-    pub harbor_auth: Option<String>,
-    /// Token required as `Authorization: Bearer <token>` on /api/v1/jobs.
-    #[arg(
-        long,
-        env = "DAMSELFLY_PREHEATER_API_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub api_token: Option<String>,
-    /// Files holding those secrets (mode 0600), which keeps them out of process lists.
-    #[arg(long, env = "DAMSELFLY_PREHEATER_EDGE_TOKEN_FILE", value_name = "FILE")]
-    pub edge_token_file: Option<PathBuf>,
-    #[arg(long, env = "DAMSELFLY_PREHEATER_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
-    pub webhook_token_file: Option<PathBuf>,
-    #[arg(long, env = "DAMSELFLY_PREHEATER_HARBOR_AUTH_FILE", value_name = "FILE")]
-    pub harbor_auth_file: Option<PathBuf>,
-    #[arg(long, env = "DAMSELFLY_PREHEATER_API_TOKEN_FILE", value_name = "FILE")]
-    pub api_token_file: Option<PathBuf>,
-    /// The secret that seals credentials kept with running jobs (mode 0600; default: generated
-    /// in the data directory; preheaters sharing Redis need the same one).
-    #[arg(long, env = "DAMSELFLY_PREHEATER_CLUSTER_SECRET_FILE", value_name = "FILE")]
-    pub cluster_secret_file: Option<PathBuf>,
-    /// Lab use only: serve webhooks, the job API and Harbor's provider API without TLS (their
-    /// tokens then cross the network in clear).
-    #[arg(long, env = "DAMSELFLY_PREHEATER_INSECURE")]
-    pub insecure: bool,
-    /// A registry to resolve images from, as HOST=URL (repeatable; adds to the file's `registries`).
-    #[arg(
-        long = "registry",
-        env = "DAMSELFLY_PREHEATER_REGISTRIES",
-        value_name = "HOST=URL",
-        value_delimiter = ','
-    )]
-    pub registries: Vec<String>,
-    /// Redis URL: share jobs and deduplication between several preheaters (e.g. redis://127.0.0.1:6379).
-    #[arg(
-        long,
-        env = "DAMSELFLY_PREHEATER_REDIS",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub redis: Option<String>,
-    /// Token Harbor's P2P provider instance presents as `Authorization: Bearer <token>` on the
-    /// provider API (auth mode OAUTH; repeatable; adds to the file's `harbor.provider_tokens`).
-    #[arg(
-        long = "harbor-provider-token",
-        env = "DAMSELFLY_PREHEATER_HARBOR_PROVIDER_TOKENS",
-        value_name = "TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub harbor_provider_tokens: Vec<String>,
-    /// USER:PASSWORD Harbor's P2P provider instance presents as Basic (auth mode BASIC;
-    /// repeatable; adds to the file's `harbor.provider_basic`).
-    #[arg(
-        long = "harbor-provider-basic",
-        env = "DAMSELFLY_PREHEATER_HARBOR_PROVIDER_BASIC",
-        value_name = "USER:PASSWORD",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub harbor_provider_basic: Vec<String>,
+    #[command(flatten)]
+    pub flags: Flags<PreheaterFlags>,
     #[command(subcommand)]
     pub command: Option<PreheaterCommand>,
 }
@@ -419,69 +322,110 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Splits `KEY=VALUE` as given to `--edge` and `--registry`.
-fn split_pair<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim(), v.trim())),
-        _ => Err(ConfigError::Invalid(format!(
-            "--{flag} wants KEY=VALUE, got {s:?}"
-        ))),
-    }
+/// The preheater's flags, each with the configuration key it sets. `--edge` replaces the file's
+/// edges; `--registry` (replacing a file entry of the same host), `--harbor-provider-token` and
+/// `--harbor-provider-basic` add to the file's.
+#[derive(Debug, Clone)]
+pub struct PreheaterFlags;
+
+impl FlagTable for PreheaterFlags {
+    const PREFIX: &'static str = DAEMON.env_prefix;
+    const FLAGS: &'static [Flag] = &[
+        Flag::value(
+            "listen",
+            "ADDR",
+            "Address for the webhooks, the job API and the health/metrics endpoints",
+        ),
+        Flag::value("data-dir", "DIR", "Directory of the embedded job store (unused with --redis)"),
+        Flag::value(
+            "edge",
+            "REGION=URL",
+            "An edge to warm, as REGION=URL (repeatable; replaces the file's `edges`)",
+        )
+        .list()
+        .pairs("region", "url")
+        .key("edges")
+        .env("EDGES"),
+        Flag::value("edge-token", "TOKEN", "Bearer token presented to the edges' warm API").secret(),
+        Flag::value(
+            "webhook-token",
+            "TOKEN",
+            "Token registries must send as `Authorization: Bearer <token>` on /webhooks/distribution",
+        )
+        .secret(),
+        Flag::value(
+            "harbor-auth",
+            "VALUE",
+            "Exact `Authorization` value Harbor sends on /webhooks/harbor (the policy's auth_header)",
+        )
+        .secret(),
+        Flag::value(
+            "api-token",
+            "TOKEN",
+            "Token required as `Authorization: Bearer <token>` on /api/v1/jobs",
+        )
+        .secret(),
+        Flag::value(
+            "edge-token-file",
+            "FILE",
+            "Files holding those secrets (mode 0600), which keeps them out of process lists",
+        ),
+        Flag::value("webhook-token-file", "FILE", "File holding --webhook-token (mode 0600)"),
+        Flag::value("harbor-auth-file", "FILE", "File holding --harbor-auth (mode 0600)"),
+        Flag::value("api-token-file", "FILE", "File holding --api-token (mode 0600)"),
+        Flag::value(
+            "cluster-secret-file",
+            "FILE",
+            "The secret that seals credentials kept with running jobs (mode 0600; default: generated \
+             in the data directory; preheaters sharing Redis need the same one)",
+        ),
+        Flag::switch(
+            "insecure",
+            "Lab use only: serve webhooks, the job API and Harbor's provider API without TLS (their \
+             tokens then cross the network in clear)",
+        ),
+        Flag::value(
+            "registry",
+            "HOST=URL",
+            "A registry to resolve images from, as HOST=URL (repeatable; adds to the file's `registries`)",
+        )
+        .appends(Some("host"))
+        .pairs("host", "url")
+        .key("registries")
+        .env("REGISTRIES"),
+        Flag::value(
+            "redis",
+            "URL",
+            "Redis URL: share jobs and deduplication between several preheaters (e.g. redis://127.0.0.1:6379)",
+        )
+        .secret(),
+        Flag::value(
+            "harbor-provider-token",
+            "TOKEN",
+            "Token Harbor's P2P provider instance presents as `Authorization: Bearer <token>` on the \
+             provider API (auth mode OAUTH; repeatable; adds to the file's `harbor.provider_tokens`)",
+        )
+        .appends(None)
+        .secret()
+        .key("harbor.provider_tokens")
+        .env("HARBOR_PROVIDER_TOKENS"),
+        Flag::value(
+            "harbor-provider-basic",
+            "USER:PASSWORD",
+            "USER:PASSWORD Harbor's P2P provider instance presents as Basic (auth mode BASIC; \
+             repeatable; adds to the file's `harbor.provider_basic`)",
+        )
+        .appends(None)
+        .secret()
+        .key("harbor.provider_basic")
+        .env("HARBOR_PROVIDER_BASIC"),
+    ];
 }
 
 impl Cli {
-    /// The flags given, as configuration keys. `--edge` replaces the file's edges;
-    /// `--registry` (replacing a file entry of the same host), `--harbor-provider-token` and
-    /// `--harbor-provider-basic` add to the file's.
+    /// The flags given, as configuration keys.
     pub fn overrides(&self) -> Result<Overrides, ConfigError> {
-        let edges = self
-            .edges
-            .iter()
-            .map(|e| {
-                split_pair("edge", e).map(|(region, url)| EdgeConfig {
-                    region: region.into(),
-                    url: url.into(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let registries = self
-            .registries
-            .iter()
-            .map(|r| {
-                split_pair("registry", r).map(|(host, url)| RegistryConfig {
-                    host: host.into(),
-                    url: url.into(),
-                    username: None,
-                    password: None,
-                    password_file: None,
-                    insecure_skip_verify: false,
-                    edge_registry: None,
-                    edge_default_upstream: false,
-                    forward_credentials: false,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut o = Overrides::default();
-        o.set("listen", self.listen.as_ref())
-            .set("data_dir", self.data_dir.as_ref())
-            .set_list("edges", &edges)
-            .append("registries", &registries, Some("host"))
-            .set("edge_token", self.edge_token.as_ref())
-            .set("webhook_token", self.webhook_token.as_ref())
-            .set("harbor_auth", self.harbor_auth.as_ref())
-            .set("api_token", self.api_token.as_ref())
-            .set("edge_token_file", self.edge_token_file.as_ref())
-            .set("webhook_token_file", self.webhook_token_file.as_ref())
-            .set("harbor_auth_file", self.harbor_auth_file.as_ref())
-            .set("api_token_file", self.api_token_file.as_ref())
-            .set("cluster_secret_file", self.cluster_secret_file.as_ref())
-            .set("redis", self.redis.as_ref())
-            .append("harbor.provider_tokens", &self.harbor_provider_tokens, None)
-            .append("harbor.provider_basic", &self.harbor_provider_basic, None);
-        if self.insecure {
-            o.set("insecure", Some(&true));
-        }
-        Ok(o)
+        self.flags.overrides()
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser};
 
+use crate::config::{ConfigError, Overrides};
 use crate::Daemon;
 
 #[derive(Debug, Clone, Args)]
@@ -98,4 +99,227 @@ pub fn api_client(
         .build()
         .map_err(|e| e.to_string())?;
     Ok((client, token))
+}
+
+/// A daemon's flags that each set one configuration key, as a table ([`Flag`]): each flag is
+/// written once, with the key it sets, instead of as a field and again as an override.
+pub trait FlagTable: 'static {
+    /// The environment prefix of the daemon (`DAMSELFLY_EDGE`): a flag is also read from
+    /// `<PREFIX>_<ENV>`.
+    const PREFIX: &'static str;
+    const FLAGS: &'static [Flag];
+}
+
+/// A flag that sets one configuration key. A value is taken as text where the key's default is
+/// text, else read as TOML (`8`, `true`), as the key's `<PREFIX>__<KEY>` variable would be.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// `--<long>`; also the variable `<PREFIX>_<LONG>` unless [`Flag::env`] names another.
+    pub long: &'static str,
+    /// The dotted key it sets (`cache.quota`); by default `long` with `_` for `-`.
+    pub key: &'static str,
+    pub env: &'static str,
+    pub value_name: &'static str,
+    pub help: &'static str,
+    pub kind: FlagKind,
+    /// Shown as the variable's value nowhere, and refused on the command line (see [`parse`]).
+    pub secret: bool,
+    /// Each value is `A=B`, set as a table with these two fields.
+    pub pairs: Option<(&'static str, &'static str)>,
+    /// The only values accepted, listed in `--help`.
+    pub one_of: &'static [&'static str],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagKind {
+    /// One value.
+    Value,
+    /// No value: sets the key to `true`.
+    Switch,
+    /// Repeatable, or comma-separated in the environment: replaces the list at the key.
+    List,
+    /// Repeatable: adds to the list at the key; an entry whose field of this name equals a new
+    /// one's is replaced.
+    Append(Option<&'static str>),
+}
+
+impl Flag {
+    /// A flag `--<long> <VALUE_NAME>` setting the key `long`.
+    pub const fn value(long: &'static str, value_name: &'static str, help: &'static str) -> Flag {
+        Flag {
+            long,
+            key: "",
+            env: "",
+            value_name,
+            help,
+            kind: FlagKind::Value,
+            secret: false,
+            pairs: None,
+            one_of: &[],
+        }
+    }
+
+    /// A flag `--<long>` without a value, setting the key `long` to `true`.
+    pub const fn switch(long: &'static str, help: &'static str) -> Flag {
+        Flag {
+            kind: FlagKind::Switch,
+            ..Flag::value(long, "", help)
+        }
+    }
+
+    pub const fn key(self, key: &'static str) -> Flag {
+        Flag { key, ..self }
+    }
+
+    pub const fn env(self, env: &'static str) -> Flag {
+        Flag { env, ..self }
+    }
+
+    pub const fn list(self) -> Flag {
+        Flag {
+            kind: FlagKind::List,
+            ..self
+        }
+    }
+
+    pub const fn appends(self, unique_by: Option<&'static str>) -> Flag {
+        Flag {
+            kind: FlagKind::Append(unique_by),
+            ..self
+        }
+    }
+
+    pub const fn secret(self) -> Flag {
+        Flag { secret: true, ..self }
+    }
+
+    pub const fn pairs(self, first: &'static str, second: &'static str) -> Flag {
+        Flag {
+            pairs: Some((first, second)),
+            ..self
+        }
+    }
+
+    pub const fn one_of(self, values: &'static [&'static str]) -> Flag {
+        Flag {
+            one_of: values,
+            ..self
+        }
+    }
+
+    fn arg(&self, prefix: &str) -> clap::Arg {
+        let upper = if self.env.is_empty() { self.long } else { self.env };
+        let env = format!("{prefix}_{}", upper.to_ascii_uppercase().replace('-', "_"));
+        let arg = clap::Arg::new(self.long)
+            .long(self.long)
+            .help(self.help)
+            .env(&*Box::leak(env.into_boxed_str()))
+            .hide_env_values(self.secret);
+        let arg = match self.kind {
+            FlagKind::Switch => return arg.action(clap::ArgAction::SetTrue),
+            FlagKind::Value => arg.action(clap::ArgAction::Set),
+            FlagKind::List | FlagKind::Append(_) => arg.action(clap::ArgAction::Append).value_delimiter(','),
+        };
+        let arg = arg.value_name(self.value_name);
+        if self.one_of.is_empty() {
+            arg
+        } else {
+            arg.value_parser(clap::builder::PossibleValuesParser::new(self.one_of))
+        }
+    }
+
+    /// What a given value sets: text, or a table of the two [`Flag::pairs`] fields.
+    fn value_of(&self, raw: &str) -> Result<toml::Value, ConfigError> {
+        let Some((first, second)) = self.pairs else {
+            return Ok(toml::Value::String(raw.to_string()));
+        };
+        match raw.split_once('=') {
+            Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() => {
+                let mut table = toml::Table::new();
+                table.insert(first.into(), a.trim().into());
+                table.insert(second.into(), b.trim().into());
+                Ok(toml::Value::Table(table))
+            }
+            _ => Err(ConfigError::Invalid(format!(
+                "--{} wants {}, got {raw:?}",
+                self.long, self.value_name
+            ))),
+        }
+    }
+}
+
+/// The flags of a [`FlagTable`] given on the command line or in the environment; flattened into
+/// a daemon's `Cli`.
+#[derive(Debug, Clone)]
+pub struct Flags<T> {
+    given: Vec<(&'static Flag, Vec<String>)>,
+    table: std::marker::PhantomData<T>,
+}
+
+impl<T: FlagTable> Flags<T> {
+    /// The flags given, as configuration keys.
+    pub fn overrides(&self) -> Result<Overrides, ConfigError> {
+        let mut o = Overrides::default();
+        for (flag, values) in &self.given {
+            let key = if flag.key.is_empty() {
+                flag.long.replace('-', "_")
+            } else {
+                flag.key.to_string()
+            };
+            let key = key.as_str();
+            match flag.kind {
+                FlagKind::Switch => {
+                    o.set(key, Some(&true));
+                }
+                FlagKind::Value if flag.pairs.is_none() => {
+                    o.set_text(key, &values[0]);
+                }
+                kind => {
+                    let list: Vec<toml::Value> = values
+                        .iter()
+                        .map(|v| flag.value_of(v))
+                        .collect::<Result<_, _>>()?;
+                    match kind {
+                        FlagKind::Append(unique_by) => o.append(key, &list, unique_by),
+                        _ => o.set_list(key, &list),
+                    };
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+impl<T: FlagTable> clap::FromArgMatches for Flags<T> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let given = T::FLAGS
+            .iter()
+            .filter_map(|flag| {
+                let values: Vec<String> = match flag.kind {
+                    FlagKind::Switch => matches.get_flag(flag.long).then(|| vec!["true".into()])?,
+                    _ => matches.get_many::<String>(flag.long)?.cloned().collect(),
+                };
+                Some((flag, values))
+            })
+            .collect();
+        Ok(Flags {
+            given,
+            table: std::marker::PhantomData,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl<T: FlagTable> clap::Args for Flags<T> {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        command.args(T::FLAGS.iter().map(|f| f.arg(T::PREFIX)))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }

@@ -181,11 +181,13 @@ impl LogConfig {
 
 /// Values given as flags, by their dotted key (`cache.quota`), applied over file and environment.
 #[derive(Debug, Default)]
-pub struct Overrides(Vec<(&'static str, Value, Apply)>);
+pub struct Overrides(Vec<(String, Value, Apply)>);
 
 #[derive(Debug, Clone, Copy)]
 enum Apply {
     Replace,
+    /// Text, read as TOML unless the key's value is text (as an environment value is).
+    Text,
     /// Appended to the list already there; an entry whose field `.0` equals a new entry's is
     /// dropped first (a flag naming the same registry replaces the file's entry).
     Append(Option<&'static str>),
@@ -193,15 +195,22 @@ enum Apply {
 
 impl Overrides {
     /// Sets `key` when the flag was given.
-    pub fn set<T: Serialize>(&mut self, key: &'static str, value: Option<&T>) -> &mut Self {
+    pub fn set<T: Serialize>(&mut self, key: &str, value: Option<&T>) -> &mut Self {
         if let Some(v) = value.and_then(|v| Value::try_from(v).ok()) {
-            self.0.push((key, v, Apply::Replace));
+            self.0.push((key.to_string(), v, Apply::Replace));
         }
         self
     }
 
+    /// Sets `key` to `raw`, read as its environment variable would be (see the module's notes).
+    pub fn set_text(&mut self, key: &str, raw: &str) -> &mut Self {
+        self.0
+            .push((key.to_string(), Value::String(raw.to_string()), Apply::Text));
+        self
+    }
+
     /// Sets `key` to a list when the flag was given at least once.
-    pub fn set_list<T: Serialize>(&mut self, key: &'static str, values: &[T]) -> &mut Self {
+    pub fn set_list<T: Serialize>(&mut self, key: &str, values: &[T]) -> &mut Self {
         if !values.is_empty() {
             self.set(key, Some(&values));
         }
@@ -212,12 +221,12 @@ impl Overrides {
     /// of that name equals a new entry's are replaced.
     pub fn append<T: Serialize>(
         &mut self,
-        key: &'static str,
+        key: &str,
         values: &[T],
         unique_by: Option<&'static str>,
     ) -> &mut Self {
         if let (false, Ok(v)) = (values.is_empty(), Value::try_from(values)) {
-            self.0.push((key, v, Apply::Append(unique_by)));
+            self.0.push((key.to_string(), v, Apply::Append(unique_by)));
         }
         self
     }
@@ -294,9 +303,10 @@ where
     }
     for (key, value, apply) in flags.0 {
         let path: Vec<String> = key.split('.').map(str::to_string).collect();
-        set(&mut merged, &path, |existing| match apply {
-            Apply::Replace => value,
-            Apply::Append(unique_by) => appended(existing, value, unique_by),
+        set(&mut merged, &path, |existing| match (apply, value) {
+            (Apply::Text, Value::String(raw)) => env_value(&raw, existing),
+            (Apply::Replace | Apply::Text, value) => value,
+            (Apply::Append(unique_by), value) => appended(existing, value, unique_by),
         })
         .map_err(ConfigError::Invalid)?;
     }
