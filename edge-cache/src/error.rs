@@ -188,6 +188,8 @@ pub type EdgeResult<T> = Result<T, EdgeError>;
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderMap;
+
     use super::*;
 
     async fn answer(error: EdgeError) -> (StatusCode, HeaderMap, serde_json::Value) {

@@ -106,7 +106,11 @@ mod tests {
             AgentError::BadPiece("piece 3 does not match the table".into()),
         ];
         assert!(retryable.iter().all(AgentError::is_retryable));
-        let reply = PassedReply::from_parts(StatusCode::NOT_FOUND, &HeaderMap::new(), Bytes::new());
+        let reply = PassedReply::new(
+            StatusCode::NOT_FOUND,
+            &axum::http::HeaderMap::new(),
+            bytes::Bytes::new(),
+        );
         let final_ = [
             AgentError::Refused(Box::new(reply)),
             AgentError::TransferFailed("digest mismatch".into()),
