@@ -32,6 +32,13 @@ async fn admin(
         .unwrap()
 }
 
+/// `DELETE /api/v1/admin/blobs/<digest>`: the status of the purge.
+async fn purge_blob(client: &reqwest::Client, edge: &Edge, digest: &str) -> reqwest::StatusCode {
+    admin(client, edge, reqwest::Method::DELETE, &format!("blobs/{digest}"))
+        .await
+        .status()
+}
+
 async fn listed(client: &reqwest::Client, edge: &Edge) -> Vec<serde_json::Value> {
     admin(client, edge, reqwest::Method::GET, "blobs")
         .await
@@ -116,6 +123,12 @@ async fn purged_blobs_are_fetched_again_and_pinned_ones_outlive_eviction() {
     let (a, b, c) = (big[0], big[1], big[2]);
     let client = loopback_client().unwrap();
     let url = |digest: &str| format!("{}/v2/demo/admin/blobs/{digest}", edge.url());
+    // Pulls `a` whole and right; the upstream's blob GETs since the counters were reset.
+    let pull_a = || async {
+        let body = fetch(&client, &url(&a.digest)).await.unwrap();
+        assert_eq!(sha256(&body), a.digest);
+        origin.proxy.blob_gets()
+    };
 
     fetch(&client, &url(&a.digest)).await.unwrap();
     let pin = admin(
@@ -134,23 +147,10 @@ async fn purged_blobs_are_fetched_again_and_pinned_ones_outlive_eviction() {
     assert_eq!(has(&blobs, &b.digest), None, "{blobs:?}");
     assert_eq!(has(&blobs, &c.digest), Some(false), "{blobs:?}");
     origin.proxy.reset_counters();
-    let body = fetch(&client, &url(&a.digest)).await.unwrap();
-    assert_eq!(sha256(&body), a.digest);
-    assert_eq!(
-        origin.proxy.blob_gets(),
-        0,
-        "the pinned blob was served from the cache"
-    );
+    assert_eq!(pull_a().await, 0, "the pinned blob was served from the cache");
 
     // Purged (pinned or not), it is gone from disk and fetched again, whole and right.
-    let purge = admin(
-        &client,
-        &edge,
-        reqwest::Method::DELETE,
-        &format!("blobs/{}", a.digest),
-    )
-    .await;
-    assert_eq!(purge.status(), 204);
+    assert_eq!(purge_blob(&client, &edge, &a.digest).await, 204);
     let hex = a.digest.trim_start_matches("sha256:");
     assert!(!edge
         .data_dir()
@@ -158,21 +158,12 @@ async fn purged_blobs_are_fetched_again_and_pinned_ones_outlive_eviction() {
         .join(format!("{hex}.sealed"))
         .exists());
     assert_eq!(has(&listed(&client, &edge).await, &a.digest), None);
-    let body = fetch(&client, &url(&a.digest)).await.unwrap();
-    assert_eq!(sha256(&body), a.digest);
+    assert_eq!(pull_a().await, 1, "the purged blob came from the upstream");
     assert_eq!(
-        origin.proxy.blob_gets(),
-        1,
-        "the purged blob came from the upstream"
+        purge_blob(&client, &edge, &b.digest).await,
+        404,
+        "b was evicted already"
     );
-    let again = admin(
-        &client,
-        &edge,
-        reqwest::Method::DELETE,
-        &format!("blobs/{}", b.digest),
-    )
-    .await;
-    assert_eq!(again.status(), 404, "b was evicted already");
 
     // The command line sees the same, with the token from a private file.
     let dir = tempfile::tempdir().unwrap();
@@ -228,11 +219,6 @@ async fn a_purged_repository_is_asked_of_the_upstream_again() {
     assert_eq!(purged["purged"], 1);
     origin.proxy.reset_counters();
     assert_eq!(manifest().await, image.top_digest);
-    let asked = origin
-        .proxy
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v2/demo/tags/manifests/v1")
-        .count();
+    let asked = origin.upstream_requests_for("/v2/demo/tags/manifests/v1");
     assert_eq!(asked, 1, "the purged tag went to the upstream");
 }

@@ -3,14 +3,12 @@
 
 mod common;
 
-use common::{fetch_at_once, layers, sha256, Origin, MIB};
+use common::{fetch_at_once, origin_edge_and_image, sha256, MIB};
 use damselfly_test_support::net::loopback_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_cold_pulls_fetch_upstream_once() {
-    let origin = Origin::start().await;
-    let edge = origin.edge().await;
-    let image = origin.push(layers(&[64 * MIB], "coalesce"), "demo/big:v1").await;
+    let (origin, edge, image) = origin_edge_and_image(&[64 * MIB], "coalesce", "demo/big:v1").await;
     let layer = image.largest_blob();
     origin.proxy.reset_counters();
 

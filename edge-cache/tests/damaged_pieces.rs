@@ -8,8 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{fetch, layers, sha256, Origin, MIB};
-use damselfly_core::api::TICKET_HEADER;
+use common::{fetch, get_piece, origin_edge_and_image, sha256, MIB};
 use damselfly_core::PieceLayout;
 use damselfly_test_support::edge::Edge;
 use damselfly_test_support::net::loopback_client;
@@ -43,11 +42,7 @@ fn flip_a_bit(path: &Path, layout: PieceLayout, index: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_piece_damaged_on_disk_is_never_sent_and_the_blob_is_fetched_again() {
-    let origin = Origin::start().await;
-    let edge = origin.edge().await;
-    let image = origin
-        .push(layers(&[8 * MIB], "damaged"), "demo/damaged:v1")
-        .await;
+    let (origin, edge, image) = origin_edge_and_image(&[8 * MIB], "damaged", "demo/damaged:v1").await;
     let layer = image.largest_blob();
     let layout = PieceLayout::for_size(layer.size);
     assert!(layout.count() > 8);
@@ -73,22 +68,11 @@ async fn a_piece_damaged_on_disk_is_never_sent_and_the_blob_is_fetched_again() {
     let path = published(&edge, &layer.digest).await;
     flip_a_bit(&path, layout, 7);
     let answer = edge.task(&client, "demo/damaged", &layer.digest).await.unwrap();
-    let piece_url = format!("{}/pieces/{}/7", edge.url(), layer.digest);
-    let refused = client
-        .get(&piece_url)
-        .header(TICKET_HEADER, &answer.ticket)
-        .send()
-        .await
-        .unwrap();
+    let refused = get_piece(&client, &edge, &layer.digest, 7, &answer.ticket).await;
     assert_eq!(refused.status(), 503, "{}", edge.log_tail());
     // Fetched again by the next task requests.
     let answer = edge.complete_task("demo/damaged", &layer.digest).await.unwrap();
-    let piece = client
-        .get(&piece_url)
-        .header(TICKET_HEADER, &answer.ticket)
-        .send()
-        .await
-        .unwrap();
+    let piece = get_piece(&client, &edge, &layer.digest, 7, &answer.ticket).await;
     assert_eq!(piece.status(), 200, "{}", edge.log_tail());
     let piece = piece.bytes().await.unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{fetch, layers, sha256, Origin, MIB};
+use common::{fetch, health, layers, sha256, Origin, MIB};
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::small_disk::SmallDisk;
 
@@ -50,10 +50,5 @@ async fn a_full_disk_never_serves_a_partial_blob() {
         outcomes.join("\n"),
         edge.log_tail()
     );
-    let health = client
-        .get(format!("{}/healthz", edge.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(health(&client, &edge).await, 200);
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fetch, layers, sha256, Origin, MIB};
+use common::{health, layers, pull_checked, Origin, MIB};
 use damselfly_test_support::net::{loopback_client, raise_open_files};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -35,23 +35,14 @@ async fn thousands_of_idle_connections_leave_health_and_pulls_answering() {
 
     let client = loopback_client().unwrap();
     let started = Instant::now();
-    let health = client
-        .get(format!("{}/healthz", edge.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(health(&client, &edge).await, 200);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "/healthz took {:?} beside {IDLE} idle connections",
         started.elapsed()
     );
     let layer = image.largest_blob();
-    let url = format!("{}/v2/demo/idle/blobs/{}", edge.url(), layer.digest);
-    let body = fetch(&client, &url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", edge.log_tail()));
-    assert_eq!(sha256(&body), layer.digest);
+    pull_checked(&client, &edge, "demo/idle", &layer.digest).await;
 
     // Past the limit: a prompt 503 that says when to come back.
     let mut more = Vec::new();

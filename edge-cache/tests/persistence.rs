@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fetch, layers, sha256, Origin, MIB};
+use common::{fetch, layers, origin_edge_and_image, sha256, Origin, MIB};
 use damselfly_test_support::edge::EdgeOptions;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::plaintext;
@@ -13,11 +13,8 @@ use damselfly_test_support::skopeo::{self, PullOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_edge_serves_its_cache_without_upstream_traffic() {
-    let origin = Origin::start().await;
-    let mut edge = origin.edge().await;
-    let image = origin
-        .push(layers(&[4 * MIB, MIB], "restart"), "demo/restart:v1")
-        .await;
+    let (origin, mut edge, image) =
+        origin_edge_and_image(&[4 * MIB, MIB], "restart", "demo/restart:v1").await;
     let registry = origin.registry.addr();
     let reference = format!("{registry}/demo/restart:v1");
     let out = tempfile::tempdir().unwrap();
@@ -86,11 +83,7 @@ async fn the_cache_stays_within_its_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_layer_plaintext_is_written_to_disk() {
-    let origin = Origin::start().await;
-    let edge = origin.edge().await;
-    let image = origin
-        .push(layers(&[3 * MIB], "plaintext"), "demo/plain:v1")
-        .await;
+    let (_origin, edge, image) = origin_edge_and_image(&[3 * MIB], "plaintext", "demo/plain:v1").await;
     let layer = image.largest_blob();
     let client = loopback_client().unwrap();
     let body = fetch(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{layers, Origin, MIB};
+use common::{origin_edge_and_image, MIB};
 use damselfly_core::api::{TaskAnswer, TICKET_HEADER};
 use damselfly_core::{PieceHash, PieceLayout};
 use damselfly_test_support::edge::task_at;
@@ -12,9 +12,7 @@ use damselfly_test_support::net::loopback_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_list_the_hash_asked_for_over_the_same_sealed_pieces() {
-    let origin = Origin::start().await;
-    let mut edge = origin.edge().await;
-    let image = origin.push(layers(&[6 * MIB], "hashes"), "demo/hashes:v1").await;
+    let (_origin, mut edge, image) = origin_edge_and_image(&[6 * MIB], "hashes", "demo/hashes:v1").await;
     let layer = image.largest_blob();
     let count = PieceLayout::for_size(layer.size).count() as usize;
     let client = loopback_client().unwrap();

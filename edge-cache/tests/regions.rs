@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fetch, layers, sha256, Origin, MIB};
+use common::{blob_url, layers, pull_checked, sha256, Origin, MIB};
 use damselfly_test_support::edge::Edge;
 use damselfly_test_support::image::BuiltImage;
 use damselfly_test_support::net::loopback_client;
@@ -25,11 +25,7 @@ async fn edge_in(origin: &Origin, region: &str, parents: &[String]) -> Edge {
 async fn pull_layers(edge: &Edge, repo: &str, image: &BuiltImage) {
     let client = loopback_client().unwrap();
     for blob in image.blobs.iter().filter(|b| b.size > MIB) {
-        let url = format!("{}/v2/{repo}/blobs/{}", edge.url(), blob.digest);
-        let body = fetch(&client, &url)
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}\n{}", edge.log_tail()));
-        assert_eq!(sha256(&body), blob.digest);
+        pull_checked(&client, edge, repo, &blob.digest).await;
     }
 }
 
@@ -77,20 +73,12 @@ async fn a_request_that_passed_through_the_edge_s_region_is_refused_as_a_loop() 
     let image = origin.push(layers(&[2 * MIB], "loop"), "demo/loop:v1").await;
     let blob = image.largest_blob();
     let client = loopback_client().unwrap();
-    let url = format!("{}/v2/demo/loop/blobs/{}", eu.url(), blob.digest);
-    let refused = client
-        .get(&url)
-        .header("x-damselfly-regions", "us,eu")
-        .send()
-        .await
-        .unwrap();
+    let url = blob_url(&eu, "demo/loop", &blob.digest);
+    // The blob, asked by a request that has already passed through `regions`.
+    let through = |regions: &'static str| client.get(&url).header("x-damselfly-regions", regions).send();
+    let refused = through("us,eu").await.unwrap();
     assert_eq!(refused.status(), 508);
-    let passing = client
-        .get(&url)
-        .header("x-damselfly-regions", "us,asia")
-        .send()
-        .await
-        .unwrap();
+    let passing = through("us,asia").await.unwrap();
     assert_eq!(passing.status(), 200);
     assert_eq!(sha256(&passing.bytes().await.unwrap()), blob.digest);
 }

@@ -9,6 +9,28 @@ use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::redis::Redis;
 use serde_json::json;
 
+/// Where a peer of `digest` announces itself to `edge` (PUT) and leaves (DELETE).
+fn peer_url(edge: &Edge, digest: &str, host: &str) -> String {
+    format!("{}/api/v1/tasks/{digest}/peers/{host}", edge.url())
+}
+
+fn parents_url(edge: &Edge, digest: &str) -> String {
+    format!("{}/api/v1/tasks/{digest}/parents", edge.url())
+}
+
+/// Asks `edge` for the parents of `digest` as peer `me` of rack eu/z1/r1, holding `ticket`.
+fn parents_for_me(
+    client: &reqwest::Client,
+    edge: &Edge,
+    digest: &str,
+    ticket: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .get(parents_url(edge, digest))
+        .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
+        .header("x-damselfly-ticket", ticket)
+}
+
 fn announcement(upload: &str, location: &str, pieces: &serde_json::Value) -> serde_json::Value {
     json!({"upload_url": upload, "location": location, "pieces": pieces, "uploads_active": 0, "upload_slots": 4})
 }
@@ -56,11 +78,7 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
         ("far", "eu/z2/r9"),
     ] {
         let r = client
-            .put(format!(
-                "{}/api/v1/tasks/{}/peers/{host}",
-                edges[0].url(),
-                layer.digest
-            ))
+            .put(peer_url(&edges[0], &layer.digest, host))
             .header("x-damselfly-ticket", &ticket)
             .json(&{
                 let mut a = announcement(&format!("http://{host}:1"), location, &some);
@@ -76,11 +94,7 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
     }
     // The parents an edge names to a peer in rack eu/z1/r1.
     let parents_at = |edge: &Edge| {
-        let request = client
-            .get(format!("{}/api/v1/tasks/{}/parents", edge.url(), layer.digest))
-            .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
-            .header("x-damselfly-ticket", &ticket)
-            .send();
+        let request = parents_for_me(&client, edge, &layer.digest, &ticket).send();
         async move {
             let parents: serde_json::Value = request.await.unwrap().json().await.unwrap();
             parents
@@ -170,11 +184,7 @@ async fn two_edges_share_peers_through_redis_and_rank_by_location() {
 
     // Leaving removes a peer; no ticket, no scheduler.
     let r = client
-        .delete(format!(
-            "{}/api/v1/tasks/{}/peers/same-rack",
-            edges[1].url(),
-            layer.digest
-        ))
+        .delete(peer_url(&edges[1], &layer.digest, "same-rack"))
         .header("x-damselfly-ticket", &ticket)
         .send()
         .await
@@ -257,11 +267,7 @@ async fn a_stopped_redis_is_waited_on_once_not_by_every_request() {
         .unwrap()
         .ticket;
     let parents = || {
-        let request = client
-            .get(format!("{}/api/v1/tasks/{}/parents", edge.url(), layer.digest))
-            .query(&[("host_id", "me"), ("location", "eu/z1/r1")])
-            .header("x-damselfly-ticket", &ticket)
-            .send();
+        let request = parents_for_me(&client, &edge, &layer.digest, &ticket).send();
         async move {
             let started = std::time::Instant::now();
             let status = request.await.unwrap().status();
@@ -314,7 +320,6 @@ async fn pieces_nobody_holds_are_handed_to_one_asker_and_large_racks_get_places(
     let layout: damselfly_core::PieceLayout = serde_json::from_value(task.clone()).unwrap();
     let pieces = layout.count();
     assert!(pieces >= 8, "{pieces} pieces");
-    let peer_url = |host: &str| format!("{}/api/v1/tasks/{}/peers/{host}", edge.url(), layer.digest);
     let announce = |host: String, pieces_held: damselfly_core::Bitfield, taking: Option<u64>| {
         let mut a = announcement(&format!("http://{host}:1"), "eu/z1/r1", &json!(pieces_held));
         if let Some(i) = taking {
@@ -323,7 +328,7 @@ async fn pieces_nobody_holds_are_handed_to_one_asker_and_large_racks_get_places(
             a["fetching"] = json!(bits);
         }
         let request = client
-            .put(peer_url(&host))
+            .put(peer_url(&edge, &layer.digest, &host))
             .header("x-damselfly-ticket", &ticket)
             .json(&a)
             .send();
@@ -339,7 +344,7 @@ async fn pieces_nobody_holds_are_handed_to_one_asker_and_large_racks_get_places(
             query.push(("known", pieces.to_string()));
         }
         let request = client
-            .get(format!("{}/api/v1/tasks/{}/parents", edge.url(), layer.digest))
+            .get(parents_url(&edge, &layer.digest))
             .query(&query)
             .header("x-damselfly-ticket", &ticket)
             .send();

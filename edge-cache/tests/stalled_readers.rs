@@ -5,8 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{layers, sha256, Origin, MIB};
-use damselfly_core::api::TICKET_HEADER;
+use common::{get_piece, layers, sha256, Origin, MIB};
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::stalled::stalled_reader;
 
@@ -42,12 +41,7 @@ async fn readers_that_stop_reading_do_not_hold_the_piece_sends() {
     // A reader that reads gets its piece once the stalled ones are cut, well before a queued
     // request would be refused as busy (10 s).
     let started = Instant::now();
-    let piece = client
-        .get(format!("{}/pieces/{}/10", edge.url(), layer.digest))
-        .header(TICKET_HEADER, &answer.ticket)
-        .send()
-        .await
-        .unwrap();
+    let piece = get_piece(&client, &edge, &layer.digest, 10, &answer.ticket).await;
     assert_eq!(piece.status(), 200, "{}", edge.log_tail());
     let body = piece.bytes().await.unwrap();
     let took = started.elapsed();

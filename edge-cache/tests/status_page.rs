@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fetch, get_json, layers, Origin, MIB};
+use common::{fetch, get_json, origin_edge_and_image, MIB};
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::process::run_command;
 
@@ -25,9 +25,7 @@ fn chromium(profile: &std::path::Path) -> tokio::process::Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_the_cache_and_traffic_and_agrees_with_metrics() {
-    let origin = Origin::start().await;
-    let edge = origin.edge().await;
-    let image = origin.push(layers(&[4 * MIB], "status"), "demo/status:v1").await;
+    let (_origin, edge, image) = origin_edge_and_image(&[4 * MIB], "status", "demo/status:v1").await;
     let layer = image.largest_blob();
     let client = loopback_client().unwrap();
     let url = format!("{}/v2/demo/status/blobs/{}", edge.url(), layer.digest);

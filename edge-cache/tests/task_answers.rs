@@ -6,18 +6,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{layers, Origin, MIB};
+use common::{origin_edge_and_image, MIB};
 use damselfly_core::PieceLayout;
 use damselfly_test_support::edge::task_at;
 use damselfly_test_support::net::loopback_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_is_only_said_of_a_full_table() {
-    let origin = Origin::start().await;
-    let edge = origin.edge().await;
-    let image = origin
-        .push(layers(&[24 * MIB, 6 * MIB, MIB], "answers"), "demo/answers:v1")
-        .await;
+    let (_origin, edge, image) =
+        origin_edge_and_image(&[24 * MIB, 6 * MIB, MIB], "answers", "demo/answers:v1").await;
     let client = loopback_client().unwrap();
     for layer in image.blobs.iter().filter(|b| b.size >= MIB) {
         let count = PieceLayout::for_size(layer.size).count() as usize;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use damselfly_core::api::TICKET_HEADER;
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::proxy::FaultProxy;
@@ -52,6 +53,21 @@ impl Origin {
     pub async fn push(&self, spec: ImageSpec, repo_tag: &str) -> BuiltImage {
         self.registry.push_image(spec, repo_tag).await.expect("push")
     }
+
+    /// How many requests for exactly `path` reached the upstream since the proxy started or its
+    /// counters were last reset.
+    pub fn upstream_requests_for(&self, path: &str) -> usize {
+        self.proxy.requests().iter().filter(|r| r.path == path).count()
+    }
+}
+
+/// Where most tests start: an origin, an edge in front of it (default options), and then one
+/// image of layers of `sizes` pushed to `repo_tag`.
+pub async fn origin_edge_and_image(sizes: &[u64], seed: &str, repo_tag: &str) -> (Origin, Edge, BuiltImage) {
+    let origin = Origin::start().await;
+    let edge = origin.edge().await;
+    let image = origin.push(layers(sizes, seed), repo_tag).await;
+    (origin, edge, image)
 }
 
 pub fn layers(sizes: &[u64], seed: &str) -> ImageSpec {
@@ -71,6 +87,20 @@ pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, 
     response.bytes().await.map_err(|e| e.to_string())
 }
 
+pub fn blob_url(edge: &Edge, repo: &str, digest: &str) -> String {
+    format!("{}/v2/{repo}/blobs/{digest}", edge.url())
+}
+
+/// Pulls blob `digest` of `repo` through `edge` and checks that its bytes hash to the digest; a
+/// failed pull panics with the edge's log.
+pub async fn pull_checked(client: &reqwest::Client, edge: &Edge, repo: &str, digest: &str) {
+    let url = blob_url(edge, repo, digest);
+    let body = fetch(client, &url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}\n{}", edge.log_tail()));
+    assert_eq!(sha256(&body), digest);
+}
+
 /// [`fetch`] by `clients` clients at once; their results in order.
 pub async fn fetch_at_once(
     client: &reqwest::Client,
@@ -86,6 +116,32 @@ pub async fn fetch_at_once(
         .into_iter()
         .map(|pull| pull.expect("fetch task"))
         .collect()
+}
+
+/// The status of the edge's `GET /healthz`.
+pub async fn health(client: &reqwest::Client, edge: &Edge) -> reqwest::StatusCode {
+    client
+        .get(format!("{}/healthz", edge.url()))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// GETs piece `index` of blob `digest` from the edge as an agent holding `ticket` does.
+pub async fn get_piece(
+    client: &reqwest::Client,
+    edge: &Edge,
+    digest: &str,
+    index: u64,
+    ticket: &str,
+) -> reqwest::Response {
+    client
+        .get(format!("{}/pieces/{digest}/{index}", edge.url()))
+        .header(TICKET_HEADER, ticket)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// GETs `url` and reads the answer as JSON, whatever its status.
