@@ -16,7 +16,7 @@ use damselfly_test_support::file_server::FileServer;
 use damselfly_test_support::image::{
     BlobInfo, BuiltImage, ImageSpec, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR,
 };
-use damselfly_test_support::net::loopback_client;
+use damselfly_test_support::net::{loopback_client, text};
 
 const ALWAYS: &str = "[compression]\nmode = \"always\"\n";
 
@@ -269,14 +269,7 @@ async fn agents_from_before_compression_read_an_edge_with_it_off_and_are_told_wh
     let tar = tar_of(&image);
     let old = off.edge.task(&client, "demo/formats", &tar).await.unwrap();
     assert!(old.table.zstd.is_empty() && old.table.format() == 1);
-    let json = client
-        .get(format!("{}/api/v1/tasks/{tar}?repo=demo/formats", off.edge.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let json = text(client.get(format!("{}/api/v1/tasks/{tar}?repo=demo/formats", off.edge.url()))).await;
     assert!(!json.contains("zstd"), "{json}");
 
     // Compression on: a format-1 caller is refused with the reason, a format-2 caller served.

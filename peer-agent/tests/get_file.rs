@@ -10,6 +10,7 @@ use std::process::Output;
 
 use common::{agent_binary, downloaded_from, sha256, Region, MIB};
 use damselfly_test_support::file_server::FileServer;
+use damselfly_test_support::image::random_bytes;
 use damselfly_test_support::registry::RegistryOptions;
 
 /// Runs `peer-agent get` against agent `agent_url`.
@@ -37,17 +38,9 @@ fn assert_ok(output: &Output, what: &str, region: &Region) {
     );
 }
 
-/// Deterministic, incompressible-looking content.
+/// Deterministic, incompressible content.
 fn content(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    random_bytes(0x9e37_79b9_7f4a_7c15, len)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

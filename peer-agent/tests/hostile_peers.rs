@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use common::{agent_binary, downloaded_from, edge_binary, sha256, MIB};
+use common::{agent_binary, downloaded_from, edge_in_front_of, pull_through, sha256, MIB};
 use damselfly_core::api::{PeerAnnouncement, TICKET_HEADER};
 use damselfly_core::Bitfield;
 use damselfly_test_support::agent::{Agent, AgentOptions};
-use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
@@ -30,12 +29,7 @@ const GRACE: Duration = Duration::from_secs(2);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_stop_reading_give_their_upload_slots_back() {
     let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let edge = Edge::start(
-        &edge_binary(),
-        EdgeOptions::for_registry(&registry.addr(), &registry.url()),
-    )
-    .await
-    .unwrap();
+    let edge = edge_in_front_of(&registry).await;
     let mut options = AgentOptions::host(0, "eu/z1/r1", edge.url(), &registry);
     // No minimum rate: the stalled connections stay open, so only the slot's own watch can
     // free it.
@@ -50,16 +44,7 @@ async fn readers_that_stop_reading_give_their_upload_slots_back() {
         .await
         .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let reference = format!("{}/demo/stalled:v1", registry.addr());
-    skopeo::pull_via_mirror(
-        &registry.addr(),
-        agent.addr(),
-        &reference,
-        &work.path().join("pull"),
-        &PullOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log_tail()));
+    pull_through(&registry, &agent, "demo/stalled:v1", &work.path().join("pull")).await;
     let layer = image.largest_blob();
     let answer = edge.complete_task("demo/stalled", &layer.digest).await.unwrap();
     assert!(answer.table.layout.piece_length >= 512 * 1024);
@@ -142,12 +127,7 @@ async fn endless_parent(sent: Arc<AtomicU64>, requests: Arc<AtomicU64>) -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_sending_an_endless_body_is_cut_at_the_sealed_length_and_left() {
     let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let edge = Edge::start(
-        &edge_binary(),
-        EdgeOptions::for_registry(&registry.addr(), &registry.url()),
-    )
-    .await
-    .unwrap();
+    let edge = edge_in_front_of(&registry).await;
     let image = registry
         .push_image(ImageSpec::new("endless", vec![16 * MIB]), "demo/endless:v1")
         .await
@@ -196,17 +176,8 @@ async fn a_parent_sending_an_endless_body_is_cut_at_the_sealed_length_and_left()
     .await
     .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let reference = format!("{}/demo/endless:v1", registry.addr());
     let started = Instant::now();
-    let pulled = skopeo::pull_via_mirror(
-        &registry.addr(),
-        agent.addr(),
-        &reference,
-        &work.path().join("pull"),
-        &PullOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.log_tail()));
+    let pulled = pull_through(&registry, &agent, "demo/endless:v1", &work.path().join("pull")).await;
     announcing.abort();
     assert_eq!(pulled.manifest_digest, image.top_digest);
     let took = started.elapsed();

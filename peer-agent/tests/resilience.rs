@@ -183,12 +183,18 @@ async fn the_edge_link_cut_mid_pull_is_left_for_peers_and_origin() {
     );
 }
 
+/// A region of two agents in one rack and `demo/<name>:v1`, a single layer of `size` bytes,
+/// pushed to its origin and not pulled yet: the start of the checks on what lands where.
+async fn two_agents_and_a_one_layer_image(name: &str, size: u64) -> (Region, BuiltImage) {
+    let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
+    let reference = format!("demo/{name}:v1");
+    let image = region.push(ImageSpec::new(name, vec![size]), &reference).await;
+    (region, image)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corrupt_bytes_reaching_the_edge_send_agents_to_the_origin() {
-    let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
-    let image = region
-        .push(ImageSpec::new("corrupt", vec![8 * MIB]), "demo/corrupt:v1")
-        .await;
+    let (region, image) = two_agents_and_a_one_layer_image("corrupt", 8 * MIB).await;
     let layer = image.largest_blob();
     // The edge's one upstream transfer of the layer has a flipped byte: it must not be served
     // as the blob by anyone, and the agents must turn to the origin rather than wait.
@@ -220,10 +226,7 @@ async fn corrupt_bytes_reaching_the_edge_send_agents_to_the_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_layer_plaintext_in_any_data_directory() {
-    let region = Region::start(RegistryOptions::default(), &FOUR[..2]).await;
-    let image = region
-        .push(ImageSpec::new("plain", vec![4 * MIB]), "demo/plain:v1")
-        .await;
+    let (region, image) = two_agents_and_a_one_layer_image("plain", 4 * MIB).await;
     for i in 0..2 {
         assert_eq!(
             region.pull_via(i, "demo/plain:v1", None).await.unwrap(),

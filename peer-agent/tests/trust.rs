@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use common::{agent_binary, edge_binary, MIB};
+use common::{agent_binary, edge_binary, edge_in_front_of, pull_through, MIB};
 use damselfly_core::{ClusterSecret, Digest};
 use damselfly_test_support::agent::{Agent, AgentOptions};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::pki::{Pki, TlsFiles};
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PullOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -89,19 +88,22 @@ async fn image(registry: &Registry) -> BuiltImage {
         .unwrap()
 }
 
+/// A registry holding the test image and an edge in front of it, speaking TLS with `tls`'s
+/// certificates when given: the starting point of every check here that involves agents.
+async fn image_behind_edge(tls: Option<Arc<Pki>>) -> (Registry, BuiltImage, Edge) {
+    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
+    let image = image(&registry).await;
+    let mut options = EdgeOptions::for_registry(&registry.addr(), &registry.url());
+    options.tls = tls;
+    let edge = Edge::start(&edge_binary(), options).await.unwrap();
+    (registry, image, edge)
+}
+
 /// Pulls through `agent` with skopeo; the manifest digest.
 async fn pull(registry: &Registry, agent: &Agent, out: &std::path::Path) -> String {
-    let reference = format!("{}/demo/trust:v1", registry.addr());
-    skopeo::pull_via_mirror(
-        &registry.addr(),
-        agent.addr(),
-        &reference,
-        out,
-        &PullOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("pull through {}: {e:#}\n{}", agent.addr(), agent.log_tail()))
-    .manifest_digest
+    pull_through(registry, agent, "demo/trust:v1", out)
+        .await
+        .manifest_digest
 }
 
 /// What a recorder between one agent and its edge saw of a pull.
@@ -114,11 +116,7 @@ struct Seen {
 
 /// Pulls `image` through one agent whose edge traffic passes a recorder.
 async fn seen_on_the_wire(tls: Option<Arc<Pki>>) -> Seen {
-    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let image = image(&registry).await;
-    let mut options = EdgeOptions::for_registry(&registry.addr(), &registry.url());
-    options.tls = tls.clone();
-    let edge = Edge::start(&edge_binary(), options).await.unwrap();
+    let (registry, image, edge) = image_behind_edge(tls.clone()).await;
     let recorder = Recorder::start(edge_addr(&edge)).await;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut agent = AgentOptions::host(0, "eu/z1/r1", format!("{scheme}://{}", recorder.addr), &registry);
@@ -203,6 +201,14 @@ impl Scheduler<'_> {
         (answer["ticket"].as_str().unwrap().to_string(), layout.count())
     }
 
+    fn peer_url(&self, host: &str) -> String {
+        format!(
+            "{}{}",
+            self.edge.url(),
+            damselfly_core::api::scheduler::peer_path(&self.task.parse().unwrap(), host)
+        )
+    }
+
     async fn announce(
         &self,
         as_: &reqwest::Client,
@@ -210,64 +216,41 @@ impl Scheduler<'_> {
         ticket: &str,
         body: &serde_json::Value,
     ) -> u16 {
-        as_.put(format!(
-            "{}{}",
-            self.edge.url(),
-            damselfly_core::api::scheduler::peer_path(&self.task.parse().unwrap(), host)
-        ))
-        .header("x-damselfly-ticket", ticket)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+        status_with_ticket(as_.put(self.peer_url(host)).json(body), ticket).await
     }
 
     async fn leave(&self, as_: &reqwest::Client, host: &str, ticket: &str) -> u16 {
-        as_.delete(format!(
-            "{}{}",
-            self.edge.url(),
-            damselfly_core::api::scheduler::peer_path(&self.task.parse().unwrap(), host)
-        ))
+        status_with_ticket(as_.delete(self.peer_url(host)), ticket).await
+    }
+
+    async fn parents(&self, as_: &reqwest::Client, ticket: &str) -> u16 {
+        let url = format!("{}/api/v1/tasks/{}/parents", self.edge.url(), self.task);
+        let request = as_.get(url).query(&[("host_id", "x"), ("location", "eu/z1/r1")]);
+        status_with_ticket(request, ticket).await
+    }
+
+    async fn piece(&self, as_: &reqwest::Client, ticket: &str) -> u16 {
+        let url = format!("{}/pieces/{}/0", self.edge.url(), self.task);
+        status_with_ticket(as_.get(url), ticket).await
+    }
+}
+
+/// Sends `request` presenting `ticket`: every scheduler call these checks make differs only in
+/// method and path, and what they judge is the status code alone.
+async fn status_with_ticket(request: reqwest::RequestBuilder, ticket: &str) -> u16 {
+    request
         .header("x-damselfly-ticket", ticket)
         .send()
         .await
         .unwrap()
         .status()
         .as_u16()
-    }
-
-    async fn parents(&self, as_: &reqwest::Client, ticket: &str) -> u16 {
-        as_.get(format!("{}/api/v1/tasks/{}/parents", self.edge.url(), self.task))
-            .query(&[("host_id", "x"), ("location", "eu/z1/r1")])
-            .header("x-damselfly-ticket", ticket)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn piece(&self, as_: &reqwest::Client, ticket: &str) -> u16 {
-        as_.get(format!("{}/pieces/{}/0", self.edge.url(), self.task))
-            .header("x-damselfly-ticket", ticket)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callers_are_who_their_certificates_say_and_nobody_else() {
     let pki = Pki::new().unwrap();
-    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let image = image(&registry).await;
-    let mut options = EdgeOptions::for_registry(&registry.addr(), &registry.url());
-    options.tls = Some(pki.clone());
-    let edge = Edge::start(&edge_binary(), options).await.unwrap();
+    let (_registry, image, edge) = image_behind_edge(Some(pki.clone())).await;
     let layer = image.largest_blob().digest.clone();
     let scheduler = Scheduler {
         edge: &edge,
@@ -339,11 +322,7 @@ async fn callers_are_who_their_certificates_say_and_nobody_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nobody_can_point_agents_at_a_parent_of_their_choosing() {
     let pki = Pki::new().unwrap();
-    let registry = Registry::start(RegistryOptions::default()).await.unwrap();
-    let image = image(&registry).await;
-    let mut options = EdgeOptions::for_registry(&registry.addr(), &registry.url());
-    options.tls = Some(pki.clone());
-    let edge = Edge::start(&edge_binary(), options).await.unwrap();
+    let (registry, image, edge) = image_behind_edge(Some(pki.clone())).await;
 
     // A fake parent, counting whoever comes.
     let fake = TcpListener::bind("127.0.0.77:0").await.unwrap();
@@ -413,12 +392,7 @@ async fn an_edge_without_tls_hands_out_no_keys_unless_started_insecure() {
     assert_eq!(answer.status(), 403);
     assert_eq!(edge.metrics().await.unwrap().get("damselfly_edge_insecure"), 0.0);
 
-    let lab = Edge::start(
-        &edge_binary(),
-        EdgeOptions::for_registry(&registry.addr(), &registry.url()),
-    )
-    .await
-    .unwrap();
+    let lab = edge_in_front_of(&registry).await;
     let answer = reqwest::get(format!("{}/api/v1/tasks/{layer}?repo=demo/trust", lab.url()))
         .await
         .unwrap();

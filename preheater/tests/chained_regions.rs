@@ -30,12 +30,8 @@ async fn a_push_warms_a_region_and_its_child_region_and_the_origin_sends_each_bl
     let origin = FaultProxy::start(&registry.addr()).await.unwrap();
     let eu = edge_in("eu", &origin.url(), &[]).await;
     let us = edge_in("us", &origin.url(), &[eu.url()]).await;
-    let preheater = Preheater::start_on(
-        preheater_addr,
-        &PreheaterSetup::new(&registry, &[("eu", eu.url()), ("us", us.url())]),
-        "preheater",
-    )
-    .await;
+    let edges = [("eu", eu.url()), ("us", us.url())];
+    let preheater = Preheater::start_notified_by(preheater_addr, &registry, &edges).await;
 
     let image = registry
         .push_image(

@@ -65,14 +65,7 @@ async fn a_registry_the_edge_does_not_know_stops_the_start() {
         ),
         &dir.path().join("data2"),
     );
-    let spec = DaemonSpec {
-        name: "preheater".into(),
-        binary: env!("CARGO_BIN_EXE_preheater").into(),
-        log_filter: "info".into(),
-        url,
-        ca: None,
-        netns: None,
-    };
+    let spec = DaemonSpec::plain("preheater", env!("CARGO_BIN_EXE_preheater"), "info", url);
     let daemon = Daemon::start(spec, tempfile::tempdir().unwrap(), &text).await;
     assert!(daemon.is_ok(), "{:?}", daemon.err());
 }

@@ -16,11 +16,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use common::*;
-use damselfly_test_support::image::{build_image_async, ImageSpec};
+use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::net::loopback_client;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde_json::{json, Value};
 
@@ -222,20 +221,10 @@ async fn harbor_registry_tokens_are_used_as_harbor_mints_them() {
     std::fs::write(registry.config_path(), config).unwrap();
     registry.start_again().await.expect("registry with token auth");
 
-    let img = build_image_async(
-        ImageSpec::new("token", vec![MIB, MIB / 4]),
-        work.path().join("img"),
-        "v".into(),
-    )
-    .await
-    .unwrap();
-    skopeo::push(
-        &img,
-        &format!("{}/library/nginx:v1", registry.addr()),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", registry.log_tail()));
+    let img = registry
+        .push_image(ImageSpec::new("token", vec![MIB, MIB / 4]), "library/nginx:v1")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", registry.log_tail()));
 
     let edge = start_edge(&registry.url()).await;
     let preheater = Preheater::start(&PreheaterSetup {

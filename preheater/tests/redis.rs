@@ -9,10 +9,12 @@ use common::*;
 use damselfly_preheater::config::{Config, JobsConfig};
 use damselfly_preheater::job::{Job, JobSpec, Target};
 use damselfly_preheater::store::{Admission, RedisStore};
+use damselfly_test_support::edge::Edge;
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::metrics::scrape;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::redis::Redis;
+use damselfly_test_support::registry::Registry;
 
 fn job(n: u64) -> Job {
     Job::new(
@@ -79,6 +81,18 @@ async fn the_store_dedupes_queues_and_requeues_abandoned_claims() {
     .unwrap();
 }
 
+/// Preheaters keeping their jobs in `redis` (claims leased for `lease_secs`), warming `edge` for
+/// `registry`, and retrying all the while the origin fails: what the tests of a preheater or a
+/// store going away mid-job run.
+fn on_redis_retrying(redis: &Redis, registry: &Registry, edge: &Edge, lease_secs: u64) -> PreheaterSetup {
+    PreheaterSetup {
+        redis: Some(redis.url()),
+        warm: "max_attempts = 1000".into(),
+        jobs: format!("lease_secs = {lease_secs}"),
+        ..PreheaterSetup::new(registry, &[("eu", edge.url())])
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
     init_logging();
@@ -89,12 +103,7 @@ async fn two_preheaters_share_work_and_one_finishes_what_the_other_started() {
     )
     .await;
     let (origin, edge) = edge_behind_failing_origin(&registry).await;
-    let setup = PreheaterSetup {
-        redis: Some(redis.url()),
-        warm: "max_attempts = 1000".into(),
-        jobs: "lease_secs = 2".into(),
-        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
-    };
+    let setup = on_redis_retrying(&redis, &registry, &edge, 2);
 
     // A takes the job and gets stuck on the failing origin...
     let mut a = Preheater::start_on(Preheater::reserve(), &setup, "preheater-a").await;
@@ -166,13 +175,8 @@ async fn a_job_whose_store_writes_fail_is_requeued_and_finishes_once_they_work_a
     let (registry, _image) =
         registry_with(ImageSpec::new("preheat-redis-oom", vec![MIB / 2]), "demo/oom:v1").await;
     let (origin, edge) = edge_behind_failing_origin(&registry).await;
-    let setup = PreheaterSetup {
-        redis: Some(redis.url()),
-        warm: "max_attempts = 1000".into(),
-        // A lease far longer than the test: only the requeue can bring the job back in time.
-        jobs: "lease_secs = 600".into(),
-        ..PreheaterSetup::new(&registry, &[("eu", edge.url())])
-    };
+    // A lease far longer than the test: only the requeue can bring the job back in time.
+    let setup = on_redis_retrying(&redis, &registry, &edge, 600);
     let preheater = Preheater::start_on(Preheater::reserve(), &setup, "preheater").await;
     let id = preheater
         .create_job(&format!("{}/demo/oom:v1", registry.addr()))

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::*;
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PushOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_warm_every_layer_at_two_regions_and_edges_serve_without_the_origin() {
@@ -18,12 +17,8 @@ async fn pushes_warm_every_layer_at_two_regions_and_edges_serve_without_the_orig
     let mut registry = notifying_registry(preheater_addr).await;
     let eu = start_edge(&registry.url()).await;
     let us = start_edge(&registry.url()).await;
-    let preheater = Preheater::start_on(
-        preheater_addr,
-        &PreheaterSetup::new(&registry, &[("eu", eu.url()), ("us", us.url())]),
-        "preheater",
-    )
-    .await;
+    let edges = [("eu", eu.url()), ("us", us.url())];
+    let preheater = Preheater::start_notified_by(preheater_addr, &registry, &edges).await;
 
     let single = registry
         .push_image(
@@ -153,13 +148,7 @@ async fn a_tag_announced_before_it_is_readable_still_warms() {
     }
 
     // The tag appears; the job finishes and the edge maps it.
-    skopeo::push(
-        &image,
-        &format!("{}/demo/late:v2", registry.addr()),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    registry.push_built(&image, "demo/late:v2").await.unwrap();
     let job = preheater.wait_job(&id, Duration::from_secs(30)).await;
     assert_eq!(job["state"], "succeeded", "{job:#?}");
     let tag_item = job["items"]

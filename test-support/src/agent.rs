@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::daemon::{Daemon, DaemonSpec};
-use crate::metrics::Metrics;
+use crate::daemon::{daemon_controls, Daemon, DaemonSpec};
 use crate::net::free_addrs_on;
 use crate::pki::Pki;
 use crate::registry::Registry;
@@ -96,14 +95,8 @@ impl Agent {
             options.data_dir.clone().unwrap_or_else(|| dir.path().join("data")).display(),
             options.extra_toml,
         ) + &tls_toml;
-        let spec = DaemonSpec {
-            name: "peer-agent".into(),
-            binary: binary.to_path_buf(),
-            log_filter: "info,damselfly_agent=debug".into(),
-            url: format!("http://{mirror}"),
-            ca: None,
-            netns: None,
-        };
+        let log_filter = "info,damselfly_agent=debug";
+        let spec = DaemonSpec::plain("peer-agent", binary, log_filter, format!("http://{mirror}"));
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Agent {
             mirror,
@@ -136,31 +129,5 @@ impl Agent {
         self.daemon.dir().join("data")
     }
 
-    pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
-    }
-
-    /// SIGKILL, as a host dying would.
-    pub fn kill(&mut self) -> Result<()> {
-        self.daemon.kill()
-    }
-
-    /// SIGSTOP: its sockets stay open and nothing is answered, as a host swapping or frozen.
-    pub fn pause(&self) -> Result<()> {
-        self.daemon.signal("STOP")
-    }
-
-    /// SIGCONT after [`Agent::pause`].
-    pub fn resume(&self) -> Result<()> {
-        self.daemon.signal("CONT")
-    }
-
-    pub async fn metrics(&self) -> Result<Metrics> {
-        self.daemon.metrics().await
-    }
-
-    /// CPU seconds the agent process has used so far.
-    pub fn cpu_seconds(&self) -> Result<f64> {
-        self.daemon.cpu_seconds()
-    }
+    daemon_controls!();
 }

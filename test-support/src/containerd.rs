@@ -19,7 +19,6 @@ use anyhow::{anyhow, Context, Result};
 use tempfile::TempDir;
 use tokio::process::Command as ClientCommand;
 
-use crate::poll::{poll_until, Probe};
 use crate::process::{run_command, scrub_proxy_env, ChildGuard};
 
 /// containerd namespace used for all test content.
@@ -114,19 +113,13 @@ impl Containerd {
         let Some(child) = self.child.as_mut() else {
             return Err(anyhow!("containerd is not running"));
         };
-        poll_until("containerd to accept ctr connections", READY_TIMEOUT, || {
-            let alive = child.ensure_running();
-            let mut cmd = ctr_command(&socket);
-            cmd.arg("version");
-            async move {
-                alive?;
-                Ok(match run_command(cmd, Duration::from_secs(5)).await {
-                    Ok(_) => Probe::Ready(()),
-                    Err(err) => Probe::NotYet(format!("{err:#}")),
-                })
-            }
-        })
-        .await
+        child
+            .wait_answering("containerd to accept ctr connections", READY_TIMEOUT, || {
+                let mut cmd = ctr_command(&socket);
+                cmd.arg("version");
+                cmd
+            })
+            .await
     }
 
     /// The daemon's gRPC socket (`ctr -a`).

@@ -17,6 +17,47 @@ use crate::process::{read_log_tail, ChildGuard, LOG_TAIL_BYTES};
 /// How long a daemon may take to answer `/readyz` after spawning.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The controls a handle on one of our daemons (the edge, an agent) offers, for a handle that
+/// keeps its process in a `daemon` field: written once, as they are the same for every kind.
+macro_rules! daemon_controls {
+    () => {
+        /// The end of its log, over every start so far.
+        pub fn log_tail(&self) -> String {
+            self.daemon.log_tail()
+        }
+
+        /// SIGKILL: no chance to tidy up, as a host dying would.
+        pub fn kill(&mut self) -> anyhow::Result<()> {
+            self.daemon.kill()
+        }
+
+        /// SIGSTOP: its sockets stay open and nothing is answered, as a host swapping or frozen.
+        pub fn pause(&self) -> anyhow::Result<()> {
+            self.daemon.signal("STOP")
+        }
+
+        /// SIGCONT after `pause`.
+        pub fn resume(&self) -> anyhow::Result<()> {
+            self.daemon.signal("CONT")
+        }
+
+        /// SIGTERM, then waits for the process to exit on its own.
+        pub async fn terminate(&mut self, within: std::time::Duration) -> anyhow::Result<()> {
+            self.daemon.terminate(within).await
+        }
+
+        pub async fn metrics(&self) -> anyhow::Result<$crate::metrics::Metrics> {
+            self.daemon.metrics().await
+        }
+
+        /// CPU seconds the process has used so far.
+        pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+            self.daemon.cpu_seconds()
+        }
+    };
+}
+pub(crate) use daemon_controls;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct DaemonSpec {
@@ -31,6 +72,21 @@ pub struct DaemonSpec {
     pub ca: Option<PathBuf>,
     /// Run in this network namespace (`ip netns exec`), e.g. one behind a [`crate::link::Link`].
     pub netns: Option<String>,
+}
+
+impl DaemonSpec {
+    /// A daemon serving plain HTTP at `url` in this host's network namespace (no CA to trust, no
+    /// namespace to enter): how agents and lab preheaters run, spelled once.
+    pub fn plain(name: &str, binary: impl Into<PathBuf>, log_filter: &str, url: impl Into<String>) -> Self {
+        DaemonSpec {
+            name: name.into(),
+            binary: binary.into(),
+            log_filter: log_filter.into(),
+            url: url.into(),
+            ca: None,
+            netns: None,
+        }
+    }
 }
 
 pub struct Daemon {

@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use damselfly_core::api::TaskAnswer;
 
-use crate::daemon::{Daemon, DaemonSpec};
-use crate::metrics::Metrics;
+use crate::daemon::{daemon_controls, Daemon, DaemonSpec};
 use crate::net::free_addr_on;
 use crate::pki::Pki;
 
@@ -175,33 +174,10 @@ impl Edge {
         self.pki.as_ref()
     }
 
-    pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
-    }
-
     /// Kills the process (SIGKILL: no chance to tidy up) and starts it again on the same port,
     /// configuration and data.
     pub async fn restart(&mut self) -> Result<()> {
         self.daemon.start_again().await
-    }
-
-    pub fn kill(&mut self) -> Result<()> {
-        self.daemon.kill()
-    }
-
-    /// SIGSTOP: its connections stay open and nothing is answered.
-    pub fn pause(&self) -> Result<()> {
-        self.daemon.signal("STOP")
-    }
-
-    /// SIGCONT after [`Edge::pause`].
-    pub fn resume(&self) -> Result<()> {
-        self.daemon.signal("CONT")
-    }
-
-    /// SIGTERM, then waits for the process to exit on its own.
-    pub async fn terminate(&mut self, within: Duration) -> Result<()> {
-        self.daemon.terminate(within).await
     }
 
     /// `GET /api/v1/tasks/<digest>?repo=<repo>` as an agent of a lab edge asks it.
@@ -228,14 +204,7 @@ impl Edge {
         }
     }
 
-    pub async fn metrics(&self) -> Result<Metrics> {
-        self.daemon.metrics().await
-    }
-
-    /// CPU seconds the edge process has used so far.
-    pub fn cpu_seconds(&self) -> Result<f64> {
-        self.daemon.cpu_seconds()
-    }
+    daemon_controls!();
 
     /// The status report (`GET /api/v1/status`).
     pub async fn status(&self) -> Result<serde_json::Value> {

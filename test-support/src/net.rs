@@ -125,6 +125,33 @@ pub fn raise_open_files(wanted: usize) -> Result<()> {
     Ok(())
 }
 
+/// Accepts connections on `listener` for ever, each served by the future `handle` makes of it,
+/// on a task of a set this loop owns: aborting the task running the loop tears down the open
+/// (keep-alive) connections too, instead of leaving them serving after their server is gone.
+/// `server` names it in the log.
+pub async fn serve_connections<F, Fut>(listener: tokio::net::TcpListener, server: &str, handle: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(handle(stream));
+                }
+                Err(err) => {
+                    // Typically EMFILE under load; back off briefly rather than spin.
+                    tracing::warn!("{server} accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
 /// Sends `request` and reads the answer as text, whatever its status; panics (naming the URL)
 /// if it cannot. For tests.
 pub async fn text(request: reqwest::RequestBuilder) -> String {

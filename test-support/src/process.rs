@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::poll::{poll_until, Probe};
+
 /// How much of a log is quoted in error messages: enough for the daemon's final complaint,
 /// small enough to keep test output readable.
 pub const LOG_TAIL_BYTES: u64 = 4096;
@@ -105,6 +107,29 @@ impl ChildGuard {
                 self.log_tail()
             ),
         }
+    }
+
+    /// Polls until the command `probe` makes (a client asking the daemon something trivial, made
+    /// afresh each time) succeeds, failing at once if the daemon exits: how a daemon that answers
+    /// only its own CLI on a socket (containerd, dockerd) is known to be up.
+    pub async fn wait_answering(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        probe: impl Fn() -> tokio::process::Command,
+    ) -> Result<()> {
+        poll_until(what, timeout, || {
+            let alive = self.ensure_running();
+            let cmd = probe();
+            async move {
+                alive?;
+                Ok(match run_command(cmd, Duration::from_secs(5)).await {
+                    Ok(_) => Probe::Ready(()),
+                    Err(err) => Probe::NotYet(format!("{err:#}")),
+                })
+            }
+        })
+        .await
     }
 
     /// Whether the child is still alive.

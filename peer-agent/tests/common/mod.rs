@@ -15,7 +15,7 @@ use damselfly_test_support::metrics::Metrics;
 use damselfly_test_support::pki::Pki;
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
-use damselfly_test_support::skopeo::{self, PullOptions};
+use damselfly_test_support::skopeo::{self, PullOptions, PulledImage};
 use tokio::task::JoinHandle;
 
 pub const MIB: u64 = 1024 * 1024;
@@ -27,6 +27,13 @@ pub fn agent_binary() -> &'static Path {
 /// The edge binary, built alongside (the workspace builds every binary before its tests).
 pub fn edge_binary() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_peer-agent")).with_file_name("edge-cache")
+}
+
+/// An edge with default options straight in front of `registry` (no proxy, no agents): for
+/// tests that drive the edge themselves rather than through a [`Region`].
+pub async fn edge_in_front_of(registry: &Registry) -> Edge {
+    let options = EdgeOptions::for_registry(&registry.addr(), &registry.url());
+    Edge::start(&edge_binary(), options).await.unwrap()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -87,15 +94,7 @@ impl Region {
 
     /// As [`Region::start`], with `agent_toml` (whole sections) in every agent's configuration.
     pub async fn start_with_agent_toml(racks: &[&str], agent_toml: &str) -> Region {
-        Region::start_on(
-            RegistryOptions::default(),
-            racks,
-            Setup {
-                agent_toml,
-                ..Setup::default()
-            },
-        )
-        .await
+        Region::start_with_tomls(racks, "", agent_toml).await
     }
 
     /// As [`Region::start`], with whole sections added to the edge's and every agent's
@@ -271,6 +270,28 @@ impl Region {
         }
         out
     }
+}
+
+/// skopeo pull of `repo_tag` from `registry` with `agent` as the mirror, into `out`, for tests
+/// that run a lone agent rather than a [`Region`]; a failure panics with the agent's log.
+pub async fn pull_through(registry: &Registry, agent: &Agent, repo_tag: &str, out: &Path) -> PulledImage {
+    let reference = format!("{}/{repo_tag}", registry.addr());
+    skopeo::pull_via_mirror(
+        &registry.addr(),
+        agent.addr(),
+        &reference,
+        out,
+        &PullOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "pull through {}: {e:#}
+{}",
+            agent.addr(),
+            agent.log_tail()
+        )
+    })
 }
 
 pub fn sum(metrics: &[Metrics], name: &str, labels: &[&str]) -> f64 {

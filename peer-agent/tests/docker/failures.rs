@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::common::{downloaded_from, MIB};
 use crate::failing_mirror::FailingMirror;
 use crate::site::{assert_holds, config_digest, Site, APP};
+use damselfly_test_support::agent::Agent;
 use damselfly_test_support::docker::{DockerHubStandIn, Dockerd, HUB_HOST};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::net::{free_addr_on, loopback_client};
@@ -22,6 +23,35 @@ async fn site_and_hub(seed: &str) -> (Site, BuiltImage, DockerHubStandIn) {
     let image = site.push(ImageSpec::new(seed, vec![6 * MIB, 2 * MIB]), APP).await;
     let hub = DockerHubStandIn::start(&site.registry.addr()).await.expect("hub");
     (site, image, hub)
+}
+
+/// A [`site_and_hub`] site whose docker daemon reaches agent 0 through a [`FailingMirror`], for
+/// the tests that choose what the mirror fails. Fields in the order they are dropped: the
+/// daemon first, the site last.
+struct BehindFailingMirror {
+    docker: Dockerd,
+    mirror: FailingMirror,
+    _agent: Agent,
+    hub: DockerHubStandIn,
+    image: BuiltImage,
+    _site: Site,
+}
+
+impl BehindFailingMirror {
+    async fn start(seed: &str) -> BehindFailingMirror {
+        let (site, image, hub) = site_and_hub(seed).await;
+        let agent = site.agent(0, "eu/z1/r1").await;
+        let mirror = FailingMirror::start(&agent.url()).await;
+        let docker = site.docker(mirror.url(), hub.daemon_env(), &[]).await;
+        BehindFailingMirror {
+            docker,
+            mirror,
+            _agent: agent,
+            hub,
+            image,
+            _site: site,
+        }
+    }
 }
 
 /// Pulls [`APP`], says how long it took, and gives what `docker pull` printed.
@@ -81,53 +111,51 @@ async fn when_its_agent_answers_5xx_docker_pulls_from_docker_hub() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn docker_asks_its_mirror_again_at_once_for_a_blob_that_failed_once() {
-    let (site, image, hub) = site_and_hub("blob-once").await;
-    let agent = site.agent(0, "eu/z1/r1").await;
-    let mirror = FailingMirror::start(&agent.url()).await;
-    let docker = site.docker(mirror.url(), hub.daemon_env(), &[]).await;
-    let layer = &image.largest_blob().digest;
-    let config = config_digest(&image);
-    mirror.fail(layer, 1);
-    mirror.fail(config, 1);
+    let setup = BehindFailingMirror::start("blob-once").await;
+    let layer = &setup.image.largest_blob().digest;
+    let config = config_digest(&setup.image);
+    setup.mirror.fail(layer, 1);
+    setup.mirror.fail(config, 1);
 
-    timed_pull(&docker, "a layer and the config answered 503 once each").await;
-    assert_holds(&docker, APP, &image).await;
-    assert_eq!((mirror.gets(layer), mirror.gets(config)), (2, 2), "asked again");
-    assert_eq!(hub.connects(), 0, "docker stayed with its mirror");
+    timed_pull(&setup.docker, "a layer and the config answered 503 once each").await;
+    assert_holds(&setup.docker, APP, &setup.image).await;
+    assert_eq!(
+        (setup.mirror.gets(layer), setup.mirror.gets(config)),
+        (2, 2),
+        "asked again"
+    );
+    assert_eq!(setup.hub.connects(), 0, "docker stayed with its mirror");
     assert!(
-        !docker.log().contains("Download failed, retrying"),
+        !setup.docker.log().contains("Download failed, retrying"),
         "no pause before asking again:\n{}",
-        docker.log_tail()
+        setup.docker.log_tail()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_layer_that_keeps_failing_sends_docker_to_docker_hub_after_six_attempts() {
-    let (site, image, hub) = site_and_hub("layer-always").await;
-    let agent = site.agent(0, "eu/z1/r1").await;
-    let mirror = FailingMirror::start(&agent.url()).await;
-    let docker = site.docker(mirror.url(), hub.daemon_env(), &[]).await;
-    let layer = &image.largest_blob().digest;
-    mirror.fail(layer, u32::MAX);
+    let setup = BehindFailingMirror::start("layer-always").await;
+    let layer = &setup.image.largest_blob().digest;
+    setup.mirror.fail(layer, u32::MAX);
 
-    let printed = timed_pull(&docker, "a layer answered 503 every time").await;
+    let printed = timed_pull(&setup.docker, "a layer answered 503 every time").await;
     eprintln!("measured: docker pull printed:\n{printed}");
-    assert_holds(&docker, APP, &image).await;
+    assert_holds(&setup.docker, APP, &setup.image).await;
     eprintln!(
         "measured: docker asked the mirror {} times for the layer",
-        mirror.gets(layer)
+        setup.mirror.gets(layer)
     );
     // Six attempts, 5, 10, 15, 20 and 25 s apart (each a GET asked again at once), then the
     // whole pull again from Docker Hub.
-    let log = docker.log();
+    let log = setup.docker.log();
     assert!(
         log.contains("Download failed after 6 attempts"),
         "{}",
-        docker.log_tail()
+        setup.docker.log_tail()
     );
-    assert_eq!(mirror.gets(layer), 12);
+    assert_eq!(setup.mirror.gets(layer), 12);
     assert!(log.contains(NEXT_ENDPOINT));
-    assert!(hub.connects() > 0, "then Docker Hub");
+    assert!(setup.hub.connects() > 0, "then Docker Hub");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -147,6 +147,16 @@ impl Preheater {
         Self::start_on(Self::reserve(), setup, "preheater").await
     }
 
+    /// The preheater at `addr` that a [`notifying_registry`] sends `registry`'s pushes to,
+    /// warming `edges` (`(region, url)`): the whole of the push-driven setup.
+    pub async fn start_notified_by(
+        addr: SocketAddr,
+        registry: &Registry,
+        edges: &[(&str, String)],
+    ) -> Preheater {
+        Self::start_on(addr, &PreheaterSetup::new(registry, edges), "preheater").await
+    }
+
     pub async fn start_on(addr: SocketAddr, setup: &PreheaterSetup, name: &str) -> Preheater {
         let dir = tempfile::Builder::new()
             .prefix("damselfly-preheater-")
@@ -452,26 +462,29 @@ pub fn tagged_push_envelope(
     media_type: &str,
 ) -> Vec<u8> {
     let template = include_str!("../fixtures/distribution_push_event.json");
-    let mut envelope = retargeted(template, id, registry, repo, "manifests", digest);
-    let target = &mut envelope["events"][0]["target"];
-    target["mediaType"] = media_type.into();
-    target["tag"] = tag.into();
-    serde_json::to_vec_pretty(&envelope).expect("json")
+    let target = [("mediaType", media_type.into()), ("tag", tag.into())];
+    retargeted(template, id, registry, repo, "manifests", digest, &target)
 }
 
 /// A blob push envelope, shaped like `distribution_push_blob_event.json`.
 pub fn blob_push_envelope(id: &str, registry: &str, repo: &str, digest: &str, size: u64) -> Vec<u8> {
     let template = include_str!("../fixtures/distribution_push_blob_event.json");
-    let mut envelope = retargeted(template, id, registry, repo, "blobs", digest);
-    let target = &mut envelope["events"][0]["target"];
-    target["size"] = size.into();
-    target["length"] = size.into();
-    serde_json::to_vec_pretty(&envelope).expect("json")
+    let target = [("size", size.into()), ("length", size.into())];
+    retargeted(template, id, registry, repo, "blobs", digest, &target)
 }
 
 /// A captured envelope whose one event is `id`, about `digest` (one of the repository's
-/// `objects`: `manifests` or `blobs`) in `registry`'s `repo`.
-fn retargeted(template: &str, id: &str, registry: &str, repo: &str, objects: &str, digest: &str) -> Value {
+/// `objects`: `manifests` or `blobs`) in `registry`'s `repo`, with the `target` fields that set
+/// its kind of push apart; as the registry sends it.
+fn retargeted(
+    template: &str,
+    id: &str,
+    registry: &str,
+    repo: &str,
+    objects: &str,
+    digest: &str,
+    target: &[(&str, Value)],
+) -> Vec<u8> {
     let mut envelope: Value = serde_json::from_str(template).expect("fixture");
     let event = &mut envelope["events"][0];
     event["id"] = id.into();
@@ -479,5 +492,8 @@ fn retargeted(template: &str, id: &str, registry: &str, repo: &str, objects: &st
     event["target"]["repository"] = repo.into();
     event["target"]["url"] = format!("http://{registry}/v2/{repo}/{objects}/{digest}").into();
     event["request"]["host"] = registry.into();
-    envelope
+    for (field, value) in target {
+        event["target"][*field] = value.clone();
+    }
+    serde_json::to_vec_pretty(&envelope).expect("json")
 }

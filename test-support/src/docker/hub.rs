@@ -19,8 +19,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+use crate::net::serve_connections;
 
 /// The host docker pulls Docker Hub images from.
 pub const HUB_HOST: &str = "registry-1.docker.io";
@@ -174,24 +176,13 @@ async fn read_head(client: &mut TcpStream) -> Result<String> {
 }
 
 async fn serve(listener: TcpListener, tunnel: Arc<Tunnel>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let tunnel = tunnel.clone();
-                    connections.spawn(async move {
-                        if let Err(err) = tunnel.handle(stream).await {
-                            tracing::debug!("Docker Hub stand-in connection ended: {err:#}");
-                        }
-                    });
-                }
-                Err(err) => {
-                    tracing::warn!("Docker Hub stand-in accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    serve_connections(listener, "Docker Hub stand-in", move |stream| {
+        let tunnel = tunnel.clone();
+        async move {
+            if let Err(err) = tunnel.handle(stream).await {
+                tracing::debug!("Docker Hub stand-in connection ended: {err:#}");
+            }
         }
-    }
+    })
+    .await
 }

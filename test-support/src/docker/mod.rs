@@ -27,7 +27,6 @@ use tokio::process::Command as ClientCommand;
 pub use self::hub::{DockerHubStandIn, HUB_HOST};
 pub use self::token::TokenService;
 use crate::image::{BlobInfo, BuiltImage};
-use crate::poll::{poll_until, Probe};
 use crate::process::{describe, run_command, scrub_proxy_env, ChildGuard, CommandOutput};
 
 /// Upper bound for daemon start-up (about two seconds here, most of it containerd's plugins).
@@ -120,19 +119,13 @@ impl Dockerd {
         let Some(child) = self.child.as_mut() else {
             return Err(anyhow!("dockerd is not running"));
         };
-        poll_until("dockerd to answer on its socket", READY_TIMEOUT, || {
-            let alive = child.ensure_running();
-            let mut cmd = cli_command(&socket, &cli);
-            cmd.args(["version", "--format", "{{.Server.Version}}"]);
-            async move {
-                alive?;
-                Ok(match run_command(cmd, Duration::from_secs(5)).await {
-                    Ok(_) => Probe::Ready(()),
-                    Err(err) => Probe::NotYet(format!("{err:#}")),
-                })
-            }
-        })
-        .await
+        child
+            .wait_answering("dockerd to answer on its socket", READY_TIMEOUT, || {
+                let mut cmd = cli_command(&socket, &cli);
+                cmd.args(["version", "--format", "{{.Server.Version}}"]);
+                cmd
+            })
+            .await
     }
 
     /// The daemon's API socket (`docker -H unix://…`).

@@ -52,6 +52,14 @@ pub fn layer_seed(image_seed: &str, platform_key: &str, index: usize) -> [u8; 32
     hasher.finalize().into()
 }
 
+/// `len` seeded pseudo-random bytes from the generator layer payloads use: for tests that need
+/// incompressible content outside an image (a plain file), so they need no generator of their own.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
+}
+
 /// Streams one layer with a `size`-byte payload into `blob_dir`.
 ///
 /// The payload generator is ChaCha12 (`rand`'s `StdRng`): it is seedable, its output is fixed

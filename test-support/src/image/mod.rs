@@ -19,8 +19,8 @@ use anyhow::{ensure, Context, Result};
 
 pub use self::blobs::digest_of;
 use self::blobs::store_bytes;
-pub use self::layer::LAYER_FILE_NAME;
 use self::layer::{layer_seed, write_file_layer, write_layer};
+pub use self::layer::{random_bytes, LAYER_FILE_NAME};
 use self::oci::{Descriptor, ImageConfig, Index, Manifest, Platform, RootFs};
 pub use self::oci::{
     ANNOTATION_REF_NAME, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR,

@@ -20,12 +20,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use self::forward::Forwarder;
 pub use self::state::RequestRecord;
 use self::state::Shared;
-use crate::net::verbatim_client_builder;
+use crate::net::{serve_connections, verbatim_client_builder};
 
 /// A running proxy; shut down, including open connections, on drop.
 #[derive(Debug)]
@@ -140,30 +140,19 @@ impl Drop for FaultProxy {
     }
 }
 
-/// Accept loop. Connections live in a JoinSet owned by this task so that aborting the task
-/// tears down keep-alive connections too, instead of leaving them serving after the proxy is
-/// gone.
+/// The accept loop: aborting it tears down keep-alive connections too ([`serve_connections`]).
 async fn serve(listener: TcpListener, forwarder: Arc<Forwarder>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let forwarder = Arc::clone(&forwarder);
-                    connections.spawn(async move {
-                        let service = service_fn(move |req| Arc::clone(&forwarder).handle(req));
-                        if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                            tracing::debug!("fault proxy connection ended: {err}");
-                        }
-                    });
-                }
-                Err(err) => {
-                    // Typically EMFILE under load; back off briefly rather than spin.
-                    tracing::warn!("fault proxy accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    serve_connections(listener, "fault proxy", move |stream| {
+        let forwarder = Arc::clone(&forwarder);
+        async move {
+            let service = service_fn(move |req| Arc::clone(&forwarder).handle(req));
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("fault proxy connection ended: {err}");
+            }
         }
-    }
+    })
+    .await
 }

@@ -201,13 +201,20 @@ impl Registry {
             .keep();
         let tag = repo_tag.rsplit_once(':').map_or("latest", |(_, t)| t);
         let image = build_image_async(spec, layout, tag.to_owned()).await?;
+        self.push_built(&image, repo_tag).await?;
+        Ok(image)
+    }
+
+    /// Pushes `image`, built already, to `repo:tag` here, every platform of it, with this
+    /// registry's credentials: how a test puts one image under a second tag, or into a second
+    /// registry, the way [`Registry::push_image`] put it under its first. The manifest digest.
+    pub async fn push_built(&self, image: &BuiltImage, repo_tag: &str) -> Result<String> {
         let options = PushOptions {
             all: image.manifests.len() > 1,
             creds: self.credentials(),
             ..PushOptions::default()
         };
-        skopeo::push(&image, &format!("{}/{repo_tag}", self.addr()), &options).await?;
-        Ok(image)
+        skopeo::push(image, &format!("{}/{repo_tag}", self.addr()), &options).await
     }
 
     /// Whether the process is currently alive.

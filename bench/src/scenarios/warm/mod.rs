@@ -228,14 +228,7 @@ impl Preheater {
             registry.addr(),
             registry.url()
         ));
-        let spec = DaemonSpec {
-            name: "preheater".into(),
-            binary: binary.to_path_buf(),
-            log_filter: "warn".into(),
-            url: format!("http://{addr}"),
-            ca: None,
-            netns: None,
-        };
+        let spec = DaemonSpec::plain("preheater", binary, "warn", format!("http://{addr}"));
         let daemon = Daemon::start(spec, dir, &config).await?;
         Ok(Preheater { daemon })
     }
