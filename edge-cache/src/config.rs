@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
-use damselfly_server::config::{redact, redact_url, secret_from_file, ConfigError, LogConfig, Overrides};
-use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::config::{redact_url, ConfigError, LogConfig, Overrides};
+use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -490,13 +490,21 @@ impl Config {
 }
 
 impl DaemonConfig for Config {
-    fn load_secrets(&mut self) -> Result<(), ConfigError> {
-        secret_from_file(&mut self.warm_token, &self.warm_token_file, "warm_token")?;
-        secret_from_file(&mut self.admin_token, &self.admin_token_file, "admin_token")?;
-        for u in &mut self.upstreams {
-            secret_from_file(&mut u.password, &u.password_file, "upstreams.password")?;
-        }
-        Ok(())
+    fn secrets(&mut self) -> Vec<Secret<'_>> {
+        let mut secrets = vec![
+            Secret::new("warm_token", &mut self.warm_token, &self.warm_token_file),
+            Secret::new("admin_token", &mut self.admin_token, &self.admin_token_file),
+        ];
+        secrets.extend(
+            self.upstreams
+                .iter_mut()
+                .map(|u| Secret::new("upstreams.password", &mut u.password, &u.password_file)),
+        );
+        secrets
+    }
+
+    fn redact_others(&mut self) {
+        self.redis = self.redis.as_deref().map(redact_url);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -611,17 +619,6 @@ impl DaemonConfig for Config {
 
     fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig) {
         (&self.server, &self.log, &self.tls)
-    }
-
-    fn redacted(&self) -> Self {
-        let mut c = self.clone();
-        c.warm_token = redact(&c.warm_token);
-        c.admin_token = redact(&c.admin_token);
-        c.redis = c.redis.as_deref().map(redact_url);
-        for u in &mut c.upstreams {
-            u.password = redact(&u.password);
-        }
-        c
     }
 }
 

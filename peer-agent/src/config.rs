@@ -341,11 +341,6 @@ impl DaemonConfig for Config {
     fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig) {
         (&self.server, &self.log, &self.tls)
     }
-
-    /// Nothing secret: the agent holds no credentials of its own.
-    fn redacted(&self) -> Self {
-        self.clone()
-    }
 }
 
 impl Config {

@@ -8,10 +8,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
-use damselfly_server::config::{
-    redact, redact_url, secret_from_file, ConfigError, LogConfig, Overrides, REDACTED,
-};
-use damselfly_server::daemon::DaemonConfig;
+use damselfly_server::config::{redact_url, ConfigError, LogConfig, Overrides, REDACTED};
+use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -442,15 +440,32 @@ impl Config {
 }
 
 impl DaemonConfig for Config {
-    fn load_secrets(&mut self) -> Result<(), ConfigError> {
-        secret_from_file(&mut self.webhook_token, &self.webhook_token_file, "webhook_token")?;
-        secret_from_file(&mut self.harbor_auth, &self.harbor_auth_file, "harbor_auth")?;
-        secret_from_file(&mut self.api_token, &self.api_token_file, "api_token")?;
-        secret_from_file(&mut self.edge_token, &self.edge_token_file, "edge_token")?;
+    fn secrets(&mut self) -> Vec<Secret<'_>> {
+        let mut secrets = vec![
+            Secret::new("webhook_token", &mut self.webhook_token, &self.webhook_token_file),
+            Secret::new("harbor_auth", &mut self.harbor_auth, &self.harbor_auth_file),
+            Secret::new("api_token", &mut self.api_token, &self.api_token_file),
+            Secret::new("edge_token", &mut self.edge_token, &self.edge_token_file),
+        ];
         for r in &mut self.registries {
-            secret_from_file(&mut r.password, &r.password_file, "registries.password")?;
+            secrets.push(Secret::new(
+                "registries.password",
+                &mut r.password,
+                &r.password_file,
+            ));
         }
-        Ok(())
+        secrets
+    }
+
+    fn redact_others(&mut self) {
+        self.redis = self.redis.as_deref().map(redact_url);
+        let harbor = &mut self.harbor;
+        harbor.provider_tokens = harbor.provider_tokens.iter().map(|_| REDACTED.into()).collect();
+        harbor.provider_basic = harbor
+            .provider_basic
+            .iter()
+            .map(|b| format!("{}:{REDACTED}", b.split(':').next().unwrap_or("")))
+            .collect();
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -565,26 +580,6 @@ impl DaemonConfig for Config {
 
     fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig) {
         (&self.server, &self.log, &self.tls)
-    }
-
-    fn redacted(&self) -> Config {
-        let mut c = self.clone();
-        c.webhook_token = redact(&c.webhook_token);
-        c.harbor_auth = redact(&c.harbor_auth);
-        c.api_token = redact(&c.api_token);
-        c.edge_token = redact(&c.edge_token);
-        c.redis = c.redis.as_deref().map(redact_url);
-        c.harbor.provider_tokens = c.harbor.provider_tokens.iter().map(|_| REDACTED.into()).collect();
-        c.harbor.provider_basic = c
-            .harbor
-            .provider_basic
-            .iter()
-            .map(|b| format!("{}:{REDACTED}", b.split(':').next().unwrap_or("")))
-            .collect();
-        for r in &mut c.registries {
-            r.password = redact(&r.password);
-        }
-        c
     }
 }
 

@@ -4,6 +4,7 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
@@ -18,19 +19,52 @@ use crate::Daemon;
 use crate::ServerConfig;
 
 /// A daemon's whole configuration: the sections every daemon has, and its own.
-pub trait DaemonConfig: Serialize + DeserializeOwned + Default {
+pub trait DaemonConfig: Serialize + DeserializeOwned + Default + Clone {
     /// The sections every daemon has: `[server]`, `[log]` and `[tls]`.
     fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig);
-    /// Reads secrets named by `*_file` keys into their values (see
-    /// [`crate::config::secret_from_file`]).
-    fn load_secrets(&mut self) -> Result<(), ConfigError> {
-        Ok(())
+    /// Every secret value with its `*_file` twin: listed once, so that each is both read from its
+    /// file at load and redacted wherever the configuration is printed.
+    fn secrets(&mut self) -> Vec<Secret<'_>> {
+        Vec::new()
     }
+    /// Hides what is secret without being a [`Secret`]: passwords inside URLs, credential lists.
+    fn redact_others(&mut self) {}
     /// Checks what the types cannot in the daemon's own keys: ranges, URLs, combinations (the
     /// common sections are checked by [`load`]).
     fn validate(&self) -> Result<(), ConfigError>;
+
+    /// Reads secrets named by `*_file` keys into their values (see
+    /// [`crate::config::secret_from_file`]).
+    fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        for secret in self.secrets() {
+            crate::config::secret_from_file(secret.value, secret.file, secret.key)?;
+        }
+        Ok(())
+    }
+
     /// A copy safe to print: every token, password and credential-bearing URL replaced.
-    fn redacted(&self) -> Self;
+    fn redacted(&self) -> Self {
+        let mut copy = self.clone();
+        for secret in copy.secrets() {
+            *secret.value = crate::config::redact(secret.value);
+        }
+        copy.redact_others();
+        copy
+    }
+}
+
+/// A secret key of a daemon's configuration and the key of the file it may be read from.
+pub struct Secret<'a> {
+    /// As errors name it (`warm_token`, `upstreams.password`); its file's key is `<key>_file`.
+    pub key: &'static str,
+    pub value: &'a mut Option<String>,
+    pub file: &'a Option<PathBuf>,
+}
+
+impl<'a> Secret<'a> {
+    pub fn new(key: &'static str, value: &'a mut Option<String>, file: &'a Option<PathBuf>) -> Self {
+        Secret { key, value, file }
+    }
 }
 
 /// The configuration from every layer (see [`crate::config`]), validated. `flags` are the
