@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
-use damselfly_server::config::{redact_url, ConfigError, LogConfig, Overrides};
+use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, Overrides, HTTP_SCHEMES};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
@@ -518,10 +518,10 @@ impl DaemonConfig for Config {
             ));
         }
         if let Some(url) = &self.upstream {
-            check_url(url)?;
+            check_url(url, HTTP_SCHEMES)?;
         }
         if let Some(url) = &self.advertise_url {
-            check_url(url)?;
+            check_url(url, HTTP_SCHEMES)?;
             if self.redis.is_none() {
                 return invalid(
                     "advertise_url needs redis: the edges of a region find each other through it".into(),
@@ -537,7 +537,7 @@ impl DaemonConfig for Config {
             }
         }
         for url in &self.parents {
-            check_url(url)?;
+            check_url(url, HTTP_SCHEMES)?;
         }
         // Edges forward their callers' credentials to owners and parents.
         let plain = self
@@ -565,7 +565,7 @@ impl DaemonConfig for Config {
             ));
         }
         for u in &self.upstreams {
-            check_url(&u.url)?;
+            check_url(&u.url, HTTP_SCHEMES)?;
             if u.registry.is_empty() || u.registry.contains('/') {
                 return invalid(format!(
                     "upstream registry {:?} must be a host[:port]",
@@ -619,13 +619,6 @@ impl DaemonConfig for Config {
 
     fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig) {
         (&self.server, &self.log, &self.tls)
-    }
-}
-
-fn check_url(url: &str) -> Result<(), ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
-        _ => Err(ConfigError::Invalid(format!("{url:?} is not an http(s) URL"))),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use damselfly_core::Location;
 use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
-use damselfly_server::config::{ConfigError, LogConfig};
+use damselfly_server::config::{check_url, ConfigError, LogConfig, HTTP_SCHEMES};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
@@ -309,10 +309,7 @@ impl DaemonConfig for Config {
             .chain(self.upstream.iter())
             .chain(self.registries.iter().map(|r| &r.url))
         {
-            match reqwest::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => return invalid(format!("{url:?} is not an http(s) URL")),
-            }
+            check_url(url, HTTP_SCHEMES)?;
         }
         parse_size(&self.quota)?;
         parse_size(&self.upload.rate_limit)?;

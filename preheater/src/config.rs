@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
-use damselfly_server::config::{redact_url, ConfigError, LogConfig, Overrides, REDACTED};
+use damselfly_server::config::{
+    check_url, redact_url, ConfigError, LogConfig, Overrides, HTTP_SCHEMES, REDACTED,
+};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
@@ -472,7 +474,7 @@ impl DaemonConfig for Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut regions = std::collections::HashSet::new();
         for e in &self.edges {
-            check_url(&e.url, &["http", "https"])?;
+            check_url(&e.url, HTTP_SCHEMES)?;
             if e.region.is_empty()
                 || !e
                     .region
@@ -490,7 +492,7 @@ impl DaemonConfig for Config {
         }
         let mut hosts = std::collections::HashSet::new();
         for r in &self.registries {
-            check_url(&r.url, &["http", "https"])?;
+            check_url(&r.url, HTTP_SCHEMES)?;
             if r.host.is_empty() || r.host.contains('/') || r.host.contains("://") {
                 return invalid(format!("registry host {:?} must be host[:port]", r.host));
             }
@@ -580,16 +582,6 @@ impl DaemonConfig for Config {
 
     fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig) {
         (&self.server, &self.log, &self.tls)
-    }
-}
-
-fn check_url(url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if schemes.contains(&u.scheme()) => Ok(()),
-        _ => Err(ConfigError::Invalid(format!(
-            "{url:?} is not a URL with scheme {}",
-            schemes.join("/")
-        ))),
     }
 }
 

@@ -67,6 +67,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The schemes of URLs a daemon calls over HTTP.
+pub const HTTP_SCHEMES: &[&str] = &["http", "https"];
+
+/// Refuses `url` unless it is a URL with one of `schemes`.
+pub fn check_url(url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if schemes.contains(&u.scheme()) => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "{url:?} is not a URL with scheme {}",
+            schemes.join("/")
+        ))),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
