@@ -3,28 +3,26 @@
 //! Labels are bounded sets (kind, route, status class); never a digest or repository name.
 
 use damselfly_server::{MetricsRegistry, ServerMetrics};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::AtomicU64;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    /// `blob`, `manifest` or `piece` (`manifest` or `tag` for the catalog's counts).
-    pub kind: &'static str,
-}
+damselfly_server::label_sets! {
+    pub struct KindLabels {
+        /// `blob`, `manifest` or `piece` (`manifest` or `tag` for the catalog's counts).
+        kind,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EncodingLabels {
-    /// `identity` or `zstd`.
-    pub encoding: &'static str,
-}
+    pub struct EncodingLabels {
+        /// `identity` or `zstd`.
+        encoding,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
-    /// `compressed`, `sampled_out`, `skipped_for_load` or `off`.
-    pub decision: &'static str,
+    pub struct DecisionLabels {
+        /// `compressed`, `sampled_out`, `skipped_for_load` or `off`.
+        decision,
+    }
 }
 
 pub struct Metrics {

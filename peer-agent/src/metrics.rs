@@ -1,15 +1,15 @@
 //! Every metric the agent exports, defined in one place.
 
 use damselfly_server::{MetricsRegistry, ServerMetrics};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabels {
-    /// `peer`, `edge` or `origin`.
-    pub source: &'static str,
+damselfly_server::label_sets! {
+    pub struct SourceLabels {
+        /// `peer`, `edge` or `origin`.
+        source,
+    }
 }
 
 pub struct Metrics {

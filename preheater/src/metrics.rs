@@ -10,31 +10,29 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
-    /// `distribution` or `harbor`.
-    pub source: &'static str,
-    /// `blob`, `manifest`, `artifact` or `other`.
-    pub kind: &'static str,
-    /// `push`, `pull`, `mount`, `delete`, `scan`, … or `unknown`.
-    pub action: &'static str,
-}
+damselfly_server::label_sets! {
+    pub struct EventLabels {
+        /// `distribution` or `harbor`.
+        source,
+        /// `blob`, `manifest`, `artifact` or `other`.
+        kind,
+        /// `push`, `pull`, `mount`, `delete`, `scan`, … or `unknown`.
+        action,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabels {
-    pub source: &'static str,
-}
+    pub struct SourceLabels {
+        source,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    /// `succeeded` or `failed`.
-    pub state: &'static str,
-}
+    pub struct StateLabels {
+        /// `succeeded` or `failed`.
+        state,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// `store` (the job was requeued) or `panic` (the job failed; the worker carried on).
-    pub reason: &'static str,
+    pub struct ReasonLabels {
+        /// `store` (the job was requeued) or `panic` (the job failed; the worker carried on).
+        reason,
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,9 +45,10 @@ pub struct WarmLabels {
     pub outcome: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
+damselfly_server::label_sets! {
+    pub struct KindLabels {
+        kind,
+    }
 }
 
 pub struct Metrics {

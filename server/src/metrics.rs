@@ -19,19 +19,33 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: &'static str,
+/// Declares label sets whose labels are all `&'static str` (values from a bounded set), with
+/// what a `Family` needs of them: written once here rather than as a derive list on each.
+#[macro_export]
+macro_rules! label_sets {
+    ($($(#[$doc:meta])* $vis:vis struct $name:ident { $($(#[$field_doc:meta])* $field:ident),+ $(,)? })*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Debug, Hash, PartialEq, Eq, ::prometheus_client::encoding::EncodeLabelSet)]
+            $vis struct $name {
+                $($(#[$field_doc])* pub $field: &'static str,)+
+            }
+        )*
+    };
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
-    pub listener: &'static str,
-}
+crate::label_sets! {
+    pub struct RouteLabels {
+        route,
+    }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
+    pub struct ListenerLabels {
+        listener,
+    }
+
+    struct BuildLabels {
+        version,
+    }
 }
 
 /// Handles to the shared metrics; cheap to clone.
