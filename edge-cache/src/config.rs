@@ -632,26 +632,17 @@ mod tests {
 
     #[test]
     fn file_values_are_overridden_by_flags_and_unknown_keys_fail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("edge.toml");
-        std::fs::write(
-            &path,
+        let file = damselfly_test_support::ConfigFile::new(
+            "edge.toml",
             "region = \"eu\"\nlisten = \"127.0.0.1:1\"\n[cache]\nquota = \"1GiB\"\n",
-        )
-        .unwrap();
-        let cli = Cli::parse_from([
-            "edge-cache",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:2",
-        ]);
+        );
+        let cli = Cli::parse_from(["edge-cache", "--config", file.path(), "--listen", "127.0.0.1:2"]);
         let config = Config::load(&cli).unwrap();
         assert_eq!(config.region, "eu");
         assert_eq!(config.listen.port(), 2);
         assert_eq!(config.quota_bytes().unwrap(), 1 << 30);
 
-        std::fs::write(&path, "regoin = \"eu\"\n").unwrap();
+        file.write("regoin = \"eu\"\n");
         let err = Config::load(&cli).unwrap_err().to_string();
         assert!(err.contains("regoin"), "{err}");
     }

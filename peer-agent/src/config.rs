@@ -359,25 +359,16 @@ mod tests {
 
     #[test]
     fn flags_override_file_and_validation_catches_nonsense() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(
-            &path,
+        let file = damselfly_test_support::ConfigFile::new(
+            "agent.toml",
             "edges = [\"http://e:1\"]\nlocation = \"eu/z1/r1\"\n[upload]\nslots = 2\n",
-        )
-        .unwrap();
-        let cli = Cli::parse_from([
-            "peer-agent",
-            "--config",
-            path.to_str().unwrap(),
-            "--location",
-            "us/a/b",
-        ]);
+        );
+        let cli = Cli::parse_from(["peer-agent", "--config", file.path(), "--location", "us/a/b"]);
         let c = Config::load(&cli).unwrap();
         assert_eq!(c.location.to_string(), "us/a/b");
         assert_eq!(c.upload.slots, 2);
         assert_eq!(c.edges, vec!["http://e:1".to_string()]);
-        std::fs::write(&path, "edgs = []\n").unwrap();
+        file.write("edgs = []\n");
         assert!(Config::load(&cli).is_err());
         let none = Cli::parse_from(["peer-agent"]);
         assert!(Config::load(&none).is_err(), "no edge and no upstream");

@@ -591,10 +591,8 @@ mod tests {
 
     #[test]
     fn file_then_flags_and_unknown_keys_fail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("preheater.toml");
-        std::fs::write(
-            &path,
+        let file = damselfly_test_support::ConfigFile::new(
+            "preheater.toml",
             r#"
 listen = "127.0.0.1:1"
 insecure = true
@@ -611,12 +609,11 @@ password = "p"
 [warm]
 max_attempts = 3
 "#,
-        )
-        .unwrap();
+        );
         let cli = Cli::parse_from([
             "preheater",
             "--config",
-            path.to_str().unwrap(),
+            file.path(),
             "--listen",
             "127.0.0.1:2",
             "--webhook-token",
@@ -646,7 +643,7 @@ max_attempts = 3
         let cli = Cli::parse_from([
             "preheater",
             "--config",
-            path.to_str().unwrap(),
+            file.path(),
             "--edge",
             "us=http://127.0.0.1:7",
             "--edge",
@@ -658,14 +655,10 @@ max_attempts = 3
             ["us", "ap"]
         );
 
-        std::fs::write(&path, "webhok_token = \"x\"\n").unwrap();
-        let err = Config::load(&Cli::parse_from([
-            "preheater",
-            "--config",
-            path.to_str().unwrap(),
-        ]))
-        .unwrap_err()
-        .to_string();
+        file.write("webhok_token = \"x\"\n");
+        let err = Config::load(&Cli::parse_from(["preheater", "--config", file.path()]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("webhok_token"), "{err}");
     }
 

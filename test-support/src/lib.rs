@@ -30,6 +30,7 @@
 //! reported as `anyhow` errors that quote the relevant tool output.
 
 pub mod agent;
+pub mod config_file;
 pub mod containerd;
 pub mod cri;
 pub mod daemon;
@@ -54,6 +55,7 @@ pub mod skopeo;
 pub mod small_disk;
 pub mod stalled;
 
+pub use config_file::ConfigFile;
 pub use containerd::{Containerd, CtrPullOptions};
 pub use image::{build_image, build_image_async, BlobInfo, BuiltImage, ImageSpec};
 pub use net::{free_addr_on, free_port, wait_http_ready};
