@@ -6,9 +6,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
-use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
-use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, Overrides, HTTP_SCHEMES};
+use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
+use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, HTTP_SCHEMES};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
@@ -16,21 +15,12 @@ use serde::{Deserialize, Serialize};
 
 pub const DAEMON: Daemon = Daemon {
     name: "edge-cache",
+    about: env!("CARGO_PKG_DESCRIPTION"),
     env_prefix: "DAMSELFLY_EDGE",
 };
 
-/// The edge cache: a pull-through OCI registry cache that stores blobs as sealed pieces
-/// and serves them to runtimes and to the peer agents of its region.
-#[derive(Debug, Parser)]
-#[command(name = "edge-cache", version, about, long_about = None)]
-pub struct Cli {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub flags: Flags<EdgeFlags>,
-    #[command(subcommand)]
-    pub command: Option<EdgeCommand>,
-}
+/// The edge cache's command line: the common flags, [`EdgeFlags`] and [`EdgeCommand`].
+pub type Cli = DaemonCli<EdgeFlags, EdgeCommand>;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EdgeCommand {
@@ -138,13 +128,6 @@ impl FlagTable for EdgeFlags {
         .key("compression.mode")
         .one_of(&["auto", "always", "off"]),
     ];
-}
-
-impl Cli {
-    /// The flags given, as configuration keys.
-    pub fn overrides(&self) -> Result<Overrides, ConfigError> {
-        self.flags.overrides()
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -628,6 +611,8 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]

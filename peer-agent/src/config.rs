@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use damselfly_core::Location;
-use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
+use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
 use damselfly_server::config::{check_url, ConfigError, LogConfig, HTTP_SCHEMES};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::tls::TlsConfig;
@@ -15,21 +15,12 @@ use serde::{Deserialize, Serialize};
 
 pub const DAEMON: Daemon = Daemon {
     name: "peer-agent",
+    about: env!("CARGO_PKG_DESCRIPTION"),
     env_prefix: "DAMSELFLY_AGENT",
 };
 
-/// The peer agent: a registry mirror for this host's runtime that fetches sealed pieces from
-/// rack neighbours and the region's edges, and serves its pieces to other agents.
-#[derive(Debug, Parser)]
-#[command(name = "peer-agent", version, about, long_about = None)]
-pub struct Cli {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub daemon: Flags<AgentFlags>,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
+/// The agent's command line: the common flags, [`AgentFlags`] and [`Command`].
+pub type Cli = DaemonCli<AgentFlags, Command>;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -272,7 +263,7 @@ impl Default for UploadConfig {
 impl Config {
     /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.daemon.overrides()?)
+        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides()?)
     }
 
     pub fn advertise(&self) -> String {
@@ -355,6 +346,8 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
         Some(Command::Get(args)) => tool("get", damselfly_agent::get::run(args).await),
         Some(Command::Status(args)) => tool("status", damselfly_agent::status::run(args).await),
         None => {
-            let flags = cli.daemon.overrides();
+            let flags = cli.overrides();
             daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, flags, damselfly_agent::run).await
         }
     }

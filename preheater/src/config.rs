@@ -6,11 +6,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
-use damselfly_server::cli::{CommonArgs, Flag, FlagTable, Flags};
-use damselfly_server::config::{
-    check_url, redact_url, ConfigError, LogConfig, Overrides, HTTP_SCHEMES, REDACTED,
-};
+use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
+use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, HTTP_SCHEMES, REDACTED};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
@@ -18,21 +15,12 @@ use serde::{Deserialize, Serialize};
 
 pub const DAEMON: Daemon = Daemon {
     name: "preheater",
+    about: env!("CARGO_PKG_DESCRIPTION"),
     env_prefix: "DAMSELFLY_PREHEATER",
 };
 
-/// The preheater: receives registry and Harbor webhooks and warms the regional edge caches
-/// layer by layer, with durable, observable jobs.
-#[derive(Debug, Parser)]
-#[command(name = "preheater", version, about, long_about = None)]
-pub struct Cli {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub flags: Flags<PreheaterFlags>,
-    #[command(subcommand)]
-    pub command: Option<PreheaterCommand>,
-}
+/// The preheater's command line: the common flags, [`PreheaterFlags`] and [`PreheaterCommand`].
+pub type Cli = DaemonCli<PreheaterFlags, PreheaterCommand>;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PreheaterCommand {
@@ -422,13 +410,6 @@ impl FlagTable for PreheaterFlags {
     ];
 }
 
-impl Cli {
-    /// The flags given, as configuration keys.
-    pub fn overrides(&self) -> Result<Overrides, ConfigError> {
-        self.flags.overrides()
-    }
-}
-
 impl Config {
     /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
@@ -587,6 +568,8 @@ impl DaemonConfig for Config {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, Overrides};
 use crate::Daemon;
@@ -35,6 +35,26 @@ pub struct CommonArgs {
     pub check_config: bool,
 }
 
+/// A daemon's command line: the flags every daemon has, its own ([`FlagTable`]), and its
+/// subcommands; [`parse`] names and describes it after its [`Daemon`].
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct DaemonCli<F: FlagTable, S: Subcommand> {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub flags: Flags<F>,
+    #[command(subcommand)]
+    pub command: Option<S>,
+}
+
+impl<F: FlagTable, S: Subcommand> DaemonCli<F, S> {
+    /// The daemon's flags given, as configuration keys.
+    pub fn overrides(&self) -> Result<Overrides, ConfigError> {
+        self.flags.overrides()
+    }
+}
+
 /// Parses the command line, with the common flags also read from `<PREFIX>_<FLAG>` (clap needs
 /// the names before parsing; each daemon has its prefix).
 ///
@@ -45,7 +65,8 @@ pub fn parse<T: Parser>(daemon: &Daemon) -> T {
     let env = |suffix: &str| -> &'static str {
         Box::leak(format!("{}_{suffix}", daemon.env_prefix).into_boxed_str())
     };
-    let matches = T::command()
+    let named = || T::command().name(daemon.name).about(daemon.about);
+    let matches = named()
         .mut_arg("config", |a| a.env(env("CONFIG")))
         .mut_arg("log_format", |a| a.env(env("LOG_FORMAT")))
         .mut_arg("otlp_endpoint", |a| a.env(env("OTLP_ENDPOINT")))
@@ -53,7 +74,7 @@ pub fn parse<T: Parser>(daemon: &Daemon) -> T {
         .mut_arg("tls_key", |a| a.env(env("TLS_KEY")))
         .mut_arg("ca_file", |a| a.env(env("CA_FILE")))
         .get_matches();
-    let mut command = T::command();
+    let mut command = named();
     let refused = command.get_arguments().find_map(|arg| {
         let id = arg.get_id().as_str();
         let on_command_line = matches!(matches.try_get_raw(id), Ok(Some(_)))

@@ -35,6 +35,8 @@ pub use serve::{Listener, Server};
 #[derive(Clone, Copy, Debug)]
 pub struct Daemon {
     pub name: &'static str,
+    /// One line on what it is, for `--help` (its crate's description).
+    pub about: &'static str,
     /// `DAMSELFLY_EDGE`: flags read `DAMSELFLY_EDGE_<FLAG>`, any config key
     /// `DAMSELFLY_EDGE__<SECTION>__<KEY>`.
     pub env_prefix: &'static str,
