@@ -6,7 +6,7 @@ mod common;
 
 use common::{edge_binary, fetch, layers, sha256, Origin, MIB};
 use damselfly_test_support::edge::Edge;
-use damselfly_test_support::net::loopback_client;
+use damselfly_test_support::net::{assert_asks_for_password, loopback_client};
 use damselfly_test_support::process::{private_file, stdout_of};
 
 const TOKEN: &str = "admin-token-0123456789";
@@ -90,12 +90,7 @@ async fn only_the_admin_token_opens_the_admin_api() {
 
     // With an admin token, the status page (which names repositories and blobs) asks for it
     // as a password; without one (the first edge, a lab) it is open.
-    let page = client.get(format!("{}/", edge.url())).send().await.unwrap();
-    assert_eq!(page.status(), 401);
-    assert!(page.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Basic "));
+    assert_asks_for_password(client.get(format!("{}/", edge.url()))).await;
     let status = client
         .get(format!("{}/api/v1/status", edge.url()))
         .basic_auth("ops", Some(TOKEN))

@@ -59,16 +59,12 @@ async fn private_content_needs_credentials_at_every_endpoint() {
     .await
     .unwrap_or_else(|err| panic!("{err:#}\n{}", edge.log_tail()));
     assert_eq!(pulled.manifest_digest, image.top_digest);
-    let served = edge
-        .metrics()
-        .await
-        .unwrap()
-        .sum("damselfly_edge_served_bytes_total", &["kind=\"blob\""]);
-    assert!(
-        served > 0.0,
-        "the pull did not go through the edge:\n{}",
-        edge.log_tail()
-    );
+    edge.assert_counted(
+        "damselfly_edge_served_bytes_total",
+        &["kind=\"blob\""],
+        "the pull did not go through the edge",
+    )
+    .await;
 
     // Anonymous: refused everywhere, with the upstream's challenge where a client can answer it.
     let anonymous = [

@@ -309,6 +309,27 @@ impl Job {
         }
     }
 
+    /// A pending job for `r:5000/a/b:v1` at region `eu`, created at `now`: the job the store
+    /// tests queue (the embedded store's here, the Redis store's against a real server), where
+    /// only its id and times matter.
+    #[doc(hidden)]
+    pub fn sample(now: u64) -> Job {
+        Job::new(
+            JobSpec {
+                source: "api",
+                registry: "r:5000".into(),
+                repository: "a/b".into(),
+                target: Target::Image {
+                    reference: "v1".into(),
+                    digest: None,
+                },
+                platforms: vec![],
+                regions: vec!["eu".into()],
+            },
+            now,
+        )
+    }
+
     /// `pending`/`running` → `running`. False (and no change) for a finished job.
     pub fn start(&mut self, now: u64) -> bool {
         if self.state.is_terminal() {

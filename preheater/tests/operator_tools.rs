@@ -10,7 +10,7 @@ use base64::Engine as _;
 use common::*;
 use damselfly_test_support::image::ImageSpec;
 use damselfly_test_support::metrics::{dashboard_metrics, scrape};
-use damselfly_test_support::net::{loopback_client, text};
+use damselfly_test_support::net::{assert_asks_for_password, loopback_client, text};
 use damselfly_test_support::process::private_file;
 
 const API_TOKEN: &str = "api-token-0123456789abcdef";
@@ -93,12 +93,7 @@ async fn jobs_from_the_command_line_and_in_a_browser() {
 
     // The pages: refused without the token (a browser is asked for it), shown with it.
     let client = loopback_client().unwrap();
-    let bare = client.get(format!("{}/", preheater.url())).send().await.unwrap();
-    assert_eq!(bare.status(), 401);
-    assert!(bare.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Basic "));
+    assert_asks_for_password(client.get(format!("{}/", preheater.url()))).await;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops:{API_TOKEN}"));
     let list = client
         .get(format!("{}/", preheater.url()))

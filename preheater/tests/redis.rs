@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use damselfly_preheater::config::{Config, JobsConfig};
-use damselfly_preheater::job::{Job, JobSpec, Target};
+use damselfly_preheater::job::Job;
 use damselfly_preheater::store::{Admission, RedisStore};
 use damselfly_test_support::edge::Edge;
 use damselfly_test_support::image::ImageSpec;
@@ -15,23 +15,6 @@ use damselfly_test_support::metrics::scrape;
 use damselfly_test_support::poll::{poll_until, Probe};
 use damselfly_test_support::redis::Redis;
 use damselfly_test_support::registry::Registry;
-
-fn job(n: u64) -> Job {
-    Job::new(
-        JobSpec {
-            source: "api",
-            registry: "r:5000".into(),
-            repository: "a/b".into(),
-            target: Target::Image {
-                reference: "v1".into(),
-                digest: None,
-            },
-            platforms: vec![],
-            regions: vec!["eu".into()],
-        },
-        n,
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_dedupes_queues_and_requeues_abandoned_claims() {
@@ -47,7 +30,7 @@ async fn the_store_dedupes_queues_and_requeues_abandoned_claims() {
     let a = RedisStore::connect(&redis.url(), &config).await.unwrap();
     let b = RedisStore::connect(&redis.url(), &config).await.unwrap();
 
-    let (j1, j2) = (job(1), job(2));
+    let (j1, j2) = (Job::sample(1), Job::sample(2));
     assert_eq!(
         a.admit(Some("event-1"), std::slice::from_ref(&j1)).await.unwrap(),
         Admission::Created
@@ -229,7 +212,7 @@ async fn an_admission_that_cannot_be_written_leaves_nothing_behind() {
     let redis = Redis::start().await.expect("redis-server");
     let config = Config::default();
     let store = RedisStore::connect(&redis.url(), &config).await.unwrap();
-    let j = job(1);
+    let j = Job::sample(1);
     // The job's key is taken (by something that is not a job): its write would fail.
     let taken = format!("{}job:{}", config.redis_prefix, j.id);
     redis_command(&redis.url(), &["SET", &taken, "not a hash"]).await;

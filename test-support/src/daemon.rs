@@ -50,6 +50,13 @@ macro_rules! daemon_controls {
             self.daemon.metrics().await
         }
 
+        /// Asserts that the series of `name` with all of `labels` add up to more than zero;
+        /// a failure says `message` and quotes the log. For tests.
+        pub async fn assert_counted(&self, name: &str, labels: &[&str], message: &str) {
+            let sum = self.metrics().await.unwrap().sum(name, labels);
+            assert!(sum > 0.0, "{message}:\n{}", self.log_tail());
+        }
+
         /// CPU seconds the process has used so far.
         pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
             self.daemon.cpu_seconds()

@@ -169,6 +169,25 @@ pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
+/// Sends `request`, which carries no credentials, to a page behind a password and asserts
+/// that it is refused the way a browser then asks for one: 401 with a `Basic` challenge. For
+/// tests.
+pub async fn assert_asks_for_password(request: reqwest::RequestBuilder) {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    assert_eq!(response.status(), 401, "{}", response.url());
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic "),
+        "{}",
+        response.url()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,17 +9,20 @@ fn is_entry_for(t: &Table, registry: &str) -> bool {
         || (t.get("prefix").is_none() && t.get("location").and_then(|v| v.as_str()) == Some(registry))
 }
 
+/// The array of tables (`[[key]]`) under `key`, created empty if missing.
+fn tables_under<'a>(t: &'a mut Table, key: &str) -> Result<&'a mut ArrayOfTables> {
+    t.entry(key)
+        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .with_context(|| format!("`{key}` is not an array of tables"))
+}
+
 /// A `[[registry]]` for the registry (created if missing) with this agent as its first mirror.
 pub fn podman_registries(old: &str, registry: &str, mirror_host: &str, insecure: bool) -> Result<String> {
     let mut doc: DocumentMut = old
         .parse()
         .context("existing registries.conf is not valid TOML")?;
-    let registries = doc
-        .entry("registry")
-        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
-    let registries = registries
-        .as_array_of_tables_mut()
-        .context("`registry` is not an array of tables")?;
+    let registries = tables_under(&mut doc, "registry")?;
     if !registries.iter().any(|t| is_entry_for(t, registry)) {
         let mut t = Table::new();
         t["prefix"] = value(registry);
@@ -29,12 +32,7 @@ pub fn podman_registries(old: &str, registry: &str, mirror_host: &str, insecure:
     let Some(entry) = registries.iter_mut().find(|t| is_entry_for(t, registry)) else {
         bail!("registry entry vanished")
     };
-    let mirrors = entry
-        .entry("mirror")
-        .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
-    let mirrors = mirrors
-        .as_array_of_tables_mut()
-        .context("`mirror` is not an array of tables")?;
+    let mirrors = tables_under(entry, "mirror")?;
     if !mirrors
         .iter()
         .any(|m| m.get("location").and_then(|v| v.as_str()) == Some(mirror_host))

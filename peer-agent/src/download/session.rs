@@ -470,17 +470,19 @@ mod tests {
         Bytes::from(vec![0; task.layout.sealed_len(index) as usize])
     }
 
-    /// A task of `pieces` pieces whose first `listed` hashes the edge has sent.
+    /// A task of `pieces` pieces whose first `listed` hashes the edge has sent, and the fake
+    /// network its session runs over.
     struct Download {
         _dir: tempfile::TempDir,
         config: DownloadConfig,
         request: BlobRequest,
         task: Arc<LocalTask>,
         info: TaskInfo,
+        net: FakeNet,
     }
 
     impl Download {
-        fn new(pieces: u64, listed: usize) -> Download {
+        fn new(pieces: u64, listed: usize, fetches: Fetches) -> Download {
             let dir = tempfile::tempdir().unwrap();
             let store = PieceStore::open(dir.path(), u64::MAX).unwrap();
             let digest = Digest::of(b"blob");
@@ -513,12 +515,13 @@ mod tests {
                     edge: 0,
                 },
                 task,
+                net: FakeNet::new(fetches),
             }
         }
 
-        fn session<'a>(&'a self, net: &'a FakeNet) -> Session<'a, FakeNet> {
+        fn session(&self) -> Session<'_, FakeNet> {
             Session::new(
-                net,
+                &self.net,
                 "me",
                 &self.config,
                 &self.request,
@@ -581,9 +584,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn changes_are_announced_at_most_every_50_ms_and_a_heartbeat_every_5_s() {
-        let download = Download::new(8, 8);
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let download = Download::new(8, 8, Fetches::Hang);
+        let mut session = download.session();
         let start = Instant::now();
         session.announce_if_due(start).await;
         download.land(0);
@@ -592,15 +594,15 @@ mod tests {
             session.announce_if_due(now).await
         })
         .await;
-        let calls: Vec<Instant> = net.announcements.lock().unwrap().iter().map(|c| c.0).collect();
+        let announced = download.net.announcements.lock().unwrap();
+        let calls: Vec<Instant> = announced.iter().map(|c| c.0).collect();
         assert_eq!(times(&calls, start), vec![0, 50, 5050]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn in_a_swarm_pieces_newly_taken_from_the_edge_are_announced_at_once_but_at_most_every_10_ms() {
-        let download = Download::new(8, 8);
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let download = Download::new(8, 8, Fetches::Hang);
+        let mut session = download.session();
         // A member holding nothing yet: a swarm.
         session.parents = vec![peer("other")];
         let start = Instant::now();
@@ -612,7 +614,7 @@ mod tests {
         session.in_flight.insert(2, Source::Edge);
         // From t = 20 ms: 30 and 59 are too soon after the announcement at 10, 60 is not.
         at_offsets(&[10, 39, 40], async |now| session.announce_if_due(now).await).await;
-        let calls = net.announcements.lock().unwrap();
+        let calls = download.net.announcements.lock().unwrap();
         let instants: Vec<Instant> = calls.iter().map(|c| c.0).collect();
         assert_eq!(times(&instants, start), vec![0, 10, 60]);
         let fetching: Vec<&[u64]> = calls.iter().map(|c| c.1.as_slice()).collect();
@@ -621,24 +623,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn parents_are_asked_every_100_ms_and_every_500_ms_while_every_fetch_slot_is_busy() {
-        let mut download = Download::new(8, 8);
+        let mut download = Download::new(8, 8, Fetches::Hang);
         download.config.concurrent_pieces = 2;
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let mut session = download.session();
         let start = Instant::now();
         at_offsets(&[0, 99, 100], async |now| session.refresh_parents(now).await).await;
         session.in_flight.insert(0, from_peer("a"));
         session.in_flight.insert(1, Source::Edge);
         at_offsets(&[100, 499, 500], async |now| session.refresh_parents(now).await).await;
-        let calls = net.parent_requests.lock().unwrap();
+        let calls = download.net.parent_requests.lock().unwrap();
         assert_eq!(times(&calls, start), vec![0, 100, 600]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn how_long_the_edge_needs_for_the_rest_follows_how_fast_its_table_grew() {
-        let download = Download::new(8, 2);
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let download = Download::new(8, 2, Fetches::Hang);
+        let mut session = download.session();
         session.note_known(Instant::now());
         assert_eq!(session.edge_left(Instant::now()), None, "no growth seen yet");
         advance(500 * MS).await;
@@ -654,9 +654,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_piece_unclaimed_for_5_s_may_be_taken_by_one_more_owner_each_period() {
-        let download = Download::new(8, 2);
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let download = Download::new(8, 2, Fetches::Hang);
+        let mut session = download.session();
         let start = Instant::now();
         session.note_known(start);
         assert_eq!(session.owners(0, start), 1);
@@ -675,10 +674,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_parent_is_left_alone_300_ms_and_a_failing_one_bad_parent_secs() {
-        let mut download = Download::new(8, 8);
+        let mut download = Download::new(8, 8, Fetches::Hang);
         download.config.bad_parent_secs = 30;
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let mut session = download.session();
         let busy = failed(0, from_peer("busy"), AgentError::Busy("all upload slots in use"));
         let lying = failed(1, from_peer("liar"), AgentError::BadPiece("piece 1".into()));
         session.handle(busy).await.unwrap();
@@ -696,16 +694,15 @@ mod tests {
         assert_eq!(skipped(&mut session, 29_699 * MS).await, (false, true));
         assert_eq!(skipped(&mut session, MS).await, (false, false));
         assert!(
-            net.failed_edges.lock().unwrap().is_empty(),
+            download.net.failed_edges.lock().unwrap().is_empty(),
             "a peer is not an edge"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_edge_is_failed_over_a_busy_one_asked_again_a_failed_transfer_ends_it() {
-        let download = Download::new(8, 8);
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let download = Download::new(8, 8, Fetches::Hang);
+        let mut session = download.session();
         session
             .handle(failed(0, Source::Edge, AgentError::Busy("busy")))
             .await
@@ -724,25 +721,27 @@ mod tests {
         session.handle(down()).await.unwrap();
         let end = session.handle(down()).await;
         assert!(matches!(end, Err(AgentError::Unavailable(_))), "{end:?}");
-        assert_eq!(*net.failed_edges.lock().unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(*download.net.failed_edges.lock().unwrap(), vec![0, 1, 2, 3]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_table_is_refreshed_every_200_ms_until_complete_and_a_refusal_ends_the_download() {
-        let download = Download::new(8, 2);
-        let net = FakeNet::new(Fetches::Hang);
-        let mut session = download.session(&net);
+        let download = Download::new(8, 2, Fetches::Hang);
+        let mut session = download.session();
         let start = Instant::now();
         at_offsets(&[0, 199, 200], async |now| {
             session.refresh_table(now).await.unwrap()
         })
         .await;
-        assert_eq!(times(&net.refreshes.lock().unwrap(), start), vec![0, 200]);
-        *net.refresh_fails.lock().unwrap() = Some(AgentError::Unavailable("reset".into()));
+        assert_eq!(
+            times(&download.net.refreshes.lock().unwrap(), start),
+            vec![0, 200]
+        );
+        *download.net.refresh_fails.lock().unwrap() = Some(AgentError::Unavailable("reset".into()));
         advance(200 * MS).await;
         session.refresh_table(Instant::now()).await.unwrap();
         assert_eq!(session.info.edge, 1, "an unreachable edge: the next one");
-        *net.refresh_fails.lock().unwrap() = Some(AgentError::TransferFailed("gone".into()));
+        *download.net.refresh_fails.lock().unwrap() = Some(AgentError::TransferFailed("gone".into()));
         advance(200 * MS).await;
         let end = session.refresh_table(Instant::now()).await;
         assert!(matches!(end, Err(AgentError::TransferFailed(_))), "{end:?}");
@@ -750,7 +749,7 @@ mod tests {
         advance(200 * MS).await;
         session.refresh_table(Instant::now()).await.unwrap();
         assert_eq!(
-            net.refreshes.lock().unwrap().len(),
+            download.net.refreshes.lock().unwrap().len(),
             4,
             "a complete table is not asked again"
         );
@@ -760,7 +759,7 @@ mod tests {
         advance(200 * MS).await;
         session.refresh_table(Instant::now()).await.unwrap();
         assert_eq!(
-            net.refreshes.lock().unwrap().len(),
+            download.net.refreshes.lock().unwrap().len(),
             5,
             "an aging ticket is renewed"
         );
@@ -775,20 +774,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_download_ends_with_every_piece_and_a_last_announcement() {
-        let download = Download::new(8, 8);
-        let net = FakeNet::new(Fetches::Deliver);
-        let info = within_a_minute(download.session(&net).drive()).await.unwrap();
+        let download = Download::new(8, 8, Fetches::Deliver);
+        let info = within_a_minute(download.session().drive()).await.unwrap();
         assert!(download.task.is_complete());
         assert_eq!(info.table.pieces.len(), 8);
-        let calls = net.announcements.lock().unwrap();
+        let calls = download.net.announcements.lock().unwrap();
         assert_eq!(calls.last().map(|c| c.1.as_slice()), Some(&[][..]));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_download_ends_when_the_edge_says_its_transfer_failed() {
-        let download = Download::new(8, 8);
-        let net = FakeNet::new(Fetches::FailTransfer);
-        let end = within_a_minute(download.session(&net).drive()).await;
+        let download = Download::new(8, 8, Fetches::FailTransfer);
+        let end = within_a_minute(download.session().drive()).await;
         assert!(matches!(end, Err(AgentError::TransferFailed(_))), "{end:?}");
         assert!(!download.task.is_complete());
     }

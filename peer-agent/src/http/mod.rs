@@ -19,21 +19,27 @@ use crate::state::AgentState;
 /// The mirror for the local runtime, with `/healthz`, `/readyz` and `/metrics`; the listener
 /// adds the request bounds and metrics (`damselfly_server`).
 pub fn mirror_app(state: Arc<AgentState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v2/", get(mirror::ping))
         .route("/v2", get(mirror::ping))
         .route("/v2/{*path}", axum::routing::any(mirror::dispatch))
-        .route("/api/v1/files", get(files::get))
-        .with_state(state.clone())
-        .merge(damselfly_server::ops::routes_of(state))
+        .route("/api/v1/files", get(files::get));
+    with_ops(routes, state)
 }
 
 /// `/healthz`, `/readyz` and `/metrics` on a listener of their own, with the status page
 /// (`/`, `/api/v1/status`).
 pub fn ops_app(state: Arc<AgentState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(status_page::page))
-        .route("/api/v1/status", get(status_page::json))
+        .route("/api/v1/status", get(status_page::json));
+    with_ops(routes, state)
+}
+
+/// `routes` plus `/healthz`, `/readyz` and `/metrics`, which the mirror and the ops listener
+/// both carry.
+fn with_ops(routes: Router<Arc<AgentState>>, state: Arc<AgentState>) -> Router {
+    routes
         .with_state(state.clone())
         .merge(damselfly_server::ops::routes_of(state))
 }

@@ -236,7 +236,7 @@ impl EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobSpec, JobState, Target};
+    use crate::job::JobState;
 
     fn config(dir: &std::path::Path) -> Config {
         Config {
@@ -245,42 +245,21 @@ mod tests {
         }
     }
 
-    fn job(now: u64) -> Job {
-        Job::new(
-            JobSpec {
-                source: "api",
-                registry: "r:5000".into(),
-                repository: "a/b".into(),
-                target: Target::Image {
-                    reference: "v1".into(),
-                    digest: None,
-                },
-                platforms: vec![],
-                regions: vec!["eu".into()],
-            },
-            now,
-        )
-    }
-
     #[tokio::test]
     async fn duplicates_are_refused_and_unfinished_jobs_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&config(dir.path())).await.unwrap();
-        let (a, b) = (job(1), job(2));
-        assert_eq!(
-            store
-                .admit(Some("event-1"), std::slice::from_ref(&a))
-                .await
-                .unwrap(),
-            Admission::Created
-        );
-        assert_eq!(
-            store
-                .admit(Some("event-1"), std::slice::from_ref(&b))
-                .await
-                .unwrap(),
-            Admission::Duplicate
-        );
+        let (a, b) = (Job::sample(1), Job::sample(2));
+        // Under one event key the first job is created and any later one refused.
+        for (job, admission) in [(&a, Admission::Created), (&b, Admission::Duplicate)] {
+            assert_eq!(
+                store
+                    .admit(Some("event-1"), std::slice::from_ref(job))
+                    .await
+                    .unwrap(),
+                admission
+            );
+        }
         assert!(
             store.get(&b.id).await.unwrap().is_none(),
             "a duplicate stores nothing"
@@ -322,7 +301,7 @@ mod tests {
         );
         assert_eq!(store.next(Duration::from_millis(10)).await.unwrap(), None);
         assert_eq!(
-            store.admit(Some("event-1"), &[job(5)]).await.unwrap(),
+            store.admit(Some("event-1"), &[Job::sample(5)]).await.unwrap(),
             Admission::Duplicate
         );
     }
@@ -336,7 +315,7 @@ mod tests {
         let store = EmbeddedStore::open(&c).await.unwrap();
         let mut ids = Vec::new();
         for i in 0..3u64 {
-            let mut j = job(10 + i);
+            let mut j = Job::sample(10 + i);
             j.start(20);
             j.fail("done".into(), 21);
             store.admit(Some(&format!("e{i}")), &[j.clone()]).await.unwrap();
@@ -344,12 +323,12 @@ mod tests {
         }
         store.maintain().await.unwrap();
         assert_eq!(
-            store.admit(Some("e0"), &[job(30)]).await.unwrap(),
+            store.admit(Some("e0"), &[Job::sample(30)]).await.unwrap(),
             Admission::Created,
             "oldest key forgotten"
         );
         assert_eq!(
-            store.admit(Some("e2"), &[job(31)]).await.unwrap(),
+            store.admit(Some("e2"), &[Job::sample(31)]).await.unwrap(),
             Admission::Duplicate
         );
         assert!(store.get(&ids[0]).await.unwrap().is_none());
