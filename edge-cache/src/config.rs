@@ -13,11 +13,7 @@ use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-pub const DAEMON: Daemon = Daemon {
-    name: "edge-cache",
-    about: env!("CARGO_PKG_DESCRIPTION"),
-    env_prefix: "DAMSELFLY_EDGE",
-};
+pub const DAEMON: Daemon = Daemon::new("edge-cache", "DAMSELFLY_EDGE", env!("CARGO_PKG_DESCRIPTION"));
 
 /// The edge cache's command line: the common flags, [`EdgeFlags`] and [`EdgeCommand`].
 pub type Cli = DaemonCli<EdgeFlags, EdgeCommand>;
@@ -37,7 +33,6 @@ pub enum EdgeCommand {
 pub struct EdgeFlags;
 
 impl FlagTable for EdgeFlags {
-    const PREFIX: &'static str = DAEMON.env_prefix;
     const FLAGS: &'static [Flag] = &[
         Flag::value(
             "listen",

@@ -13,11 +13,7 @@ use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-pub const DAEMON: Daemon = Daemon {
-    name: "peer-agent",
-    about: env!("CARGO_PKG_DESCRIPTION"),
-    env_prefix: "DAMSELFLY_AGENT",
-};
+pub const DAEMON: Daemon = Daemon::new("peer-agent", "DAMSELFLY_AGENT", env!("CARGO_PKG_DESCRIPTION"));
 
 /// The agent's command line: the common flags, [`AgentFlags`] and [`Command`].
 pub type Cli = DaemonCli<AgentFlags, Command>;
@@ -39,7 +35,6 @@ pub enum Command {
 pub struct AgentFlags;
 
 impl FlagTable for AgentFlags {
-    const PREFIX: &'static str = DAEMON.env_prefix;
     const FLAGS: &'static [Flag] = &[
         Flag::value("listen", "ADDR", "Registry mirror address for the local runtime"),
         Flag::value("upload-listen", "ADDR", "Address other agents fetch pieces from"),

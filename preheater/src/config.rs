@@ -13,11 +13,7 @@ use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-pub const DAEMON: Daemon = Daemon {
-    name: "preheater",
-    about: env!("CARGO_PKG_DESCRIPTION"),
-    env_prefix: "DAMSELFLY_PREHEATER",
-};
+pub const DAEMON: Daemon = Daemon::new("preheater", "DAMSELFLY_PREHEATER", env!("CARGO_PKG_DESCRIPTION"));
 
 /// The preheater's command line: the common flags, [`PreheaterFlags`] and [`PreheaterCommand`].
 pub type Cli = DaemonCli<PreheaterFlags, PreheaterCommand>;
@@ -317,7 +313,6 @@ impl Default for LimitsConfig {
 pub struct PreheaterFlags;
 
 impl FlagTable for PreheaterFlags {
-    const PREFIX: &'static str = DAEMON.env_prefix;
     const FLAGS: &'static [Flag] = &[
         Flag::value(
             "listen",

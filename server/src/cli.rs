@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{ConfigError, Overrides};
 use crate::Daemon;
@@ -61,11 +61,16 @@ impl<F: FlagTable, S: Subcommand> DaemonCli<F, S> {
 /// A secret flag (one whose environment value clap hides) given on the command line itself is
 /// refused: every user of the machine can read a process's arguments. Such values come from the
 /// environment or, better, from the flag's `-file` twin.
-pub fn parse<T: Parser>(daemon: &Daemon) -> T {
+pub fn parse<F: FlagTable, S: Subcommand>(daemon: &Daemon) -> DaemonCli<F, S> {
     let env = |suffix: &str| -> &'static str {
         Box::leak(format!("{}_{suffix}", daemon.env_prefix).into_boxed_str())
     };
-    let named = || T::command().name(daemon.name).about(daemon.about);
+    let named = || {
+        let command = DaemonCli::<F, S>::command().name(daemon.name).about(daemon.about);
+        F::FLAGS.iter().fold(command, |command, flag| {
+            command.mut_arg(flag.long, |a| a.env(env(&flag.env_suffix())))
+        })
+    };
     let matches = named()
         .mut_arg("config", |a| a.env(env("CONFIG")))
         .mut_arg("log_format", |a| a.env(env("LOG_FORMAT")))
@@ -96,7 +101,7 @@ pub fn parse<T: Parser>(daemon: &Daemon) -> T {
             .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
-    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    DaemonCli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// What a command that talks to a running daemon's API needs: an HTTP client trusting the
@@ -125,9 +130,7 @@ pub fn api_client(
 /// A daemon's flags that each set one configuration key, as a table ([`Flag`]): each flag is
 /// written once, with the key it sets, instead of as a field and again as an override.
 pub trait FlagTable: 'static {
-    /// The environment prefix of the daemon (`DAMSELFLY_EDGE`): a flag is also read from
-    /// `<PREFIX>_<ENV>`.
-    const PREFIX: &'static str;
+    /// Each also read from `<PREFIX>_<ENV>`, the daemon's prefix added by [`parse`].
     const FLAGS: &'static [Flag];
 }
 
@@ -228,13 +231,16 @@ impl Flag {
         }
     }
 
-    fn arg(&self, prefix: &str) -> clap::Arg {
+    /// The variable's name after the daemon's prefix and `_`.
+    fn env_suffix(&self) -> String {
         let upper = if self.env.is_empty() { self.long } else { self.env };
-        let env = format!("{prefix}_{}", upper.to_ascii_uppercase().replace('-', "_"));
+        upper.to_ascii_uppercase().replace('-', "_")
+    }
+
+    fn arg(&self) -> clap::Arg {
         let arg = clap::Arg::new(self.long)
             .long(self.long)
             .help(self.help)
-            .env(&*Box::leak(env.into_boxed_str()))
             .hide_env_values(self.secret);
         let arg = match self.kind {
             FlagKind::Switch => return arg.action(clap::ArgAction::SetTrue),
@@ -337,7 +343,7 @@ impl<T: FlagTable> clap::FromArgMatches for Flags<T> {
 
 impl<T: FlagTable> clap::Args for Flags<T> {
     fn augment_args(command: clap::Command) -> clap::Command {
-        command.args(T::FLAGS.iter().map(|f| f.arg(T::PREFIX)))
+        command.args(T::FLAGS.iter().map(Flag::arg))
     }
 
     fn augment_args_for_update(command: clap::Command) -> clap::Command {

@@ -41,3 +41,13 @@ pub struct Daemon {
     /// `DAMSELFLY_EDGE__<SECTION>__<KEY>`.
     pub env_prefix: &'static str,
 }
+
+impl Daemon {
+    pub const fn new(name: &'static str, env_prefix: &'static str, about: &'static str) -> Self {
+        Daemon {
+            name,
+            about,
+            env_prefix,
+        }
+    }
+}
