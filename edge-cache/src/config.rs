@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub const DAEMON: Daemon = Daemon::new("edge-cache", "DAMSELFLY_EDGE", env!("CARGO_PKG_DESCRIPTION"));
 
-/// The edge cache's command line: the common flags, [`EdgeFlags`] and [`EdgeCommand`].
-pub type Cli = DaemonCli<EdgeFlags, EdgeCommand>;
+/// The edge cache's command line: the common flags, [`Config`]'s flag table and [`EdgeCommand`].
+pub type Cli = DaemonCli<Config, EdgeCommand>;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EdgeCommand {
@@ -29,10 +29,7 @@ pub enum EdgeCommand {
 }
 
 /// The edge's flags, each with the configuration key it sets.
-#[derive(Debug, Clone)]
-pub struct EdgeFlags;
-
-impl FlagTable for EdgeFlags {
+impl FlagTable for Config {
     const FLAGS: &'static [Flag] = &[
         Flag::value(
             "listen",
@@ -459,11 +456,11 @@ impl Config {
     }
 
     pub fn quota_bytes(&self) -> Result<u64, ConfigError> {
-        parse_size(&self.cache.quota)
+        damselfly_core::parse_size(&self.cache.quota).map_err(ConfigError::Invalid)
     }
 
     pub fn piece_rate_bytes(&self) -> Result<u64, ConfigError> {
-        parse_size(&self.limits.piece_rate_limit)
+        damselfly_core::parse_size(&self.limits.piece_rate_limit).map_err(ConfigError::Invalid)
     }
 }
 
@@ -598,10 +595,6 @@ impl DaemonConfig for Config {
     fn sections(&self) -> (&ServerConfig, &LogConfig, &TlsConfig) {
         (&self.server, &self.log, &self.tls)
     }
-}
-
-pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    damselfly_core::parse_size(s).map_err(ConfigError::Invalid)
 }
 
 #[cfg(test)]

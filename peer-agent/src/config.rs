@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub const DAEMON: Daemon = Daemon::new("peer-agent", "DAMSELFLY_AGENT", env!("CARGO_PKG_DESCRIPTION"));
 
-/// The agent's command line: the common flags, [`AgentFlags`] and [`Command`].
-pub type Cli = DaemonCli<AgentFlags, Command>;
+/// The agent's command line: the common flags, [`Config`]'s flag table and [`Command`].
+pub type Cli = DaemonCli<Config, Command>;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -31,10 +31,7 @@ pub enum Command {
 }
 
 /// The agent's flags, each with the configuration key it sets.
-#[derive(Debug, Clone)]
-pub struct AgentFlags;
-
-impl FlagTable for AgentFlags {
+impl FlagTable for Config {
     const FLAGS: &'static [Flag] = &[
         Flag::value("listen", "ADDR", "Registry mirror address for the local runtime"),
         Flag::value("upload-listen", "ADDR", "Address other agents fetch pieces from"),
@@ -297,8 +294,8 @@ impl DaemonConfig for Config {
         {
             check_url(url, HTTP_SCHEMES)?;
         }
-        parse_size(&self.quota)?;
-        parse_size(&self.upload.rate_limit)?;
+        self.quota_bytes()?;
+        self.upload_rate_bytes()?;
         if let (Some(set), Some(identity)) = (&self.host_id, self.certificate_identity()) {
             if *set != identity {
                 return invalid(format!(
@@ -327,16 +324,20 @@ impl DaemonConfig for Config {
 }
 
 impl Config {
+    pub fn quota_bytes(&self) -> Result<u64, ConfigError> {
+        damselfly_core::parse_size(&self.quota).map_err(ConfigError::Invalid)
+    }
+
+    pub fn upload_rate_bytes(&self) -> Result<u64, ConfigError> {
+        damselfly_core::parse_size(&self.upload.rate_limit).map_err(ConfigError::Invalid)
+    }
+
     /// The identity the edges see in `tls.cert`: its spiffe:// URI, else its CN.
     fn certificate_identity(&self) -> Option<String> {
         let cert = self.tls.cert.as_ref()?;
         let chain = damselfly_server::tls::read_certs(cert).ok()?;
         damselfly_server::tls::PeerIdentity::of(chain.first()?).map(|i| i.name)
     }
-}
-
-pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    damselfly_core::parse_size(s).map_err(ConfigError::Invalid)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use damselfly_server::Readiness;
 use tokio::sync::Semaphore;
 
 use crate::client::{Clients, RegistryRelay, TicketKeys};
-use crate::config::{parse_size, Config};
+use crate::config::Config;
 use crate::download::read_ahead::ReadAheads;
 use crate::download::Downloader;
 use crate::error::{AgentError, AgentResult};
@@ -37,8 +37,8 @@ pub struct AgentState {
 impl AgentState {
     pub fn new(config: Config) -> AgentResult<Arc<AgentState>> {
         let bad = |e: damselfly_server::config::ConfigError| AgentError::Internal(e.to_string());
-        let quota = parse_size(&config.quota).map_err(bad)?;
-        let upload_rate = parse_size(&config.upload.rate_limit).map_err(bad)?;
+        let quota = config.quota_bytes().map_err(bad)?;
+        let upload_rate = config.upload_rate_bytes().map_err(bad)?;
         let store = PieceStore::open(&config.data_dir, quota)?;
         let clients = Clients::new(&config)?;
         let metrics = Arc::new(Metrics::new());

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub const DAEMON: Daemon = Daemon::new("preheater", "DAMSELFLY_PREHEATER", env!("CARGO_PKG_DESCRIPTION"));
 
-/// The preheater's command line: the common flags, [`PreheaterFlags`] and [`PreheaterCommand`].
-pub type Cli = DaemonCli<PreheaterFlags, PreheaterCommand>;
+/// The preheater's command line: the common flags, [`Config`]'s flag table and [`PreheaterCommand`].
+pub type Cli = DaemonCli<Config, PreheaterCommand>;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PreheaterCommand {
@@ -309,10 +309,7 @@ impl Default for LimitsConfig {
 /// The preheater's flags, each with the configuration key it sets. `--edge` replaces the file's
 /// edges; `--registry` (replacing a file entry of the same host), `--harbor-provider-token` and
 /// `--harbor-provider-basic` add to the file's.
-#[derive(Debug, Clone)]
-pub struct PreheaterFlags;
-
-impl FlagTable for PreheaterFlags {
+impl FlagTable for Config {
     const FLAGS: &'static [Flag] = &[
         Flag::value(
             "listen",
