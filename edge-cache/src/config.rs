@@ -12,6 +12,7 @@ use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 pub const DAEMON: Daemon = Daemon::new("edge-cache", "DAMSELFLY_EDGE", env!("CARGO_PKG_DESCRIPTION"));
 
@@ -122,14 +123,17 @@ impl FlagTable for Config {
     ];
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listen address (registry API, agent API, `/healthz`, `/readyz`, `/metrics`).
+    #[default(SocketAddr::from(([0, 0, 0, 0], 5080)))]
     pub listen: SocketAddr,
     /// Data directory: sealed pieces, the redb index and the generated cluster secret.
+    #[default(PathBuf::from("/var/lib/damselfly/edge"))]
     pub data_dir: PathBuf,
     /// Region label of this edge.
+    #[default("default".into())]
     pub region: String,
     /// URL of the default upstream, for requests without `?ns=`.
     pub upstream: Option<String>,
@@ -192,32 +196,25 @@ pub struct UpstreamConfig {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
     /// A peer not heard from for this long is dropped from its tasks.
+    #[default(30)]
     pub peer_ttl_secs: u64,
     /// Parents proposed per request.
+    #[default(32)]
     pub max_parents: usize,
     /// Peers recorded per task; a newcomer beyond is refused (503) and downloads without
     /// announcing.
+    #[default(20_000)]
     pub max_peers_per_task: usize,
     /// Scheduler writes (announcements, leaves) a second per host, bursts of twice that;
     /// beyond, 429.
+    // An agent announces a download's changes every 50 ms and pieces it takes from the
+    // edge every 10 ms at most: a few downloads at once stay well under this.
+    #[default(500)]
     pub max_announcements_per_sec: u32,
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            peer_ttl_secs: 30,
-            max_parents: 32,
-            max_peers_per_task: 20_000,
-            // An agent announces a download's changes every 50 ms and pieces it takes from the
-            // edge every 10 ms at most: a few downloads at once stay well under this.
-            max_announcements_per_sec: 500,
-        }
-    }
 }
 
 /// Plain files (`peer-agent get URL`) the edge may fetch. Empty: file tasks are refused, so the
@@ -243,39 +240,36 @@ impl FilesConfig {
 }
 
 /// The edges of a region as one cache (`advertise_url` and `redis` set; see `cluster.rs`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// How often this edge says it is alive and reads who else is.
+    #[default(1000)]
     pub heartbeat_ms: u64,
     /// An edge not heard from for this long is out of the ring (its blobs move to others).
+    #[default(3000)]
     pub member_timeout_ms: u64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            heartbeat_ms: 1000,
-            member_timeout_ms: 3000,
-        }
-    }
 }
 
 /// Compress, then seal: pieces that save at least `min_saving` are stored and sent as zstd
 /// frames (see `docs/compression.md`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressionConfig {
     /// `auto`: a new blob is compressed while it pays (this edge compresses faster than
     /// `min_rate_mbit` and the machine is less busy than `max_cpu`); `always`: whatever the
     /// load; `off`: never, and tables stay format 1 (what agents from before compression read).
+    #[default(CompressionMode::Auto)]
     pub mode: CompressionMode,
     /// The share of a piece's size compression must save for the piece to be kept compressed.
+    #[default(0.1)]
     pub min_saving: f64,
     /// `auto` compresses only while one core compresses faster than this (Mbit/s of input, as
     /// measured on the pieces compressed so far): set it near the rate of the links served.
+    #[default(1000)]
     pub min_rate_mbit: u64,
     /// `auto` compresses only while the machine's CPUs are busy less than this share (0-1).
+    #[default(0.8)]
     pub max_cpu: f64,
     /// Overrides of `mode` by source, the first match wins: `prefix` is matched against
     /// `<registry>/<repository>` for a registry blob (`ghcr.io/org/models`) and against the URL
@@ -298,18 +292,6 @@ pub struct CompressionRule {
     pub mode: CompressionMode,
 }
 
-impl Default for CompressionConfig {
-    fn default() -> Self {
-        CompressionConfig {
-            mode: CompressionMode::Auto,
-            min_saving: 0.1,
-            min_rate_mbit: 1000,
-            max_cpu: 0.8,
-            rules: Vec::new(),
-        }
-    }
-}
-
 impl CompressionConfig {
     /// The mode for a source named `name` (see `rules`).
     pub fn mode_for(&self, name: &str) -> CompressionMode {
@@ -318,135 +300,83 @@ impl CompressionConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Disk quota for sealed blobs, e.g. `50GiB`.
+    #[default("50GiB".into())]
     pub quota: String,
     /// Eviction starts when usage would pass this fraction of the quota...
+    #[default(0.90)]
     pub high_watermark: f64,
     /// ...and frees least-recently-used blobs down to this fraction.
+    #[default(0.80)]
     pub low_watermark: f64,
     /// How long a tag→digest mapping is served without asking the upstream again.
+    #[default(30)]
     pub tag_ttl_secs: u64,
     /// Largest manifest accepted from an upstream.
+    #[default(4 * 1024 * 1024)]
     pub max_manifest_bytes: u64,
     /// Manifests kept at most; the least recently read go first. Their bytes count against
     /// the quota and are kept under a twentieth of it.
+    #[default(100_000)]
     pub max_manifests: usize,
     /// Tag mappings kept at most; the least recently used go first (the next pull of an
     /// evicted tag asks the upstream again).
+    #[default(100_000)]
     pub max_tags: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
     /// How long an upstream's "yes, this caller may read this" is reused.
+    #[default(300)]
     pub ttl_secs: u64,
     /// When the upstream cannot be reached, an earlier "yes" is honoured for this long,
     /// so cached content stays pullable through an origin outage.
+    #[default(24 * 3600)]
     pub stale_if_error_secs: u64,
     /// Lifetime of the signed tickets handed to agents.
+    #[default(600)]
     pub ticket_ttl_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Time to an upstream's response headers, blob transfers included (bodies stream as long
     /// as they make progress).
+    #[default(120)]
     pub upstream_timeout_secs: u64,
     /// Connecting to an upstream.
+    #[default(5)]
     pub upstream_connect_timeout_secs: u64,
     /// An upstream body that sends nothing for this long is cut and resumed.
+    #[default(30)]
     pub upstream_idle_timeout_secs: u64,
     /// Upstream resume attempts per blob before the ingest fails.
+    #[default(5)]
     pub upstream_resume_attempts: u32,
     /// Plain-file transfers running at once; a request for one more gets 503 (agents then
     /// fetch the file themselves).
+    #[default(8)]
     pub file_ingests: usize,
     /// Pieces sent to agents at once; more requests queue in arrival order. A few fast sends
     /// beat many slow ones: each owner gets its piece sooner and passes it on sooner.
+    #[default(4)]
     pub piece_sends: usize,
     /// A piece send whose reader takes nothing for this long gives its send permit back (the
     /// connection goes later, by `server.send_stall_secs`): a few readers that stop reading
     /// cannot hold every send. A healthy send hands over a chunk every few milliseconds.
+    #[default(1000)]
     pub piece_send_stall_ms: u64,
     /// Bytes per second for all piece sends together, e.g. `4MiB` ("0": unlimited). Set a
     /// little under the link's rate, it keeps the link's queue short, so scheduler answers and
     /// the acknowledgements of what the edge is fetching do not wait behind pieces.
+    #[default("0".into())]
     pub piece_rate_limit: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 5080)),
-            data_dir: PathBuf::from("/var/lib/damselfly/edge"),
-            region: "default".into(),
-            upstream: None,
-            upstreams: Vec::new(),
-            cluster_secret_file: None,
-            warm_token: None,
-            warm_token_file: None,
-            admin_token: None,
-            admin_token_file: None,
-            insecure: false,
-            redis: None,
-            advertise_url: None,
-            cluster: ClusterConfig::default(),
-            parents: Vec::new(),
-            scheduler: SchedulerConfig::default(),
-            files: FilesConfig::default(),
-            compression: CompressionConfig::default(),
-            cache: CacheConfig::default(),
-            access: AccessConfig::default(),
-            limits: LimitsConfig::default(),
-            server: ServerConfig::default(),
-            log: LogConfig::default(),
-            tls: TlsConfig::default(),
-        }
-    }
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            quota: "50GiB".into(),
-            high_watermark: 0.90,
-            low_watermark: 0.80,
-            tag_ttl_secs: 30,
-            max_manifest_bytes: 4 * 1024 * 1024,
-            max_manifests: 100_000,
-            max_tags: 100_000,
-        }
-    }
-}
-
-impl Default for AccessConfig {
-    fn default() -> Self {
-        AccessConfig {
-            ttl_secs: 300,
-            stale_if_error_secs: 24 * 3600,
-            ticket_ttl_secs: 600,
-        }
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            upstream_timeout_secs: 120,
-            upstream_connect_timeout_secs: 5,
-            upstream_idle_timeout_secs: 30,
-            upstream_resume_attempts: 5,
-            file_ingests: 8,
-            piece_sends: 4,
-            piece_send_stall_ms: 1000,
-            piece_rate_limit: "0".into(),
-        }
-    }
 }
 
 impl Config {

@@ -12,6 +12,7 @@ use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 pub const DAEMON: Daemon = Daemon::new("peer-agent", "DAMSELFLY_AGENT", env!("CARGO_PKG_DESCRIPTION"));
 
@@ -68,15 +69,18 @@ impl FlagTable for Config {
     ];
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Registry mirror for the local runtime.
+    #[default(SocketAddr::from(([127, 0, 0, 1], 5090)))]
     pub listen: SocketAddr,
     /// Upload server for other agents.
+    #[default(SocketAddr::from(([0, 0, 0, 0], 5091)))]
     pub upload_listen: SocketAddr,
     /// Health, readiness and metrics, reachable from the network: the mirror listens on
     /// loopback only, where neither kubelet probes nor Prometheus reach it.
+    #[default(SocketAddr::from(([0, 0, 0, 0], 5092)))]
     pub ops_listen: SocketAddr,
     /// URL other agents use to reach the upload server; default `http://<upload_listen>`.
     pub advertise_url: Option<String>,
@@ -90,17 +94,32 @@ pub struct Config {
     pub upstream: Option<String>,
     /// Origin registries by the name clients use in `?ns=`, for direct fallback.
     pub registries: Vec<RegistryConfig>,
+    #[default(Location {
+        region: "default".into(),
+        zone: "default".into(),
+        rack: "default".into(),
+    })]
     pub location: Location,
     /// Identity in the scheduler; default: hostname plus upload address.
     pub host_id: Option<String>,
+    #[default(PathBuf::from("/var/lib/damselfly/agent"))]
     pub data_dir: PathBuf,
     /// Local piece cache quota, e.g. `20GiB`.
+    #[default("20GiB".into())]
     pub quota: String,
     pub download: DownloadConfig,
     pub upload: UploadConfig,
     /// Bounds on every request the agent makes (edges, peers, origins).
     pub outbound: OutboundConfig,
     /// Listeners: header and request time, connections, concurrency, drain on shutdown.
+    #[default(ServerConfig {
+        shutdown_grace_secs: 10,
+        // A blob request waits for its first piece, which may still be on its way to
+        // the edge.
+        request_timeout_secs: 300,
+        max_concurrent_requests: 512,
+        ..ServerConfig::default()
+    })]
     pub server: ServerConfig,
     /// Logs and traces.
     pub log: LogConfig,
@@ -117,24 +136,30 @@ pub struct RegistryConfig {
     pub url: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct DownloadConfig {
     /// Pieces fetched at once for one blob.
+    #[default(8)]
     pub concurrent_pieces: usize,
     /// Pieces fetched at once from one parent.
+    #[default(3)]
     pub per_parent: usize,
     /// How far ahead of the stream pieces are fetched.
+    #[default(64)]
     pub window: u64,
     /// A piece request that takes longer than this is abandoned and fetched elsewhere.
+    #[default(10)]
     pub piece_timeout_secs: u64,
     /// A parent that failed is not asked again for this long.
+    #[default(30)]
     pub bad_parent_secs: u64,
     /// Layers of an image fetched before the runtime asks for them (see `download/read_ahead.rs`):
     /// once the edge is about to hold every piece of the layers being pulled, the image's next
     /// layer starts (one at a time, while the runtime pulls the image), so neither the edge's
     /// link from the origin nor its link to the hosts waits for the runtime's next request.
     /// `swarm` (default): only while other hosts pull the same layers; `always`; `off`.
+    #[default(ReadAhead::Swarm)]
     pub read_ahead: ReadAhead,
 }
 
@@ -146,38 +171,33 @@ pub enum ReadAhead {
     Off,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct UploadConfig {
     /// Uploads served at once; more are refused (503) so downloaders go elsewhere. Few: a piece
     /// sent at full speed reaches a neighbour who passes it on, many at once all arrive late.
+    #[default(4)]
     pub slots: u32,
     /// Upload rate limit in bytes per second across all uploads (0 = unlimited), e.g. `100MiB`.
+    #[default("0".into())]
     pub rate_limit: String,
 }
 
 /// How long the agent waits on an edge, a peer or an origin before it turns elsewhere: one that
 /// accepts a connection and then says nothing must not hold a pull for ever.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     /// To establish a connection (TCP and TLS).
+    #[default(2)]
     pub connect_timeout_secs: u64,
     /// From sending a request to the answer's headers. A task request waits while the edge asks
     /// its upstream for the blob's size, so this is not short.
+    #[default(60)]
     pub response_timeout_secs: u64,
     /// Longest silence while reading an answer's body.
+    #[default(30)]
     pub idle_timeout_secs: u64,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        OutboundConfig {
-            connect_timeout_secs: 2,
-            response_timeout_secs: 60,
-            idle_timeout_secs: 30,
-        }
-    }
 }
 
 impl OutboundConfig {
@@ -191,64 +211,6 @@ impl OutboundConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5090)),
-            upload_listen: SocketAddr::from(([0, 0, 0, 0], 5091)),
-            ops_listen: SocketAddr::from(([0, 0, 0, 0], 5092)),
-            advertise_url: None,
-            edges: Vec::new(),
-            spread_edges: false,
-            upstream: None,
-            registries: Vec::new(),
-            location: Location {
-                region: "default".into(),
-                zone: "default".into(),
-                rack: "default".into(),
-            },
-            host_id: None,
-            data_dir: PathBuf::from("/var/lib/damselfly/agent"),
-            quota: "20GiB".into(),
-            download: DownloadConfig::default(),
-            upload: UploadConfig::default(),
-            outbound: OutboundConfig::default(),
-            server: ServerConfig {
-                shutdown_grace_secs: 10,
-                // A blob request waits for its first piece, which may still be on its way to
-                // the edge.
-                request_timeout_secs: 300,
-                max_concurrent_requests: 512,
-                ..ServerConfig::default()
-            },
-            log: LogConfig::default(),
-            tls: TlsConfig::default(),
-        }
-    }
-}
-
-impl Default for DownloadConfig {
-    fn default() -> Self {
-        DownloadConfig {
-            concurrent_pieces: 8,
-            per_parent: 3,
-            window: 64,
-            piece_timeout_secs: 10,
-            bad_parent_secs: 30,
-            read_ahead: ReadAhead::Swarm,
-        }
-    }
-}
-
-impl Default for UploadConfig {
-    fn default() -> Self {
-        UploadConfig {
-            slots: 4,
-            rate_limit: "0".into(),
-        }
     }
 }
 

@@ -12,6 +12,7 @@ use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
 use damselfly_server::{Daemon, ServerConfig};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 pub const DAEMON: Daemon = Daemon::new("preheater", "DAMSELFLY_PREHEATER", env!("CARGO_PKG_DESCRIPTION"));
 
@@ -24,12 +25,16 @@ pub enum PreheaterCommand {
     Jobs(crate::jobs_cli::JobsArgs),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listen address (webhooks, job API, `/healthz`, `/readyz`, `/metrics`).
+    // Not 5090: that is the agent's mirror, and both run on the same hosts in small
+    // installations.
+    #[default(SocketAddr::from(([0, 0, 0, 0], 5070)))]
     pub listen: SocketAddr,
     /// Directory of the embedded job store (`jobs.redb`).
+    #[default(PathBuf::from("/var/lib/damselfly/preheater"))]
     pub data_dir: PathBuf,
     /// Token expected as `Authorization: Bearer <token>` from registries. Unset: every
     /// notification is accepted (a warning is logged at start-up).
@@ -62,6 +67,7 @@ pub struct Config {
     /// Redis URL; when set, jobs, the queue and deduplication live there instead of `data_dir`.
     pub redis: Option<String>,
     /// Key prefix in Redis, so several preheater clusters can share one Redis.
+    #[default("damselfly:preheater:".into())]
     pub redis_prefix: String,
     pub jobs: JobsConfig,
     pub warm: WarmConfig,
@@ -71,6 +77,13 @@ pub struct Config {
     pub harbor: HarborConfig,
     /// Listeners: header and request time, connections, concurrency, drain on shutdown (which
     /// running jobs get too).
+    #[default(ServerConfig {
+        shutdown_grace_secs: 10,
+        // Webhook senders time out after 1–3 s: an answer later than this is useless.
+        request_timeout_secs: 10,
+        max_concurrent_requests: 256,
+        ..ServerConfig::default()
+    })]
     pub server: ServerConfig,
     /// Logs and traces.
     pub log: LogConfig,
@@ -175,135 +188,67 @@ impl HarborConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {
     /// Jobs processed at once by this preheater.
+    #[default(8)]
     pub workers: usize,
     /// Finished jobs kept for the job API (oldest removed first).
+    #[default(10_000)]
     pub retention: usize,
     /// Attempts to resolve an image while its registry is unavailable.
+    #[default(5)]
     pub resolve_attempts: u32,
     /// Redis only: a job whose worker stopped renewing its lease this long is picked up again.
+    #[default(30)]
     pub lease_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct WarmConfig {
     /// Warm requests in flight per region (layers of every job together).
+    #[default(4)]
     pub concurrency_per_region: usize,
     /// Attempts per layer and region before the layer (and so the job) fails.
+    #[default(5)]
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt with full jitter, up to `backoff_max_ms`.
+    #[default(500)]
     pub backoff_initial_ms: u64,
+    #[default(30_000)]
     pub backoff_max_ms: u64,
     /// Status polling of an ingesting blob: first interval, doubling up to `poll_max_ms`.
+    #[default(200)]
     pub poll_initial_ms: u64,
+    #[default(2_000)]
     pub poll_max_ms: u64,
     /// An ingest not finished after this long counts as a failed attempt.
+    #[default(1_800)]
     pub poll_timeout_secs: u64,
     /// Timeout of one request to an edge or a registry.
+    #[default(30)]
     pub request_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupeConfig {
     /// How long an event id is remembered (registries retry for as long as we fail).
+    #[default(24 * 3600)]
     pub ttl_secs: u64,
     /// Most event ids remembered by the embedded store (oldest forgotten first).
+    #[default(100_000)]
     pub max_entries: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest request body accepted (413 beyond).
+    #[default(1024 * 1024)]
     pub max_body_bytes: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            // Not 5090: that is the agent's mirror, and both run on the same hosts in small
-            // installations.
-            listen: SocketAddr::from(([0, 0, 0, 0], 5070)),
-            data_dir: PathBuf::from("/var/lib/damselfly/preheater"),
-            webhook_token: None,
-            harbor_auth: None,
-            api_token: None,
-            edge_token: None,
-            webhook_token_file: None,
-            harbor_auth_file: None,
-            api_token_file: None,
-            edge_token_file: None,
-            cluster_secret_file: None,
-            insecure: false,
-            edges: Vec::new(),
-            registries: Vec::new(),
-            platforms: Vec::new(),
-            redis: None,
-            redis_prefix: "damselfly:preheater:".into(),
-            jobs: JobsConfig::default(),
-            warm: WarmConfig::default(),
-            dedupe: DedupeConfig::default(),
-            limits: LimitsConfig::default(),
-            harbor: HarborConfig::default(),
-            server: ServerConfig {
-                shutdown_grace_secs: 10,
-                // Webhook senders time out after 1–3 s: an answer later than this is useless.
-                request_timeout_secs: 10,
-                max_concurrent_requests: 256,
-                ..ServerConfig::default()
-            },
-            log: LogConfig::default(),
-            tls: TlsConfig::default(),
-        }
-    }
-}
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        JobsConfig {
-            workers: 8,
-            retention: 10_000,
-            resolve_attempts: 5,
-            lease_secs: 30,
-        }
-    }
-}
-
-impl Default for WarmConfig {
-    fn default() -> Self {
-        WarmConfig {
-            concurrency_per_region: 4,
-            max_attempts: 5,
-            backoff_initial_ms: 500,
-            backoff_max_ms: 30_000,
-            poll_initial_ms: 200,
-            poll_max_ms: 2_000,
-            poll_timeout_secs: 1_800,
-            request_timeout_secs: 30,
-        }
-    }
-}
-
-impl Default for DedupeConfig {
-    fn default() -> Self {
-        DedupeConfig {
-            ttl_secs: 24 * 3600,
-            max_entries: 100_000,
-        }
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_body_bytes: 1024 * 1024,
-        }
-    }
 }
 
 /// The preheater's flags, each with the configuration key it sets. `--edge` replaces the file's

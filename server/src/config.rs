@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use toml::{Table, Value};
 
 use crate::Daemon;
@@ -94,46 +95,39 @@ pub enum ConfigError {
 }
 
 /// The `[server]` section of every daemon: how its listeners are bounded and drained.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// On SIGTERM: how long in-flight requests may finish before the remaining connections
     /// are closed.
+    #[default(20)]
     pub shutdown_grace_secs: u64,
     /// A connection must deliver a complete request head within this time of the server
     /// being ready for one. This bounds slow or partial headers and idle kept-alive
     /// connections alike.
+    #[default(30)]
     pub header_read_timeout_secs: u64,
     /// Time to produce a response's headers; a request still waiting gets `503`. Bodies
     /// stream for as long as they make progress.
+    #[default(120)]
     pub request_timeout_secs: u64,
     /// Requests handled at once by one listener, across all its routes; more wait (within
     /// `request_timeout_secs`).
+    #[default(1024)]
     pub max_concurrent_requests: usize,
     /// Connections open at once on one listener. Beyond it a new connection is answered `503`
     /// with `Retry-After` and closed. Lowered at start to what the open-files limit allows.
+    #[default(10_000)]
     pub max_connections: usize,
     /// A client that takes less than this many bytes per second while the server is blocked
     /// sending to it, for longer than `send_stall_secs`, loses its connection. Time the server
     /// has nothing to send never counts.
+    // A reader under 16 KiB/s for 30 s has stopped reading (or wants to hold the
+    // connection): far below any link a pull runs on.
+    #[default(16 * 1024)]
     pub send_min_bytes_per_sec: u64,
+    #[default(30)]
     pub send_stall_secs: u64,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            shutdown_grace_secs: 20,
-            header_read_timeout_secs: 30,
-            request_timeout_secs: 120,
-            max_concurrent_requests: 1024,
-            max_connections: 10_000,
-            // A reader under 16 KiB/s for 30 s has stopped reading (or wants to hold the
-            // connection): far below any link a pull runs on.
-            send_min_bytes_per_sec: 16 * 1024,
-            send_stall_secs: 30,
-        }
-    }
 }
 
 impl ServerConfig {
@@ -156,23 +150,15 @@ impl ServerConfig {
 }
 
 /// The `[log]` section of every daemon.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`, on stderr. The level comes from `DAMSELFLY_LOG`, else `RUST_LOG`.
+    #[default("text".into())]
     pub format: String,
     /// OTLP/HTTP collector for traces (`http://collector:4318`; `/v1/traces` is appended when
     /// the URL has no path). Unset: the standard `OTEL_EXPORTER_OTLP_*` variables, else no export.
     pub otlp_endpoint: Option<String>,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: "text".into(),
-            otlp_endpoint: None,
-        }
-    }
 }
 
 impl LogConfig {
@@ -449,6 +435,7 @@ mod tests {
 
     const DAEMON: Daemon = Daemon {
         name: "sample-daemon-that-has-no-default-file",
+        about: "A sample daemon",
         env_prefix: "SAMPLE",
     };
 
@@ -460,15 +447,27 @@ mod tests {
             .into_iter()
     }
 
+    /// `contents` written to a file `name` in a fresh directory (gone when the guard drops).
+    fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        (dir, path)
+    }
+
+    /// Why loading a [`Sample`] from `file` and the environment `pairs` (no flags) fails.
+    fn load_error(file: Option<&std::path::Path>, pairs: &[(&str, &str)]) -> String {
+        load_from::<Sample>(&DAEMON, file, env(pairs), Overrides::default())
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn layers_apply_in_order_and_keep_the_daemons_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.toml");
-        std::fs::write(
-            &path,
+        let (_dir, path) = temp_file(
+            "s.toml",
             "region = \"file\"\nport = 2\n[server]\nrequest_timeout_secs = 5\n",
-        )
-        .unwrap();
+        );
         let mut flags = Overrides::default();
         flags.set("port", Some(&4u16));
         let c: Sample = load_from(
@@ -505,13 +504,10 @@ mod tests {
 
     #[test]
     fn flags_can_add_to_a_list_replacing_entries_of_the_same_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.toml");
-        std::fs::write(
-            &path,
+        let (_dir, path) = temp_file(
+            "s.toml",
             "[[lists]]\nurl = \"a\"\nuser = \"file\"\n[[lists]]\nurl = \"b\"\n",
-        )
-        .unwrap();
+        );
         let mut flags = Overrides::default();
         flags.append(
             "lists",
@@ -532,39 +528,19 @@ mod tests {
 
     #[test]
     fn unknown_keys_fail_loudly_from_file_and_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.toml");
-        std::fs::write(&path, "regoin = \"x\"\n").unwrap();
-        let err = load_from::<Sample>(&DAEMON, Some(&path), env(&[]), Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let (_dir, path) = temp_file("s.toml", "regoin = \"x\"\n");
+        let err = load_error(Some(&path), &[]);
         assert!(err.contains("regoin") && err.contains("line 1"), "{err}");
-        let err = load_from::<Sample>(
-            &DAEMON,
-            None,
-            env(&[("SAMPLE__SERVER__MAX_CONNECTINOS", "1")]),
-            Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load_error(None, &[("SAMPLE__SERVER__MAX_CONNECTINOS", "1")]);
         assert!(err.contains("max_connectinos"), "{err}");
-        let err = load_from::<Sample>(
-            &DAEMON,
-            None,
-            env(&[("SAMPLE__PORT__X", "1")]),
-            Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load_error(None, &[("SAMPLE__PORT__X", "1")]);
         assert!(err.contains("SAMPLE__PORT__X"), "{err}");
     }
 
     #[test]
     fn secrets_come_from_private_files_only() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        std::fs::write(&path, "s3cret-from-file\n").unwrap();
+        let (_dir, path) = temp_file("token", "s3cret-from-file\n");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut value = None;
         secret_from_file(&mut value, &Some(path.clone()), "warm_token").unwrap();
