@@ -9,42 +9,27 @@
 //!   /api/v1/admin/repositories/<registry>/<repository>`: forget a tag, or every tag of a
 //!   repository (`{"purged": n}`); the next pull by tag asks the upstream.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::Path;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use damselfly_core::Digest;
 use serde_json::json;
 
+use super::bearer::Admin;
 use crate::error::{EdgeError, EdgeResult};
-use crate::state::AppState;
 use crate::store::{BlobListing, Purged, TagListing};
-
-fn check_token(state: &AppState, headers: &HeaderMap) -> EdgeResult<()> {
-    super::bearer::require(state.config.admin_token.as_deref(), headers, "admin_token")
-}
 
 fn digest(text: &str) -> EdgeResult<Digest> {
     text.parse()
         .map_err(|_| EdgeError::DigestInvalid(text.to_string()))
 }
 
-pub(crate) async fn blobs(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> EdgeResult<Json<Vec<BlobListing>>> {
-    check_token(&state, &headers)?;
+pub(crate) async fn blobs(Admin(state): Admin) -> EdgeResult<Json<Vec<BlobListing>>> {
     Ok(Json(state.store.list_blobs()?))
 }
 
-pub(crate) async fn purge_blob(
-    State(state): State<Arc<AppState>>,
-    Path(text): Path<String>,
-    headers: HeaderMap,
-) -> EdgeResult<Response> {
-    check_token(&state, &headers)?;
+pub(crate) async fn purge_blob(Admin(state): Admin, Path(text): Path<String>) -> EdgeResult<Response> {
     Ok(match state.store.purge_blob(&digest(&text)?)? {
         Purged::Removed => StatusCode::NO_CONTENT.into_response(),
         Purged::Absent => EdgeError::BlobUnknown(text).into_response(),
@@ -58,40 +43,30 @@ pub(crate) async fn purge_blob(
 
 /// `PUT` pins, `DELETE` unpins.
 pub(crate) async fn pin(
-    State(state): State<Arc<AppState>>,
+    Admin(state): Admin,
     method: Method,
     Path(text): Path<String>,
-    headers: HeaderMap,
 ) -> EdgeResult<StatusCode> {
-    check_token(&state, &headers)?;
     state.store.set_pinned(&digest(&text)?, method == Method::PUT)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn tags(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> EdgeResult<Json<Vec<TagListing>>> {
-    check_token(&state, &headers)?;
+pub(crate) async fn tags(Admin(state): Admin) -> EdgeResult<Json<Vec<TagListing>>> {
     Ok(Json(state.store.list_tags()?))
 }
 
 pub(crate) async fn purge_tag(
-    State(state): State<Arc<AppState>>,
+    Admin(state): Admin,
     Path(tag): Path<String>,
-    headers: HeaderMap,
 ) -> EdgeResult<Json<serde_json::Value>> {
-    check_token(&state, &headers)?;
     let purged = state.store.purge_tags(|key| key == tag)?;
     Ok(Json(json!({ "purged": purged })))
 }
 
 pub(crate) async fn purge_repository(
-    State(state): State<Arc<AppState>>,
+    Admin(state): Admin,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> EdgeResult<Json<serde_json::Value>> {
-    check_token(&state, &headers)?;
     // A tag key is `<registry>/<repository>:<tag>`; tags have no `/`, so the last `:` splits it.
     let purged = state
         .store

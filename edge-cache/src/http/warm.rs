@@ -7,32 +7,21 @@
 //! A warm also records the upstream's answer for the credential it used (none = anonymous), so
 //! callers with the same access can pull the warmed content even while the origin is down.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use damselfly_core::api::{WarmAnswer, WarmKind, WarmRequest, WarmState};
 use damselfly_core::{Digest, Reference, RepositoryName};
 
+use super::bearer::Warmer;
 use super::manifests;
 use crate::access::Object;
 use crate::error::{EdgeError, EdgeResult};
-use crate::state::AppState;
 use crate::store::{BlobSource, BlobState};
 use crate::upstream::MANIFEST_ACCEPT;
 
-fn check_token(state: &AppState, headers: &HeaderMap) -> EdgeResult<()> {
-    super::bearer::require(state.config.warm_token.as_deref(), headers, "warm_token")
-}
-
-pub(crate) async fn warm(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Json(request): Json<WarmRequest>,
-) -> EdgeResult<Response> {
-    check_token(&state, &headers)?;
+pub(crate) async fn warm(Warmer(state): Warmer, Json(request): Json<WarmRequest>) -> EdgeResult<Response> {
     state.status.warmed(
         format!(
             "{}/{}",
@@ -123,12 +112,7 @@ pub(crate) async fn warm(
     }
 }
 
-pub(crate) async fn status(
-    State(state): State<Arc<AppState>>,
-    Path(digest): Path<String>,
-    headers: HeaderMap,
-) -> EdgeResult<Response> {
-    check_token(&state, &headers)?;
+pub(crate) async fn status(Warmer(state): Warmer, Path(digest): Path<String>) -> EdgeResult<Response> {
     let digest: Digest = digest
         .parse()
         .map_err(|_| EdgeError::DigestInvalid(digest.clone()))?;
