@@ -162,6 +162,20 @@ mod tests {
         }
     }
 
+    fn host_ids(parents: Vec<ParentCandidate>) -> Vec<String> {
+        parents.into_iter().map(|c| c.host_id).collect()
+    }
+
+    /// A deterministic xorshift stream from `state`: each call answers a number below `n`.
+    fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        }
+    }
+
     #[test]
     fn prefers_rack_then_slots_then_progress() {
         let me: Location = "eu/z1/r1".parse().unwrap();
@@ -173,10 +187,7 @@ mod tests {
             peer("empty", "eu/z1/r1", 0, 0),
             peer("me", "eu/z1/r1", 10, 0),
         ];
-        let ranked: Vec<String> = rank_parents("me", &me, &peers, 10)
-            .into_iter()
-            .map(|c| c.host_id)
-            .collect();
+        let ranked = host_ids(rank_parents("me", &me, &peers, 10));
         assert_eq!(
             ranked,
             vec!["rack-free", "rack-busy", "zone", "other-zone", "empty"]
@@ -212,13 +223,7 @@ mod tests {
     fn the_best_few_are_those_a_full_sort_puts_first() {
         let me: Location = "eu/z1/r1".parse().unwrap();
         // A deterministic spread of locations, progress and busy slots, with many ties.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let peers: Vec<PeerRecord> = (0..500)
             .map(|i| {
                 let loc = format!("eu/z{}/r{}", next(3), next(4));
@@ -226,10 +231,7 @@ mod tests {
             })
             .collect();
         for max in [0, 1, 2, 7, 32, 499, 500, 600] {
-            let fast: Vec<String> = rank_parents("h007", &me, &peers, max)
-                .into_iter()
-                .map(|c| c.host_id)
-                .collect();
+            let fast = host_ids(rank_parents("h007", &me, &peers, max));
             assert_eq!(fast, reference("h007", &me, &peers, max), "max {max}");
         }
     }
@@ -267,13 +269,7 @@ mod tests {
     #[test]
     fn ranking_the_rack_first_gives_the_answer_of_ranking_everyone() {
         let me: Location = "eu/z1/r1".parse().unwrap();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..40 {
             // Racks holding more and more: from "the rack has too few" to "the rack suffices".
             let holding = round % 8;
@@ -286,10 +282,7 @@ mod tests {
                 .collect();
             for max in [1, 4, 16, 32] {
                 let rack = peers.iter().filter(|p| p.announcement.location == me);
-                let fast: Vec<String> = rank_parents_rack_first("h007", &me, rack, || peers.iter(), max)
-                    .into_iter()
-                    .map(|c| c.host_id)
-                    .collect();
+                let fast = host_ids(rank_parents_rack_first("h007", &me, rack, || peers.iter(), max));
                 assert_eq!(
                     fast,
                     reference("h007", &me, &peers, max),

@@ -129,13 +129,17 @@ fn private_manifest() -> Request<'static> {
     }
 }
 
+/// A fresh fake, and what one request for the private manifest made with `own` got.
+async fn send_private_manifest(own: OwnAuth) -> (Arc<Fake>, Result<reqwest::Response, Error>) {
+    let (fake, base) = start().await;
+    let result = client(&base, own).send(private_manifest()).await;
+    (fake, result)
+}
+
 #[tokio::test]
 async fn without_an_identity_challenges_go_back_to_the_caller() {
-    let (fake, base) = start().await;
-    let response = client(&base, OwnAuth::None)
-        .send(private_manifest())
-        .await
-        .unwrap();
+    let (fake, response) = send_private_manifest(OwnAuth::None).await;
+    let response = response.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.headers()["www-authenticate"]
         .to_str()
@@ -148,28 +152,21 @@ async fn without_an_identity_challenges_go_back_to_the_caller() {
 async fn the_callers_credential_is_sent_as_is_and_never_replaced() {
     let (fake, base) = start().await;
     let registry = client(&base, credentials());
-    let stale = HeaderValue::from_static("Bearer stale");
-    let refused = registry
-        .send(Request {
-            authorization: Some(&stale),
+    /// The status of the private manifest sent with the caller's `authorization`.
+    async fn status_with(registry: &RegistryClient, authorization: &'static str) -> StatusCode {
+        let authorization = HeaderValue::from_static(authorization);
+        let request = Request {
+            authorization: Some(&authorization),
             ..private_manifest()
-        })
-        .await
-        .unwrap();
+        };
+        registry.send(request).await.unwrap().status()
+    }
     assert_eq!(
-        refused.status(),
+        status_with(&registry, "Bearer stale").await,
         StatusCode::UNAUTHORIZED,
         "handed back, not answered with ours"
     );
-    let good = HeaderValue::from_static(GOOD_TOKEN);
-    let accepted = registry
-        .send(Request {
-            authorization: Some(&good),
-            ..private_manifest()
-        })
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(status_with(&registry, GOOD_TOKEN).await, StatusCode::OK);
     assert_eq!(fake.token_requests.load(Ordering::SeqCst), 0);
 }
 
@@ -212,11 +209,8 @@ async fn every_accept_line_and_the_range_are_forwarded_as_given() {
 
 #[tokio::test]
 async fn a_refused_token_request_is_an_error_no_retry_can_fix() {
-    let (fake, base) = start().await;
-    let err = client(&base, OwnAuth::Anonymous)
-        .send(private_manifest())
-        .await
-        .unwrap_err();
+    let (fake, response) = send_private_manifest(OwnAuth::Anonymous).await;
+    let err = response.unwrap_err();
     assert!(matches!(err, Error::TokenDenied { status } if status == StatusCode::UNAUTHORIZED));
     assert!(!err.is_retryable());
     assert_eq!(fake.token_requests.load(Ordering::SeqCst), 1);

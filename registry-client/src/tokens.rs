@@ -94,11 +94,20 @@ mod tests {
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
     }
 
+    /// A cache of `capacity` holding `(scope, token, lifetime in seconds)`, all inserted at the
+    /// instant it answers too.
+    fn cache_holding(capacity: usize, tokens: &[(&str, &str, u64)]) -> (TokenCache, Instant) {
+        let mut cache = TokenCache::new(capacity);
+        let now = Instant::now();
+        for (scope, token, secs) in tokens {
+            cache.insert(scope, bearer(token), Duration::from_secs(*secs), now);
+        }
+        (cache, now)
+    }
+
     #[test]
     fn tokens_are_reused_until_they_expire() {
-        let mut cache = TokenCache::new(CAPACITY);
-        let now = Instant::now();
-        cache.insert("repository:a:pull", bearer("t"), Duration::from_secs(60), now);
+        let (cache, now) = cache_holding(CAPACITY, &[("repository:a:pull", "t", 60)]);
         assert_eq!(cache.get("repository:a:pull", now), Some(bearer("t")));
         assert_eq!(
             cache.get("repository:a:pull", now + Duration::from_secs(59)),
@@ -113,21 +122,15 @@ mod tests {
 
     #[test]
     fn a_new_token_replaces_the_old_one_for_its_scope() {
-        let mut cache = TokenCache::new(2);
-        let now = Instant::now();
-        cache.insert("s", bearer("old"), Duration::from_secs(60), now);
-        cache.insert("s", bearer("new"), Duration::from_secs(60), now);
+        let (cache, now) = cache_holding(2, &[("s", "old", 60), ("s", "new", 60)]);
         assert_eq!(cache.get("s", now), Some(bearer("new")));
         assert_eq!(cache.len(), 1);
     }
 
     #[test]
     fn a_full_cache_drops_expired_tokens_then_the_soonest_to_expire() {
-        let mut cache = TokenCache::new(3);
-        let now = Instant::now();
-        cache.insert("expired", bearer("e"), Duration::from_secs(1), now);
-        cache.insert("short", bearer("s"), Duration::from_secs(100), now);
-        cache.insert("long", bearer("l"), Duration::from_secs(300), now);
+        let (mut cache, now) =
+            cache_holding(3, &[("expired", "e", 1), ("short", "s", 100), ("long", "l", 300)]);
         let later = now + Duration::from_secs(10);
         cache.insert("new", bearer("n"), Duration::from_secs(300), later);
         assert_eq!(cache.len(), 3);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use damselfly_server::{Listener, Readiness, Server, ServerConfig, ServerMetrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +38,18 @@ async fn start(config: ServerConfig, app: Router) -> Running {
         done,
         readiness,
     }
+}
+
+/// A handler that answers "done" once `release` is notified.
+fn held_until_released(release: &Arc<Notify>) -> MethodRouter {
+    let held = release.clone();
+    get(move || {
+        let held = held.clone();
+        async move {
+            held.notified().await;
+            "done"
+        }
+    })
 }
 
 async fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
@@ -117,18 +129,8 @@ async fn connections_beyond_the_limit_get_503_and_ops_answer_again_once_they_clo
 #[tokio::test]
 async fn one_concurrency_limit_covers_every_route() {
     let release = Arc::new(Notify::new());
-    let held = release.clone();
     let app = Router::new()
-        .route(
-            "/slow",
-            get(move || {
-                let held = held.clone();
-                async move {
-                    held.notified().await;
-                    "done"
-                }
-            }),
-        )
+        .route("/slow", held_until_released(&release))
         .route("/other", get(|| async { "other" }));
     let config = ServerConfig {
         max_concurrent_requests: 1,
@@ -156,17 +158,7 @@ async fn one_concurrency_limit_covers_every_route() {
 #[tokio::test]
 async fn drain_refuses_new_connections_and_lets_the_request_in_flight_finish() {
     let release = Arc::new(Notify::new());
-    let held = release.clone();
-    let app = Router::new().route(
-        "/slow",
-        get(move || {
-            let held = held.clone();
-            async move {
-                held.notified().await;
-                "done"
-            }
-        }),
-    );
+    let app = Router::new().route("/slow", held_until_released(&release));
     let mut server = start(ServerConfig::default(), app).await;
     assert_eq!(get_status(server.addr, "/readyz").await, 200);
     let addr = server.addr;

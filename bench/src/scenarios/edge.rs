@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use damselfly_test_support::edge::{Edge, EdgeOptions};
-use damselfly_test_support::image::ImageSpec;
+use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::proxy::FaultProxy;
 use damselfly_test_support::registry::{Registry, RegistryOptions};
 use damselfly_test_support::skopeo::{self, PullOptions};
@@ -42,13 +42,7 @@ pub async fn run(edge_binary: &Path, args: EdgeArgs) -> Result<()> {
     let origin = registry.addr();
 
     eprintln!("building and pushing a {} MiB image…", args.image_mib);
-    let big = registry
-        .push_image(
-            ImageSpec::new("bench", quarter_layers(args.image_mib, 4)),
-            "bench/big:v1",
-        )
-        .await?;
-    let big_ref = format!("{origin}/bench/big:v1");
+    let (big, big_ref) = push_split(&registry, "bench", "bench/big:v1", args.image_mib, 4).await?;
 
     let mut direct = Vec::new();
     let mut cold = Vec::new();
@@ -77,13 +71,8 @@ pub async fn run(edge_binary: &Path, args: EdgeArgs) -> Result<()> {
         "swarm: {} clients, {} MiB image…",
         args.clients, args.swarm_image_mib
     );
-    let swarm_image = registry
-        .push_image(
-            ImageSpec::new("swarm", quarter_layers(args.swarm_image_mib, 2)),
-            "bench/swarm:v1",
-        )
-        .await?;
-    let swarm_ref = format!("{origin}/bench/swarm:v1");
+    let (swarm_image, swarm_ref) =
+        push_split(&registry, "swarm", "bench/swarm:v1", args.swarm_image_mib, 2).await?;
     let swarm_direct = timed(swarm(args.clients, work.path(), "sd", |out| {
         let (origin, reference) = (origin.clone(), swarm_ref.clone());
         async move { pull(&origin, None, &reference, &out).await }
@@ -182,8 +171,18 @@ pub async fn run(edge_binary: &Path, args: EdgeArgs) -> Result<()> {
     Ok(())
 }
 
-fn quarter_layers(total_mib: u64, layers: u64) -> Vec<u64> {
-    (0..layers).map(|_| total_mib * MIB / layers).collect()
+/// Pushes `repo_tag`, an image of `total_mib` MiB in `layers` equal layers (`seed` makes its
+/// content); answers it and the reference clients pull it by.
+async fn push_split(
+    registry: &Registry,
+    seed: &str,
+    repo_tag: &str,
+    total_mib: u64,
+    layers: u64,
+) -> Result<(BuiltImage, String)> {
+    let sizes = (0..layers).map(|_| total_mib * MIB / layers).collect();
+    let image = registry.push_image(ImageSpec::new(seed, sizes), repo_tag).await?;
+    Ok((image, format!("{}/{repo_tag}", registry.addr())))
 }
 
 async fn timed<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<Duration> {

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use serde::Serialize;
 
 pub use self::auth::ProviderAuth;
 pub use self::job::{Api, Origin, PreheatRequest, Progress, ProviderJob, RegionOutcome};
@@ -90,11 +91,11 @@ pub fn routes<B: PreheatBackend>(backend: Arc<B>, config: ProviderConfig) -> Rou
     let shared = Arc::new(Shared { backend, config });
     Router::new()
         .route("/healthy", get(healthy::<B>))
-        .route("/oapi/v1/jobs", post(create_oapi::<B>))
-        .route("/oapi/v1/jobs/{id}", get(get_oapi::<B>))
+        .route("/oapi/v1/jobs", post(create::<B, Oapi>))
+        .route("/oapi/v1/jobs/{id}", get(poll::<B, Oapi>))
         .route("/_ping", get(healthy::<B>))
-        .route("/preheats", post(create_legacy::<B>))
-        .route("/preheats/{id}", get(get_legacy::<B>))
+        .route("/preheats", post(create::<B, Legacy>))
+        .route("/preheats/{id}", get(poll::<B, Legacy>))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
@@ -133,68 +134,72 @@ async fn healthy<B: PreheatBackend>(
     Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 
-async fn create_oapi<B: PreheatBackend>(
+/// What sets Harbor's two provider APIs apart; the create and poll handlers are shared.
+trait HarborApi: Send + Sync + 'static {
+    /// The answer to a create.
+    type Created: Serialize + for<'a> From<&'a ProviderJob>;
+    /// The answer to a poll.
+    type Status: Serialize + for<'a> From<&'a ProviderJob>;
+    /// Reads a create request's body.
+    const PARSE: fn(&[u8]) -> Result<PreheatRequest, String>;
+}
+
+/// Harbor ≥ 2.12: `/oapi/v1/jobs`.
+struct Oapi;
+
+impl HarborApi for Oapi {
+    type Created = oapi::JobResponse;
+    type Status = oapi::JobResponse;
+    const PARSE: fn(&[u8]) -> Result<PreheatRequest, String> = oapi::parse;
+}
+
+/// Harbor 2.1–2.11: `/preheats`.
+struct Legacy;
+
+impl HarborApi for Legacy {
+    type Created = legacy::Created;
+    type Status = legacy::Status;
+    const PARSE: fn(&[u8]) -> Result<PreheatRequest, String> = legacy::parse;
+}
+
+/// Logs a queued preheat, told apart by the API that asked for it (the older one has no scope).
+fn log_queued(job: &ProviderJob) {
+    match job.origin.api {
+        Api::Oapi => {
+            tracing::info!(job = job.id, url = %job.origin.url, scope = job.origin.scope.as_str(), "Harbor preheat queued")
+        }
+        Api::Legacy => {
+            tracing::info!(job = job.id, url = %job.origin.url, "Harbor (Dragonfly 1.x API) preheat queued")
+        }
+    }
+}
+
+/// Authorises the caller, reads the request with the API's parser and queues the preheat.
+async fn create<B: PreheatBackend, A: HarborApi>(
     State(shared): Ctx<B>,
     headers: HeaderMap,
     payload: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ProviderError> {
-    let job = create(&shared, &headers, payload, oapi::parse).await?;
-    tracing::info!(job = job.id, url = %job.origin.url, scope = job.origin.scope.as_str(), "Harbor preheat queued");
-    Ok(Json(oapi::JobResponse::from(&job)))
+) -> Result<Json<A::Created>, ProviderError> {
+    authorize(&shared, &headers)?;
+    let payload = body(&shared, payload)?;
+    let request = (A::PARSE)(&payload).map_err(ProviderError::BadRequest)?;
+    let job = shared.backend.create(request).await?;
+    log_queued(&job);
+    Ok(Json(A::Created::from(&job)))
 }
 
-async fn get_oapi<B: PreheatBackend>(
+/// Authorises the caller and answers the job `id` names, as the API shows it.
+async fn poll<B: PreheatBackend, A: HarborApi>(
     State(shared): Ctx<B>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ProviderError> {
-    let job = find(&shared, &headers, &id).await?;
-    Ok(Json(oapi::JobResponse::from(&job)))
-}
-
-async fn create_legacy<B: PreheatBackend>(
-    State(shared): Ctx<B>,
-    headers: HeaderMap,
-    payload: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ProviderError> {
-    let job = create(&shared, &headers, payload, legacy::parse).await?;
-    tracing::info!(job = job.id, url = %job.origin.url, "Harbor (Dragonfly 1.x API) preheat queued");
-    Ok(Json(legacy::Created::from(&job)))
-}
-
-async fn get_legacy<B: PreheatBackend>(
-    State(shared): Ctx<B>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ProviderError> {
-    let job = find(&shared, &headers, &id).await?;
-    Ok(Json(legacy::Status::from(&job)))
-}
-
-/// Authorises the caller, reads the request with the API's `parse` and queues the preheat.
-async fn create<B: PreheatBackend>(
-    shared: &Shared<B>,
-    headers: &HeaderMap,
-    payload: Result<Bytes, BytesRejection>,
-    parse: fn(&[u8]) -> Result<PreheatRequest, String>,
-) -> Result<ProviderJob, ProviderError> {
-    authorize(shared, headers)?;
-    let payload = body(shared, payload)?;
-    let request = parse(&payload).map_err(ProviderError::BadRequest)?;
-    shared.backend.create(request).await
-}
-
-/// Authorises the caller and finds the job `raw` names.
-async fn find<B: PreheatBackend>(
-    shared: &Shared<B>,
-    headers: &HeaderMap,
-    raw: &str,
-) -> Result<ProviderJob, ProviderError> {
-    authorize(shared, headers)?;
-    let id = job_id(raw)?;
-    shared
+) -> Result<Json<A::Status>, ProviderError> {
+    authorize(&shared, &headers)?;
+    let id = job_id(&id)?;
+    let job = shared
         .backend
         .job(id)
         .await?
-        .ok_or_else(|| ProviderError::NotFound(format!("job {id}")))
+        .ok_or_else(|| ProviderError::NotFound(format!("job {id}")))?;
+    Ok(Json(A::Status::from(&job)))
 }

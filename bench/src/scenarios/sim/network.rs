@@ -171,22 +171,32 @@ impl Network {
 mod tests {
     use super::*;
 
+    /// A network of links of these capacities, and their ids in the same order.
+    fn network<const N: usize>(capacities: [f64; N]) -> (Network, [LinkId; N]) {
+        let mut net = Network::new();
+        let links = capacities.map(|bytes_per_sec| net.link(bytes_per_sec));
+        (net, links)
+    }
+
+    /// Bytes each ingest task moves in one 1-second step, by task.
+    fn moved_per_task<const N: usize>(net: &mut Network) -> [f64; N] {
+        let mut moved = [0.0; N];
+        net.step(1.0, &mut Vec::new(), &mut Vec::new(), |c, bytes| {
+            if let Carries::Ingest { task } = c {
+                moved[*task] += bytes;
+            }
+        });
+        moved
+    }
+
     #[test]
     fn flows_share_a_link_and_leave_the_rest_to_others() {
-        let mut net = Network::new();
-        let shared = net.link(100.0);
-        let narrow = net.link(20.0);
+        let (mut net, [shared, narrow]) = network([100.0, 20.0]);
         // Two flows over `shared`, one of them also over `narrow`: that one gets 20, the other
         // the 80 left, not an equal 50.
         net.start(&[shared, narrow], 1e9, 0.0, Carries::Ingest { task: 0 });
         net.start(&[shared], 1e9, 0.0, Carries::Ingest { task: 1 });
-        let mut per_task = [0.0; 2];
-        net.step(1.0, &mut Vec::new(), &mut Vec::new(), |c, bytes| {
-            if let Carries::Ingest { task } = c {
-                per_task[*task] += bytes;
-            }
-        });
-        assert_eq!(per_task, [20.0, 80.0]);
+        assert_eq!(moved_per_task(&mut net), [20.0, 80.0]);
         // A flow ends within the step when its bytes are through.
         let mut done = Vec::new();
         net.start(&[narrow], 5.0, 0.0, Carries::Ingest { task: 2 });
@@ -197,9 +207,7 @@ mod tests {
 
     #[test]
     fn a_senders_last_bytes_in_buffers_leave_its_link_to_the_next_flow() {
-        let mut net = Network::new();
-        let sender = net.link(10.0);
-        let receiver = net.link(5.0);
+        let (mut net, [sender, receiver]) = network([10.0, 5.0]);
         // 20 bytes, the last 10 buffered: the receiver's 5 a second hold the flow; the sender
         // is through after 2 s, the receiver after 4 s.
         net.start(&[sender, receiver], 20.0, 10.0, Carries::Ingest { task: 0 });
@@ -214,12 +222,6 @@ mod tests {
         // of it.
         net.start(&[sender, receiver], 10.0, 0.0, Carries::Ingest { task: 1 });
         net.start(&[sender], 10.0, 0.0, Carries::Ingest { task: 2 });
-        let mut moved = [0.0; 3];
-        net.step(1.0, &mut Vec::new(), &mut Vec::new(), |c, b| {
-            if let Carries::Ingest { task } = c {
-                moved[*task] += b;
-            }
-        });
-        assert_eq!(moved, [0.0, 5.0, 5.0]);
+        assert_eq!(moved_per_task(&mut net), [0.0, 5.0, 5.0]);
     }
 }
