@@ -455,32 +455,33 @@ mod tests {
         (dir, path)
     }
 
-    /// Why loading a [`Sample`] from `file` and the environment `pairs` (no flags) fails.
-    fn load_error(file: Option<&std::path::Path>, pairs: &[(&str, &str)]) -> String {
-        load_from::<Sample>(&DAEMON, file, env(pairs), Overrides::default())
-            .unwrap_err()
-            .to_string()
+    /// Loads a [`Sample`] from a config file holding `toml` (none without it), the environment
+    /// `pairs` and `flags`.
+    fn load(toml: Option<&str>, pairs: &[(&str, &str)], flags: Overrides) -> Result<Sample, ConfigError> {
+        let file = toml.map(|text| temp_file("s.toml", text));
+        let path = file.as_ref().map(|(_dir, path)| path.as_path());
+        load_from(&DAEMON, path, env(pairs), flags)
+    }
+
+    /// Why loading a [`Sample`] from `toml` and the environment `pairs` (no flags) fails.
+    fn load_error(toml: Option<&str>, pairs: &[(&str, &str)]) -> String {
+        load(toml, pairs, Overrides::default()).unwrap_err().to_string()
     }
 
     #[test]
     fn layers_apply_in_order_and_keep_the_daemons_defaults() {
-        let (_dir, path) = temp_file(
-            "s.toml",
-            "region = \"file\"\nport = 2\n[server]\nrequest_timeout_secs = 5\n",
-        );
         let mut flags = Overrides::default();
         flags.set("port", Some(&4u16));
-        let c: Sample = load_from(
-            &DAEMON,
-            Some(&path),
-            env(&[
+        let c = load(
+            Some("region = \"file\"\nport = 2\n[server]\nrequest_timeout_secs = 5\n"),
+            &[
                 ("SAMPLE__PORT", "3"),
                 ("SAMPLE__REGION", "123"),
                 ("SAMPLE__SERVER__MAX_CONNECTIONS", "9"),
                 ("SAMPLE__LISTS__0__URL", "http://a"),
                 ("SAMPLE__UPSTREAM", "http://u:1"),
                 ("OTHER__PORT", "5"),
-            ]),
+            ],
             flags,
         )
         .unwrap();
@@ -504,10 +505,6 @@ mod tests {
 
     #[test]
     fn flags_can_add_to_a_list_replacing_entries_of_the_same_name() {
-        let (_dir, path) = temp_file(
-            "s.toml",
-            "[[lists]]\nurl = \"a\"\nuser = \"file\"\n[[lists]]\nurl = \"b\"\n",
-        );
         let mut flags = Overrides::default();
         flags.append(
             "lists",
@@ -517,7 +514,12 @@ mod tests {
             }],
             Some("url"),
         );
-        let c: Sample = load_from(&DAEMON, Some(&path), env(&[]), flags).unwrap();
+        let c = load(
+            Some("[[lists]]\nurl = \"a\"\nuser = \"file\"\n[[lists]]\nurl = \"b\"\n"),
+            &[],
+            flags,
+        )
+        .unwrap();
         let urls: Vec<(&str, Option<&str>)> = c
             .lists
             .iter()
@@ -528,8 +530,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_fail_loudly_from_file_and_environment() {
-        let (_dir, path) = temp_file("s.toml", "regoin = \"x\"\n");
-        let err = load_error(Some(&path), &[]);
+        let err = load_error(Some("regoin = \"x\"\n"), &[]);
         assert!(err.contains("regoin") && err.contains("line 1"), "{err}");
         let err = load_error(None, &[("SAMPLE__SERVER__MAX_CONNECTINOS", "1")]);
         assert!(err.contains("max_connectinos"), "{err}");
