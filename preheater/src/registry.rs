@@ -57,24 +57,13 @@ pub(crate) struct Registry {
 
 impl Registry {
     fn new(config: &RegistryConfig, request_timeout: Duration, tls: &TlsConfig) -> Result<Self> {
-        // The system's CAs and `tls.ca_file` (an on-premises registry's CA); bytes as the
-        // registry stores them.
-        let http = damselfly_server::tls::client_builder(tls, false)
-            .map_err(Error::Internal)?
-            .no_gzip()
-            .connect_timeout(Duration::from_secs(5))
-            .danger_accept_invalid_certs(config.insecure_skip_verify)
-            .user_agent(concat!("damselfly-preheater/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Internal(format!("http client: {e}")))?;
-        let own = match (&config.username, &config.password) {
-            (Some(username), Some(password)) => OwnAuth::Credentials {
-                username: username.clone(),
-                password: password.clone(),
-            },
-            // Nobody to hand a challenge to: public repositories still give anyone a token.
-            _ => OwnAuth::Anonymous,
-        };
+        // The system's CAs and `tls.ca_file` (an on-premises registry's CA).
+        let builder = damselfly_server::tls::client_builder(tls, false).map_err(Error::Internal)?;
+        let user_agent = concat!("damselfly-preheater/", env!("CARGO_PKG_VERSION"));
+        let (connect, insecure) = (Duration::from_secs(5), config.insecure_skip_verify);
+        let http = damselfly_registry::registry_http(builder, connect, insecure, user_agent)?;
+        // Nobody to hand a challenge to: public repositories still give anyone a token.
+        let own = OwnAuth::configured(&config.username, &config.password, OwnAuth::Anonymous);
         let edge_registry = config.edge_name().map(str::to_string);
         Ok(Registry {
             client: RegistryClient::new(&config.url, own, http, request_timeout)?,

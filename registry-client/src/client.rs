@@ -18,6 +18,24 @@ pub fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().no_gzip()
 }
 
+/// The HTTP client for one registry, from the daemon's `builder` (its TLS trust): bodies as the
+/// registry stores them (see [`http_builder`]), `connect_timeout`, certificates checked unless
+/// `accept_invalid_certs`, and the daemon's `user_agent`.
+pub fn registry_http(
+    builder: reqwest::ClientBuilder,
+    connect_timeout: std::time::Duration,
+    accept_invalid_certs: bool,
+    user_agent: &str,
+) -> Result<reqwest::Client> {
+    builder
+        .no_gzip()
+        .connect_timeout(connect_timeout)
+        .danger_accept_invalid_certs(accept_invalid_certs)
+        .user_agent(user_agent)
+        .build()
+        .map_err(|e| Error::Invalid(format!("http client: {e}")))
+}
+
 /// Who the client is for requests that carry no credential of the caller's.
 pub enum OwnAuth {
     /// Nobody: a challenge goes back to the caller, who authenticates at the registry's realm
@@ -28,6 +46,19 @@ pub enum OwnAuth {
     Anonymous,
     /// Basic, or the token dance with these credentials.
     Credentials { username: String, password: String },
+}
+
+impl OwnAuth {
+    /// `Credentials` when a configuration names both, else `otherwise`.
+    pub fn configured(username: &Option<String>, password: &Option<String>, otherwise: OwnAuth) -> OwnAuth {
+        match (username, password) {
+            (Some(username), Some(password)) => OwnAuth::Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            _ => otherwise,
+        }
+    }
 }
 
 /// One request to the registry.

@@ -23,7 +23,7 @@ mod tokens;
 #[cfg(test)]
 mod fake_registry_tests;
 
-pub use client::{http_builder, OwnAuth, RegistryClient, Request};
+pub use client::{http_builder, registry_http, OwnAuth, RegistryClient, Request};
 pub use error::{Error, Result};
 pub use manifest::{content_type, media_type_in_body, read_bounded, Manifest, MANIFEST_ACCEPT};
 pub use reply::PassedReply;

@@ -34,24 +34,14 @@ impl Upstream {
         request_timeout: Duration,
     ) -> EdgeResult<Self> {
         // The system's CAs and `tls.ca_file` (an on-premises registry's CA).
-        let http = damselfly_server::tls::client_builder(tls, false)
+        let builder = damselfly_server::tls::client_builder(tls, false)
             .map_err(EdgeError::Internal)?
-            // Bytes as the registry stores them: digests and Range offsets are over those.
-            .no_gzip()
-            .connect_timeout(connect_timeout)
-            .danger_accept_invalid_certs(config.insecure_skip_verify)
-            .user_agent(concat!("damselfly-edge/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| EdgeError::Internal(format!("http client: {e}")))?;
-        let own = match (&config.username, &config.password) {
-            (Some(username), Some(password)) => OwnAuth::Credentials {
-                username: username.clone(),
-                password: password.clone(),
-            },
-            // Without credentials of its own the edge hands challenges to its clients.
-            _ => OwnAuth::None,
-        };
+            .pool_idle_timeout(Duration::from_secs(60));
+        let user_agent = concat!("damselfly-edge/", env!("CARGO_PKG_VERSION"));
+        let insecure = config.insecure_skip_verify;
+        let http = damselfly_registry::registry_http(builder, connect_timeout, insecure, user_agent)?;
+        // Without credentials of its own the edge hands challenges to its clients.
+        let own = OwnAuth::configured(&config.username, &config.password, OwnAuth::None);
         Ok(Upstream {
             registry: config.registry.clone(),
             client: RegistryClient::new(&config.url, own, http, request_timeout)?,
