@@ -21,6 +21,14 @@ pub const PIECE_UNSENT_LIMIT: u32 = 64 * 1024;
 /// all but its last chunk has been handed to the network.
 pub const PIECE_CHUNK: usize = 64 * 1024;
 
+/// A sealed piece cut into the [`PIECE_CHUNK`]s it is sent in (views of it, not copies).
+pub fn piece_chunks(sealed: bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> {
+    let len = sealed.len();
+    (0..len)
+        .step_by(PIECE_CHUNK)
+        .map(move |at| sealed.slice(at..(at + PIECE_CHUNK).min(len)))
+}
+
 /// Applies [`PIECE_UNSENT_LIMIT`] (`TCP_NOTSENT_LOWAT`) to a connection.
 pub fn limit_unsent(socket: &impl AsFd) -> std::io::Result<()> {
     socket2::SockRef::from(socket).set_tcp_notsent_lowat(PIECE_UNSENT_LIMIT)

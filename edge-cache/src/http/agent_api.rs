@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use damselfly_core::api::{TaskAnswer, TaskQuery, TicketKeyAnswer, TICKET_HEADER};
-use damselfly_core::net::PIECE_CHUNK;
 use damselfly_core::{Digest, RepositoryName};
 use damselfly_server::progress::WatchedPermit;
 use futures::StreamExt;
@@ -341,28 +340,24 @@ pub(crate) async fn piece(
     let pacing = state.clone();
     // The permit goes when the last chunk is handed over: with the connection's unsent bytes
     // limited (`core::net`), that is when the piece has nearly left.
-    let chunks = futures::stream::iter(
-        (0..len)
-            .step_by(PIECE_CHUNK)
-            .map(move |at| sealed.slice(at..(at + PIECE_CHUNK).min(len))),
-    )
-    .then(move |chunk| {
-        moving.progress();
-        let wait = pacing
-            .piece_pacer
-            .as_ref()
-            .map_or(Duration::ZERO, |p| p.book(chunk.len() as u64));
-        async move {
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+    let chunks = futures::stream::iter(damselfly_core::net::piece_chunks(sealed))
+        .then(move |chunk| {
+            moving.progress();
+            let wait = pacing
+                .piece_pacer
+                .as_ref()
+                .map_or(Duration::ZERO, |p| p.book(chunk.len() as u64));
+            async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok::<_, std::io::Error>(chunk)
             }
-            Ok::<_, std::io::Error>(chunk)
-        }
-    })
-    .chain(futures::stream::once(async move {
-        drop(permit);
-        Ok(bytes::Bytes::new())
-    }));
+        })
+        .chain(futures::stream::once(async move {
+            drop(permit);
+            Ok(bytes::Bytes::new())
+        }));
     Ok((
         [
             (http::header::CONTENT_TYPE, "application/octet-stream".to_string()),

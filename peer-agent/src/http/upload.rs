@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use damselfly_core::api::TICKET_HEADER;
-use damselfly_core::net::PIECE_CHUNK as CHUNK;
 use damselfly_core::Digest;
 use damselfly_server::progress::WatchedPermit;
 use futures::StreamExt;
@@ -76,29 +75,25 @@ pub(crate) async fn piece(
     let len = sealed.len();
     let limiter = state.clone();
     // The guard lives as long as the body is being sent.
-    let chunks = futures::stream::iter(
-        (0..len)
-            .step_by(CHUNK)
-            .map(move |at| sealed.slice(at..(at + CHUNK).min(len))),
-    )
-    .then(move |chunk| {
-        moving.progress();
-        let limiter = limiter.clone();
-        async move {
-            if let Some(pacer) = &limiter.upload_pacer {
-                let wait = pacer.book(chunk.len() as u64);
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
+    let chunks = futures::stream::iter(damselfly_core::net::piece_chunks(sealed))
+        .then(move |chunk| {
+            moving.progress();
+            let limiter = limiter.clone();
+            async move {
+                if let Some(pacer) = &limiter.upload_pacer {
+                    let wait = pacer.book(chunk.len() as u64);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
+                limiter.metrics.upload_bytes.inc_by(chunk.len() as u64);
+                Ok::<_, std::io::Error>(chunk)
             }
-            limiter.metrics.upload_bytes.inc_by(chunk.len() as u64);
-            Ok::<_, std::io::Error>(chunk)
-        }
-    })
-    .chain(futures::stream::once(async move {
-        drop(release);
-        Ok(bytes::Bytes::new())
-    }));
+        })
+        .chain(futures::stream::once(async move {
+            drop(release);
+            Ok(bytes::Bytes::new())
+        }));
     Response::builder()
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
         .header(http::header::CONTENT_LENGTH, len)
