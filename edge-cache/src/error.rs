@@ -80,7 +80,9 @@ impl EdgeError {
 
     fn oci_code(&self) -> (StatusCode, &'static str) {
         match self {
-            EdgeError::BlobUnknown(_) => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            EdgeError::BlobUnknown(_) | EdgeError::PieceUnknown { .. } => {
+                (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
+            }
             EdgeError::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             EdgeError::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             EdgeError::DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
@@ -88,13 +90,14 @@ impl EdgeError {
             EdgeError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             EdgeError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
             EdgeError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
-            EdgeError::PieceUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
             EdgeError::UnknownNamespace(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             EdgeError::Upstream(r) => (r.status, "UPSTREAM"),
-            EdgeError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
-            EdgeError::IngestFailed(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
-            EdgeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-            EdgeError::PieceDamaged(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            EdgeError::UpstreamUnavailable(_) | EdgeError::IngestFailed(_) => {
+                (StatusCode::BAD_GATEWAY, "UNAVAILABLE")
+            }
+            EdgeError::Busy(_) | EdgeError::PieceDamaged(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
             EdgeError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             // A server error, so that an agent from before compression treats it as an edge that
             // cannot serve, tries the others and then fetches the blob from the origin itself.
