@@ -73,10 +73,8 @@ pub struct DaemonSpec {
     pub binary: PathBuf,
     /// `DAMSELFLY_LOG`, e.g. `info,damselfly_edge=debug`.
     pub log_filter: String,
-    /// Where it serves `/readyz` and `/metrics` (`http://ip:port`, or `https://` with `ca`).
-    pub url: String,
-    /// The CA to trust when `url` is https.
-    pub ca: Option<PathBuf>,
+    /// Where it serves `/readyz` and `/metrics`.
+    pub ops: OpsEndpoint,
     /// Run in this network namespace (`ip netns exec`), e.g. one behind a [`crate::link::Link`].
     pub netns: Option<String>,
 }
@@ -89,10 +87,33 @@ impl DaemonSpec {
             name: name.into(),
             binary: binary.into(),
             log_filter: log_filter.into(),
-            url: url.into(),
-            ca: None,
+            ops: OpsEndpoint {
+                url: url.into(),
+                ca: None,
+            },
             netns: None,
         }
+    }
+}
+
+/// Where a daemon serves its ops routes, and how to trust it there.
+#[derive(Debug, Clone)]
+pub struct OpsEndpoint {
+    /// `http://ip:port`, or `https://` with `ca`.
+    pub url: String,
+    /// The CA to trust when `url` is https.
+    pub ca: Option<PathBuf>,
+}
+
+impl OpsEndpoint {
+    /// A client that reaches it ([`probe_client`]).
+    pub fn client(&self) -> Result<reqwest::Client> {
+        probe_client(self.ca.as_deref())
+    }
+
+    /// The URL of `path` (`/readyz`) there.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
     }
 }
 
@@ -135,15 +156,15 @@ impl Daemon {
         cmd.arg("--config")
             .arg(&self.config_path)
             .env("DAMSELFLY_LOG", &self.spec.log_filter);
-        let ready = format!("{}/readyz", self.spec.url);
-        let client = probe_client(self.spec.ca.as_deref())?;
+        let ready = self.spec.ops.at("/readyz");
+        let client = self.spec.ops.client()?;
         self.child =
             Some(spawn_until_ready_with(&self.spec.name, cmd, self.dir.path(), &ready, &client).await?);
         Ok(())
     }
 
     pub fn url(&self) -> &str {
-        &self.spec.url
+        &self.spec.ops.url
     }
 
     /// CPU seconds (user and system) the running process has used so far.
@@ -211,15 +232,13 @@ impl Daemon {
     }
 
     pub async fn metrics(&self) -> Result<Metrics> {
-        let client = probe_client(self.spec.ca.as_deref())?;
-        scrape_with(&client, &format!("{}/metrics", self.spec.url)).await
+        scrape_with(&self.spec.ops.client()?, &self.spec.ops.at("/metrics")).await
     }
 
     /// GET `path` (`/api/v1/status`) as JSON; an error status is an error.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        let client = probe_client(self.spec.ca.as_deref())?;
-        let response = client
-            .get(format!("{}{path}", self.spec.url))
+        let response = (self.spec.ops.client()?)
+            .get(self.spec.ops.at(path))
             .send()
             .await?
             .error_for_status()?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use damselfly_core::api::TaskAnswer;
 
-use crate::daemon::{daemon_controls, Daemon, DaemonSpec};
+use crate::daemon::{daemon_controls, Daemon, DaemonSpec, OpsEndpoint};
 use crate::net::free_addr_on;
 use crate::pki::Pki;
 
@@ -143,8 +143,10 @@ impl Edge {
             name: "edge-cache".into(),
             binary: binary.to_path_buf(),
             log_filter: "info,damselfly_edge=debug,tower_http=debug".into(),
-            url: format!("{scheme}://{addr}"),
-            ca: options.tls.as_ref().map(|pki| pki.ca()),
+            ops: OpsEndpoint {
+                url: format!("{scheme}://{addr}"),
+                ca: options.tls.as_ref().map(|pki| pki.ca()),
+            },
             netns: options.netns.clone(),
         };
         let daemon = Daemon::start(spec, dir, &config).await?;

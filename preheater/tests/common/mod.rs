@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use damselfly_test_support::daemon::{Daemon, DaemonSpec};
+use damselfly_test_support::daemon::{Daemon, DaemonSpec, OpsEndpoint};
 use damselfly_test_support::edge::{Edge, EdgeOptions};
 use damselfly_test_support::image::{BuiltImage, ImageSpec};
 use damselfly_test_support::net::{free_addr_on, loopback_client};
@@ -200,8 +200,10 @@ impl Preheater {
             name: name.into(),
             binary: env!("CARGO_BIN_EXE_preheater").into(),
             log_filter: "info,damselfly_preheater=debug".into(),
-            url: format!("{scheme}://{addr}"),
-            ca: setup.tls.as_ref().map(|pki| pki.ca()),
+            ops: OpsEndpoint {
+                url: format!("{scheme}://{addr}"),
+                ca: setup.tls.as_ref().map(|pki| pki.ca()),
+            },
             netns: None,
         };
         let daemon = Daemon::start(spec, dir, &text).await.expect("preheater starts");
