@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
+use damselfly_server::cli::{parses, DaemonCli, Flag, FlagTable};
 use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, HTTP_SCHEMES};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
@@ -36,7 +36,8 @@ impl FlagTable for Config {
             "listen",
             "ADDR",
             "Address for the registry API, the agent API and the health/metrics endpoints",
-        ),
+        )
+        .checked(parses::<SocketAddr>),
         Flag::value(
             "data-dir",
             "DIR",

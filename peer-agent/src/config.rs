@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use damselfly_core::Location;
-use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
+use damselfly_server::cli::{parses, DaemonCli, Flag, FlagTable};
 use damselfly_server::config::{check_url, ConfigError, LogConfig, HTTP_SCHEMES};
 use damselfly_server::daemon::DaemonConfig;
 use damselfly_server::tls::TlsConfig;
@@ -34,13 +34,16 @@ pub enum Command {
 /// The agent's flags, each with the configuration key it sets.
 impl FlagTable for Config {
     const FLAGS: &'static [Flag] = &[
-        Flag::value("listen", "ADDR", "Registry mirror address for the local runtime"),
-        Flag::value("upload-listen", "ADDR", "Address other agents fetch pieces from"),
+        Flag::value("listen", "ADDR", "Registry mirror address for the local runtime")
+            .checked(parses::<SocketAddr>),
+        Flag::value("upload-listen", "ADDR", "Address other agents fetch pieces from")
+            .checked(parses::<SocketAddr>),
         Flag::value(
             "ops-listen",
             "ADDR",
             "Address of `/healthz`, `/readyz` and `/metrics` for probes and Prometheus",
-        ),
+        )
+        .checked(parses::<SocketAddr>),
         Flag::value(
             "advertise-url",
             "URL",
@@ -64,7 +67,8 @@ impl FlagTable for Config {
             "location",
             "REGION/ZONE/RACK",
             "Where this host sits: region/zone/rack",
-        ),
+        )
+        .checked(parses::<Location>),
         Flag::value("data-dir", "DIR", "Directory for sealed pieces"),
     ];
 }

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
+use damselfly_server::cli::{parses, DaemonCli, Flag, FlagTable};
 use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, HTTP_SCHEMES, REDACTED};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
@@ -260,7 +260,8 @@ impl FlagTable for Config {
             "listen",
             "ADDR",
             "Address for the webhooks, the job API and the health/metrics endpoints",
-        ),
+        )
+        .checked(parses::<SocketAddr>),
         Flag::value("data-dir", "DIR", "Directory of the embedded job store (unused with --redis)"),
         Flag::value(
             "edge",

@@ -1,4 +1,6 @@
-//! Flags every daemon has: `--config`, `--check-config`, logging, and TLS files.
+//! A daemon's command line: the flags every daemon has (`--config`, `--check-config`, logging,
+//! TLS files), its own as a table of flags that each set one configuration key, and its
+//! subcommands.
 
 use std::path::PathBuf;
 
@@ -55,8 +57,8 @@ impl<F: FlagTable, S: Subcommand> DaemonCli<F, S> {
     }
 }
 
-/// Parses the command line, with the common flags also read from `<PREFIX>_<FLAG>` (clap needs
-/// the names before parsing; each daemon has its prefix).
+/// Parses the command line, every flag (the common ones and the daemon's table) also read from
+/// `<PREFIX>_<FLAG>` (clap needs the names before parsing; each daemon has its prefix).
 ///
 /// A secret flag (one whose environment value clap hides) given on the command line itself is
 /// refused: every user of the machine can read a process's arguments. Such values come from the
@@ -152,6 +154,20 @@ pub struct Flag {
     pub pairs: Option<(&'static str, &'static str)>,
     /// The only values accepted, listed in `--help`.
     pub one_of: &'static [&'static str],
+    /// Refuses a malformed value while parsing the command line, naming the flag (e.g.
+    /// [`parses::<SocketAddr>`](parses)).
+    pub check: Option<Check>,
+}
+
+/// How a flag's value is checked while parsing: `Err` says what is wrong with it.
+pub type Check = fn(&str) -> Result<(), String>;
+
+/// A [`Flag::checked`] check: the value parses as a `T`.
+pub fn parses<T: std::str::FromStr>(value: &str) -> Result<(), String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse::<T>().map(drop).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +196,7 @@ impl Flag {
             secret: false,
             pairs: None,
             one_of: &[],
+            check: None,
         }
     }
 
@@ -231,6 +248,13 @@ impl Flag {
         }
     }
 
+    pub const fn checked(self, check: Check) -> Flag {
+        Flag {
+            check: Some(check),
+            ..self
+        }
+    }
+
     /// The variable's name after the daemon's prefix and `_`.
     fn env_suffix(&self) -> String {
         let upper = if self.env.is_empty() { self.long } else { self.env };
@@ -248,10 +272,12 @@ impl Flag {
             FlagKind::List | FlagKind::Append(_) => arg.action(clap::ArgAction::Append).value_delimiter(','),
         };
         let arg = arg.value_name(self.value_name);
-        if self.one_of.is_empty() {
-            arg
-        } else {
-            arg.value_parser(clap::builder::PossibleValuesParser::new(self.one_of))
+        match (self.one_of, self.check) {
+            ([], None) => arg,
+            ([], Some(check)) => {
+                arg.value_parser(move |value: &str| check(value).map(|()| value.to_string()))
+            }
+            (values, _) => arg.value_parser(clap::builder::PossibleValuesParser::new(values)),
         }
     }
 
