@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use damselfly_server::cli::{parses, DaemonCli, Flag, FlagTable};
+use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
 use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, HTTP_SCHEMES};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
@@ -32,12 +32,10 @@ pub enum EdgeCommand {
 /// The edge's flags, each with the configuration key it sets.
 impl FlagTable for Config {
     const FLAGS: &'static [Flag] = &[
-        Flag::value(
+        Flag::address(
             "listen",
-            "ADDR",
             "Address for the registry API, the agent API and the health/metrics endpoints",
-        )
-        .checked(parses::<SocketAddr>),
+        ),
         Flag::value(
             "data-dir",
             "DIR",

@@ -34,16 +34,12 @@ pub enum Command {
 /// The agent's flags, each with the configuration key it sets.
 impl FlagTable for Config {
     const FLAGS: &'static [Flag] = &[
-        Flag::value("listen", "ADDR", "Registry mirror address for the local runtime")
-            .checked(parses::<SocketAddr>),
-        Flag::value("upload-listen", "ADDR", "Address other agents fetch pieces from")
-            .checked(parses::<SocketAddr>),
-        Flag::value(
+        Flag::address("listen", "Registry mirror address for the local runtime"),
+        Flag::address("upload-listen", "Address other agents fetch pieces from"),
+        Flag::address(
             "ops-listen",
-            "ADDR",
             "Address of `/healthz`, `/readyz` and `/metrics` for probes and Prometheus",
-        )
-        .checked(parses::<SocketAddr>),
+        ),
         Flag::value(
             "advertise-url",
             "URL",

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use damselfly_server::cli::{parses, DaemonCli, Flag, FlagTable};
+use damselfly_server::cli::{DaemonCli, Flag, FlagTable};
 use damselfly_server::config::{check_url, redact_url, ConfigError, LogConfig, HTTP_SCHEMES, REDACTED};
 use damselfly_server::daemon::{DaemonConfig, Secret};
 use damselfly_server::tls::TlsConfig;
@@ -256,12 +256,7 @@ pub struct LimitsConfig {
 /// `--harbor-provider-basic` add to the file's.
 impl FlagTable for Config {
     const FLAGS: &'static [Flag] = &[
-        Flag::value(
-            "listen",
-            "ADDR",
-            "Address for the webhooks, the job API and the health/metrics endpoints",
-        )
-        .checked(parses::<SocketAddr>),
+        Flag::address("listen", "Address for the webhooks, the job API and the health/metrics endpoints"),
         Flag::value("data-dir", "DIR", "Directory of the embedded job store (unused with --redis)"),
         Flag::value(
             "edge",

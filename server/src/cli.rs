@@ -200,6 +200,11 @@ impl Flag {
         }
     }
 
+    /// A flag `--<long> <ADDR>` setting the key `long` to a socket address (`127.0.0.1:5080`).
+    pub const fn address(long: &'static str, help: &'static str) -> Flag {
+        Flag::value(long, "ADDR", help).checked(parses::<std::net::SocketAddr>)
+    }
+
     /// A flag `--<long>` without a value, setting the key `long` to `true`.
     pub const fn switch(long: &'static str, help: &'static str) -> Flag {
         Flag {
