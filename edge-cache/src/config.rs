@@ -381,7 +381,7 @@ pub struct LimitsConfig {
 impl Config {
     /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides()?)
+        damselfly_server::daemon::load(&DAEMON, cli)
     }
 
     pub fn quota_bytes(&self) -> Result<u64, ConfigError> {

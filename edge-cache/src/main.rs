@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use damselfly_edge::config::{EdgeCommand, DAEMON};
-use damselfly_edge::{Cli, Config};
+use damselfly_edge::Cli;
 use damselfly_server::daemon;
 
 #[tokio::main]
@@ -17,9 +17,6 @@ async fn main() -> ExitCode {
         Some(EdgeCommand::Admin(args)) => {
             daemon::tool_exit(&DAEMON, "admin", damselfly_edge::admin_cli::run(args).await)
         }
-        None => {
-            daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, cli.overrides(), damselfly_edge::run)
-                .await
-        }
+        None => daemon::run_daemon(&DAEMON, &cli, damselfly_edge::run).await,
     }
 }

@@ -217,7 +217,7 @@ impl OutboundConfig {
 impl Config {
     /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides()?)
+        damselfly_server::daemon::load(&DAEMON, cli)
     }
 
     pub fn advertise(&self) -> String {

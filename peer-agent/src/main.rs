@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use damselfly_agent::config::{Command, DAEMON};
-use damselfly_agent::{Cli, Config};
+use damselfly_agent::Cli;
 use damselfly_server::daemon;
 
 #[tokio::main]
@@ -18,9 +18,6 @@ async fn main() -> ExitCode {
         }
         Some(Command::Get(args)) => tool("get", damselfly_agent::get::run(args).await),
         Some(Command::Status(args)) => tool("status", damselfly_agent::status::run(args).await),
-        None => {
-            let flags = cli.overrides();
-            daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, flags, damselfly_agent::run).await
-        }
+        None => daemon::run_daemon(&DAEMON, &cli, damselfly_agent::run).await,
     }
 }

@@ -346,7 +346,7 @@ impl FlagTable for Config {
 impl Config {
     /// Defaults → file → environment → flags, validated.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        damselfly_server::daemon::load(&DAEMON, &cli.common, cli.overrides()?)
+        damselfly_server::daemon::load(&DAEMON, cli)
     }
 
     /// The registry entry for a host as events name it.

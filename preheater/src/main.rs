@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use damselfly_preheater::config::{PreheaterCommand, DAEMON};
-use damselfly_preheater::{Cli, Config};
+use damselfly_preheater::Cli;
 use damselfly_server::daemon;
 
 #[tokio::main]
@@ -13,5 +13,5 @@ async fn main() -> ExitCode {
     if let Some(PreheaterCommand::Jobs(args)) = &cli.command {
         return daemon::tool_exit(&DAEMON, "jobs", damselfly_preheater::jobs_cli::run(args).await);
     }
-    daemon::run_daemon::<Config, _, _>(&DAEMON, &cli.common, cli.overrides(), damselfly_preheater::run).await
+    daemon::run_daemon(&DAEMON, &cli, damselfly_preheater::run).await
 }

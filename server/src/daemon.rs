@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Subcommand;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::cli::CommonArgs;
-use crate::config::{ConfigError, LogConfig, Overrides};
+use crate::cli::{DaemonCli, FlagTable};
+use crate::config::{ConfigError, LogConfig};
 use crate::logging::Telemetry;
 use crate::tls::TlsConfig;
 use crate::Daemon;
@@ -67,13 +68,13 @@ impl<'a> Secret<'a> {
     }
 }
 
-/// The configuration from every layer (see [`crate::config`]), validated. `flags` are the
-/// daemon's own flags; the common ones are added here.
-pub fn load<C: DaemonConfig>(
+/// The configuration from every layer (see [`crate::config`]) with `cli`'s flags last, validated.
+pub fn load<C: DaemonConfig + FlagTable, S: Subcommand>(
     daemon: &Daemon,
-    common: &CommonArgs,
-    mut flags: Overrides,
+    cli: &DaemonCli<C, S>,
 ) -> Result<C, ConfigError> {
+    let common = &cli.common;
+    let mut flags = cli.overrides()?;
     flags
         .set("log.format", common.log_format.as_ref())
         .set("log.otlp_endpoint", common.otlp_endpoint.as_ref())
@@ -92,16 +93,15 @@ pub fn load<C: DaemonConfig>(
 
 /// Loads the configuration and starts logging. `Err` carries the exit status when the process
 /// should stop here: an invalid configuration (2), or `--check-config` done.
-pub fn start<C: DaemonConfig>(
+pub fn start<C: DaemonConfig + FlagTable, S: Subcommand>(
     daemon: &Daemon,
-    common: &CommonArgs,
-    flags: Overrides,
+    cli: &DaemonCli<C, S>,
 ) -> Result<(C, Telemetry), ExitCode> {
-    let config: C = load(daemon, common, flags).map_err(|e| {
+    let config: C = load(daemon, cli).map_err(|e| {
         eprintln!("{}: {e}", daemon.name);
         ExitCode::from(2)
     })?;
-    if common.check_config {
+    if cli.common.check_config {
         return Err(crate::config::print_checked(daemon, &config.redacted()));
     }
     let telemetry = crate::logging::init(daemon, config.sections().1).map_err(|e| {
@@ -115,27 +115,15 @@ pub fn start<C: DaemonConfig>(
 pub type Signal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The life of a daemon once its flags are parsed: configuration (or `--check-config`'s
-/// answer), logging, `run` until SIGTERM or SIGINT, and the exit status. Flags that cannot be
-/// read as configuration exit with 2, as an invalid configuration does.
-pub async fn run_daemon<C, F, Fut>(
-    daemon: &Daemon,
-    common: &CommonArgs,
-    flags: Result<Overrides, ConfigError>,
-    run: F,
-) -> ExitCode
+/// answer), logging, `run` until SIGTERM or SIGINT, and the exit status.
+pub async fn run_daemon<C, S, F, Fut>(daemon: &Daemon, cli: &DaemonCli<C, S>, run: F) -> ExitCode
 where
-    C: DaemonConfig,
+    C: DaemonConfig + FlagTable,
+    S: Subcommand,
     F: FnOnce(C, Signal) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let flags = match flags {
-        Ok(flags) => flags,
-        Err(e) => {
-            eprintln!("{}: {e}", daemon.name);
-            return ExitCode::from(2);
-        }
-    };
-    let (config, _telemetry) = match start::<C>(daemon, common, flags) {
+    let (config, _telemetry) = match start(daemon, cli) {
         Ok(started) => started,
         Err(exit) => return exit,
     };
