@@ -308,10 +308,25 @@ impl Flag {
 
 /// The flags of a [`FlagTable`] given on the command line or in the environment; flattened into
 /// a daemon's `Cli`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Flags<T> {
     given: Vec<(&'static Flag, Vec<String>)>,
     table: std::marker::PhantomData<T>,
+}
+
+/// The flags given, a secret one's values shown as [`crate::config::REDACTED`].
+impl<T> std::fmt::Debug for Flags<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.given.iter().map(|(flag, values)| {
+            let values: Vec<&str> = if flag.secret {
+                vec![crate::config::REDACTED; values.len()]
+            } else {
+                values.iter().map(String::as_str).collect()
+            };
+            (flag.long, values)
+        });
+        f.debug_map().entries(shown).finish()
+    }
 }
 
 impl<T: FlagTable> Flags<T> {
@@ -326,23 +341,20 @@ impl<T: FlagTable> Flags<T> {
             };
             let key = key.as_str();
             match flag.kind {
-                FlagKind::Switch => {
-                    o.set(key, Some(&true));
-                }
-                FlagKind::Value if flag.pairs.is_none() => {
-                    o.set_text(key, &values[0]);
-                }
-                kind => {
+                FlagKind::Switch => o.set(key, Some(&true)),
+                FlagKind::Value if flag.pairs.is_none() => o.set_text(key, &values[0]),
+                FlagKind::Value => o.set(key, Some(&flag.value_of(&values[0])?)),
+                FlagKind::List | FlagKind::Append(_) => {
                     let list: Vec<toml::Value> = values
                         .iter()
                         .map(|v| flag.value_of(v))
                         .collect::<Result<_, _>>()?;
-                    match kind {
+                    match flag.kind {
                         FlagKind::Append(unique_by) => o.append(key, &list, unique_by),
                         _ => o.set_list(key, &list),
-                    };
+                    }
                 }
-            }
+            };
         }
         Ok(o)
     }
@@ -379,5 +391,56 @@ impl<T: FlagTable> clap::Args for Flags<T> {
 
     fn augment_args_for_update(command: clap::Command) -> clap::Command {
         Self::augment_args(command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Table;
+
+    impl FlagTable for Table {
+        const FLAGS: &'static [Flag] = &[
+            Flag::address("listen", "Where"),
+            Flag::value("token", "TOKEN", "A secret").secret(),
+            Flag::value("edge", "REGION=URL", "Edges")
+                .list()
+                .pairs("region", "url")
+                .key("edges"),
+            Flag::switch("insecure", "Lab"),
+        ];
+    }
+
+    fn flags(args: &[&str]) -> Result<Flags<Table>, clap::Error> {
+        let command = <Flags<Table> as Args>::augment_args(clap::Command::new("t"));
+        let matches = command.try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))?;
+        Flags::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn a_secret_flag_is_never_shown_and_typed_flags_are_checked() {
+        let given = flags(&["--token", "s3cret-value", "--listen", "127.0.0.1:1"]).unwrap();
+        let shown = format!("{given:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("127.0.0.1:1"),
+            "{shown}"
+        );
+        let err = flags(&["--listen", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn flags_become_their_keys() {
+        let given = flags(&["--edge", "eu=http://a", "--edge", "us=http://b", "--insecure"]).unwrap();
+        let overrides = given.overrides().unwrap();
+        let keys: Vec<&str> = overrides.keys().collect();
+        assert_eq!(keys, ["edges", "insecure"]);
+        let bad = flags(&["--edge", "eu"])
+            .unwrap()
+            .overrides()
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("--edge wants REGION=URL"), "{bad}");
     }
 }

@@ -194,6 +194,12 @@ enum Apply {
 }
 
 impl Overrides {
+    /// The keys set, in order.
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(key, _, _)| key.as_str())
+    }
+
     /// Sets `key` when the flag was given.
     pub fn set<T: Serialize>(&mut self, key: &str, value: Option<&T>) -> &mut Self {
         if let Some(v) = value.and_then(|v| Value::try_from(v).ok()) {
